@@ -1,0 +1,156 @@
+"""Configuration dataclasses for the DMD model and its training.
+
+Sizes follow the DMD paper and the authors' public configuration (mdswyz/DMD,
+``config/config.json``); input dimensions and step counts come from the data, never
+from a dataset name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MODALITIES: tuple[str, ...] = ("L", "A", "V")
+"""Modality names in a fixed order: language (text), acoustic, visual."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of one DMD network."""
+
+    dims: dict[str, int]
+    """Input feature size per modality, e.g. ``{"L": 768, "A": 5, "V": 20}``."""
+    steps: dict[str, int]
+    """Time steps per modality; the homogeneous heads flatten (steps x d) as the paper does."""
+    d: int = 50
+    """Width of the projected features (the paper's ``dst_feature_dim``)."""
+    heads: int = 10
+    """Attention heads; must divide ``d``."""
+    kernels: dict[str, int] = field(default_factory=lambda: {"L": 5, "A": 5, "V": 5})
+    """Temporal Conv1d kernel of each modality's projection (odd; 'same' padding)."""
+    cross_layers: int = 4
+    """Layers of each crossmodal transformer."""
+    memory_layers: int = 3
+    """Layers of each self-attention memory after the crossmodal transformers."""
+    attn_dropout: float = 0.1
+    relu_dropout: float = 0.1
+    res_dropout: float = 0.1
+    embed_dropout: float = 0.2
+    output_dropout: float = 0.1
+    text_dropout: float = 0.2
+    gd_size_homo: int = 64
+    gd_size_hetero: int = 32
+    gd_alpha: float = 1 / 8
+    class_names: tuple[str, ...] = ()
+    """Emotion class names for an optional classification head; empty: regression only."""
+
+    def __post_init__(self) -> None:
+        for name in ("dims", "steps", "kernels"):
+            value = getattr(self, name)
+            missing = [m for m in MODALITIES if m not in value]
+            if missing:
+                raise ValueError(f"model config: {name} lacks modality {', '.join(missing)}")
+        if self.d % self.heads:
+            raise ValueError(f"model config: d={self.d} is not divisible by heads={self.heads}")
+        if any(k % 2 == 0 for k in self.kernels.values()):
+            raise ValueError(f"model config: kernels must be odd, got {self.kernels}")
+        object.__setattr__(self, "class_names", tuple(self.class_names))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"model config: unknown keys {unknown}")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and loss weights. Defaults are the paper's unless noted."""
+
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    """Passed to Adam (the authors' code configures it and never passes it)."""
+    batch_size: int = 16
+    grad_clip: float = 0.6
+    """Gradient value clip, as in the authors' code."""
+    epochs: int = 30
+    patience: int = 5
+    """ReduceLROnPlateau patience (epochs)."""
+    early_stop: int = 10
+    """Stop after this many epochs without a better validation score."""
+    w_gd_homo: float = 0.05
+    w_gd_hetero: float = 0.05
+    w_decouple: float = 0.1
+    w_margin_ortho: float = 0.1
+    gd_reg: float = 10.0
+    gd_loss_weights: tuple[float, float] = (1.0, 10.0)
+    """Weights of the logit and representation distillation terms."""
+    missing_rate_max: float = 0.7
+    """Student training draws a missing rate per batch from [0, missing_rate_max]."""
+    w_corrkd: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    """Weights of the sample contrastive, prototype and response consistency losses."""
+    corrkd_tau: float = 0.5
+    """Temperature of the CorrKD similarity distributions."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        data = dict(data)
+        for key in ("gd_loss_weights", "w_corrkd"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+
+# Presets: the paper's per-dataset sizes (mdswyz/DMD config.json), and a small one for
+# quick CPU runs (synthetic data, tests, CI) and for the live model.
+PRESETS: dict[str, dict] = {
+    "mosi": {
+        "model": {"d": 50, "heads": 10, "kernels": {"L": 5, "A": 5, "V": 5}},
+        "train": {"lr": 1e-4, "batch_size": 16},
+    },
+    "mosei": {
+        "model": {"d": 30, "heads": 6, "kernels": {"L": 5, "A": 1, "V": 3}},
+        "train": {"lr": 1e-4, "batch_size": 16},
+    },
+    "small": {
+        "model": {
+            "d": 32,
+            "heads": 4,
+            "kernels": {"L": 3, "A": 3, "V": 3},
+            "cross_layers": 2,
+            "memory_layers": 1,
+            "gd_size_homo": 32,
+            "gd_size_hetero": 16,
+        },
+        "train": {"lr": 1e-3, "batch_size": 32, "epochs": 20, "early_stop": 6, "patience": 3},
+    },
+}
+
+
+def load_preset(name_or_path: str) -> tuple[dict, dict]:
+    """Return (model overrides, train overrides) for a preset name or a JSON file."""
+    if name_or_path in PRESETS:
+        preset = PRESETS[name_or_path]
+        return dict(preset["model"]), dict(preset["train"])
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise ValueError(
+            f"config {name_or_path!r} is neither a preset ({', '.join(PRESETS)}) nor a file"
+        )
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"config {path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(data, dict) or not set(data) <= {"model", "train"}:
+        raise ValueError(f"config {path}: expected an object with 'model' and/or 'train' keys")
+    return dict(data.get("model", {})), dict(data.get("train", {}))

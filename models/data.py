@@ -1,0 +1,198 @@
+"""Datasets in the MMSA pickle format (CMU-MOSI, CMU-MOSEI, CH-SIMS and our own features).
+
+An MMSA pickle is a dict with the splits ``train``, ``valid`` and ``test``; each split is
+a dict of arrays over N samples:
+
+* ``text`` (N, T_l, d_l) features (or only ``text_bert`` (N, 3, T_l) token ids, which
+  need a BERT we do not ship: refused with a message), ``audio`` (N, T_a, d_a),
+  ``vision`` (N, T_v, d_v), ``regression_labels`` (N,), ``id`` (N,);
+* unaligned sets also carry ``audio_lengths`` and ``vision_lengths`` (N,).
+
+Files written by ``models.extract`` add ``text_mask``, ``audio_mask``, ``vision_mask``
+(N, T) per split, optionally ``class_labels`` (N,) with -1 for unknown, and a top-level
+``meta`` dict (``feature_set``, ``class_names``, ...). Pickles execute code when loaded:
+open only files you trust, as with any MMSA pickle.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from models.config import MODALITIES
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "valid", "test")
+KEYS = {"L": "text", "A": "audio", "V": "vision"}
+LENGTH_KEYS = {"A": "audio_lengths", "V": "vision_lengths"}
+
+
+class DataError(ValueError):
+    """A dataset file that cannot be used; the message is one line naming the problem."""
+
+
+@dataclass
+class Split:
+    """One split as arrays: inputs and masks per modality, labels, ids."""
+
+    inputs: dict[str, np.ndarray]  # m -> (N, T_m, d_m) float32
+    masks: dict[str, np.ndarray]  # m -> (N, T_m) float32, 1 present
+    labels: np.ndarray  # (N,) float32 sentiment
+    class_labels: np.ndarray | None  # (N,) int64, -1 unknown
+    ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: np.ndarray) -> Split:
+        return Split(
+            inputs={m: v[index] for m, v in self.inputs.items()},
+            masks={m: v[index] for m, v in self.masks.items()},
+            labels=self.labels[index],
+            class_labels=None if self.class_labels is None else self.class_labels[index],
+            ids=[self.ids[i] for i in index],
+        )
+
+
+@dataclass
+class Dataset:
+    """All splits of a file plus what describes its features."""
+
+    splits: dict[str, Split]
+    feature_set: str
+    class_names: tuple[str, ...] = ()
+    meta: dict = field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def dims(self) -> dict[str, int]:
+        any_split = next(iter(self.splits.values()))
+        return {m: int(any_split.inputs[m].shape[2]) for m in MODALITIES}
+
+    @property
+    def steps(self) -> dict[str, int]:
+        any_split = next(iter(self.splits.values()))
+        return {m: int(any_split.inputs[m].shape[1]) for m in MODALITIES}
+
+
+def load_dataset(path: str | Path, splits: tuple[str, ...] = SPLITS) -> Dataset:
+    """Read and validate an MMSA-format pickle; raise DataError with a one-line reason."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        with path.open("rb") as fh:
+            raw = pickle.load(fh)
+    except Exception as exc:  # unpickling can raise nearly anything on a bad file
+        raise DataError(f"{path}: not a readable pickle ({type(exc).__name__}: {exc})") from None
+    return dataset_from_dict(raw, splits=splits, source=str(path))
+
+
+def dataset_from_dict(raw: object, splits: tuple[str, ...] = SPLITS, source: str = "<memory>") -> Dataset:
+    """Validate an MMSA-format dict (as unpickled) and build a Dataset."""
+    if not isinstance(raw, dict):
+        raise DataError(f"{source}: expected a dict of splits, got {type(raw).__name__}")
+    meta = raw.get("meta", {}) or {}
+    if not isinstance(meta, dict):
+        raise DataError(f"{source}: 'meta' must be a dict")
+    out: dict[str, Split] = {}
+    for name in splits:
+        if name not in raw:
+            raise DataError(f"{source}: missing split '{name}' (has {sorted(k for k in raw if k != 'meta')})")
+        out[name] = _split(raw[name], f"{source}: split '{name}'")
+    dims = {name: {m: s.inputs[m].shape[2] for m in MODALITIES} for name, s in out.items()}
+    steps = {name: {m: s.inputs[m].shape[1] for m in MODALITIES} for name, s in out.items()}
+    first = next(iter(out))
+    for name in out:
+        if dims[name] != dims[first] or steps[name] != steps[first]:
+            raise DataError(
+                f"{source}: split '{name}' has shapes {steps[name]}x{dims[name]}, "
+                f"split '{first}' has {steps[first]}x{dims[first]}"
+            )
+    class_names = tuple(meta.get("class_names", ()))
+    feature_set = str(meta.get("feature_set", "mmsa"))
+    return Dataset(splits=out, feature_set=feature_set, class_names=class_names, meta=meta, source=source)
+
+
+def _array(split: dict, key: str, where: str, ndim: int) -> np.ndarray:
+    if key not in split:
+        raise DataError(f"{where} lacks key '{key}'")
+    try:
+        arr = np.asarray(split[key], dtype=np.float32)
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: '{key}' is not numeric") from None
+    if arr.ndim != ndim:
+        raise DataError(f"{where}: '{key}' should have {ndim} dimensions, has shape {arr.shape}")
+    return arr
+
+
+def _split(split: object, where: str) -> Split:
+    if not isinstance(split, dict):
+        raise DataError(f"{where} is not a dict")
+    if "text" not in split and "text_bert" in split:
+        raise DataError(f"{where} has only 'text_bert' token ids; a BERT is needed to embed them: "
+                        "use a pickle with 'text' features")
+    labels = _array(split, "regression_labels", where, 1) if "regression_labels" in split else None
+    if labels is None:
+        raise DataError(f"{where} lacks key 'regression_labels'")
+    n = len(labels)
+    if n == 0:
+        raise DataError(f"{where} is empty")
+    inputs, masks = {}, {}
+    for m in MODALITIES:
+        key = KEYS[m]
+        arr = _array(split, key, where, 3)
+        if arr.shape[0] != n:
+            raise DataError(f"{where}: '{key}' has {arr.shape[0]} samples, labels have {n}")
+        if arr.shape[1] == 0 or arr.shape[2] == 0:
+            raise DataError(f"{where}: '{key}' has an empty shape {arr.shape}")
+        if np.isnan(arr).any():
+            bad = int(np.isnan(arr).any(axis=(1, 2)).sum())
+            raise DataError(f"{where}: '{key}' has NaN values in {bad} samples")
+        if np.isinf(arr).any():
+            # MMSA's own loader sets COVAREP's -inf to 0; do the same, and say so
+            logger.warning("%s: '%s' has infinite values; set to 0 as MMSA does", where, key)
+            arr[np.isinf(arr)] = 0.0
+        inputs[m] = arr
+    if np.isnan(labels).any():
+        raise DataError(f"{where}: 'regression_labels' has NaN values")
+    for m in MODALITIES:
+        masks[m] = _mask(split, m, inputs, where)
+    class_labels = None
+    if "class_labels" in split:
+        class_labels = np.asarray(split["class_labels"], dtype=np.int64)
+        if class_labels.shape != (n,):
+            raise DataError(f"{where}: 'class_labels' has shape {class_labels.shape}, expected ({n},)")
+    ids = [str(i) for i in split.get("id", range(n))]
+    if len(ids) != n:
+        raise DataError(f"{where}: 'id' has {len(ids)} entries, labels have {n}")
+    return Split(inputs=inputs, masks=masks, labels=labels.astype(np.float32), class_labels=class_labels, ids=ids)
+
+
+def _mask(split: dict, m: str, inputs: dict[str, np.ndarray], where: str) -> np.ndarray:
+    n, steps = inputs[m].shape[:2]
+    key = f"{KEYS[m]}_mask"
+    if key in split:
+        mask = np.asarray(split[key], dtype=np.float32)
+        if mask.shape != (n, steps):
+            raise DataError(f"{where}: '{key}' has shape {mask.shape}, expected {(n, steps)}")
+        return (mask > 0).astype(np.float32)
+    if m == "L":
+        bert = split.get("text_bert")
+        if bert is not None and np.asarray(bert).shape == (n, 3, steps):
+            return (np.asarray(bert)[:, 1, :] > 0).astype(np.float32)  # BERT attention mask
+        return (np.abs(inputs["L"]).sum(2) > 0).astype(np.float32)
+    if m in LENGTH_KEYS and LENGTH_KEYS[m] in split:
+        lengths = np.asarray(split[LENGTH_KEYS[m]]).astype(np.int64).reshape(-1)
+        if lengths.shape != (n,):
+            raise DataError(f"{where}: '{LENGTH_KEYS[m]}' has shape {lengths.shape}, expected ({n},)")
+        return (np.arange(steps)[None, :] < lengths[:, None]).astype(np.float32)
+    if steps == inputs["L"].shape[1]:
+        # aligned data without lengths: steps follow the words
+        return _mask(split, "L", inputs, where)
+    return np.ones((n, steps), dtype=np.float32)

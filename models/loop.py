@@ -1,0 +1,89 @@
+"""Batching, device choice and prediction over dataset splits (shared by train and evaluate)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from models.config import MODALITIES
+from models.corrkd import drop_missing, keep_subset
+from models.data import Split
+from models.metrics import classification_metrics, regression_metrics
+
+
+class DeviceError(ValueError):
+    """The requested device cannot be used."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda if available else cpu; 'cuda' without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DeviceError(f"--device {name}: no CUDA GPU is available (use --device cpu or auto)")
+        return torch.device(name)
+    raise DeviceError(f"unknown device {name!r}: use auto, cpu or cuda")
+
+
+@dataclass
+class Batch:
+    inputs: dict[str, torch.Tensor]
+    masks: dict[str, torch.Tensor]
+    labels: torch.Tensor
+    class_labels: torch.Tensor | None
+    index: np.ndarray
+
+
+def batches(split: Split, batch_size: int, device: torch.device,
+            rng: np.random.Generator | None = None) -> Iterator[Batch]:
+    """Mini-batches in order, or shuffled when a generator is given."""
+    order = np.arange(len(split)) if rng is None else rng.permutation(len(split))
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        yield Batch(
+            inputs={m: torch.from_numpy(split.inputs[m][idx]).to(device) for m in MODALITIES},
+            masks={m: torch.from_numpy(split.masks[m][idx]).to(device) for m in MODALITIES},
+            labels=torch.from_numpy(split.labels[idx]).to(device),
+            class_labels=None if split.class_labels is None else torch.from_numpy(split.class_labels[idx]).to(device),
+            index=idx,
+        )
+
+
+@torch.no_grad()
+def predict(net: torch.nn.Module, split: Split, device: torch.device, missing_rate: float = 0.0,
+            available: tuple[str, ...] | None = None, seed: int = 0, batch_size: int = 64):
+    """Sentiment predictions (N,) and class logits (N, C) or None, with data removed as asked.
+
+    missing_rate: simulated missing data (models.corrkd.drop_missing) with a fixed seed;
+    available: keep only these modalities.
+    """
+    net.eval()
+    gen = torch.Generator().manual_seed(seed)
+    preds, logits = [], []
+    for batch in batches(split, batch_size, device):
+        masks = batch.masks
+        if available is not None:
+            masks = keep_subset(masks, available)
+        if missing_rate > 0:
+            masks = drop_missing(masks, missing_rate, gen)
+        out = net(batch.inputs, masks)
+        preds.append(out.sentiment.float().cpu().numpy())
+        if out.class_logits is not None:
+            logits.append(out.class_logits.float().cpu().numpy())
+    return np.concatenate(preds), (np.concatenate(logits) if logits else None)
+
+
+def evaluate(net: torch.nn.Module, split: Split, device: torch.device, missing_rate: float = 0.0,
+             available: tuple[str, ...] | None = None, seed: int = 0) -> dict[str, float]:
+    """MMSA metrics (and class metrics when the model has classes) on one split."""
+    pred, logits = predict(net, split, device, missing_rate, available, seed)
+    metrics = regression_metrics(pred, split.labels)
+    if logits is not None and split.class_labels is not None:
+        metrics.update(classification_metrics(logits, split.class_labels))
+    return metrics

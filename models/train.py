@@ -1,0 +1,230 @@
+"""Train a DMD teacher on complete data and a CorrKD student on missing data.
+
+    python -m models.train --data FILE --out DIR [--config mosi|mosei|small|PATH]
+        [--stage teacher|student|both] [--epochs N] [--device auto|cpu|cuda] [--seed S]
+
+Writes ``DIR/teacher`` and ``DIR/student``, each a checkpoint (best validation epoch only).
+The student is what ships: serve ``DIR/student`` (or ``DIR``, which resolves to it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from models.config import ModelConfig, TrainConfig, load_preset
+from models.corrkd import corrkd_losses, drop_missing
+from models.data import DataError, Dataset, load_dataset
+from models.dmd import DMD
+from models.loop import DeviceError, batches, evaluate, resolve_device
+from models.losses import dmd_losses
+
+logger = logging.getLogger(__name__)
+
+STUDENT_VALID_RATES = (0.0, 0.35, 0.7)
+"""A student is selected on its mean validation MAE over these missing rates."""
+
+
+@dataclass
+class FitResult:
+    net: DMD
+    best_epoch: int
+    best_score: float
+    history: list[dict]
+    seconds: float
+
+
+def model_config_for(dataset: Dataset, overrides: dict) -> ModelConfig:
+    """A ModelConfig whose dims and steps come from the data, sizes from the preset."""
+    fields = dict(overrides)
+    fields["dims"] = dataset.dims
+    fields["steps"] = dataset.steps
+    fields.setdefault("class_names", dataset.class_names)
+    return ModelConfig(**fields)
+
+
+def _validation_score(net: DMD, dataset: Dataset, device: torch.device, student: bool) -> float:
+    rates = STUDENT_VALID_RATES if student else (0.0,)
+    return float(np.mean([evaluate(net, dataset.splits["valid"], device, rate, seed=1)["MAE"] for rate in rates]))
+
+
+def fit(dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig, device: torch.device,
+        teacher: DMD | None = None, seed: int = 0, progress: bool = True) -> FitResult:
+    """Train one network; a teacher given means CorrKD student training.
+
+    The student starts from the teacher's weights, sees each batch with missing data
+    simulated at a rate drawn from [0, missing_rate_max], and adds the three CorrKD
+    losses against the teacher's view of the complete batch. Selection uses the
+    validation split only (the authors' code scores the test split every epoch).
+    """
+    from tqdm import tqdm
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    net = DMD(model_cfg).to(device)
+    if teacher is not None:
+        net.load_state_dict(teacher.state_dict())
+        teacher = teacher.to(device).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+    optimizer = torch.optim.Adam(net.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5,
+                                                           patience=train_cfg.patience)
+    train = dataset.splits["train"]
+    best_score, best_epoch, best_state = math.inf, 0, None
+    history: list[dict] = []
+    start = time.perf_counter()
+    role = "student" if teacher is not None else "teacher"
+    for epoch in range(1, train_cfg.epochs + 1):
+        net.train()
+        sums: dict[str, float] = {}
+        n_batches = math.ceil(len(train) / train_cfg.batch_size)
+        bar = tqdm(batches(train, train_cfg.batch_size, device, rng), total=n_batches, leave=False,
+                   desc=f"{role} epoch {epoch}", disable=not progress)
+        for batch in bar:
+            masks = batch.masks
+            if teacher is not None:
+                rate = float(torch.rand((), generator=gen)) * train_cfg.missing_rate_max
+                masks = drop_missing(batch.masks, rate, gen)
+            out = net(batch.inputs, masks)
+            losses = dmd_losses(out, batch.labels, train_cfg, batch.class_labels)
+            loss = losses.total
+            terms = losses.as_floats()
+            if teacher is not None:
+                with torch.no_grad():
+                    t_out = teacher(batch.inputs, batch.masks)
+                kd = corrkd_losses(out, t_out, batch.labels, batch.class_labels, train_cfg.corrkd_tau)
+                loss = loss + kd.total(train_cfg.w_corrkd)
+                terms.update(kd_sample=float(kd.sample.detach()), kd_prototype=float(kd.prototype.detach()),
+                             kd_response=float(kd.response.detach()))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_value_(net.parameters(), train_cfg.grad_clip)
+            optimizer.step()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v
+            bar.set_postfix(loss=f"{terms['total']:.3f}")
+        score = _validation_score(net, dataset, device, student=teacher is not None)
+        scheduler.step(score)
+        record = {"epoch": epoch, "valid_mae": round(score, 4), **{k: round(v / n_batches, 4) for k, v in sums.items()}}
+        history.append(record)
+        improved = score < best_score
+        if improved:
+            best_score, best_epoch = score, epoch
+            best_state = copy.deepcopy(net.state_dict())
+        logger.info("%s epoch %d: train loss %.4f, valid MAE %.4f%s", role, epoch, record.get("total", 0),
+                    score, " (best)" if improved else "")
+        if epoch - best_epoch >= train_cfg.early_stop:
+            logger.info("%s: no better validation score for %d epochs; stopping", role, train_cfg.early_stop)
+            break
+    assert best_state is not None
+    net.load_state_dict(best_state)
+    return FitResult(net=net.eval(), best_epoch=best_epoch, best_score=best_score, history=history,
+                     seconds=time.perf_counter() - start)
+
+
+def feature_set_of(dataset: Dataset) -> dict:
+    """What a checkpoint records about its inputs."""
+    spec = {"name": dataset.feature_set, "dims": dataset.dims, "steps": dataset.steps}
+    if "extractor" in dataset.meta:
+        spec["extractor"] = dataset.meta["extractor"]
+    return spec
+
+
+def save_stage(out: Path, role: str, result: FitResult, dataset: Dataset, model_cfg: ModelConfig,
+               train_cfg: TrainConfig, device: torch.device, seed: int, extra: dict | None = None) -> Path:
+    test = evaluate(result.net, dataset.splits["test"], device) if "test" in dataset.splits else {}
+    provenance = {
+        "name": f"dmd-{role}",
+        "role": role,
+        "dataset": dataset.source,
+        "dataset_meta": {k: v for k, v in dataset.meta.items() if isinstance(v, (str, int, float, bool))},
+        "train_config": train_cfg.to_dict(),
+        "seed": seed,
+        "best_epoch": result.best_epoch,
+        "valid_score_mae": round(result.best_score, 4),
+        "test_metrics": test,
+        "train_seconds": round(result.seconds, 1),
+        "device": str(device),
+        **(extra or {}),
+    }
+    path = save_checkpoint(out / role, result.net, model_cfg, feature_set_of(dataset), provenance)
+    logger.info("%s saved to %s: test %s", role, path, json.dumps(test))
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    device = resolve_device(args.device)
+    dataset = load_dataset(args.data)
+    model_over, train_over = load_preset(args.config)
+    if args.epochs is not None:
+        train_over["epochs"] = args.epochs
+    if args.batch_size is not None:
+        train_over["batch_size"] = args.batch_size
+    train_cfg = TrainConfig.from_dict(train_over)
+    model_cfg = model_config_for(dataset, model_over)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    progress = not args.quiet
+    teacher_net = None
+    if args.stage in ("teacher", "both"):
+        result = fit(dataset, model_cfg, train_cfg, device, seed=args.seed, progress=progress)
+        save_stage(out, "teacher", result, dataset, model_cfg, train_cfg, device, args.seed)
+        teacher_net = result.net
+        print(f"teacher: best epoch {result.best_epoch}, valid MAE {result.best_score:.4f}, "
+              f"{result.seconds:.0f} s", file=sys.stderr)
+    if args.stage in ("student", "both"):
+        if teacher_net is None:
+            ckpt = load_checkpoint(out / "teacher")
+            ckpt.check_features(dataset.feature_set, dataset.dims, dataset.steps)
+            model_cfg = ckpt.model
+            teacher_net = ckpt.build(device)
+        result = fit(dataset, model_cfg, train_cfg, device, teacher=teacher_net, seed=args.seed, progress=progress)
+        save_stage(out, "student", result, dataset, model_cfg, train_cfg, device, args.seed,
+                   extra={"teacher": str(out / "teacher")})
+        print(f"student: best epoch {result.best_epoch}, valid mean MAE {result.best_score:.4f}, "
+              f"{result.seconds:.0f} s", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--data", required=True, help="MMSA-format pickle")
+    parser.add_argument("--out", required=True, help="output folder (teacher/ and student/ inside)")
+    parser.add_argument("--config", default="mosi", help="preset (mosi, mosei, small) or a JSON file")
+    parser.add_argument("--stage", choices=("teacher", "student", "both"), default="both")
+    parser.add_argument("--epochs", type=int, help="maximum epochs (default: the preset's)")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return run(args)
+    except (DataError, CheckpointError, DeviceError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing saved for the stage in progress", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

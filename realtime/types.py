@@ -1,0 +1,132 @@
+"""What crosses module boundaries in the pipeline: small dataclasses with timestamps.
+
+Every timestamp is seconds on the source's clock: presentation time for files,
+monotonic capture time (from the start of the run) for live devices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class VideoFrame:
+    """One decoded picture, RGB uint8 (H, W, 3), C-contiguous."""
+
+    t: float
+    image: np.ndarray
+
+
+@dataclass(frozen=True)
+class AudioChunk:
+    """Mono float32 samples at ``rate`` Hz; ``t`` is the time of the first sample."""
+
+    t: float
+    samples: np.ndarray
+    rate: int
+
+    @property
+    def t_end(self) -> float:
+        return self.t + len(self.samples) / self.rate
+
+
+@dataclass(frozen=True)
+class FaceFrame:
+    """Face features of one video frame; ``features`` is None when no face was found."""
+
+    t: float
+    features: np.ndarray | None
+    landmarks: np.ndarray | None = None
+    """(478, 2) normalised x, y of the chosen face, for drawing."""
+
+
+@dataclass(frozen=True)
+class AcousticFrame:
+    """Acoustic features of one short frame; ``voiced`` False marks silence (masked)."""
+
+    t: float
+    features: np.ndarray
+    voiced: bool
+
+
+@dataclass(frozen=True)
+class Word:
+    """A committed transcript word with its time span."""
+
+    start: float
+    end: float
+    text: str
+    probability: float = 1.0
+
+    @property
+    def middle(self) -> float:
+        return 0.5 * (self.start + self.end)
+
+
+@dataclass(frozen=True)
+class StreamEnd:
+    """A stream has delivered everything up to ``t`` (its progress mark)."""
+
+    stream: str
+    t: float
+
+
+@dataclass
+class Window:
+    """One aligned window: each stream resampled to fixed steps with a presence mask."""
+
+    index: int
+    t_start: float
+    t_end: float
+    face: np.ndarray  # (S_V, d_V) float32
+    face_mask: np.ndarray  # (S_V,) float32
+    audio: np.ndarray  # (S_A, d_A)
+    audio_mask: np.ndarray  # (S_A,)
+    words: list[Word] = field(default_factory=list)
+    landmarks: np.ndarray | None = None
+    """The latest face landmarks inside the window, for the GUI."""
+
+    def coverage(self) -> dict[str, float]:
+        """Fraction of the window each modality covers (text: 1 if any word, else 0)."""
+        return {
+            "face": float(self.face_mask.mean()) if self.face_mask.size else 0.0,
+            "audio": float(self.audio_mask.mean()) if self.audio_mask.size else 0.0,
+            "text": 1.0 if self.words else 0.0,
+        }
+
+
+@dataclass
+class Estimate:
+    """The model's reading of one window: what a sink writes."""
+
+    t_start: float
+    t_end: float
+    sentiment: float
+    classes: dict[str, float]
+    edges: dict[str, dict[str, float]]
+    branches: dict[str, float | None]
+    modalities: dict[str, float]
+    words: list[str]
+    checkpoint: str
+    latency_ms: float | None = None
+    """Live mode: wall time from the window's end to this estimate."""
+    landmarks: np.ndarray | None = None
+
+    def record(self) -> dict:
+        """The JSON-ready record (see docs/RECORDS.md for the schema)."""
+        rec = {
+            "t_start": round(self.t_start, 3),
+            "t_end": round(self.t_end, 3),
+            "sentiment": round(self.sentiment, 4),
+            "classes": {k: round(v, 4) for k, v in self.classes.items()},
+            "edges": {kind: {k: round(v, 4) for k, v in e.items()} for kind, e in self.edges.items()},
+            "branches": {k: (None if v is None else round(v, 4)) for k, v in self.branches.items()},
+            "modalities": {k: round(v, 3) for k, v in self.modalities.items()},
+            "words": list(self.words),
+            "checkpoint": self.checkpoint,
+        }
+        if self.latency_ms is not None:
+            rec["latency_ms"] = round(self.latency_ms, 1)
+        return rec

