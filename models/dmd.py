@@ -74,6 +74,10 @@ class DMD(nn.Module):
         super().__init__()
         self.cfg = cfg
         d = cfg.d
+        # 0. input standardisation, fitted on the training split and saved with the weights
+        for m in MODALITIES:
+            self.register_buffer(f"input_mean_{m}", torch.zeros(cfg.dims[m]))
+            self.register_buffer(f"input_std_{m}", torch.ones(cfg.dims[m]))
         # 1. temporal projection, no bias (as the paper)
         self.proj = nn.ModuleDict({
             m: nn.Conv1d(cfg.dims[m], d, cfg.kernels[m], padding=cfg.kernels[m] // 2, bias=False)
@@ -109,6 +113,12 @@ class DMD(nn.Module):
         self.head_fused = ResidualHead(fused_dim, fused_dim, 1, cfg.output_dropout)
         self.head_classes = nn.Linear(fused_dim, len(cfg.class_names)) if cfg.class_names else None
 
+    def set_input_statistics(self, mean: dict[str, torch.Tensor], std: dict[str, torch.Tensor]) -> None:
+        """Standardise inputs with these per-feature statistics (from present training steps)."""
+        for m in MODALITIES:
+            getattr(self, f"input_mean_{m}").copy_(mean[m])
+            getattr(self, f"input_std_{m}").copy_(std[m].clamp_min(1e-3))
+
     def forward(self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> DMDOutput:
         """inputs[m]: (B, T_m, dims[m]); masks[m]: (B, T_m), 1 present, 0 missing."""
         cfg = self.cfg
@@ -122,10 +132,11 @@ class DMD(nn.Module):
         present = torch.stack([(masks[m].sum(1) > 0).to(inputs["L"].dtype) for m in MODALITIES], dim=1)
         keep = {m: masks[m].unsqueeze(-1) for m in MODALITIES}  # (B, T, 1)
 
-        # 1. projection of the zeroed inputs, (B, T, d)
+        # 1. projection of the standardised, zeroed inputs, (B, T, d)
         proj = {}
         for m in MODALITIES:
-            x = inputs[m] * keep[m]
+            x = (inputs[m] - getattr(self, f"input_mean_{m}")) / getattr(self, f"input_std_{m}")
+            x = x * keep[m]
             if m == "L":
                 x = F.dropout(x, p=cfg.text_dropout, training=self.training)
             proj[m] = self.proj[m](x.transpose(1, 2)).transpose(1, 2) * keep[m]

@@ -59,6 +59,18 @@ def _validation_score(net: DMD, dataset: Dataset, device: torch.device, student:
     return float(np.mean([evaluate(net, dataset.splits["valid"], device, rate, seed=1)["MAE"] for rate in rates]))
 
 
+def input_statistics(split) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Per-feature mean and std over the present steps of a split."""
+    mean, std = {}, {}
+    for m in split.inputs:
+        present = split.inputs[m][split.masks[m] > 0]  # (steps, d)
+        if len(present) < 2:
+            present = split.inputs[m].reshape(-1, split.inputs[m].shape[-1])
+        mean[m] = torch.from_numpy(present.mean(0).astype(np.float32))
+        std[m] = torch.from_numpy(present.std(0).astype(np.float32))
+    return mean, std
+
+
 def fit(dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig, device: torch.device,
         teacher: DMD | None = None, seed: int = 0, progress: bool = True) -> FitResult:
     """Train one network; a teacher given means CorrKD student training.
@@ -73,7 +85,9 @@ def fit(dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig, device
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
-    net = DMD(model_cfg).to(device)
+    net = DMD(model_cfg)
+    net.set_input_statistics(*input_statistics(dataset.splits["train"]))
+    net = net.to(device)
     if teacher is not None:
         net.load_state_dict(teacher.state_dict())
         teacher = teacher.to(device).eval()

@@ -66,11 +66,12 @@ class Word:
 
 
 @dataclass(frozen=True)
-class StreamEnd:
-    """A stream has delivered everything up to ``t`` (its progress mark)."""
+class Mark:
+    """A stream has delivered everything before ``t``; ``final``: it is over (or failed)."""
 
     stream: str
     t: float
+    final: bool = False
 
 
 @dataclass

@@ -120,6 +120,8 @@ class WindowAssembler:
 
     def advance(self, stream: str, t: float) -> None:
         """Declare that ``stream`` has delivered every sample before ``t``."""
+        if not math.isfinite(t):
+            return
         if stream == "text":
             self._text_progress = max(self._text_progress, t)
         else:
@@ -135,11 +137,17 @@ class WindowAssembler:
 
     # ---- output ------------------------------------------------------------------
     def progress(self) -> float:
-        """The time up to which every open stream has delivered."""
-        marks = [s.progress for s in self._streams.values() if not s.closed]
+        """The time up to which every open stream has delivered.
+
+        Never beyond the latest mark any stream gave: windows past the data come only
+        from ``flush``, which knows where the media ends.
+        """
+        streams = list(self._streams.values())
+        latest = max([s.progress for s in streams] + [self._text_progress])
+        marks = [s.progress for s in streams if not s.closed]
         if not self._text_closed:
             marks.append(self._text_progress)
-        return min(marks) if marks else math.inf
+        return min(marks + [latest])
 
     def step(self, until: float | None = None) -> list[Window]:
         """Windows now complete: up to every stream's progress, or up to ``until`` (live)."""

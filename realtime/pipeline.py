@@ -1,0 +1,335 @@
+"""The streaming pipeline: sources -> feature workers -> window assembler -> engine -> sinks.
+
+Threads live only here, at the edges: one per source, one per feature worker (face,
+acoustics, speech), joined by bounded queues; the main thread assembles windows, runs
+the model and writes records. File mode never drops and closes a window only when every
+stream has passed its end (deterministic). Live mode drops the oldest frames under load
+(counted), closes windows on time, and keeps going when a device or worker fails: that
+modality becomes missing, with one warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from realtime.engine import InferenceEngine
+from realtime.features.acoustic import AcousticExtractor
+from realtime.features.face import FaceExtractor
+from realtime.features.speech import StreamingTranscriber
+from realtime.sinks import Sink, Summary
+from realtime.types import AcousticFrame, AudioChunk, Estimate, FaceFrame, Mark, VideoFrame, Word
+from realtime.windows import WindowAssembler
+
+logger = logging.getLogger(__name__)
+
+END = object()  # end of a queue's input
+_EMPTY = object()
+WORKERS = ("face", "audio", "text")
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """How the pipeline runs (the engine and the extractors are built by the caller)."""
+
+    live: bool = False
+    """Live: close windows on time and drop the oldest frames under load."""
+    hop: float = 0.5
+    batch: int = 16
+    """File mode: windows per model call."""
+    queue_size: int = 256
+    """File mode queue bound (the source waits when a worker lags)."""
+    live_face_queue: int = 2
+    """Live: frames waiting for the face worker before the oldest is dropped."""
+    close_grace: float = 0.1
+    """Live: seconds after a window's end before it is closed (late face/audio frames)."""
+    join_timeout: float = 5.0
+
+
+class BoundedQueue:
+    """A bounded queue that blocks (file) or drops its oldest item (live), counting drops.
+
+    Once ``closed`` (its consumer died), puts are discarded so producers never block.
+    """
+
+    def __init__(self, maxsize: int, drop_oldest: bool):
+        self._q: queue.Queue = queue.Queue(maxsize=maxsize)
+        self.drop_oldest = drop_oldest
+        self.dropped = 0
+        self.closed = False
+
+    def put(self, item, stop: threading.Event) -> None:
+        while not self.closed:
+            if self.drop_oldest and item is not END:
+                try:
+                    self._q.put_nowait(item)
+                    return
+                except queue.Full:
+                    try:
+                        self._q.get_nowait()
+                        self.dropped += 1
+                    except queue.Empty:
+                        pass
+                    continue
+            try:
+                self._q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                if stop.is_set() and item is not END:
+                    return
+
+    def get(self, timeout: float = 0.1):
+        try:
+            return self._q.get(timeout=timeout)
+        except queue.Empty:
+            return _EMPTY
+
+    def qsize(self) -> int:
+        return self._q.qsize()
+
+
+@dataclass
+class RunState:
+    """Shared between threads: the stop event, failures, the run clock."""
+
+    stop: threading.Event = field(default_factory=threading.Event)
+    failed: dict[str, str] = field(default_factory=dict)
+    clock_start: float = field(default_factory=time.monotonic)
+    end_time: float = 0.0
+
+    def clock(self) -> float:
+        return time.monotonic() - self.clock_start
+
+
+class Pipeline:
+    """Runs one source through the workers into sinks. A context manager: leaving it stops
+    every thread (idempotent, timed joins)."""
+
+    def __init__(self, options: PipelineOptions, engine: InferenceEngine, face: FaceExtractor | None,
+                 acoustic: AcousticExtractor, transcriber: StreamingTranscriber | None,
+                 on_estimate: Callable[[Estimate], None] | None = None,
+                 on_words: Callable[[list[Word], list[Word]], None] | None = None):
+        self.options = options
+        self.engine = engine
+        self.face = face
+        self.acoustic = acoustic
+        self.transcriber = transcriber
+        self.on_estimate = on_estimate
+        self.on_words = on_words
+        self.state = RunState()
+        self._threads: list[threading.Thread] = []
+        live = options.live
+        self.queues = {
+            "face": BoundedQueue(options.live_face_queue if live else options.queue_size, drop_oldest=live),
+            "audio": BoundedQueue(options.queue_size, drop_oldest=live),
+            "text": BoundedQueue(options.queue_size, drop_oldest=live),
+        }
+        self.out = BoundedQueue(max(options.queue_size, 1024), drop_oldest=False)
+        self.assembler = WindowAssembler(engine.spec.window_spec(options.hop))
+
+    # ---- lifecycle -----------------------------------------------------------------
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """Set the stop event, end every queue, join threads in order, log stragglers."""
+        self.state.stop.set()
+        for q in self.queues.values():
+            q.closed = True
+        for thread in self._threads:
+            thread.join(timeout=self.options.join_timeout)
+            if thread.is_alive():
+                logger.warning("thread %s did not stop within %.0f s", thread.name, self.options.join_timeout)
+        self._threads = [t for t in self._threads if t.is_alive()]
+
+    def _start(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=f"realtime-{name}", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _fail(self, stream: str, message: str) -> None:
+        if stream not in self.state.failed:
+            self.state.failed[stream] = message
+            logger.warning("%s", message)
+
+    # ---- workers -----------------------------------------------------------------
+    def _worker(self, stream: str, process: Callable[[object], Iterable], finish: Callable[[], Iterable]) -> None:
+        q, stop = self.queues[stream], self.state.stop
+        try:
+            while not stop.is_set():
+                item = q.get()
+                if item is _EMPTY:
+                    continue
+                if item is END:
+                    for result in finish():
+                        self.out.put(result, stop)
+                    break
+                for result in process(item):
+                    self.out.put(result, stop)
+        except Exception as exc:  # a failing worker costs its modality, not the run
+            q.closed = True
+            self._fail(stream, f"{stream} worker failed ({type(exc).__name__}: {exc}); running without {stream}")
+        finally:
+            self.out.put(Mark(stream, math.inf, final=True), stop)
+
+    def _face_process(self, frame: VideoFrame):
+        yield self.face(frame)
+
+    def _audio_process(self, chunk: AudioChunk):
+        frames = self.acoustic.push(chunk)
+        if frames:
+            yield frames
+
+    def _audio_finish(self):
+        frames = self.acoustic.flush()
+        if frames:
+            yield frames
+
+    def _asr_process(self, chunk: AudioChunk):
+        asr = self.transcriber
+        asr.insert_audio(chunk)
+        # take everything already waiting before paying for a transcription step
+        while True:
+            more = self.queues["text"].get(timeout=0)
+            if more is _EMPTY:
+                break
+            if more is END:
+                self.queues["text"]._q.put(END)  # seen again by the worker loop
+                break
+            asr.insert_audio(more)
+        if asr.ready():
+            words = asr.process_iter()
+            if words:
+                yield words
+            yield Mark("text", asr.progress)
+
+    def _asr_finish(self):
+        words = self.transcriber.finish()
+        if words:
+            yield words
+
+    def _start_workers(self, has_video: bool, has_audio: bool) -> set[str]:
+        """Start the workers the input allows; returns the streams that will run."""
+        running = set()
+        if has_video and self.face is not None:
+            self._start("face", lambda: self._worker("face", self._face_process, lambda: ()))
+            running.add("face")
+        if has_audio:
+            self._start("audio", lambda: self._worker("audio", self._audio_process, self._audio_finish))
+            running.add("audio")
+            if self.transcriber is not None:
+                self._start("text", lambda: self._worker("text", self._asr_process, self._asr_finish))
+                running.add("text")
+        for stream in WORKERS:
+            if stream not in running:
+                self.assembler.close(stream)
+                self.queues[stream].closed = True
+        return running
+
+    def route(self, item: VideoFrame | AudioChunk) -> None:
+        """Hand a captured item to the workers that need it."""
+        stop = self.state.stop
+        if isinstance(item, VideoFrame):
+            self.queues["face"].put(item, stop)
+        else:
+            self.queues["audio"].put(item, stop)
+            self.queues["text"].put(item, stop)
+            self.state.end_time = max(self.state.end_time, item.t_end)
+
+    def end_input(self, streams: Iterable[str]) -> None:
+        for stream in streams:
+            self.queues[stream].put(END, self.state.stop)
+
+    # ---- the run -----------------------------------------------------------------
+    def run(self, feed: Callable[[Pipeline], None], has_video: bool, has_audio: bool, sinks: list[Sink],
+            summary: Summary) -> Summary:
+        """Run until the feed ends (or a stop); ``feed`` pushes items with ``route``.
+
+        ``feed`` runs in its own thread and must call ``end_input`` for the streams it
+        ended (or let the pipeline do it when it returns).
+        """
+        state = self.state
+        running = self._start_workers(has_video, has_audio)
+
+        def feeder() -> None:
+            try:
+                feed(self)
+            except Exception as exc:
+                self._fail("source", f"source failed ({type(exc).__name__}: {exc}); stopping input")
+            finally:
+                self.end_input(running)
+                self.out.put(Mark("source", state.end_time, final=True), state.stop)
+
+        started = time.perf_counter()
+        self._start("source", feeder)
+        finished: set[str] = set()
+        pending: list = []
+        source_done = False
+        try:
+            while not (source_done and finished >= running):
+                item = self.out.get(timeout=0.05)
+                if item is not _EMPTY:
+                    source_done |= self._take(item, finished)
+                if self.options.live:
+                    pending += self.assembler.step(until=state.clock() - self.options.close_grace)
+                    self._infer(pending, sinks, summary)
+                else:
+                    pending += self.assembler.step()
+                    if len(pending) >= self.options.batch:
+                        self._infer(pending, sinks, summary)
+            pending += self.assembler.flush(state.end_time)
+            self._infer(pending, sinks, summary)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+            self._infer(pending, sinks, summary)  # windows already complete are kept
+        finally:
+            self.shutdown()
+            summary.wall_seconds += time.perf_counter() - started
+            summary.media_seconds += state.end_time
+            for name, q in self.queues.items():
+                summary.dropped[name] = summary.dropped.get(name, 0) + q.dropped
+            summary.warnings.extend(state.failed.values())
+        return summary
+
+    def _take(self, item, finished: set[str]) -> bool:
+        """Feed one worker result to the assembler; True when the source has ended."""
+        if isinstance(item, FaceFrame):
+            self.assembler.push_face(item)
+        elif isinstance(item, Mark):
+            if item.stream == "source":
+                self.state.end_time = max(self.state.end_time, item.t)
+                return True
+            if item.final:
+                finished.add(item.stream)
+                self.assembler.close(item.stream)
+            else:
+                self.assembler.advance(item.stream, item.t)
+        elif isinstance(item, list) and item and isinstance(item[0], AcousticFrame):
+            for frame in item:
+                self.assembler.push_audio(frame)
+        elif isinstance(item, list) and item and isinstance(item[0], Word):
+            self.assembler.push_words(item)
+            if self.on_words is not None:
+                self.on_words(item, [])
+        return False
+
+    def _infer(self, pending: list, sinks: list[Sink], summary: Summary) -> None:
+        while pending:
+            batch, pending[:] = pending[: self.options.batch], pending[self.options.batch:]
+            estimates = self.engine(batch)
+            for est in estimates:
+                if self.options.live:
+                    est.latency_ms = 1000.0 * (self.state.clock() - est.t_end)
+                for sink in sinks:
+                    sink.write(est)
+                summary.add(est)
+                if self.on_estimate is not None:
+                    self.on_estimate(est)

@@ -1,0 +1,160 @@
+"""Where estimates go: JSONL or CSV files (flushed record by record), and a run summary."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from realtime.types import Estimate
+
+logger = logging.getLogger(__name__)
+
+
+class OutputError(ValueError):
+    """An output that cannot be written; one line naming it."""
+
+
+class Sink(Protocol):
+    def write(self, estimate: Estimate) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _open(path: Path, mode: str):
+    """mode: 'refuse' (never overwrite), 'overwrite' or 'append'."""
+    if path.is_dir():
+        raise OutputError(f"--out '{path}' is a folder; give a file name")
+    if path.exists() and mode == "refuse" and path.stat().st_size > 0:
+        raise OutputError(f"--out '{path}' exists; pass --overwrite or --append")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path.open("a" if mode == "append" else "w", encoding="utf-8", newline="")
+    except OSError as exc:
+        raise OutputError(f"cannot write --out '{path}': {exc.strerror}") from None
+
+
+class JsonlSink:
+    """One JSON object per line, flushed to disk as each window is done."""
+
+    def __init__(self, path: str | Path, mode: str = "refuse"):
+        self.path = Path(path)
+        self._fh = _open(self.path, mode)
+
+    def write(self, estimate: Estimate) -> None:
+        self._fh.write(json.dumps(estimate.record(), ensure_ascii=False) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+
+
+def flatten(record: dict, prefix: str = "") -> dict:
+    """Nested dicts to dotted columns; word lists joined with spaces."""
+    out = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        elif isinstance(value, list):
+            out[name] = " ".join(map(str, value))
+        else:
+            out[name] = "" if value is None else value
+    return out
+
+
+class CsvSink:
+    """One row per window; columns fixed by the first record."""
+
+    def __init__(self, path: str | Path, mode: str = "refuse"):
+        self.path = Path(path)
+        self._append_header = not (mode == "append" and self.path.exists() and self.path.stat().st_size > 0)
+        self._fh = _open(self.path, mode)
+        self._writer: csv.DictWriter | None = None
+
+    def write(self, estimate: Estimate) -> None:
+        row = flatten(estimate.record())
+        if self._writer is None:
+            self._writer = csv.DictWriter(self._fh, fieldnames=list(row), extrasaction="ignore")
+            if self._append_header:
+                self._writer.writeheader()
+        self._writer.writerow(row)
+        self._fh.flush()
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+
+
+def make_sink(path: str | Path, mode: str = "refuse") -> Sink:
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        return CsvSink(path, mode)
+    if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
+        return JsonlSink(path, mode)
+    raise OutputError(f"--out '{path}': use a .jsonl or .csv file name")
+
+
+@dataclass
+class Summary:
+    """What a run did, printed at the end."""
+
+    source: str
+    windows: int = 0
+    sentiment_sum: float = 0.0
+    coverage_sum: dict[str, float] = field(default_factory=lambda: {"face": 0.0, "audio": 0.0, "text": 0.0})
+    media_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    dropped: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)
+    interrupted: bool = False
+
+    def add(self, estimate: Estimate) -> None:
+        self.windows += 1
+        self.sentiment_sum += estimate.sentiment
+        for k in self.coverage_sum:
+            self.coverage_sum[k] += estimate.modalities.get(k, 0.0)
+        if estimate.latency_ms is not None:
+            self.latencies_ms.append(estimate.latency_ms)
+
+    def as_dict(self) -> dict:
+        n = max(self.windows, 1)
+        out = {
+            "source": self.source,
+            "windows": self.windows,
+            "coverage": {k: round(v / n, 3) for k, v in self.coverage_sum.items()},
+            "mean_sentiment": round(self.sentiment_sum / n, 3) if self.windows else None,
+            "media_seconds": round(self.media_seconds, 2),
+            "wall_seconds": round(self.wall_seconds, 2),
+            "real_time_factor": round(self.wall_seconds / self.media_seconds, 3) if self.media_seconds > 0 else None,
+            "dropped": dict(self.dropped),
+            "interrupted": self.interrupted,
+        }
+        if self.latencies_ms:
+            import numpy as np
+
+            lat = np.array(self.latencies_ms)
+            out["latency_ms"] = {f"p{q}": round(float(np.percentile(lat, q)), 1) for q in (50, 95, 99)}
+        return out
+
+    def line(self) -> str:
+        d = self.as_dict()
+        cov = ", ".join(f"{k} {v:.0%}" for k, v in d["coverage"].items())
+        mean = "n/a" if d["mean_sentiment"] is None else f"{d['mean_sentiment']:+.2f}"
+        rtf = "n/a" if d["real_time_factor"] is None else f"{d['real_time_factor']:.2f}"
+        text = (f"{self.source}: {d['windows']} windows, coverage {cov}, mean sentiment {mean}, "
+                f"{d['wall_seconds']:.1f} s for {d['media_seconds']:.1f} s of media (real-time factor {rtf})")
+        if self.dropped and any(self.dropped.values()):
+            text += ", dropped " + ", ".join(f"{k} {v}" for k, v in self.dropped.items() if v)
+        if "latency_ms" in d:
+            text += ", latency p50/p95 {p50}/{p95} ms".format(**d["latency_ms"])
+        if self.interrupted:
+            text += " (interrupted)"
+        return text

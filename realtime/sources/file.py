@@ -1,0 +1,221 @@
+"""Decode a media file with PyAV into timestamped video frames and mono audio chunks.
+
+Any container PyAV reads works: mp4, mkv, webm, mov, avi, and audio-only files (wav,
+flac, m4a, mp3, ogg). Two clock modes: ``asap`` uses media timestamps only and runs as
+fast as the consumer takes (deterministic: tests, evaluation, batch); ``realtime``
+replays at wall-clock pace like a camera would deliver.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from realtime.types import AudioChunk, VideoFrame
+
+logger = logging.getLogger(__name__)
+
+AUDIO_RATE = 16000
+MEDIA_SUFFIXES = {".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".wav", ".flac", ".m4a", ".mp3", ".ogg",
+                  ".opus", ".aac", ".mpg", ".mpeg", ".ts", ".3gp"}
+
+
+class MediaError(ValueError):
+    """A file that cannot be used as media; the message is one line naming it."""
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    path: Path
+    has_video: bool
+    has_audio: bool
+    duration: float | None
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0
+
+
+@dataclass(frozen=True)
+class FileOptions:
+    """How a file is read."""
+
+    pace: str = "asap"
+    """'asap' (media time only, deterministic) or 'realtime' (wall-clock pace)."""
+    video_fps: float = 10.0
+    """Frames per second passed on for face analysis (every other frame is skipped)."""
+    max_side: int = 640
+    """Frames larger than this on their longer side are scaled down before analysis."""
+    audio_chunk: float = 0.1
+    """Seconds of audio per chunk."""
+
+
+def probe(path: str | Path) -> MediaInfo:
+    """Open a file and say what it holds; MediaError when it is not usable media."""
+    import av
+
+    path = Path(path)
+    if not path.exists():
+        raise MediaError(f"'{path}': no such file")
+    if path.is_dir():
+        raise MediaError(f"'{path}' is a folder")
+    if path.stat().st_size == 0:
+        raise MediaError(f"'{path}' is empty")
+    try:
+        with av.open(str(path), timeout=10) as container:
+            video = container.streams.video[0] if container.streams.video else None
+            audio = container.streams.audio[0] if container.streams.audio else None
+            if video is None and audio is None:
+                raise MediaError(f"'{path}' has no audio or video stream")
+            duration = container.duration / 1e6 if container.duration else None
+            info = MediaInfo(
+                path=path, has_video=video is not None, has_audio=audio is not None, duration=duration,
+                width=video.codec_context.width if video else 0,
+                height=video.codec_context.height if video else 0,
+                fps=float(video.average_rate) if video is not None and video.average_rate else 0.0,
+            )
+    except MediaError:
+        raise
+    except Exception as exc:  # PyAV raises many error types for non-media input
+        raise MediaError(f"'{path}' is not a media file PyAV can read ({type(exc).__name__})") from None
+    if info.has_video and (info.width <= 0 or info.height <= 0):
+        raise MediaError(f"'{path}': video stream has no frame size")
+    return info
+
+
+def _scaled_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    scale = min(1.0, max_side / max(width, height))
+    # even sizes keep swscale happy; at least 2 pixels
+    return max(2, int(round(width * scale / 2)) * 2), max(2, int(round(height * scale / 2)) * 2)
+
+
+class FileSource:
+    """Yields VideoFrame and AudioChunk objects in presentation order from one file."""
+
+    def __init__(self, path: str | Path, options: FileOptions = FileOptions()):
+        if options.pace not in ("asap", "realtime"):
+            raise ValueError(f"unknown pace {options.pace!r}: use asap or realtime")
+        self.info = probe(path)
+        self.options = options
+        self.decode_errors = 0
+        self.end_time = 0.0
+
+    def __iter__(self) -> Iterator[VideoFrame | AudioChunk]:
+        import av
+
+        opts = self.options
+        info = self.info
+        start_wall = time.monotonic()
+        container = av.open(str(info.path), timeout=10)
+        try:
+            streams = [s for s in (container.streams.video[:1] + container.streams.audio[:1])]
+            video = container.streams.video[0] if info.has_video else None
+            audio = container.streams.audio[0] if info.has_audio else None
+            if video is not None:
+                video.thread_type = "AUTO"
+            origin = self._origin(container)
+            resampler = av.AudioResampler(format="fltp", rate=AUDIO_RATE) if audio is not None else None
+            pending = np.zeros(0, dtype=np.float32)
+            audio_t0: float | None = None
+            samples_out = 0
+            next_video_t = -math.inf
+            chunk = int(round(opts.audio_chunk * AUDIO_RATE))
+            size = _scaled_size(info.width, info.height, opts.max_side) if video is not None else None
+
+            for packet in self._packets(container, streams):
+                for frame in self._decode(packet):
+                    t = (float(frame.time) if frame.time is not None else 0.0) - origin
+                    if isinstance(frame, av.VideoFrame):
+                        self.end_time = max(self.end_time, t)
+                        if t < next_video_t:
+                            continue
+                        # the first frame of each 1/video_fps slot of media time
+                        next_video_t = (math.floor(t * opts.video_fps + 1e-6) + 1) / opts.video_fps
+                        image = frame.to_ndarray(format="rgb24", width=size[0], height=size[1])
+                        self._pace(start_wall, t)
+                        # PyAV returns a strided view when rows are not aligned; MediaPipe
+                        # then silently finds no face (see shared/data/talking_faces).
+                        yield VideoFrame(t=t, image=np.ascontiguousarray(image))
+                    else:
+                        if audio_t0 is None:
+                            audio_t0 = max(0.0, t)
+                        for out in resampler.resample(frame):
+                            pending = np.concatenate([pending, _mono(out)])
+                        while len(pending) >= chunk:
+                            t_chunk = audio_t0 + samples_out / AUDIO_RATE
+                            self._pace(start_wall, t_chunk)
+                            yield AudioChunk(t=t_chunk, samples=pending[:chunk].copy(), rate=AUDIO_RATE)
+                            samples_out += chunk
+                            pending = pending[chunk:]
+            if resampler is not None and audio_t0 is not None:
+                try:
+                    for out in resampler.resample(None):
+                        pending = np.concatenate([pending, _mono(out)])
+                except Exception:  # a resampler left in a bad state by corrupt input
+                    pass
+                if len(pending):
+                    yield AudioChunk(t=audio_t0 + samples_out / AUDIO_RATE, samples=pending, rate=AUDIO_RATE)
+                    samples_out += len(pending)
+                self.end_time = max(self.end_time, audio_t0 + samples_out / AUDIO_RATE)
+        finally:
+            container.close()
+
+    @staticmethod
+    def _origin(container) -> float:
+        """Media time zero: the earliest stream start (many files start a little above 0)."""
+        starts = []
+        for s in list(container.streams.video[:1]) + list(container.streams.audio[:1]):
+            if s.start_time is not None and s.time_base is not None:
+                starts.append(float(s.start_time * s.time_base))
+        return min(starts) if starts else 0.0
+
+    def _packets(self, container, streams):
+        import av
+
+        it = container.demux(*streams)
+        while True:
+            try:
+                packet = next(it)
+            except StopIteration:
+                return
+            except (av.error.FFmpegError, OSError) as exc:
+                self.decode_errors += 1
+                logger.warning("'%s': demuxing stopped early at %.2f s (%s); keeping what was read",
+                               self.info.path, self.end_time, type(exc).__name__)
+                return
+            yield packet
+
+    def _decode(self, packet):
+        import av
+
+        try:
+            return packet.decode()
+        except (av.error.FFmpegError, ValueError) as exc:
+            self.decode_errors += 1
+            if self.decode_errors == 1:
+                logger.warning("'%s': skipping undecodable data near %.2f s (%s)", self.info.path, self.end_time,
+                               type(exc).__name__)
+            return []
+
+    def _pace(self, start_wall: float, t: float) -> None:
+        if self.options.pace == "realtime":
+            delay = start_wall + t - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+
+
+def _mono(frame) -> np.ndarray:
+    """Average the channels ourselves: a 'mono' layout resampler raises a stereo level by ~sqrt(2)."""
+    data = frame.to_ndarray()  # (channels, samples) for planar float
+    data = data.reshape(-1, frame.samples) if data.ndim == 2 else data.reshape(1, -1)
+    return data.mean(axis=0).astype(np.float32)
+
+
+def media_files(folder: Path) -> list[Path]:
+    """Media files directly in a folder, by suffix, sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES)

@@ -1,0 +1,180 @@
+"""Live devices: a webcam (OpenCV) and a microphone (sounddevice), stamped with the run clock.
+
+Hardware is optional: a device that cannot open becomes a missing modality with one
+warning; one that stops delivering mid-run is closed the same way and the run goes on.
+Cameras and microphones are small interfaces so that tests can replay a recorded clip
+through the same code path (realtime.sources.replay).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+
+from realtime.types import AudioChunk, VideoFrame
+
+logger = logging.getLogger(__name__)
+
+RATE = 16000
+
+
+class DeviceUnavailable(RuntimeError):
+    """A camera or microphone that cannot be opened or has stopped."""
+
+
+class Camera(Protocol):
+    def read(self) -> np.ndarray | None:
+        """The next RGB frame (H, W, 3) uint8, or None when none came."""
+
+    def close(self) -> None: ...
+
+
+class Microphone(Protocol):
+    def start(self, callback: Callable[[np.ndarray], None]) -> None:
+        """Begin calling ``callback`` with float32 mono 16 kHz blocks."""
+
+    def stop(self) -> None: ...
+
+
+class OpenCVCamera:
+    """A webcam through cv2.VideoCapture."""
+
+    def __init__(self, index: int, width: int = 640, height: int = 480):
+        import cv2
+
+        self._cv2 = cv2
+        self._cap = cv2.VideoCapture(index)
+        if not self._cap.isOpened():
+            self._cap.release()
+            raise DeviceUnavailable(f"camera {index} cannot be opened")
+        self._cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+        self._cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+
+    def read(self) -> np.ndarray | None:
+        ok, frame = self._cap.read()
+        if not ok or frame is None:
+            return None
+        return np.ascontiguousarray(self._cv2.cvtColor(frame, self._cv2.COLOR_BGR2RGB))
+
+    def close(self) -> None:
+        self._cap.release()
+
+
+class SoundDeviceMicrophone:
+    """A microphone through sounddevice (PortAudio)."""
+
+    def __init__(self, device: str | int | None = None, block: float = 0.05):
+        try:
+            import sounddevice as sd
+
+            sd.check_input_settings(device=device, channels=1, samplerate=RATE, dtype="float32")
+        except Exception as exc:  # OSError (no PortAudio), PortAudioError, ValueError (no such device)
+            raise DeviceUnavailable(f"microphone unavailable ({type(exc).__name__}: {exc})") from None
+        self._sd = sd
+        self._device = device
+        self._block = int(block * RATE)
+        self._stream = None
+
+    def start(self, callback: Callable[[np.ndarray], None]) -> None:
+        def on_audio(indata, frames, time_info, status) -> None:
+            callback(indata[:, 0].astype(np.float32).copy())
+
+        try:
+            self._stream = self._sd.InputStream(device=self._device, channels=1, samplerate=RATE, dtype="float32",
+                                                blocksize=self._block, callback=on_audio)
+            self._stream.start()
+        except Exception as exc:
+            raise DeviceUnavailable(f"microphone failed to start ({type(exc).__name__}: {exc})") from None
+
+    def stop(self) -> None:
+        if self._stream is not None:
+            self._stream.stop()
+            self._stream.close()
+            self._stream = None
+
+
+def open_devices(camera_index: int | None, microphone: str | None):
+    """Open what can be opened; a device that fails is left out with one warning."""
+    camera = mic = None
+    if camera_index is not None:
+        try:
+            camera = OpenCVCamera(camera_index)
+        except DeviceUnavailable as exc:
+            logger.warning("%s; running without face", exc)
+    if microphone is not None:
+        try:
+            device = int(microphone) if microphone.isdigit() else (microphone or None)
+            mic = SoundDeviceMicrophone(device)
+        except DeviceUnavailable as exc:
+            logger.warning("%s; running without audio and text", exc)
+    return camera, mic
+
+
+def make_live_feed(camera: Camera | None, mic: Microphone | None, duration: float | None = None,
+                   video_fps: float = 10.0, stall_timeout: float = 2.0):
+    """A pipeline feed (see Pipeline.run) for live devices, stamping the run clock."""
+
+    def feed(pipeline) -> None:
+        state = pipeline.state
+        cam = camera
+        mic_lock = threading.Lock()
+        mic_t = [None]  # capture time of the next microphone sample
+
+        def on_audio(samples: np.ndarray) -> None:
+            now = state.clock()
+            with mic_lock:
+                # the block ends now; its first sample was len/RATE earlier, unless that
+                # would overlap the previous block
+                t = now - len(samples) / RATE
+                if mic_t[0] is not None and abs(t - mic_t[0]) < 0.1:
+                    t = mic_t[0]
+                mic_t[0] = t + len(samples) / RATE
+            pipeline.route(AudioChunk(t=max(t, 0.0), samples=samples, rate=RATE))
+
+        if mic is not None:
+            try:
+                mic.start(on_audio)
+            except DeviceUnavailable as exc:
+                pipeline._fail("audio", f"{exc}; running without audio and text")
+                pipeline.end_input(["audio", "text"])
+        period = 1.0 / video_fps
+        next_t = 0.0
+        last_frame = time.monotonic()
+        try:
+            while not state.stop.is_set():
+                now = state.clock()
+                if duration is not None and now >= duration:
+                    break
+                if cam is None:
+                    time.sleep(0.05)
+                    continue
+                image = cam.read()
+                t = state.clock()
+                if image is None:
+                    if time.monotonic() - last_frame > stall_timeout:
+                        pipeline._fail("face", f"camera stopped delivering frames at {t:.1f} s; running without face")
+                        cam.close()
+                        cam = None
+                        pipeline.end_input(["face"])
+                    else:
+                        time.sleep(0.01)
+                    continue
+                last_frame = time.monotonic()
+                if t < next_t:
+                    continue
+                next_t = t + period
+                pipeline.route(VideoFrame(t=t, image=image))
+                state.end_time = max(state.end_time, t)
+        finally:
+            if mic is not None:
+                mic.stop()
+            if cam is not None:
+                cam.close()
+            state.end_time = max(state.end_time, state.clock())
+
+    return feed

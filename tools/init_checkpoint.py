@@ -1,0 +1,36 @@
+"""Write an untrained DMD checkpoint for the live feature set (pipeline tests, benchmarks).
+
+    python tools/init_checkpoint.py --out DIR [--seed S]
+
+Its predictions mean nothing; it exercises the real network on real features.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from models.checkpoint import save_checkpoint  # noqa: E402
+from models.config import PRESETS, ModelConfig  # noqa: E402
+from models.dmd import DMD  # noqa: E402
+from realtime.featureset import FeatureSpec  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.manual_seed(args.seed)
+    spec = FeatureSpec()
+    cfg = ModelConfig(dims=spec.dims, steps=spec.steps, **PRESETS["small"]["model"])
+    save_checkpoint(args.out, DMD(cfg), cfg, spec.describe(), {"name": "untrained", "role": "untrained"})
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
