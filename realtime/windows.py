@@ -189,18 +189,7 @@ class WindowAssembler:
         stream = self._streams[name]
         lo = bisect.bisect_left(stream.times, t_start)
         hi = bisect.bisect_left(stream.times, t_end)
-        sums = np.zeros((steps, dim), dtype=np.float64)
-        counts = np.zeros(steps, dtype=np.int64)
-        width = (t_end - t_start) / steps
-        for t, value in zip(stream.times[lo:hi], stream.values[lo:hi]):
-            if value is None:
-                continue
-            i = min(int((t - t_start) / width), steps - 1)
-            sums[i] += value
-            counts[i] += 1
-        mask = (counts > 0).astype(np.float32)
-        values = (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
-        return values, mask
+        return resample(stream.times[lo:hi], stream.values[lo:hi], t_start, t_end, steps, dim)
 
     def _prune(self) -> None:
         start = self._next_start()
@@ -212,3 +201,19 @@ class WindowAssembler:
             self._words = [w for w in self._words if w.middle >= start]
             self._word_keys = {(round(w.start, 3), w.text) for w in self._words}
         self._landmarks = [(t, lm) for t, lm in self._landmarks if t >= start]
+
+
+def resample(times, values, t_start: float, t_end: float, steps: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of the present samples (value not None) in each of ``steps`` equal bins of
+    [t_start, t_end); returns (steps, dim) values and a (steps,) mask."""
+    sums = np.zeros((steps, dim), dtype=np.float64)
+    counts = np.zeros(steps, dtype=np.int64)
+    width = (t_end - t_start) / steps
+    for t, value in zip(times, values):
+        if value is None or not (t_start <= t < t_end):
+            continue
+        i = min(int((t - t_start) / width), steps - 1)
+        sums[i] += value
+        counts[i] += 1
+    mask = (counts > 0).astype(np.float32)
+    return (sums / np.maximum(counts, 1)[:, None]).astype(np.float32), mask

@@ -97,6 +97,7 @@ class FaceExtractor:
             output_facial_transformation_matrixes=True,
         ))
         self._last_ms = -1
+        self._offset_ms = 0
         logger.info("face model loaded from %s in %.2f s", path, time.perf_counter() - started)
 
     def __call__(self, frame: VideoFrame) -> FaceFrame:
@@ -104,7 +105,7 @@ class FaceExtractor:
         if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 2:
             return FaceFrame(t=frame.t, features=None)
         # VIDEO mode needs strictly increasing integer milliseconds
-        ms = max(int(round(frame.t * 1000)), self._last_ms + 1)
+        ms = max(self._offset_ms + int(round(frame.t * 1000)), self._last_ms + 1)
         self._last_ms = ms
         mp_image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=np.ascontiguousarray(image))
         result = self._landmarker.detect_for_video(mp_image, ms)
@@ -123,6 +124,11 @@ class FaceExtractor:
             pose[:] = np.array(head_pose(result.facial_transformation_matrixes[best])) / math.pi
         features = np.concatenate([scores, pose, geometry(points)]).astype(np.float32)
         return FaceFrame(t=frame.t, features=features, landmarks=points[:, :2].copy())
+
+    def new_stream(self) -> None:
+        """The next frames start a new clip (its clock restarts): keep timestamps increasing
+        and leave a 1 s gap so tracking does not carry a face over."""
+        self._offset_ms = self._last_ms + 1000
 
     def close(self) -> None:
         self._landmarker.close()

@@ -1,0 +1,293 @@
+"""Turn labelled videos into an MMSA-format feature pickle with the live extractors.
+
+    python -m models.extract --videos DIR --labels FILE --out features.pkl [--workers N]
+
+The features come from ``realtime``'s workers (MediaPipe face, librosa acoustics,
+faster-whisper words, MiniLM tokens): the very code the live pipeline runs. Each clip
+gives one window of the live feature set, centred on its speech.
+
+Label layouts:
+* MMSA raw: ``DIR/<video_id>/<clip_id>.mp4`` and ``label.csv`` with columns
+  ``video_id, clip_id, text, label, label_T, label_A, label_V, annotation, mode``
+  (mode: train/valid/test);
+* plain CSV: ``path, label[, split][, class]`` (path relative to DIR; label in [-3, 3]).
+  Without a split column, splits are made by speaker/video id (the path's folder, or
+  the id before the last '_' of a file name), never by clip.
+
+Each finished clip is cached (``<out>.cache/``), so an interrupted run resumes where it
+stopped; a clip that fails is reported and skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import logging
+import os
+import pickle
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from models.data import DataError
+
+logger = logging.getLogger(__name__)
+
+MMSA_COLUMNS = ("video_id", "clip_id", "label")
+SPLIT_NAMES = {"train": "train", "valid": "valid", "validation": "valid", "dev": "valid", "test": "test"}
+
+
+@dataclass(frozen=True)
+class Clip:
+    path: Path
+    label: float
+    split: str | None
+    group: str
+    """Speaker or video id: all clips of a group land in one split."""
+    clip_class: str | None = None
+    row: int = 0
+
+
+def read_labels(videos: Path, labels: Path) -> list[Clip]:
+    """Parse either label layout; DataError naming the row or file on any problem."""
+    if not videos.is_dir():
+        raise DataError(f"--videos '{videos}' is not a folder")
+    if not labels.is_file():
+        raise DataError(f"--labels '{labels}': no such file")
+    with labels.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+        rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    if not rows:
+        raise DataError(f"{labels}: no rows")
+    clips = []
+    if set(MMSA_COLUMNS) <= set(columns):
+        for i, row in enumerate(rows, start=2):
+            path = videos / row["video_id"] / f"{row['clip_id']}.mp4"
+            split = SPLIT_NAMES.get(row.get("mode", "").lower()) if row.get("mode") else None
+            clips.append(_clip(labels, i, path, row["label"], split, row["video_id"], None))
+    elif {"path", "label"} <= set(columns):
+        for i, row in enumerate(rows, start=2):
+            path = videos / row["path"]
+            split = None
+            if row.get("split"):
+                split = SPLIT_NAMES.get(row["split"].lower())
+                if split is None:
+                    raise DataError(f"{labels} row {i}: unknown split {row['split']!r} (train, valid or test)")
+            rel = Path(row["path"])
+            group = str(rel.parent) if str(rel.parent) != "." else rel.stem.rsplit("_", 1)[0]
+            clips.append(_clip(labels, i, path, row["label"], split, group, row.get("class") or None))
+    else:
+        raise DataError(f"{labels}: needs columns 'path,label[,split][,class]' or MMSA's "
+                        f"'video_id,clip_id,label,...,mode'; has {columns}")
+    return clips
+
+
+def _clip(labels: Path, row: int, path: Path, label: str, split, group: str, clip_class) -> Clip:
+    try:
+        value = float(label)
+    except ValueError:
+        raise DataError(f"{labels} row {row}: label {label!r} is not a number") from None
+    if not -3.0 <= value <= 3.0 or not np.isfinite(value):
+        raise DataError(f"{labels} row {row}: label {value} is outside [-3, 3]")
+    if not path.is_file():
+        raise DataError(f"{labels} row {row}: '{path}' does not exist")
+    return Clip(path=path, label=value, split=split, group=group, clip_class=clip_class, row=row)
+
+
+def assign_splits(clips: list[Clip], valid: float = 0.1, test: float = 0.1) -> list[str]:
+    """Splits from the file, else by group hash: every clip of a group shares a split."""
+    out = []
+    for clip in clips:
+        if clip.split is not None:
+            out.append(clip.split)
+            continue
+        h = int(hashlib.sha1(clip.group.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        out.append("test" if h < test else "valid" if h < test + valid else "train")
+    return out
+
+
+# ---- per-clip extraction, in worker processes -----------------------------------------
+_WORKER: dict = {}
+
+
+def _init_worker(options: dict) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    from realtime.featureset import FeatureSpec
+    from realtime.features.acoustic import AcousticExtractor
+    from realtime.features.face import FaceExtractor, FaceOptions
+    from realtime.features.speech import ASROptions, StreamingTranscriber, load_whisper
+    from realtime.features.text import TextEmbedder, TextOptions
+
+    spec = FeatureSpec()
+    asr = ASROptions(model_path=options.get("whisper_model"), min_chunk=1e9, buffer_trim=1e9)
+    _WORKER.update(
+        spec=spec,
+        face=FaceExtractor(FaceOptions(model_path=options.get("face_model"))),
+        acoustic=AcousticExtractor(),
+        transcriber=StreamingTranscriber(load_whisper(asr), asr),
+        text=TextEmbedder(TextOptions(model_path=options.get("text_model"), max_tokens=spec.text_tokens)),
+    )
+
+
+def extract_clip(path: Path) -> dict:
+    """Features of one clip as one live-feature-set window centred on its speech."""
+    from realtime.sources.file import FileSource
+    from realtime.types import AudioChunk, VideoFrame
+    from realtime.windows import resample
+
+    w = _WORKER
+    spec = w["spec"]
+    face, acoustic, asr = w["face"], w["acoustic"], w["transcriber"]
+    face.new_stream()
+    acoustic.reset()
+    asr.reset()
+    faces, audio = [], []
+    source = FileSource(path)
+    for item in source:
+        if isinstance(item, VideoFrame):
+            faces.append(face(item))
+        elif isinstance(item, AudioChunk):
+            audio.extend(acoustic.push(item))
+            asr.insert_audio(item)
+    audio.extend(acoustic.flush())
+    words = asr.finish()
+    duration = max(source.end_time, 1e-3)
+    centre = 0.5 * (words[0].start + words[-1].end) if words else 0.5 * duration
+    t_start = centre - spec.window / 2
+    t_end = t_start + spec.window
+    v, v_mask = resample([f.t for f in faces], [f.features for f in faces], t_start, t_end, spec.face_steps,
+                         spec.dims["V"])
+    a, a_mask = resample([f.t for f in audio], [f.features if f.voiced else None for f in audio], t_start, t_end,
+                         spec.audio_steps, spec.dims["A"])
+    in_window = [x.text for x in words if t_start <= x.middle < t_end]
+    l, l_mask = w["text"].embed_many([in_window])
+    return {"text": l[0], "text_mask": l_mask[0], "audio": a, "audio_mask": a_mask, "vision": v,
+            "vision_mask": v_mask, "words": " ".join(x.text for x in words), "duration": duration}
+
+
+def _job(args: tuple[int, str, str]) -> tuple[int, str | None]:
+    index, path, cache_file = args
+    try:
+        features = extract_clip(Path(path))
+    except Exception as exc:  # one bad clip must not end the run
+        return index, f"{type(exc).__name__}: {exc}"
+    tmp = cache_file + ".tmp"
+    with open(tmp, "wb") as fh:
+        pickle.dump(features, fh)
+    os.replace(tmp, cache_file)  # atomic: a killed run never leaves half a cache entry
+    return index, None
+
+
+def cache_path(cache: Path, clip: Clip) -> Path:
+    key = hashlib.sha1(f"{clip.path.resolve()}:{clip.path.stat().st_size}".encode()).hexdigest()[:16]
+    return cache / f"{key}.pkl"
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from realtime.featureset import FEATURE_SET_NAME, FeatureSpec
+
+    videos, labels, out = Path(args.videos), Path(args.labels), Path(args.out)
+    clips = read_labels(videos, labels)
+    splits = assign_splits(clips)
+    cache = Path(args.cache) if args.cache else out.with_name(out.name + ".cache")
+    cache.mkdir(parents=True, exist_ok=True)
+    todo = [(i, str(c.path), str(cache_path(cache, c))) for i, c in enumerate(clips)
+            if not cache_path(cache, c).exists()]
+    logger.info("%d clips, %d cached, %d to extract", len(clips), len(clips) - len(todo), len(todo))
+    failures: dict[int, str] = {}
+    started = time.perf_counter()
+    options = {"face_model": args.face_model, "whisper_model": args.whisper_model, "text_model": args.text_model}
+    bar = tqdm(total=len(todo), unit="clip", desc="extract", disable=args.quiet)
+    if args.workers <= 1:
+        _init_worker(options)
+        results = map(_job, todo)
+        for index, error in results:
+            if error:
+                failures[index] = error
+            bar.update(1)
+    else:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(args.workers, initializer=_init_worker, initargs=(options,)) as pool:
+            for index, error in pool.imap_unordered(_job, todo):
+                if error:
+                    failures[index] = error
+                bar.update(1)
+    bar.close()
+    for index, error in sorted(failures.items()):
+        print(f"warning: skipped {clips[index].path} (row {clips[index].row}): {error}", file=sys.stderr)
+
+    spec = FeatureSpec()
+    data: dict = {"meta": {"feature_set": FEATURE_SET_NAME, "extractor": spec.describe()["extractor"],
+                           "source": str(labels), "class_names": sorted({c.clip_class for c in clips
+                                                                         if c.clip_class})}}
+    class_names = data["meta"]["class_names"]
+    coverage = {"face": [], "audio": [], "text": []}
+    for split in ("train", "valid", "test"):
+        rows = []
+        for i, clip in enumerate(clips):
+            if splits[i] != split or i in failures:
+                continue
+            with open(cache_path(cache, clip), "rb") as fh:
+                rows.append((clip, pickle.load(fh)))
+        if not rows:
+            raise DataError(f"split '{split}' has no clips (of {len(clips)}, {len(failures)} failed); "
+                            "add clips or a split column")
+        data[split] = {
+            "id": [str(c.path.relative_to(videos)) for c, _ in rows],
+            "regression_labels": np.array([c.label for c, _ in rows], dtype=np.float32),
+            "raw_text": [f["words"] for _, f in rows],
+            **{k: np.stack([f[k] for _, f in rows]) for k in ("text", "text_mask", "audio", "audio_mask",
+                                                              "vision", "vision_mask")},
+        }
+        if class_names:
+            data[split]["class_labels"] = np.array(
+                [class_names.index(c.clip_class) if c.clip_class else -1 for c, _ in rows], dtype=np.int64)
+        for key, mask in (("face", "vision_mask"), ("audio", "audio_mask"), ("text", "text_mask")):
+            coverage[key].extend(data[split][mask].max(1).tolist())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("wb") as fh:
+        pickle.dump(data, fh)
+    done = len(clips) - len(failures)
+    cov = ", ".join(f"{k} {np.mean(v):.0%}" for k, v in coverage.items())
+    print(f"{out}: {done} clips extracted, {len(failures)} failed, {time.perf_counter() - started:.0f} s; "
+          f"clips with each modality: {cov}; splits " +
+          ", ".join(f"{s} {len(data[s]['id'])}" for s in ("train", "valid", "test")), file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m models.extract", description=__doc__.split("\n")[0])
+    parser.add_argument("--videos", required=True, help="folder of clips")
+    parser.add_argument("--labels", required=True, help="label.csv (MMSA) or path,label[,split][,class] CSV")
+    parser.add_argument("--out", required=True, help="feature pickle to write")
+    parser.add_argument("--workers", type=int, default=1, help="parallel processes")
+    parser.add_argument("--cache", help="per-clip cache folder (default: <out>.cache)")
+    parser.add_argument("--face-model")
+    parser.add_argument("--whisper-model")
+    parser.add_argument("--text-model")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        return run(args)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished clips are cached; run again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
