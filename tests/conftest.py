@@ -26,3 +26,54 @@ def synthetic_pickle(tmp_path_factory) -> Path:
     with path.open("wb") as fh:
         pickle.dump(make_synthetic(SyntheticSpec(train=320, valid=96, test=128, seed=3)), fh)
     return path
+
+
+EXAMPLE = ROOT / "examples" / "talking.mp4"
+TALKING_FACES = SHARED / "data" / "talking_faces"
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory) -> dict[str, Path]:
+    """Real media of every awkward kind, generated once: espeak-ng speech, a real face."""
+    import wave
+
+    import numpy as np
+
+    from realtime.synth_media import RATE, astronaut_face, moving_face, speak, write_av
+
+    folder = tmp_path_factory.mktemp("media")
+    speech = speak("I really love this, it makes me very happy.", "en-us")
+    audio = np.concatenate([np.zeros(4000, np.float32), speech * 0.8, np.zeros(4000, np.float32)])
+    image, centre = astronaut_face()
+    n = int(len(audio) / RATE * 10)
+    out = {}
+    out["video_no_audio"] = folder / "video_no_audio.mp4"
+    write_av(out["video_no_audio"], None, moving_face(image, centre, n, 10, (320, 240)), fps=10, size=(320, 240))
+    out["audio_only_m4a"] = folder / "audio_only.m4a"
+    write_av(out["audio_only_m4a"], audio, None)
+    out["audio_only_wav"] = folder / "audio_only.wav"
+    with wave.open(str(out["audio_only_wav"]), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(RATE)
+        w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
+    out["no_face"] = folder / "no_face.mp4"
+    blank = (np.full((240, 320, 3), 90, np.uint8) for _ in range(n))
+    write_av(out["no_face"], audio, blank, fps=10, size=(320, 240))
+    out["silence"] = folder / "silence.mp4"
+    write_av(out["silence"], np.zeros_like(audio), moving_face(image, centre, n, 10, (320, 240)), fps=10,
+             size=(320, 240))
+    out["not_media"] = folder / "notes.mp4"
+    out["not_media"].write_text("this is not a video\n" * 50)
+    out["empty"] = folder / "empty.mp4"
+    out["empty"].write_bytes(b"")
+    out["truncated"] = folder / "truncated.mp4"
+    data = EXAMPLE.read_bytes()
+    out["truncated"].write_bytes(data[: len(data) // 2])
+    # an mp4 cut in half loses its index (moov at the end): nothing can be read. A
+    # Matroska file cut in half still decodes its first half.
+    whole = folder / "whole.mkv"
+    write_av(whole, audio, moving_face(image, centre, n, 10, (320, 240)), fps=10, size=(320, 240))
+    out["truncated_mkv"] = folder / "truncated.mkv"
+    out["truncated_mkv"].write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    return out

@@ -136,7 +136,7 @@ class StreamingTranscriber:
         words = self._transcribe()
         self._new = 0
         self._seen_until = self._t0 + len(self._audio) / RATE
-        fresh = [w for w in words if w.start >= self.last_committed_end - 0.05]
+        fresh = [w for w in words if w.start >= self.last_committed_end - 0.2]
         # skip words that repeat the tail of what is committed (whisper re-hears them)
         fresh = self._drop_overlap(fresh)
         agreed = []
@@ -154,7 +154,7 @@ class StreamingTranscriber:
         rest = []
         if self._new > 0:
             words = self._transcribe()
-            fresh = self._drop_overlap([w for w in words if w.start >= self.last_committed_end - 0.05])
+            fresh = self._drop_overlap([w for w in words if w.start >= self.last_committed_end - 0.2])
             rest = fresh
         else:
             rest = self._hypothesis

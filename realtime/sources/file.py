@@ -82,7 +82,9 @@ def probe(path: str | Path) -> MediaInfo:
     except MediaError:
         raise
     except Exception as exc:  # PyAV raises many error types for non-media input
-        raise MediaError(f"'{path}' is not a media file PyAV can read ({type(exc).__name__})") from None
+        kind = "is truncated or not a media file" if path.suffix.lower() in (".mp4", ".mov", ".m4a", ".m4v") \
+            else "is not a media file"
+        raise MediaError(f"'{path}' {kind} PyAV can read ({type(exc).__name__})") from None
     if info.has_video and (info.width <= 0 or info.height <= 0):
         raise MediaError(f"'{path}': video stream has no frame size")
     return info

@@ -1,0 +1,142 @@
+"""Sources and feature workers on real decoded media."""
+
+import numpy as np
+import pytest
+
+from realtime.features.acoustic import ACOUSTIC_DIM, AcousticExtractor
+from realtime.sources.file import FileSource, MediaError, probe
+from realtime.types import AudioChunk, VideoFrame
+from tests.conftest import EXAMPLE, TALKING_FACES
+
+
+def split(path, **kw):
+    from realtime.sources.file import FileOptions
+
+    items = list(FileSource(path, FileOptions(**kw)))
+    return [i for i in items if isinstance(i, VideoFrame)], [i for i in items if isinstance(i, AudioChunk)]
+
+
+@pytest.mark.parametrize("name", ["face_1.mp4", "face_2.mp4", "face_3.mp4", "face_4.mp4", "face_5.mp4"])
+def test_file_source_on_real_clips(name):
+    path = TALKING_FACES / name
+    info = probe(path)
+    frames, chunks = split(path)
+    times = [f.t for f in frames]
+    assert times == sorted(times) and len(frames) >= 0.9 * 10 * info.duration
+    assert all(f.image.flags["C_CONTIGUOUS"] and f.image.dtype == np.uint8 for f in frames)
+    assert max(max(f.image.shape[:2]) for f in frames) <= 640
+    audio_seconds = sum(len(c.samples) for c in chunks) / 16000
+    assert abs(audio_seconds - info.duration) < 0.25
+    starts = [c.t for c in chunks]
+    assert np.allclose(np.diff(starts), 0.1, atol=1e-6)
+
+
+def test_face_is_found_in_real_clips():
+    from realtime.features.face import FACE_DIM, FaceExtractor
+
+    extractor = FaceExtractor()
+    for name in ("face_1.mp4", "face_4.mp4"):
+        extractor.new_stream()
+        frames, _ = split(TALKING_FACES / name)
+        found = [extractor(f) for f in frames]
+        assert sum(f.features is not None for f in found) >= 0.9 * len(found)
+        feats = np.stack([f.features for f in found if f.features is not None])
+        assert feats.shape[1] == FACE_DIM and np.isfinite(feats).all()
+        assert found[0].landmarks.shape == (478, 2)
+    extractor.close()
+
+
+def test_no_face_in_a_blank_video(media):
+    from realtime.features.face import FaceExtractor
+
+    extractor = FaceExtractor()
+    frames, _ = split(media["no_face"])
+    assert all(extractor(f).features is None for f in frames)
+
+
+def test_audio_only_files_and_video_without_audio(media):
+    for key in ("audio_only_m4a", "audio_only_wav"):
+        info = probe(media[key])
+        assert info.has_audio and not info.has_video
+        frames, chunks = split(media[key])
+        assert not frames and sum(len(c.samples) for c in chunks) > 16000
+    info = probe(media["video_no_audio"])
+    assert info.has_video and not info.has_audio
+
+
+@pytest.mark.parametrize("key,message", [("not_media", "not a media file"), ("empty", "is empty")])
+def test_bad_files_are_named(media, key, message):
+    with pytest.raises(MediaError, match=message):
+        probe(media[key])
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(MediaError, match="no such file"):
+        probe(tmp_path / "absent.mp4")
+
+
+def test_truncated_files(media):
+    with pytest.raises(MediaError, match="truncated"):
+        probe(media["truncated"])
+    frames, chunks = split(media["truncated_mkv"])
+    assert len(frames) > 5 and chunks  # half a Matroska file still decodes its first half
+
+
+def test_acoustic_features_do_not_depend_on_chunking():
+    _, chunks = split(EXAMPLE)
+    y = np.concatenate([c.samples for c in chunks])[: 16000 * 4]
+    whole = AcousticExtractor()
+    a = whole.push(AudioChunk(0.0, y, 16000)) + whole.flush()
+    pieces = AcousticExtractor()
+    b = []
+    for start in range(0, len(y), 1237):
+        b += pieces.push(AudioChunk(start / 16000, y[start : start + 1237], 16000))
+    b += pieces.flush()
+    assert len(a) == len(b) == 200
+    np.testing.assert_allclose(np.stack([f.features for f in a]), np.stack([f.features for f in b]), atol=1e-4)
+    assert a[0].features.shape == (ACOUSTIC_DIM,)
+    assert 0.2 < np.mean([f.voiced for f in a]) < 1.0  # speech with pauses
+
+
+def test_silence_is_unvoiced():
+    ex = AcousticExtractor()
+    frames = ex.push(AudioChunk(0.0, np.zeros(16000, np.float32), 16000)) + ex.flush()
+    assert frames and not any(f.voiced for f in frames)
+
+
+def test_streaming_asr_commits_the_spoken_words():
+    from realtime.features.speech import ASROptions, StreamingTranscriber, load_whisper
+
+    options = ASROptions(min_chunk=1.0)
+    asr = StreamingTranscriber(load_whisper(options), options)
+    _, chunks = split(EXAMPLE)
+    committed = []
+    lags = []
+    for chunk in chunks[:120]:  # the first 12 s, fed like a microphone
+        asr.insert_audio(chunk)
+        if asr.ready():
+            now = chunk.t_end
+            new = asr.process_iter()
+            committed += new
+            lags += [now - w.end for w in new]
+    committed += asr.finish()
+    text = " ".join(w.text.lower().strip(".,") for w in committed)
+    # streaming on 1 s steps hears less well than whole sentences: most words, not all
+    heard = [w for w in ("love", "wonderful", "great", "happy", "terrible", "hate", "awful", "miserable") if w in text]
+    assert len(heard) >= 5, text
+    starts = [w.start for w in committed]
+    assert starts == sorted(starts), "words come in time order"
+    assert len({(round(w.start, 2), w.text) for w in committed}) == len(committed), "no word twice"
+    assert lags and np.percentile(lags, 50) < 4.0
+
+
+def test_asr_hears_nothing_in_silence():
+    from realtime.features.speech import ASROptions, StreamingTranscriber, load_whisper
+
+    options = ASROptions(min_chunk=2.0)
+    asr = StreamingTranscriber(load_whisper(options), options)
+    for i in range(40):
+        asr.insert_audio(AudioChunk(i * 0.1, np.zeros(1600, np.float32), 16000))
+        if asr.ready():
+            assert asr.process_iter() == []
+    assert asr.finish() == []

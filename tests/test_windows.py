@@ -1,0 +1,142 @@
+"""The window assembler: geometry, masks, words, determinism, any interleaving."""
+
+import math
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from realtime.types import AcousticFrame, FaceFrame, Word
+from realtime.windows import WindowAssembler, WindowSpec, resample
+
+SPEC = WindowSpec(window=2.0, hop=0.5, face_steps=8, audio_steps=10, face_dim=3, audio_dim=2)
+
+
+def face(t, value=1.0):
+    return FaceFrame(t=t, features=np.full(3, value, np.float32))
+
+
+def audio(t, value=1.0, voiced=True):
+    return AcousticFrame(t=t, features=np.full(2, value, np.float32), voiced=voiced)
+
+
+def test_windows_wait_for_every_stream_then_cover_the_media():
+    asm = WindowAssembler(SPEC)
+    for i in range(40):  # 4 s of face and audio at 10 Hz
+        asm.push_face(face(i / 10))
+        asm.push_audio(audio(i / 10))
+    assert asm.step() == []  # text has not progressed yet
+    asm.push_words([Word(0.2, 0.6, "hello"), Word(1.9, 2.3, "world")])
+    asm.advance("text", 3.0)
+    first = asm.step()
+    assert [w.t_end for w in first] == [2.0, 2.5, 3.0]
+    assert first[0].words[0].text == "hello" and [w.text for w in first[0].words] == ["hello"]
+    assert [w.text for w in first[1].words] == ["world"]  # [0.5, 2.5): hello's middle is 0.4
+    asm.close("text")
+    rest = asm.step() + asm.flush(end_time=4.0)
+    ends = [w.t_end for w in first + rest]
+    assert ends == [2.0, 2.5, 3.0, 3.5, 4.0]
+    assert all(np.isclose(b - a, SPEC.hop) for a, b in zip(ends, ends[1:]))
+
+
+def test_masks_follow_the_data():
+    asm = WindowAssembler(SPEC)
+    asm.close("text")
+    for i in range(20):
+        t = i / 10 + 0.05  # off bin edges
+        asm.push_face(face(t) if not 0.5 <= t < 1.0 else FaceFrame(t=t, features=None))
+        asm.push_audio(audio(t, voiced=t < 1.5))
+    (win,) = asm.flush(end_time=2.0)
+    # face bins are 0.25 s wide: bins 2 and 3 cover [0.5, 1.0) where no face was seen
+    assert win.face_mask.tolist() == [1, 1, 0, 0, 1, 1, 1, 1]
+    # audio bins are 0.2 s wide: silence from 1.5 s leaves the last two bins empty
+    assert win.audio_mask.tolist() == [1] * 8 + [0, 0]
+    assert np.all(win.face[win.face_mask == 0] == 0)
+    assert win.coverage()["face"] == 0.75
+
+
+def test_short_media_gets_one_window_and_empty_media_none():
+    asm = WindowAssembler(SPEC)
+    asm.push_face(face(0.3))
+    out = asm.flush(end_time=0.7)
+    assert len(out) == 1 and out[0].t_start == 0.0 and out[0].face_mask.sum() == 1
+    assert WindowAssembler(SPEC).flush(end_time=0.0) == []
+
+
+def test_resample_means_each_bin():
+    values, mask = resample([0.1, 0.2, 0.9], [np.ones(1), 3 * np.ones(1), 5 * np.ones(1)], 0.0, 1.0, 2, 1)
+    assert values[:, 0].tolist() == [2.0, 5.0] and mask.tolist() == [1, 1]
+
+
+events = st.lists(
+    st.tuples(st.sampled_from(["face", "audio"]), st.floats(0, 10, allow_nan=False), st.booleans()),
+    max_size=200,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(events=events, seed=st.integers(0, 2**16), live=st.booleans())
+def test_any_interleaving_gives_well_formed_windows(events, seed, live):
+    """Random timestamps, gaps, duplicates, out-of-order arrivals: windows stay aligned,
+    masks match the samples, and no sample is counted twice."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(events)) if events else []
+    asm = WindowAssembler(SPEC)
+    asm.close("text")
+    windows = []
+    seen = {"face": set(), "audio": set()}
+    for k, i in enumerate(order):
+        stream, t, present = events[i]
+        if stream == "face":
+            asm.push_face(FaceFrame(t=t, features=np.full(3, t, np.float32) if present else None))
+        else:
+            asm.push_audio(AcousticFrame(t=t, features=np.full(2, t, np.float32), voiced=present))
+        if live and k % 7 == 0:
+            windows += asm.step(until=t)
+        elif not live:
+            windows += asm.step()
+    windows += asm.flush(end_time=10.0)
+    ends = [w.t_end for w in windows]
+    assert ends == sorted(set(ends)), "windows are emitted once each, in order"
+    for w in windows:
+        assert math.isclose(w.t_end - w.t_start, SPEC.window)
+        assert w.face.shape == (8, 3) and w.audio.shape == (10, 2)
+        assert set(np.unique(w.face_mask)) <= {0.0, 1.0}
+        # a masked step holds nothing; a present step holds a mean of timestamps inside its bin
+        width = SPEC.window / 8
+        for i in range(8):
+            if w.face_mask[i] == 0:
+                assert np.all(w.face[i] == 0)
+            else:
+                lo, hi = w.t_start + i * width, w.t_start + (i + 1) * width
+                assert lo - 1e-6 <= w.face[i, 0] < hi + 1e-6
+    # duplicates are counted, not stored: each (stream, t) yields at most one stored sample
+    for stream, t, _ in events:
+        seen[stream].add(t)
+    assert asm.stats.duplicates + asm.stats.late <= len(events)
+
+
+def test_file_mode_is_deterministic_under_reordering():
+    rng = np.random.default_rng(0)
+    samples = [("face", float(t)) for t in np.arange(0, 6, 0.1)] + [("audio", float(t)) for t in np.arange(0, 6, 0.02)]
+
+    def run(order):
+        asm = WindowAssembler(SPEC)
+        asm.close("text")
+        out = []
+        for i in order:
+            stream, t = samples[i]
+            value = np.sin(np.full(3 if stream == "face" else 2, t, np.float32))
+            if stream == "face":
+                asm.push_face(FaceFrame(t=t, features=value))
+            else:
+                asm.push_audio(AcousticFrame(t=t, features=value, voiced=True))
+        out += asm.flush(end_time=6.0)
+        return out
+
+    a = run(range(len(samples)))
+    b = run(rng.permutation(len(samples)))
+    assert len(a) == len(b) == 9
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x.face, y.face)
+        np.testing.assert_array_equal(x.audio_mask, y.audio_mask)
