@@ -120,11 +120,11 @@ def _init_worker(options: dict) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from realtime.featureset import FeatureSpec
     from realtime.features.acoustic import AcousticExtractor
     from realtime.features.face import FaceExtractor, FaceOptions
     from realtime.features.speech import ASROptions, StreamingTranscriber, load_whisper
     from realtime.features.text import TextEmbedder, TextOptions
+    from realtime.featureset import FeatureSpec
 
     spec = FeatureSpec()
     asr = ASROptions(model_path=options.get("whisper_model"), min_chunk=1e9, buffer_trim=1e9)
@@ -168,8 +168,8 @@ def extract_clip(path: Path) -> dict:
     a, a_mask = resample([f.t for f in audio], [f.features if f.voiced else None for f in audio], t_start, t_end,
                          spec.audio_steps, spec.dims["A"])
     in_window = [x.text for x in words if t_start <= x.middle < t_end]
-    l, l_mask = w["text"].embed_many([in_window])
-    return {"text": l[0], "text_mask": l_mask[0], "audio": a, "audio_mask": a_mask, "vision": v,
+    text, text_mask = w["text"].embed_many([in_window])
+    return {"text": text[0], "text_mask": text_mask[0], "audio": a, "audio_mask": a_mask, "vision": v,
             "vision_mask": v_mask, "words": " ".join(x.text for x in words), "duration": duration}
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import queue
 import threading
 import time
@@ -46,7 +47,7 @@ class PipelineOptions:
     """File mode queue bound (the source waits when a worker lags)."""
     live_face_queue: int = 2
     """Live: frames waiting for the face worker before the oldest is dropped."""
-    close_grace: float = 0.1
+    close_grace: float = 0.05
     """Live: seconds after a window's end before it is closed (late face/audio frames)."""
     join_timeout: float = 5.0
 
@@ -122,6 +123,8 @@ class Pipeline:
         self.on_estimate = on_estimate
         self.on_words = on_words
         self.state = RunState()
+        self.speech_lags: list[float] = []
+        """Live: seconds from each word's end to its arrival here."""
         self._threads: list[threading.Thread] = []
         live = options.live
         self.queues = {
@@ -163,6 +166,13 @@ class Pipeline:
     # ---- workers -----------------------------------------------------------------
     def _worker(self, stream: str, process: Callable[[object], Iterable], finish: Callable[[], Iterable]) -> None:
         q, stop = self.queues[stream], self.state.stop
+        if self.options.live and stream == "text":
+            # speech may lag by seconds; face, audio and the model may not: on a small
+            # machine, let the scheduler favour them over the Whisper thread (Linux: per thread)
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+            except (AttributeError, OSError):
+                pass
         try:
             while not stop.is_set():
                 item = q.get()
@@ -297,6 +307,7 @@ class Pipeline:
             for name, q in self.queues.items():
                 summary.dropped[name] = summary.dropped.get(name, 0) + q.dropped
             summary.warnings.extend(state.failed.values())
+            summary.speech_lags_ms.extend(1000.0 * lag for lag in self.speech_lags)
         return summary
 
     def _take(self, item, finished: set[str]) -> bool:
@@ -317,6 +328,9 @@ class Pipeline:
                 self.assembler.push_audio(frame)
         elif isinstance(item, list) and item and isinstance(item[0], Word):
             self.assembler.push_words(item)
+            if self.options.live:
+                now = self.state.clock()
+                self.speech_lags.extend(now - w.end for w in item)
             if self.on_words is not None:
                 self.on_words(item, [])
         return False

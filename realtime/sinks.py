@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 from realtime.types import Estimate
 
 logger = logging.getLogger(__name__)
@@ -114,6 +116,7 @@ class Summary:
     dropped: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
+    speech_lags_ms: list[float] = field(default_factory=list)
     interrupted: bool = False
 
     def add(self, estimate: Estimate) -> None:
@@ -137,11 +140,9 @@ class Summary:
             "dropped": dict(self.dropped),
             "interrupted": self.interrupted,
         }
-        if self.latencies_ms:
-            import numpy as np
-
-            lat = np.array(self.latencies_ms)
-            out["latency_ms"] = {f"p{q}": round(float(np.percentile(lat, q)), 1) for q in (50, 95, 99)}
+        for key, values in (("latency_ms", self.latencies_ms), ("speech_lag_ms", self.speech_lags_ms)):
+            if values:
+                out[key] = {f"p{q}": round(float(np.percentile(values, q)), 1) for q in (50, 95, 99)}
         return out
 
     def line(self) -> str:
@@ -155,6 +156,8 @@ class Summary:
             text += ", dropped " + ", ".join(f"{k} {v}" for k, v in self.dropped.items() if v)
         if "latency_ms" in d:
             text += ", latency p50/p95 {p50}/{p95} ms".format(**d["latency_ms"])
+        if "speech_lag_ms" in d:
+            text += ", speech lag p50/p95 {p50}/{p95} ms".format(**d["speech_lag_ms"])
         if self.interrupted:
             text += " (interrupted)"
         return text

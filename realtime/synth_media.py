@@ -47,7 +47,7 @@ def astronaut_face() -> tuple[np.ndarray, tuple[float, float, float]]:
 def moving_face(image: np.ndarray, centre: tuple[float, float, float], n: int, fps: float,
                 size: tuple[int, int], seed: int = 0) -> Iterator[np.ndarray]:
     """A face photograph panned and zoomed slightly frame to frame, as (H, W, 3) uint8."""
-    from skimage import transform
+    import cv2
 
     rng = np.random.default_rng(seed)
     phase = rng.uniform(0, 2 * np.pi, 3)
@@ -63,8 +63,8 @@ def moving_face(image: np.ndarray, centre: tuple[float, float, float], n: int, f
         half_w = half_h * aspect
         top, left = int(max(0, cy - half_h)), int(max(0, cx - half_w))
         crop = image[top : int(cy + half_h), left : int(cx + half_w)]
-        frame = transform.resize(crop, (height, width), preserve_range=True, anti_aliasing=True)
-        yield np.ascontiguousarray(frame.astype(np.uint8))
+        frame = cv2.resize(np.ascontiguousarray(crop), (width, height), interpolation=cv2.INTER_AREA)
+        yield np.ascontiguousarray(frame)
 
 
 def write_av(path: str | Path, audio: np.ndarray | None, frames: Iterable[np.ndarray] | None, fps: int = 25,

@@ -149,6 +149,32 @@ def main(argv: list[str] | None = None) -> int:
     print(f"trained ({time.time() - started:.0f} s)", flush=True)
 
     student = model_dir / "student"
+    annotate(student, features, len(rows))
+    if args.install.exists():
+        shutil.rmtree(args.install)
+    shutil.copytree(student, args.install)
+    doc = json.loads((args.install / "checkpoint.json").read_text())
+    print(f"installed {args.install}: test {json.dumps(doc['provenance'].get('test_metrics'))}, "
+          f"strong-sentence sign accuracy {doc['provenance']['test_strong_sign_accuracy']}")
+    return 0
+
+
+def annotate(student: Path, features: Path, n_sentences: int) -> None:
+    """Say in the checkpoint exactly what it is, with its held-out sign accuracy on strongly
+    rated sentences (|rating| >= 2 of 4, i.e. |label| >= 1.5)."""
+    import torch
+
+    from models.checkpoint import load_checkpoint
+    from models.data import load_dataset
+    from models.loop import evaluate, predict
+
+    ckpt = load_checkpoint(student)
+    net = ckpt.build("cpu")
+    test = load_dataset(features).splits["test"]
+    pred, _ = predict(net, test, torch.device("cpu"))
+    strong = abs(test.labels) >= 1.5
+    sign_acc = float(((pred[strong] > 0) == (test.labels[strong] > 0)).mean())
+    text_only = evaluate(net, test, torch.device("cpu"), available=("L",))
     doc = json.loads((student / "checkpoint.json").read_text())
     doc["provenance"]["description"] = (
         "Default model: written sentences with human sentiment ratings (VADER ground truth, Hutto & Gilbert "
@@ -157,15 +183,13 @@ def main(argv: list[str] | None = None) -> int:
         "from human labels; voice and face sides learn only what synthetic speech and still faces allow. "
         "Not a benchmark model: retrain on CMU-MOSI/MOSEI or your own labelled videos for real use."
     )
-    doc["provenance"]["corpus"] = {"sentences": len(rows), "split": "by sentence, 80/10/10",
+    doc["provenance"]["corpus"] = {"sentences": n_sentences, "split": "by sentence, 80/10/10",
                                    "source": "VADER human-rated sentences (tweets, movie and product reviews)"}
-    doc["provenance"]["name"] = "default-" + doc["provenance"].get("id", "")
+    doc["provenance"]["test_strong_sign_accuracy"] = round(sign_acc, 4)
+    doc["provenance"]["test_strong_count"] = int(strong.sum())
+    doc["provenance"]["test_metrics_text_only"] = text_only
+    doc["provenance"]["id"] = "default-" + doc["provenance"]["weights_sha256"][:12]
     (student / "checkpoint.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-    if args.install.exists():
-        shutil.rmtree(args.install)
-    shutil.copytree(student, args.install)
-    print(f"installed {args.install}: test {json.dumps(doc['provenance'].get('test_metrics'))}")
-    return 0
 
 
 if __name__ == "__main__":

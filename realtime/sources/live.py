@@ -143,7 +143,7 @@ def make_live_feed(camera: Camera | None, mic: Microphone | None, duration: floa
                 pipeline._fail("audio", f"{exc}; running without audio and text")
                 pipeline.end_input(["audio", "text"])
         period = 1.0 / video_fps
-        next_t = 0.0
+        last_slot = -1
         last_frame = time.monotonic()
         try:
             while not state.stop.is_set():
@@ -165,9 +165,10 @@ def make_live_feed(camera: Camera | None, mic: Microphone | None, duration: floa
                         time.sleep(0.01)
                     continue
                 last_frame = time.monotonic()
-                if t < next_t:
+                slot = int(t / period + 0.5)  # one frame per 1/video_fps slot, jitter-proof
+                if slot == last_slot:
                     continue
-                next_t = t + period
+                last_slot = slot
                 pipeline.route(VideoFrame(t=t, image=image))
                 state.end_time = max(state.end_time, t)
         finally:

@@ -1,0 +1,171 @@
+"""python -m realtime end to end on real media, with the bundled default model."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from realtime.engine import DEFAULT_CHECKPOINT
+from tests.conftest import EXAMPLE, ROOT
+
+EDGE_NAMES = {"V->L", "A->L", "L->V", "A->V", "L->A", "V->A"}
+
+
+def cli(*args, timeout=300):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, "-m", "realtime", *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=timeout, env=env)
+
+
+def read_records(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def check_record(rec):
+    """The record schema (docs/RECORDS.md)."""
+    assert set(rec) >= {"t_start", "t_end", "sentiment", "classes", "edges", "branches", "modalities", "words",
+                        "checkpoint"}
+    assert rec["t_end"] > rec["t_start"] >= -1e-9
+    assert -3.0 <= rec["sentiment"] <= 3.0
+    for kind in ("homo", "hetero"):
+        edges = rec["edges"][kind]
+        assert set(edges) == EDGE_NAMES and all(v >= 0 for v in edges.values())
+        assert abs(sum(edges.values()) - 1) < 1e-3
+    assert set(rec["modalities"]) == {"face", "audio", "text"}
+    assert all(0.0 <= v <= 1.0 for v in rec["modalities"].values())
+    assert all(v is None or -3 <= v <= 3 for v in rec["branches"].values())
+    assert isinstance(rec["words"], list) and isinstance(rec["checkpoint"], str)
+
+
+@pytest.fixture(scope="module")
+def example_run(tmp_path_factory):
+    assert (DEFAULT_CHECKPOINT / "checkpoint.json").is_file(), "the bundled default model is missing"
+    out = tmp_path_factory.mktemp("run") / "a.jsonl"
+    proc = cli("--source", EXAMPLE, "--out", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc
+
+
+def test_example_video_records(example_run):
+    out, proc = example_run
+    records = read_records(out)
+    meta = json.loads(EXAMPLE.with_suffix(".json").read_text())
+    assert len(records) == int((meta["duration"] - 4.0) / 0.5) + 2  # windows every 0.5 s covering the media
+    for rec in records:
+        check_record(rec)
+        assert rec["modalities"]["face"] > 0.9  # a face in every window
+    ends = [r["t_end"] for r in records]
+    assert ends == sorted(ends)
+    assert "windows" in proc.stderr and "real-time factor" in proc.stderr
+
+
+def test_words_match_the_spoken_sentences(example_run):
+    out, _ = example_run
+    meta = json.loads(EXAMPLE.with_suffix(".json").read_text())
+    heard = set()
+    for rec in read_records(out):
+        heard |= {w.lower().strip(".,!?") for w in rec["words"]}
+    spoken = {w.lower().strip(".,!?") for s in meta["sentences"] for w in s["text"].split()}
+    assert len(heard & spoken) >= 0.8 * len(spoken), (sorted(spoken - heard), sorted(heard - spoken))
+
+
+def test_sentiment_follows_the_sentences(example_run):
+    """The default model reads the positive sentences as positive and the negative ones as negative."""
+    out, _ = example_run
+    meta = json.loads(EXAMPLE.with_suffix(".json").read_text())
+    records = read_records(out)
+    for sentence in meta["sentences"]:
+        mid = 0.5 * (sentence["start"] + sentence["end"])
+        nearest = min(records, key=lambda r: abs(0.5 * (r["t_start"] + r["t_end"]) - mid))
+        assert nearest["sentiment"] * sentence["sign"] > 0, (sentence["text"], nearest["sentiment"])
+
+
+def test_two_runs_give_identical_files(example_run, tmp_path):
+    out, _ = example_run
+    again = tmp_path / "b.jsonl"
+    proc = cli("--source", EXAMPLE, "--out", again, "--quiet")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert again.read_bytes() == out.read_bytes()
+
+
+def test_csv_output_and_existing_out_is_refused(tmp_path, example_run):
+    out, _ = example_run
+    proc = cli("--source", EXAMPLE, "--out", out)
+    assert proc.returncode == 2 and "exists" in proc.stderr and "--overwrite" in proc.stderr
+    csv_out = tmp_path / "r.csv"
+    proc = cli("--source", EXAMPLE, "--out", csv_out, "--quiet")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = csv_out.read_text().splitlines()
+    assert lines[0].startswith("t_start,t_end,sentiment") and "edges.homo.L->A" in lines[0]
+    assert len(lines) == len(read_records(out)) + 1
+
+
+def _one_error_line(proc, fragment):
+    lines = [line for line in proc.stderr.strip().splitlines() if line]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], lines
+
+
+def test_bad_input_one_line_errors(media, tmp_path):
+    _one_error_line(cli("--source", tmp_path / "absent.mp4", "--out", tmp_path / "x.jsonl"), "no such file")
+    _one_error_line(cli("--source", media["not_media"], "--out", tmp_path / "x.jsonl"), "not a media file")
+    _one_error_line(cli("--source", media["truncated"], "--out", tmp_path / "x.jsonl"), "truncated")
+    _one_error_line(cli("--source", EXAMPLE, "--device", "tpu"), "unknown --device")
+    _one_error_line(cli("--source", EXAMPLE, "--out", "/proc/nope/x.jsonl"), "cannot write")
+    _one_error_line(cli("--source", EXAMPLE, "--checkpoint", tmp_path), "missing checkpoint.json")
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+@pytest.mark.parametrize("key,present,absent", [
+    ("video_no_audio", "face", "audio"),
+    ("audio_only_wav", "audio", "face"),
+    ("no_face", "audio", "face"),
+    ("silence", "face", "audio"),
+])
+def test_runs_on_the_modalities_it_has(media, tmp_path, key, present, absent):
+    out = tmp_path / "r.jsonl"
+    proc = cli("--source", media[key], "--out", out)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = read_records(out)
+    assert records
+    for rec in records:
+        check_record(rec)
+    assert max(r["modalities"][present] for r in records) > 0.5
+    assert all(r["modalities"][absent] == 0 for r in records)
+    if key in ("video_no_audio", "silence"):
+        assert all(r["words"] == [] for r in records)
+    if key == "video_no_audio":
+        assert "no audio stream" in proc.stderr
+
+
+def test_folder_source(media, tmp_path):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for key in ("audio_only_wav", "video_no_audio"):
+        (folder / media[key].name).write_bytes(media[key].read_bytes())
+    (folder / "broken.mp4").write_text("not media")
+    proc = cli("--source", folder, "--out", tmp_path / "out", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["audio_only.jsonl", "video_no_audio.jsonl"]
+    assert "broken.mp4" in proc.stderr
+
+
+def test_sigterm_keeps_finished_windows(tmp_path):
+    out = tmp_path / "live.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "realtime", "--source", str(EXAMPLE), "--pace", "realtime",
+                             "--out", str(out), "--quiet"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+    records = read_records(out)  # every line parses: the file is valid
+    assert 3 <= len(records) < 37
+    assert proc.returncode == 130
+    for rec in records:
+        check_record(rec)
+        assert rec["latency_ms"] >= 0

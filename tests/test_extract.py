@@ -1,0 +1,137 @@
+"""Labelled videos -> features -> model -> served: the train-to-serve round trip."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import ROOT
+
+SENTENCES = [
+    ("I love this, it is wonderful.", 2.5), ("What a great and happy day.", 2.2),
+    ("This is a beautiful gift, thank you.", 2.0), ("I am so glad and excited.", 2.4),
+    ("Everything went perfectly today.", 1.8), ("This is awful and I hate it.", -2.5),
+    ("What a terrible, sad mess.", -2.2), ("I feel miserable and angry.", -2.4),
+    ("That was a horrible failure.", -2.0), ("I am disgusted and upset.", -1.9),
+]
+
+
+def run(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", *map(str, args)], capture_output=True, text=True, cwd=ROOT,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from realtime.synth_media import astronaut_face, talking_clip
+
+    folder = tmp_path_factory.mktemp("corpus")
+    clips = folder / "clips"
+    clips.mkdir()
+    face = astronaut_face()
+    rows = []
+    for i, (text, label) in enumerate(SENTENCES):
+        speaker = f"spk{i % 5}"
+        (clips / speaker).mkdir(exist_ok=True)
+        name = f"{speaker}/clip{i}.mp4"
+        talking_clip(clips / name, text, face, voice="en-us" if i % 2 else "en-gb", seed=i)
+        split = "test" if i in (0, 5) else "valid" if i in (1, 6) else "train"
+        rows.append([name, label, split])
+    labels = folder / "labels.csv"
+    with labels.open("w", newline="") as fh:
+        csv.writer(fh).writerows([["path", "label", "split"], *rows])
+    return clips, labels
+
+
+def test_extract_train_evaluate_serve(corpus, tmp_path):
+    clips, labels = corpus
+    features = tmp_path / "features.pkl"
+    proc = run("models.extract", "--videos", clips, "--labels", labels, "--out", features, "--quiet")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "10 clips extracted, 0 failed" in proc.stderr
+
+    from models.data import load_dataset
+    from realtime.featureset import FEATURE_SET_NAME, FeatureSpec
+
+    data = load_dataset(features)
+    assert data.feature_set == FEATURE_SET_NAME and data.dims == FeatureSpec().dims
+    train = data.splits["train"]
+    assert len(train) == 6 and train.masks["V"].mean() > 0.9 and train.masks["L"].sum(1).min() > 3
+
+    model = tmp_path / "model"
+    proc = run("models.train", "--data", features, "--out", model, "--config", "small", "--epochs", "2",
+               "--batch-size", "4", "--device", "cpu", "--quiet")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run("models.evaluate", "--checkpoint", model, "--data", features)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["samples"] == 2
+
+    out = tmp_path / "served.jsonl"
+    proc = run("realtime", "--source", clips / "spk0" / "clip0.mp4", "--checkpoint", model, "--out", out)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert records and records[0]["checkpoint"].startswith("dmd-student-")
+
+
+def test_split_by_speaker_without_a_split_column(corpus):
+    from models.extract import assign_splits, read_labels
+
+    clips, labels = corpus
+    rows = list(csv.reader(labels.open()))
+    plain = labels.with_name("plain.csv")
+    with plain.open("w", newline="") as fh:
+        csv.writer(fh).writerows([["path", "label"]] + [r[:2] for r in rows[1:]])
+    parsed = read_labels(clips, plain)
+    splits = assign_splits(parsed)
+    by_speaker = {}
+    for clip, split in zip(parsed, splits):
+        by_speaker.setdefault(clip.group, set()).add(split)
+    assert all(len(s) == 1 for s in by_speaker.values()), by_speaker
+
+
+def test_interrupted_extraction_resumes(corpus, tmp_path):
+    clips, labels = corpus
+    out = tmp_path / "f.pkl"
+    cache = tmp_path / "f.pkl.cache"
+    proc = subprocess.Popen([sys.executable, "-m", "models.extract", "--videos", str(clips), "--labels", str(labels),
+                             "--out", str(out), "--quiet"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(list(cache.glob("*.pkl"))) < 3:
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = {p.name: p.stat().st_mtime_ns for p in cache.glob("*.pkl")}
+    assert 3 <= len(done) < 10 and not out.exists()
+    proc = run("models.extract", "--videos", clips, "--labels", labels, "--out", out, "--quiet")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    after = {p.name: p.stat().st_mtime_ns for p in cache.glob("*.pkl")}
+    assert len(after) == 10
+    assert all(after[name] == mtime for name, mtime in done.items()), "finished clips were not redone"
+
+
+@pytest.mark.parametrize("content,fragment", [
+    ("file,score\na.mp4,1\n", "needs columns"),
+    ("path,label\nnowhere.mp4,1\n", "row 2: "),
+    ("path,label\nspk0/clip0.mp4,4.5\n", "row 2: label 4.5 is outside [-3, 3]"),
+    ("path,label\nspk0/clip0.mp4,good\n", "row 2: label 'good' is not a number"),
+    ("path,label\n", "no rows"),
+])
+def test_bad_labels_one_line_errors(corpus, tmp_path, content, fragment):
+    clips, _ = corpus
+    labels = tmp_path / "labels.csv"
+    labels.write_text(content)
+    proc = run("models.extract", "--videos", clips, "--labels", labels, "--out", tmp_path / "x.pkl", timeout=60)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and fragment in lines[0], proc.stderr
+
+
+def test_empty_folder(tmp_path):
+    (tmp_path / "v").mkdir()
+    labels = tmp_path / "l.csv"
+    labels.write_text("path,label\na.mp4,1\n")
+    proc = run("models.extract", "--videos", tmp_path / "v", "--labels", labels, "--out", tmp_path / "x.pkl")
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
