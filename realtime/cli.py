@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     from models.checkpoint import CheckpointError
     from models.loop import DeviceError
     from realtime.features.face import ModelNotFoundError
-    from realtime.sinks import OutputError
+    from realtime.sinks import OutputError, check_output
     from realtime.sources.file import MediaError, media_files, probe
 
     try:
@@ -224,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         live = args.source == "webcam" or args.source.isdigit()
         source = Path(args.source)
         if live:
+            if args.out:
+                check_output(args.out, _output_mode(args))
             comps = load_components(args)
             _report(run_live(args, comps), args)
             return 0
@@ -240,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
             probe(source)  # a bad file is reported before any model is loaded
             files = [source]
             out_dir = None
+            if args.out:
+                check_output(args.out, _output_mode(args))
         comps = load_components(args)
         failures = 0
         for path in files:

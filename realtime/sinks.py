@@ -94,6 +94,23 @@ class CsvSink:
             self._fh.close()
 
 
+def check_output(path: str | Path, mode: str = "refuse") -> None:
+    """Fail early, before any model loads, on an output that cannot be written."""
+    path = Path(path)
+    if path.suffix.lower() not in (".csv", ".jsonl", ".json", ".ndjson"):
+        raise OutputError(f"--out '{path}': use a .jsonl or .csv file name")
+    if path.is_dir():
+        raise OutputError(f"--out '{path}' is a folder; give a file name")
+    if path.exists() and mode == "refuse" and path.stat().st_size > 0:
+        raise OutputError(f"--out '{path}' exists; pass --overwrite or --append")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot write --out '{path}': {exc.strerror}") from None
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise OutputError(f"cannot write --out '{path}': permission denied")
+
+
 def make_sink(path: str | Path, mode: str = "refuse") -> Sink:
     path = Path(path)
     if path.suffix.lower() == ".csv":

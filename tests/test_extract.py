@@ -61,7 +61,9 @@ def test_extract_train_evaluate_serve(corpus, tmp_path):
     data = load_dataset(features)
     assert data.feature_set == FEATURE_SET_NAME and data.dims == FeatureSpec().dims
     train = data.splits["train"]
-    assert len(train) == 6 and train.masks["V"].mean() > 0.9 and train.masks["L"].sum(1).min() > 3
+    # clips are shorter than a 4 s window: steps outside the clip are masked
+    assert len(train) == 6 and train.masks["V"].max(1).min() == 1 and train.masks["V"].mean() > 0.5
+    assert train.masks["L"].sum(1).min() > 3
 
     model = tmp_path / "model"
     proc = run("models.train", "--data", features, "--out", model, "--config", "small", "--epochs", "2",
@@ -81,7 +83,7 @@ def test_split_by_speaker_without_a_split_column(corpus):
     from models.extract import assign_splits, read_labels
 
     clips, labels = corpus
-    rows = list(csv.reader(labels.open()))
+    rows = list(csv.reader(labels.read_text().splitlines()))
     plain = labels.with_name("plain.csv")
     with plain.open("w", newline="") as fh:
         csv.writer(fh).writerows([["path", "label"]] + [r[:2] for r in rows[1:]])
@@ -98,7 +100,7 @@ def test_interrupted_extraction_resumes(corpus, tmp_path):
     out = tmp_path / "f.pkl"
     cache = tmp_path / "f.pkl.cache"
     proc = subprocess.Popen([sys.executable, "-m", "models.extract", "--videos", str(clips), "--labels", str(labels),
-                             "--out", str(out), "--quiet"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+                             "--out", str(out), "--quiet"], cwd=ROOT, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and len(list(cache.glob("*.pkl"))) < 3:
         time.sleep(0.1)
