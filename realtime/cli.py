@@ -73,7 +73,7 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--duration must be positive, got {args.duration}")
 
 
-def load_components(args: argparse.Namespace, need_face: bool = True) -> Components:
+def load_components(args: argparse.Namespace, live: bool = False) -> Components:
     """Load the checkpoint, the extractors and warm them up before the clock starts."""
     import torch
 
@@ -85,7 +85,10 @@ def load_components(args: argparse.Namespace, need_face: bool = True) -> Compone
     from realtime.features.text import TextEmbedder, TextOptions
 
     device = resolve_device(args.device)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if live and device.type == "cpu":
+        # live: one model thread leaves the other cores to MediaPipe and Whisper, which
+        # keeps window-to-record latency steady on small machines
+        torch.set_num_threads(1)
     checkpoint = find_checkpoint(args.checkpoint)
     from realtime.featureset import FeatureSpec
 
@@ -98,7 +101,7 @@ def load_components(args: argparse.Namespace, need_face: bool = True) -> Compone
         engine.spec = FeatureSpec(window=args.window, face_steps=spec.face_steps, audio_steps=spec.audio_steps,
                                   text_tokens=spec.text_tokens)
     engine.warm_up()
-    face = FaceExtractor(FaceOptions(model_path=args.face_model)) if need_face else None
+    face = FaceExtractor(FaceOptions(model_path=args.face_model))
     acoustic = AcousticExtractor()
     acoustic.warm_up()
     whisper = load_whisper(ASROptions(model_path=args.whisper_model))
@@ -123,7 +126,7 @@ def run_file(path: Path, out: Path | None, args: argparse.Namespace, comps: Comp
     if not info.has_audio:
         logger.warning("'%s' has no audio stream; running face only", path)
     live = args.pace == "realtime"
-    asr_options = ASROptions(model_path=args.whisper_model, min_chunk=1.0 if live else 8.0,
+    asr_options = ASROptions(model_path=args.whisper_model, min_chunk=0.5 if live else 8.0,
                              buffer_trim=15.0 if live else 24.0)
     transcriber = StreamingTranscriber(comps.whisper, asr_options)
     comps.acoustic.reset()
@@ -226,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         if live:
             if args.out:
                 check_output(args.out, _output_mode(args))
-            comps = load_components(args)
+            comps = load_components(args, live=True)
             _report(run_live(args, comps), args)
             return 0
         if source.is_dir():
@@ -244,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             out_dir = None
             if args.out:
                 check_output(args.out, _output_mode(args))
-        comps = load_components(args)
+        comps = load_components(args, live=args.pace == "realtime")
         failures = 0
         for path in files:
             out = (out_dir / f"{path.stem}.jsonl") if out_dir is not None else (Path(args.out) if args.out else None)

@@ -137,3 +137,22 @@ def test_empty_folder(tmp_path):
     labels.write_text("path,label\na.mp4,1\n")
     proc = run("models.extract", "--videos", tmp_path / "v", "--labels", labels, "--out", tmp_path / "x.pkl")
     assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+def test_mmsa_raw_layout(tmp_path):
+    """label.csv as MMSA ships it: clips at DIR/<video_id>/<clip_id>.mp4, splits from 'mode'."""
+    from models.extract import assign_splits, read_labels
+
+    for vid, clip in (("vidA", "1"), ("vidA", "2"), ("vidB", "1")):
+        (tmp_path / vid).mkdir(exist_ok=True)
+        (tmp_path / vid / f"{clip}.mp4").write_bytes(b"x")
+    labels = tmp_path / "label.csv"
+    labels.write_text("video_id,clip_id,text,label,label_T,label_A,label_V,annotation,mode\n"
+                      "vidA,1,hello,1.2,1,1,1,Positive,train\n"
+                      "vidA,2,bye,-0.8,0,0,0,Negative,valid\n"
+                      "vidB,1,meh,0.0,0,0,0,Neutral,test\n")
+    clips = read_labels(tmp_path, labels)
+    assert [c.path.name for c in clips] == ["1.mp4", "2.mp4", "1.mp4"]
+    assert [c.group for c in clips] == ["vidA", "vidA", "vidB"]
+    assert assign_splits(clips) == ["train", "valid", "test"]
+    assert [c.label for c in clips] == [1.2, -0.8, 0.0]
