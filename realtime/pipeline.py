@@ -90,8 +90,17 @@ class BoundedQueue:
         except queue.Empty:
             return _EMPTY
 
-    def qsize(self) -> int:
-        return self._q.qsize()
+    def take_waiting(self) -> tuple[list, bool]:
+        """Every item waiting now, without blocking, and whether END was among them."""
+        items = []
+        while True:
+            try:
+                item = self._q.get_nowait()
+            except queue.Empty:
+                return items, False
+            if item is END:
+                return items, True
+            items.append(item)
 
 
 @dataclass
@@ -123,6 +132,7 @@ class Pipeline:
         self.on_estimate = on_estimate
         self.on_words = on_words
         self.state = RunState()
+        self._ended: set[str] = set()
         self.speech_lags: list[float] = []
         """Live: seconds from each word's end to its arrival here."""
         self._threads: list[threading.Thread] = []
@@ -184,6 +194,10 @@ class Pipeline:
                     break
                 for result in process(item):
                     self.out.put(result, stop)
+                if stream in self._ended:  # the process step met the end of input
+                    for result in finish():
+                        self.out.put(result, stop)
+                    break
         except Exception as exc:  # a failing worker costs its modality, not the run
             q.closed = True
             self._fail(stream, f"{stream} worker failed ({type(exc).__name__}: {exc}); running without {stream}")
@@ -207,14 +221,11 @@ class Pipeline:
         asr = self.transcriber
         asr.insert_audio(chunk)
         # take everything already waiting before paying for a transcription step
-        while True:
-            more = self.queues["text"].get(timeout=0)
-            if more is _EMPTY:
-                break
-            if more is END:
-                self.queues["text"]._q.put(END)  # seen again by the worker loop
-                break
+        waiting, ended = self.queues["text"].take_waiting()
+        for more in waiting:
             asr.insert_audio(more)
+        if ended:
+            self._ended.add("text")
         if asr.ready():
             words = asr.process_iter()
             if words:
