@@ -1,10 +1,13 @@
 """Write a synthetic MMSA-format pickle with a learnable, known signal.
 
-Each sample draws one latent per modality, z_L, z_A, z_V ~ N(0, 1); its label is
-3 tanh(0.6 z_L + 0.3 z_A + 0.15 z_V + noise), so text explains about three quarters of
-the variance, audio about a fifth and vision the rest. Each modality's present steps
-hold its latent along a fixed direction plus noise; sequences have random lengths
-(given as ``audio_lengths``/``vision_lengths`` and zero padding, as MMSA's unaligned sets).
+Each sample has one sentiment s ~ N(0, 1) and its label is 3 tanh(0.8 s). Every modality
+sees s through its own noise, as words, voice and face all show one feeling but not
+equally clearly: z_L = s + 0.3 n_L, z_A = s + 1.0 n_A, z_V = s + 2.0 n_V (n ~ N(0, 1)),
+so the label depends strongly on text (corr 0.96), less on audio (0.71) and weakly on
+vision (0.45). A model trained on complete data leans on text; one that must cope
+without text has to learn to read the others. Each modality's present steps hold its z
+along a fixed direction plus per-step noise; sequences have random lengths (given as
+``audio_lengths``/``vision_lengths`` and zero padding, as MMSA's unaligned sets).
 
     python -m models.synthetic --out runs/synthetic.pkl [--train 800 --valid 200 --test 200]
 """
@@ -19,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-WEIGHTS = {"L": 0.6, "A": 0.3, "V": 0.15}
+NOISE = {"L": 0.3, "A": 1.0, "V": 2.0}
+"""How noisily each modality shows the shared sentiment."""
 KEYS = {"L": "text", "A": "audio", "V": "vision"}
 
 
@@ -49,9 +53,9 @@ def make_synthetic(spec: SyntheticSpec) -> dict:
     directions = {m: v / np.linalg.norm(v) * np.sqrt(dims[m]) for m, v in directions.items()}
     data: dict = {"meta": {"feature_set": "synthetic", "generator": "models.synthetic", "seed": spec.seed}}
     for split, n in (("train", spec.train), ("valid", spec.valid), ("test", spec.test)):
-        z = {m: rng.standard_normal(n).astype(np.float32) for m in "LAV"}
-        mix = sum(WEIGHTS[m] * z[m] for m in "LAV") + 0.05 * rng.standard_normal(n)
-        labels = (3 * np.tanh(mix)).astype(np.float32)
+        sentiment = rng.standard_normal(n).astype(np.float32)
+        z = {m: sentiment + NOISE[m] * rng.standard_normal(n).astype(np.float32) for m in "LAV"}
+        labels = (3 * np.tanh(0.8 * sentiment)).astype(np.float32)
         out: dict = {"id": [f"{split}_{i:05d}" for i in range(n)], "regression_labels": labels,
                      "raw_text": [""] * n}
         lengths = {}

@@ -29,12 +29,8 @@ class Sink(Protocol):
 
 def _open(path: Path, mode: str):
     """mode: 'refuse' (never overwrite), 'overwrite' or 'append'."""
-    if path.is_dir():
-        raise OutputError(f"--out '{path}' is a folder; give a file name")
-    if path.exists() and mode == "refuse" and path.stat().st_size > 0:
-        raise OutputError(f"--out '{path}' exists; pass --overwrite or --append")
+    check_output(path, mode)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         return path.open("a" if mode == "append" else "w", encoding="utf-8", newline="")
     except OSError as exc:
         raise OutputError(f"cannot write --out '{path}': {exc.strerror}") from None
