@@ -122,15 +122,13 @@ class Pipeline:
 
     def __init__(self, options: PipelineOptions, engine: InferenceEngine, face: FaceExtractor | None,
                  acoustic: AcousticExtractor, transcriber: StreamingTranscriber | None,
-                 on_estimate: Callable[[Estimate], None] | None = None,
-                 on_words: Callable[[list[Word], list[Word]], None] | None = None):
+                 on_estimate: Callable[[Estimate], None] | None = None):
         self.options = options
         self.engine = engine
         self.face = face
         self.acoustic = acoustic
         self.transcriber = transcriber
         self.on_estimate = on_estimate
-        self.on_words = on_words
         self.state = RunState()
         self._ended: set[str] = set()
         self.speech_lags: list[float] = []
@@ -342,8 +340,6 @@ class Pipeline:
             if self.options.live:
                 now = self.state.clock()
                 self.speech_lags.extend(now - w.end for w in item)
-            if self.on_words is not None:
-                self.on_words(item, [])
         return False
 
     def _infer(self, pending: list, sinks: list[Sink], summary: Summary) -> None:
