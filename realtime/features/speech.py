@@ -119,7 +119,7 @@ class StreamingTranscriber:
         if not self._t0_set:
             self._t0, self._t0_set = chunk.t, True
             self._seen_until = chunk.t
-        expected = self._t0 + len(self._audio) / RATE
+        expected = self._buffer_end
         samples = np.asarray(chunk.samples, dtype=np.float32)
         if chunk.t > expected + 0.05:  # a capture gap: fill with silence to keep the clock
             samples = np.concatenate([np.zeros(int(round((chunk.t - expected) * RATE)), np.float32), samples])
@@ -133,12 +133,9 @@ class StreamingTranscriber:
         """One transcription step; returns newly committed words (maybe none)."""
         if not len(self._audio):
             return []
-        words = self._transcribe()
+        fresh = self._uncommitted(self._transcribe())
         self._new = 0
-        self._seen_until = self._t0 + len(self._audio) / RATE
-        fresh = [w for w in words if w.start >= self.last_committed_end - 0.2]
-        # skip words that repeat the tail of what is committed (whisper re-hears them)
-        fresh = self._drop_overlap(fresh)
+        self._seen_until = self._buffer_end
         agreed = []
         for old, new in zip(self._hypothesis, fresh):
             if _norm(old.text) != _norm(new.text) or not _norm(new.text):
@@ -151,18 +148,22 @@ class StreamingTranscriber:
 
     def finish(self) -> list[Word]:
         """Commit whatever the last hypothesis holds (end of stream)."""
-        rest = []
-        if self._new > 0:
-            words = self._transcribe()
-            fresh = self._drop_overlap([w for w in words if w.start >= self.last_committed_end - 0.2])
-            rest = fresh
-        else:
-            rest = self._hypothesis
+        rest = self._uncommitted(self._transcribe()) if self._new > 0 else self._hypothesis
         self._committed.extend(rest)
         self._hypothesis = []
         self._new = 0
-        self._seen_until = self._t0 + len(self._audio) / RATE
+        self._seen_until = self._buffer_end
         return rest
+
+    @property
+    def _buffer_end(self) -> float:
+        return self._t0 + len(self._audio) / RATE
+
+    def _uncommitted(self, words: list[Word]) -> list[Word]:
+        """The words of a hypothesis after what is committed: those starting after the last
+        committed word (0.2 s of timestamp jitter allowed), less a repeat of its tail."""
+        fresh = [w for w in words if w.start >= self.last_committed_end - 0.2]
+        return self._drop_overlap(fresh)
 
     def _drop_overlap(self, words: list[Word]) -> list[Word]:
         tail = [_norm(w.text) for w in self._committed[-5:]]
@@ -193,7 +194,7 @@ class StreamingTranscriber:
         if self._committed and self.last_committed_end > self._t0:
             cut = self.last_committed_end
         else:
-            cut = self._t0 + len(self._audio) / RATE - 2.0  # keep 2 s: nothing was said before
+            cut = self._buffer_end - 2.0  # keep 2 s: nothing was said before
         if self._hypothesis:
             cut = min(cut, self._hypothesis[0].start)
         drop = int((cut - self._t0) * RATE)
