@@ -69,11 +69,11 @@ class WindowAssembler:
         self.reset()
 
     def reset(self) -> None:
-        self._streams = {name: _Stream() for name in ("face", "audio")}
+        # the text stream's samples are words (kept in self._words); its _Stream carries
+        # only progress and closed, like the others
+        self._streams = {name: _Stream() for name in STREAMS}
         self._words: list[Word] = []
         self._word_keys: set[tuple[float, str]] = set()
-        self._text_progress = -math.inf
-        self._text_closed = False
         self._next_index = 0
         self._landmarks: list[tuple[float, np.ndarray]] = []
         self.stats = AssemblerStats()
@@ -122,18 +122,12 @@ class WindowAssembler:
         """Declare that ``stream`` has delivered every sample before ``t``."""
         if not math.isfinite(t):
             return
-        if stream == "text":
-            self._text_progress = max(self._text_progress, t)
-        else:
-            s = self._streams[stream]
-            s.progress = max(s.progress, t)
+        s = self._streams[stream]
+        s.progress = max(s.progress, t)
 
     def close(self, stream: str) -> None:
         """The stream is over (or absent): it no longer holds windows back."""
-        if stream == "text":
-            self._text_closed = True
-        else:
-            self._streams[stream].closed = True
+        self._streams[stream].closed = True
 
     # ---- output ------------------------------------------------------------------
     def progress(self) -> float:
@@ -142,12 +136,9 @@ class WindowAssembler:
         Never beyond the latest mark any stream gave: windows past the data come only
         from ``flush``, which knows where the media ends.
         """
-        streams = list(self._streams.values())
-        latest = max([s.progress for s in streams] + [self._text_progress])
-        marks = [s.progress for s in streams if not s.closed]
-        if not self._text_closed:
-            marks.append(self._text_progress)
-        return min(marks + [latest])
+        streams = self._streams.values()
+        latest = max(s.progress for s in streams)
+        return min([s.progress for s in streams if not s.closed] + [latest])
 
     def step(self, until: float | None = None) -> list[Window]:
         """Windows now complete: up to every stream's progress, or up to ``until`` (live)."""
