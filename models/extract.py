@@ -201,8 +201,8 @@ def run(args: argparse.Namespace) -> int:
     splits = assign_splits(clips)
     cache = Path(args.cache) if args.cache else out.with_name(out.name + ".cache")
     cache.mkdir(parents=True, exist_ok=True)
-    todo = [(i, str(c.path), str(cache_path(cache, c))) for i, c in enumerate(clips)
-            if not cache_path(cache, c).exists()]
+    cached = [cache_path(cache, c) for c in clips]  # hashes each clip's path once
+    todo = [(i, str(c.path), str(cached[i])) for i, c in enumerate(clips) if not cached[i].exists()]
     logger.info("%d clips, %d cached, %d to extract", len(clips), len(clips) - len(todo), len(todo))
     failures: dict[int, str] = {}
     started = time.perf_counter()
@@ -238,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
         for i, clip in enumerate(clips):
             if splits[i] != split or i in failures:
                 continue
-            with open(cache_path(cache, clip), "rb") as fh:
+            with open(cached[i], "rb") as fh:
                 rows.append((clip, pickle.load(fh)))
         if not rows:
             raise DataError(f"split '{split}' has no clips (of {len(clips)}, {len(failures)} failed); "
