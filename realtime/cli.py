@@ -95,17 +95,26 @@ def load_components(args: argparse.Namespace, live: bool = False) -> Components:
     spec = FeatureSpec.from_checkpoint(checkpoint.feature_set)
     text = TextEmbedder(TextOptions(model_path=args.text_model, max_tokens=spec.text_tokens), device=str(device))
     engine = InferenceEngine(checkpoint, device, text)
-    if args.window is not None and abs(args.window - spec.window) > 1e-9:
-        logger.warning("--window %.2f differs from the checkpoint's %.2f s: the model sees a different time scale",
-                       args.window, spec.window)
-        engine.spec = FeatureSpec(window=args.window, face_steps=spec.face_steps, audio_steps=spec.audio_steps,
-                                  text_tokens=spec.text_tokens)
+    if args.window is not None:
+        set_window(engine, args.window)
     engine.warm_up()
     face = FaceExtractor(FaceOptions(model_path=args.face_model))
     acoustic = AcousticExtractor()
     acoustic.warm_up()
     whisper = load_whisper(ASROptions(model_path=args.whisper_model))
     return Components(engine=engine, face=face, acoustic=acoustic, whisper=whisper)
+
+
+def set_window(engine, window: float) -> None:
+    """Cut windows of ``window`` seconds (same step counts); warns when it is not the checkpoint's."""
+    from realtime.featureset import FeatureSpec
+
+    trained = FeatureSpec.from_checkpoint(engine.checkpoint.feature_set)
+    if abs(window - trained.window) > 1e-9:
+        logger.warning("--window %.2f differs from the checkpoint's %.2f s: the model sees a different time scale",
+                       window, trained.window)
+    engine.spec = FeatureSpec(window=window, face_steps=trained.face_steps, audio_steps=trained.audio_steps,
+                              text_tokens=trained.text_tokens)
 
 
 def _output_mode(args: argparse.Namespace) -> str:
@@ -130,6 +139,7 @@ def run_file(path: Path, out: Path | None, args: argparse.Namespace, comps: Comp
                              buffer_trim=15.0 if live else 24.0)
     transcriber = StreamingTranscriber(comps.whisper, asr_options)
     comps.acoustic.reset()
+    comps.face.new_stream()  # each file's clock starts at 0 again
     sinks = [make_sink(out, _output_mode(args))] if out is not None else []
     summary = Summary(source=str(path))
     bar = _progress(args, info.duration)
@@ -213,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.gui:
         from gui.__main__ import main as gui_main
 
-        return gui_main([a for a in (argv if argv is not None else sys.argv[1:]) if a != "--gui"])
+        return gui_main([a for a in (argv if argv is not None else sys.argv[1:]) if a != "--gui"],
+                        ignore_unknown=True)
     # SIGTERM ends the run like Ctrl-C: finished windows are on disk, the file stays valid
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     from models.checkpoint import CheckpointError

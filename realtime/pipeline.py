@@ -111,9 +111,26 @@ class RunState:
     failed: dict[str, str] = field(default_factory=dict)
     clock_start: float = field(default_factory=time.monotonic)
     end_time: float = 0.0
+    paused_since: float | None = None
+    """Monotonic time of the pause in progress; the run clock stands still meanwhile."""
 
     def clock(self) -> float:
-        return time.monotonic() - self.clock_start
+        now = self.paused_since if self.paused_since is not None else time.monotonic()
+        return now - self.clock_start
+
+    @property
+    def paused(self) -> bool:
+        return self.paused_since is not None
+
+    def pause(self) -> None:
+        if self.paused_since is None:
+            self.paused_since = time.monotonic()
+
+    def resume(self) -> None:
+        """Restart the clock where it stopped: the pause leaves no gap in the timeline."""
+        if self.paused_since is not None:
+            self.clock_start += time.monotonic() - self.paused_since
+            self.paused_since = None
 
 
 class Pipeline:
@@ -122,13 +139,20 @@ class Pipeline:
 
     def __init__(self, options: PipelineOptions, engine: InferenceEngine, face: FaceExtractor | None,
                  acoustic: AcousticExtractor, transcriber: StreamingTranscriber | None,
-                 on_estimate: Callable[[Estimate], None] | None = None):
+                 on_estimate: Callable[[Estimate], None] | None = None,
+                 on_face: Callable[[VideoFrame, FaceFrame], None] | None = None,
+                 on_transcript: Callable[[list[Word], list[Word]], None] | None = None):
+        """``on_estimate`` runs in the thread that called ``run``; ``on_face`` (each analysed
+        frame with its face) and ``on_transcript`` (new committed words, the current
+        uncommitted ones) run in worker threads and must only hand data over."""
         self.options = options
         self.engine = engine
         self.face = face
         self.acoustic = acoustic
         self.transcriber = transcriber
         self.on_estimate = on_estimate
+        self.on_face = on_face
+        self.on_transcript = on_transcript
         self.state = RunState()
         self._ended: set[str] = set()
         self.speech_lags: list[float] = []
@@ -149,6 +173,11 @@ class Pipeline:
 
     def __exit__(self, *exc) -> None:
         self.shutdown()
+
+    def stop(self) -> None:
+        """Ask the run to end (from any thread): input stops, finished windows are kept."""
+        self.state.resume()
+        self.state.stop.set()
 
     def shutdown(self) -> None:
         """Set the stop event, end every queue, join threads in order, log stragglers."""
@@ -203,7 +232,10 @@ class Pipeline:
             self.out.put(Mark(stream, math.inf, final=True), stop)
 
     def _face_process(self, frame: VideoFrame):
-        yield self.face(frame)
+        face = self.face(frame)
+        if self.on_face is not None:
+            self.on_face(frame, face)
+        yield face
 
     def _audio_process(self, chunk: AudioChunk):
         frames = self.acoustic.push(chunk)
@@ -226,12 +258,16 @@ class Pipeline:
             self._ended.add("text")
         if asr.ready():
             words = asr.process_iter()
+            if self.on_transcript is not None:
+                self.on_transcript(words, asr.tentative)
             if words:
                 yield words
             yield Mark("text", asr.progress)
 
     def _asr_finish(self):
         words = self.transcriber.finish()
+        if self.on_transcript is not None:
+            self.on_transcript(words, [])
         if words:
             yield words
 
@@ -293,10 +329,12 @@ class Pipeline:
         pending: list = []
         source_done = False
         try:
-            while not (source_done and finished >= running):
+            while not (source_done and finished >= running) or (state.paused and not state.stop.is_set()):
                 item = self.out.get(timeout=0.05)
                 if item is not _EMPTY:
                     source_done |= self._take(item, finished)
+                if state.paused:  # results wait; the workers finish what they hold
+                    continue
                 if self.options.live:
                     pending += self.assembler.step(until=state.clock() - self.options.close_grace)
                     self._infer(pending, sinks, summary)

@@ -8,7 +8,10 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+import json  # noqa: E402
 import pickle  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -77,3 +80,26 @@ def media(tmp_path_factory) -> dict[str, Path]:
     out["truncated_mkv"] = folder / "truncated.mkv"
     out["truncated_mkv"].write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     return out
+
+
+def cli(*args, module: str = "realtime", timeout: float = 300):
+    """Run ``python -m <module>`` from the repository root and capture its output."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=timeout, env=env)
+
+
+def read_records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="session")
+def example_run(tmp_path_factory):
+    """python -m realtime on the example video, once per session: (records path, process)."""
+    from realtime.engine import DEFAULT_CHECKPOINT
+
+    assert (DEFAULT_CHECKPOINT / "checkpoint.json").is_file(), "the bundled default model is missing"
+    out = tmp_path_factory.mktemp("run") / "a.jsonl"
+    proc = cli("--source", EXAMPLE, "--out", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc

@@ -1,7 +1,6 @@
 """python -m realtime end to end on real media, with the bundled default model."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -9,20 +8,9 @@ import time
 
 import pytest
 
-from realtime.engine import DEFAULT_CHECKPOINT
-from tests.conftest import EXAMPLE, ROOT
+from tests.conftest import EXAMPLE, ROOT, cli, read_records
 
 EDGE_NAMES = {"V->L", "A->L", "L->V", "A->V", "L->A", "V->A"}
-
-
-def cli(*args, timeout=300):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.run([sys.executable, "-m", "realtime", *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT, timeout=timeout, env=env)
-
-
-def read_records(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def check_record(rec):
@@ -39,15 +27,6 @@ def check_record(rec):
     assert all(0.0 <= v <= 1.0 for v in rec["modalities"].values())
     assert all(v is None or -3 <= v <= 3 for v in rec["branches"].values())
     assert isinstance(rec["words"], list) and isinstance(rec["checkpoint"], str)
-
-
-@pytest.fixture(scope="module")
-def example_run(tmp_path_factory):
-    assert (DEFAULT_CHECKPOINT / "checkpoint.json").is_file(), "the bundled default model is missing"
-    out = tmp_path_factory.mktemp("run") / "a.jsonl"
-    proc = cli("--source", EXAMPLE, "--out", out)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out, proc
 
 
 def test_example_video_records(example_run):

@@ -101,6 +101,11 @@ class StreamingTranscriber:
         return list(self._committed)
 
     @property
+    def tentative(self) -> list[Word]:
+        """The last step's words not yet agreed on (they may still change)."""
+        return list(self._hypothesis)
+
+    @property
     def last_committed_end(self) -> float:
         return self._committed[-1].end if self._committed else -1.0
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,13 +99,17 @@ def _scaled_size(width: int, height: int, max_side: int) -> tuple[int, int]:
 class FileSource:
     """Yields VideoFrame and AudioChunk objects in presentation order from one file."""
 
-    def __init__(self, path: str | Path, options: FileOptions = FileOptions()):
+    def __init__(self, path: str | Path, options: FileOptions = FileOptions(),
+                 clock: Callable[[], float] | None = None):
+        """``clock``: with realtime pace, the run clock (seconds) that items wait for; it
+        may stand still (a paused run). Default: wall time since iteration began."""
         if options.pace not in ("asap", "realtime"):
             raise ValueError(f"unknown pace {options.pace!r}: use asap or realtime")
         self.info = probe(path)
         self.options = options
         self.decode_errors = 0
         self.end_time = 0.0
+        self._clock = clock
 
     def __iter__(self) -> Iterator[VideoFrame | AudioChunk]:
         import av
@@ -205,10 +209,15 @@ class FileSource:
             return []
 
     def _pace(self, start_wall: float, t: float) -> None:
-        if self.options.pace == "realtime":
+        if self.options.pace != "realtime":
+            return
+        if self._clock is None:
             delay = start_wall + t - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
+            return
+        while (delay := t - self._clock()) > 0:
+            time.sleep(min(delay, 0.05))
 
 
 def _mono(frame) -> np.ndarray:

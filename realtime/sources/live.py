@@ -126,6 +126,10 @@ def make_live_feed(camera: Camera | None, mic: Microphone | None, duration: floa
         mic_t = [None]  # capture time of the next microphone sample
 
         def on_audio(samples: np.ndarray) -> None:
+            if state.paused:  # a paused run's clock stands still: what is heard meanwhile is let go
+                with mic_lock:
+                    mic_t[0] = None
+                return
             now = state.clock()
             with mic_lock:
                 # the block ends now; its first sample was len/RATE earlier, unless that
@@ -155,6 +159,9 @@ def make_live_feed(camera: Camera | None, mic: Microphone | None, duration: floa
                     continue
                 image = cam.read()
                 t = state.clock()
+                if state.paused:
+                    last_frame = time.monotonic()
+                    continue
                 if image is None:
                     if time.monotonic() - last_frame > stall_timeout:
                         pipeline._fail("face", f"camera stopped delivering frames at {t:.1f} s; running without face")

@@ -1,0 +1,318 @@
+"""One run of the streaming pipeline behind the window, and what the window reads from it.
+
+The pipeline runs in its own thread (started here); it never touches a widget. Estimates
+reach Qt through a signal; frames, landmarks and the transcript, which come far more
+often than the window redraws, are left in a ``LiveView`` that the window's redraw timer
+reads (the newest frame wins).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PyQt6.QtCore import QObject, pyqtSignal
+
+from realtime.types import Estimate, FaceFrame, VideoFrame, Word
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    """What to run: a source and the models (built by ``gui.__main__`` or the controls)."""
+
+    source: str
+    """'webcam', a camera index ('0', '1', ...) or a media file."""
+    microphone: str | None = ""
+    """Live: input device name or index; '' the system default; None no microphone."""
+    window: float | None = None
+    """Window seconds; None: the checkpoint's."""
+    hop: float = 0.5
+    pace: str = "realtime"
+    """Files: 'realtime' plays at media speed, 'asap' as fast as the machine goes."""
+    checkpoint: str | None = None
+    device: str = "auto"
+    face_model: str | None = None
+    whisper_model: str | None = None
+    text_model: str | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.source == "webcam" or self.source.isdigit()
+
+    def models_key(self) -> tuple:
+        return self.checkpoint, self.device, self.face_model, self.whisper_model, self.text_model
+
+
+@dataclass
+class LiveView:
+    """Written by pipeline threads, read by the window's redraw timer (under ``lock``)."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    image: np.ndarray | None = None
+    landmarks: np.ndarray | None = None
+    frame_t: float = 0.0
+    frame_serial: int = 0
+    face_times: deque = field(default_factory=lambda: deque(maxlen=50))
+    committed: list[Word] = field(default_factory=list)
+    tentative: list[Word] = field(default_factory=list)
+    transcript_serial: int = 0
+
+    def on_face(self, frame: VideoFrame, face: FaceFrame) -> None:
+        with self.lock:
+            self.image = frame.image
+            self.landmarks = face.landmarks
+            self.frame_t = frame.t
+            self.frame_serial += 1
+            self.face_times.append(time.monotonic())
+
+    def on_transcript(self, words: list[Word], tentative: list[Word]) -> None:
+        with self.lock:
+            self.committed.extend(words)
+            del self.committed[:-400]  # the view shows the last few hundred words
+            self.tentative = list(tentative)
+            self.transcript_serial += 1
+
+    def face_fps(self) -> float:
+        with self.lock:
+            times = list(self.face_times)
+        if len(times) < 2 or time.monotonic() - times[-1] > 2.0:
+            return 0.0
+        return (len(times) - 1) / max(times[-1] - times[0], 1e-6)
+
+
+@dataclass(frozen=True)
+class Health:
+    """A snapshot of the run for the health strip."""
+
+    running: bool
+    paused: bool
+    failed: dict[str, str]
+    dropped: dict[str, int]
+    face_fps: float
+    speech_lag: float | None
+    """Median seconds from a word's end to its commit (live runs), None before any."""
+    latency_ms: float | None
+    devices: dict[str, str]
+    """'camera' / 'microphone' -> what was found (live runs) or 'file'."""
+
+
+class Session(QObject):
+    """Starts, pauses and stops pipeline runs; loads the models once and keeps them."""
+
+    estimate = pyqtSignal(object)
+    """An Estimate, in the order the windows end."""
+    message = pyqtSignal(str)
+    """A one-line status for the status bar."""
+    failed = pyqtSignal(str)
+    """A one-line error: the run did not start or could not go on."""
+    finished = pyqtSignal(object)
+    """The run's Summary (also after stop or failure, with what was done)."""
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self.view = LiveView()
+        self.options: SessionOptions | None = None
+        self._components = None
+        self._components_key: tuple | None = None
+        self._pipeline = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._paused = False
+        self._devices: dict[str, str] = {}
+        self._latencies: deque = deque(maxlen=50)
+
+    # ---- control (GUI thread) ---------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, options: SessionOptions) -> None:
+        if self.running:
+            raise RuntimeError("a run is in progress; stop it first")
+        self.options = options
+        self.view = LiveView()
+        self._stop.clear()
+        self._paused = False
+        self._devices = {}
+        self._latencies.clear()
+        self._thread = threading.Thread(target=self._run, args=(options,), name="gui-session", daemon=True)
+        self._thread.start()
+
+    def pause(self) -> None:
+        self._paused = True
+        if self._pipeline is not None:
+            self._pipeline.state.pause()
+
+    def resume(self) -> None:
+        self._paused = False
+        if self._pipeline is not None:
+            self._pipeline.state.resume()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @property
+    def engine(self):
+        """The loaded InferenceEngine, None before the first run has loaded it."""
+        return self._components.engine if self._components is not None else None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """End the run and wait for its threads (finished windows are still delivered)."""
+        self._stop.set()
+        self._paused = False
+        pipeline = self._pipeline
+        if pipeline is not None:
+            pipeline.stop()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                logger.warning("the pipeline did not stop within %.0f s", timeout)
+
+    def health(self) -> Health:
+        pipeline = self._pipeline
+        failed = dict(pipeline.state.failed) if pipeline is not None else {}
+        dropped = {name: q.dropped for name, q in pipeline.queues.items()} if pipeline is not None else {}
+        lags = list(pipeline.speech_lags[-30:]) if pipeline is not None else []
+        latencies = list(self._latencies)
+        return Health(running=self.running, paused=self._paused, failed=failed, dropped=dropped,
+                      face_fps=self.view.face_fps(), speech_lag=float(np.median(lags)) if lags else None,
+                      latency_ms=float(np.median(latencies)) if latencies else None, devices=dict(self._devices))
+
+    # ---- the run (its own thread) -----------------------------------------------------
+    def _run(self, options: SessionOptions) -> None:
+        from models.checkpoint import CheckpointError
+        from models.loop import DeviceError
+        from realtime.cli import UsageError
+        from realtime.features.face import ModelNotFoundError
+        from realtime.sinks import Summary
+        from realtime.sources.file import MediaError
+
+        summary = Summary(source=options.source)
+        try:
+            if not options.live:
+                from realtime.sources.file import probe
+
+                probe(options.source)  # a bad file is reported before any model loads
+            comps = self._load(options)
+            if self._stop.is_set():
+                return
+            summary = self._run_pipeline(options, comps, summary)
+        except (UsageError, MediaError, CheckpointError, DeviceError, ModelNotFoundError) as exc:
+            self.failed.emit(str(exc))
+        except Exception as exc:  # the window stays usable whatever a run does
+            logger.exception("run failed")
+            self.failed.emit(f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            self._pipeline = None
+            self.finished.emit(summary)
+
+    def _load(self, options: SessionOptions):
+        from realtime.cli import load_components, set_window
+
+        if self._components is None or self._components_key != options.models_key():
+            self.message.emit("loading models...")
+            started = time.perf_counter()
+            args = argparse.Namespace(device=options.device, checkpoint=options.checkpoint, window=None,
+                                      face_model=options.face_model, whisper_model=options.whisper_model,
+                                      text_model=options.text_model)
+            self._components = load_components(args, live=True)
+            self._components_key = options.models_key()
+            logger.info("models loaded in %.1f s", time.perf_counter() - started)
+        comps = self._components
+        engine = comps.engine
+        set_window(engine, options.window if options.window is not None else
+                   _trained_window(engine))
+        return comps
+
+    def _run_pipeline(self, options: SessionOptions, comps, summary):
+        from realtime.features.speech import ASROptions, StreamingTranscriber
+        from realtime.pipeline import Pipeline, PipelineOptions
+
+        # a file played at media speed runs like a camera: windows close on the run clock
+        live_clock = options.live or options.pace == "realtime"
+        asr = ASROptions(model_path=options.whisper_model, min_chunk=0.5 if live_clock else 8.0,
+                         buffer_trim=15.0 if live_clock else 24.0)
+        comps.acoustic.reset()
+        comps.face.new_stream()
+
+        def on_estimate(est: Estimate) -> None:
+            if est.latency_ms is not None:
+                self._latencies.append(est.latency_ms)
+            self.estimate.emit(est)
+
+        pipeline = Pipeline(PipelineOptions(live=live_clock, hop=options.hop), comps.engine, comps.face,
+                            comps.acoustic, StreamingTranscriber(comps.whisper, asr), on_estimate=on_estimate,
+                            on_face=self.view.on_face, on_transcript=self.view.on_transcript)
+        if options.live:
+            feed, has_video, has_audio = self._live_feed(options)
+        else:
+            feed, has_video, has_audio = self._file_feed(options, pipeline)
+        self._pipeline = pipeline
+        if self._paused:
+            pipeline.state.pause()
+        if self._stop.is_set():
+            return summary
+        self.message.emit(f"running {options.source if options.live else Path(options.source).name}")
+        with pipeline:
+            pipeline.run(feed, has_video=has_video, has_audio=has_audio, sinks=[], summary=summary)
+        return summary
+
+    def _live_feed(self, options: SessionOptions):
+        from realtime.cli import UsageError
+        from realtime.sources.live import make_live_feed, open_devices
+
+        index = 0 if options.source == "webcam" else int(options.source)
+        camera, mic = open_devices(index, options.microphone)
+        if options.microphone is None:
+            mic_state = "microphone off"
+        elif mic is None:
+            mic_state = "no microphone"
+        else:
+            mic_state = f"microphone {options.microphone or '(default)'}"
+        self._devices = {"camera": f"camera {index}" if camera else f"camera {index} cannot be opened",
+                         "microphone": mic_state}
+        if camera is None and mic is None:
+            raise UsageError(f"camera {index} cannot be opened and no microphone is available")
+        return make_live_feed(camera, mic), camera is not None, mic is not None
+
+    def _file_feed(self, options: SessionOptions, pipeline):
+        from realtime.sources.file import FileOptions, FileSource
+
+        state = pipeline.state
+        realtime = options.pace == "realtime"
+        source = FileSource(Path(options.source), FileOptions(pace=options.pace),
+                            clock=state.clock if realtime else None)
+        info = source.info
+        self._devices = {"camera": f"file {info.path.name}", "microphone": f"file {info.path.name}"}
+        if not info.has_video:
+            self.message.emit(f"'{info.path.name}' has no video stream; running audio + text only")
+        if not info.has_audio:
+            self.message.emit(f"'{info.path.name}' has no audio stream; running face only")
+
+        def feed(pipeline) -> None:
+            if realtime:
+                state.clock_start = state.paused_since or time.monotonic()  # media time 0 is now
+            for item in source:
+                while state.paused and not state.stop.is_set():
+                    time.sleep(0.02)  # hold the input while paused (asap pace has no clock to stop)
+                if state.stop.is_set():
+                    break
+                pipeline.route(item)
+            state.end_time = max(state.end_time, source.end_time)
+
+        return feed, info.has_video, info.has_audio
+
+
+def _trained_window(engine) -> float:
+    from realtime.featureset import FeatureSpec
+
+    return FeatureSpec.from_checkpoint(engine.checkpoint.feature_set).window

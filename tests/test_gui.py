@@ -1,0 +1,139 @@
+"""The desktop window, offscreen, on the example video: real models, real pipeline threads."""
+
+import json
+import time
+
+import pytest
+from PIL import Image
+
+from gui.session import Session, SessionOptions
+from gui.window import MainWindow, running_threads
+from tests.conftest import EXAMPLE, cli, read_records
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def session(qapp):
+    """One session for the module: the models load once and are shared by the windows."""
+    s = Session()
+    yield s
+    s.stop()
+
+
+def open_window(qtbot, session, source=EXAMPLE, **options) -> MainWindow:
+    window = MainWindow(SessionOptions(source=str(source), **options), session=session)
+    qtbot.addWidget(window)
+    window.show()
+    return window
+
+
+def wait_finished(qtbot, window, timeout_s=240):
+    qtbot.waitUntil(lambda: not window.session.running, timeout=timeout_s * 1000)
+    qtbot.wait(100)  # queued signals from the run's last moments
+
+
+def test_window_plays_the_example_like_the_headless_run(qtbot, session, tmp_path, example_run):
+    window = open_window(qtbot, session, pace="asap")
+    record = tmp_path / "gui.jsonl"
+    window.record_to(record)
+    window.start()
+    qtbot.waitUntil(lambda: window.estimates_seen >= 3, timeout=180_000)
+    wait_finished(qtbot, window)
+    assert not window.banner.isVisible(), window.banner.text()
+
+    # the sentiment curve has a point per window
+    xs, ys = window.sentiment.curve.getData()
+    assert len(xs) == window.estimates_seen >= 30 and all(-3 <= y <= 3 for y in ys)
+    window.stop_recording()
+    records = read_records(record)
+    assert len(records) == window.estimates_seen
+
+    # both graphs show the weights of the newest record, and their timelines hold every window
+    last = records[-1]
+    for kind in ("homo", "hetero"):
+        shown = window.graphs[kind].weights
+        assert set(shown) == set(last["edges"][kind])
+        assert all(abs(shown[name] - value) < 1e-3 for name, value in last["edges"][kind].items())
+        _, ys = window.edge_plots[kind].curves["V->L"].getData()
+        assert len(ys) == len(records)
+
+    # the transcript holds the spoken words
+    meta = json.loads(EXAMPLE.with_suffix(".json").read_text())
+    spoken = {w.strip(".,").lower() for s in meta["sentences"] for w in s["text"].split()}
+    shown_words = {w.strip(".,").lower() for w in window.transcript.committed_text.split()}
+    assert len(spoken & shown_words) >= 0.7 * len(spoken)
+
+    # the GUI (asap pace) and python -m realtime give the same records for the same file
+    headless, _ = example_run
+    assert records == read_records(headless)
+
+    # the health strip shows the newest window's coverage, and the model
+    assert max(r["modalities"]["face"] for r in records) > 0.99  # face in view for the whole clip
+    expected = "present" if last["modalities"]["face"] >= 0.99 else "partial"
+    assert window.health.states["face"] == expected
+    assert f"Face {100 * last['modalities']['face']:.0f}%" in window.health.text("face")
+    assert "default-" in window.health.text("model")
+
+    window.close()
+    qtbot.waitUntil(lambda: not running_threads(), timeout=10_000)
+
+
+def test_bad_file_shows_a_message_and_the_window_stays_usable(qtbot, session, tmp_path):
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("not a video\n" * 20)
+    window = open_window(qtbot, session, pace="asap")
+    window._add_file(str(bad))
+    window.start()
+    wait_finished(qtbot, window, 30)
+    assert window.banner.isVisible() and "not a media file" in window.banner.text()
+    assert window.start_button.isEnabled()
+
+    # the same window then plays a good file at its own speed, pauses, resumes and stops
+    window._add_file(str(EXAMPLE))
+    window.base = SessionOptions(source=str(EXAMPLE), pace="realtime")
+    window.start()
+    assert not window.banner.isVisible()
+    qtbot.waitUntil(lambda: window.estimates_seen >= 2, timeout=180_000)
+    window.pause_button.setChecked(True)
+    qtbot.wait(500)  # a batch already in the model may still arrive
+    held = window.estimates_seen
+    qtbot.wait(1500)
+    assert window.estimates_seen == held, "estimates kept coming while paused"
+    window.pause_button.setChecked(False)
+    qtbot.waitUntil(lambda: window.estimates_seen > held, timeout=60_000)
+    window.stop()
+    assert not session.running
+    assert window.start_button.isEnabled()
+    window.close()
+    qtbot.waitUntil(lambda: not running_threads(), timeout=10_000)
+
+
+def test_camera_that_cannot_open(qtbot, session):
+    # this machine has no camera and no microphone: the window says so and stays usable
+    window = open_window(qtbot, session, source="7", microphone=None)
+    assert window.source_box.currentData() == "7" and window.mic_box.currentData() is None
+    window.start()
+    wait_finished(qtbot, window, 120)
+    assert window.banner.isVisible() and "camera 7 cannot be opened" in window.banner.text()
+    assert window.start_button.isEnabled() and window.source_box.isEnabled()
+    window.close()
+    qtbot.waitUntil(lambda: not running_threads(), timeout=10_000)
+
+
+def test_screenshot_command(tmp_path):
+    png = tmp_path / "shot.png"
+    proc = cli("--source", EXAMPLE, "--pace", "asap", "--screenshot", png, "--after", 6, module="gui", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with Image.open(png) as image:
+        assert image.width >= 1000 and image.height >= 600
+        # not a blank window: the video and the plots give many distinct colours
+        assert len(image.convert("RGB").getcolors(maxcolors=1 << 20)) > 1000
+
+
+def test_screenshot_of_a_missing_file_fails_with_one_line(tmp_path):
+    started = time.monotonic()
+    proc = cli("--source", tmp_path / "nope.mp4", "--screenshot", tmp_path / "x.png", module="gui", timeout=120)
+    assert proc.returncode == 2
+    assert "no such file" in proc.stderr
+    assert time.monotonic() - started < 120
