@@ -127,7 +127,8 @@ def _init_worker(options: dict) -> None:
     from realtime.featureset import FeatureSpec
 
     spec = FeatureSpec()
-    asr = ASROptions(model_path=options.get("whisper_model"), min_chunk=1e9, buffer_trim=1e9)
+    # one thread per worker process: the workers already share the cores
+    asr = ASROptions(model_path=options.get("whisper_model"), min_chunk=1e9, buffer_trim=1e9, threads=1)
     _WORKER.update(
         spec=spec,
         face=FaceExtractor(FaceOptions(model_path=options.get("face_model"))),
