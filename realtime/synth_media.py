@@ -112,3 +112,38 @@ def talking_clip(path: str | Path, text: str, face: tuple[np.ndarray, tuple[floa
     n = int(np.ceil(len(audio) / RATE * fps))
     write_av(path, audio, moving_face(face[0], face[1], n, fps, size, seed), fps=fps, size=size)
     return len(audio) / RATE
+
+
+def talking_video(out: str | Path, sentences: list[tuple[str, int]], voice: str = "en-us", fps: int = 25,
+                  size: tuple[int, int] = (480, 360), gap: float = 0.8, minutes: float | None = None) -> dict:
+    """A real face speaking ``sentences`` (text, sign) with ``gap`` s of silence around each;
+    with ``minutes``, the sentences repeat until the video is that long. Returns the
+    description written beside it as ``<out>.json`` (each sentence's time span)."""
+    import json
+
+    out = Path(out)
+    spoken = {}
+    parts, spans, t = [np.zeros(int(gap * RATE), np.float32)], [], gap
+    i = 0
+    while True:
+        text, sign = sentences[i % len(sentences)]
+        if minutes is None and i >= len(sentences):
+            break
+        if minutes is not None and t >= minutes * 60:
+            break
+        if text not in spoken:
+            spoken[text] = speak(text, voice)
+        speech = spoken[text]
+        spans.append({"text": text, "sign": sign, "start": round(t, 3), "end": round(t + len(speech) / RATE, 3)})
+        parts += [speech * 0.8, np.zeros(int(gap * RATE), np.float32)]
+        t += len(speech) / RATE + gap
+        i += 1
+    audio = np.concatenate(parts)
+    n_frames = int(np.ceil(len(audio) / RATE * fps))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    image, centre = astronaut_face()
+    write_av(out, audio, moving_face(image, centre, n_frames, fps, size), fps=fps, size=size)
+    meta = {"video": out.name, "duration": round(len(audio) / RATE, 3), "sentences": spans,
+            "face": "skimage.data.astronaut (NASA, public domain)", "voice": f"espeak-ng {voice}"}
+    out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta

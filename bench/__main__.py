@@ -1,0 +1,126 @@
+"""python -m bench: what each stage and the whole product cost on this machine.
+
+    python -m bench                       # stages, end to end (example + 5-minute video), live replay
+    python -m bench --only stages         # any of: stages, file, live, long, gpu
+    python -m bench --json bench/results/mine.json
+
+Prints a table with each figure beside its floor and writes every figure as JSON, with
+the machine it ran on. Run it on an otherwise idle machine: it measures wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "talking.mp4"
+PARTS = ("stages", "file", "live", "long", "gpu")
+
+# (key, label, floor, direction): the issue's floors on a 2-core CPU machine
+FLOORS = [
+    ("file.rtf", "file pipeline real-time factor, example", 0.5, "max"),
+    ("long.rtf", "file pipeline real-time factor, 5-minute video", 0.5, "max"),
+    ("live.latency_ms_p95", "live: window end -> record p95 (ms)", 200.0, "max"),
+    ("live.speech_lag_ms_p95", "live: word end -> commit p95 (ms)", 2500.0, "max"),
+    ("stages.dmd_ms_batch1_cpu", "DMD student forward, batch 1, CPU (ms)", 15.0, "max"),
+    ("peak_rss_mb", "peak resident memory of a run (MB)", 2560.0, "max"),
+]
+
+
+def machine() -> dict:
+    import torch
+
+    info = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
+            "torch": torch.__version__, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    try:
+        with open("/proc/cpuinfo") as fh:
+            info["cpu"] = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), None)
+        with open("/proc/meminfo") as fh:
+            info["memory_gb"] = round(int(fh.readline().split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return info
+
+
+def flat(results: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in results.items():
+        if isinstance(v, dict):
+            out.update(flat(v, f"{prefix}{k}."))
+        elif not isinstance(v, list):
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def table(results: dict) -> str:
+    values = flat(results)
+    values["peak_rss_mb"] = max((v for k, v in values.items() if k.endswith("peak_rss_mb")), default=None)
+    lines = ["| measure | figure | floor | met |", "|---|---|---|---|"]
+    for key, label, floor, _ in FLOORS:
+        v = values.get(key)
+        met = "" if v is None else ("yes" if v <= floor else "**no**")
+        lines.append(f"| {label} | {'-' if v is None else v} | <= {floor:g} | {met} |")
+    shown = {k for k, *_ in FLOORS}
+    for key, v in values.items():
+        if key not in shown and not key.startswith("machine."):
+            lines.append(f"| {key} | {v} | | |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    p.add_argument("--only", nargs="+", choices=PARTS, help="run only these parts")
+    p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "latest.json")
+    p.add_argument("--video", type=Path, default=EXAMPLE, help="the short video (default: the example)")
+    p.add_argument("--minutes", type=float, default=5.0, help="length of the generated long video")
+    p.add_argument("--device", default="auto", help="device for the pipeline runs (auto, cpu, cuda)")
+    p.add_argument("--cache", type=Path, default=ROOT / "runs" / "bench", help="where generated videos are kept")
+    args = p.parse_args(argv)
+    if not args.video.is_file():
+        print(f"error: '{args.video}': no such file", file=sys.stderr)
+        return 2
+    parts = args.only or [part for part in PARTS if part != "gpu" or _has_cuda()]
+    results: dict = {"machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    from bench import e2e, gpu, stages
+
+    for part in parts:
+        started = time.perf_counter()
+        print(f"bench: {part} ...", file=sys.stderr, flush=True)
+        if part == "stages":
+            results["stages"] = stages.run(args.video)
+        elif part == "file":
+            results["file"] = e2e.file_pipeline(args.video, args.device)
+        elif part == "live":
+            results["live"] = e2e.live_replay(args.video, args.device)
+        elif part == "long":
+            results["long"] = e2e.file_pipeline(e2e.long_video(args.minutes, args.cache), args.device)
+        elif part == "gpu":
+            results["gpu"] = gpu.dmd_sweep()
+            if "skipped" not in results["gpu"]:
+                results["gpu_file"] = e2e.file_pipeline(args.video, "cuda")
+        print(f"bench: {part} took {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=1) + "\n")
+    print(table(results))
+    if "gpu" in results and "rows" in results["gpu"]:
+        print("\n| dtype | batch | ms | windows/s |\n|---|---|---|---|")
+        for row in results["gpu"]["rows"]:
+            print(f"| {row['dtype']} | {row['batch']} | {row['ms']} | {row['windows_per_s']} |")
+    print(f"\nwritten to {args.json}", file=sys.stderr)
+    return 0
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""What each stage costs on its own, on real inputs, with the default models.
+
+Every figure is a median over repeated calls after a warm-up call, single process, on
+the device given (the DMD student also on CUDA when asked; see bench.gpu for sweeps).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from realtime.types import AudioChunk, VideoFrame
+
+
+def _median_ms(call: Callable[[], object], repeat: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        call()
+        times.append(1000.0 * (time.perf_counter() - started))
+    return statistics.median(times)
+
+
+def _decode(video: Path, fps: float = 10.0, max_side: int = 640):
+    from realtime.sources.file import FileOptions, FileSource
+
+    frames, chunks = [], []
+    for item in FileSource(video, FileOptions(video_fps=fps, max_side=max_side)):
+        (frames if isinstance(item, VideoFrame) else chunks).append(item)
+    return frames, chunks
+
+
+def face_ms_per_frame(video: Path, frames: int = 60) -> dict:
+    """MediaPipe FaceLandmarker (VIDEO mode) on real frames scaled to 640x480."""
+    import cv2
+
+    from realtime.features.face import FaceExtractor
+
+    decoded, _ = _decode(video)
+    images = [cv2.resize(f.image, (640, 480), interpolation=cv2.INTER_LINEAR) for f in decoded[:frames]]
+    face = FaceExtractor()
+    face(VideoFrame(t=0.0, image=images[0]))  # warm-up
+    times, found = [], 0
+    for i, image in enumerate(images):
+        started = time.perf_counter()
+        out = face(VideoFrame(t=0.1 * (i + 1), image=image))
+        times.append(1000.0 * (time.perf_counter() - started))
+        found += out.features is not None
+    face.close()
+    return {"face_ms_per_frame": round(statistics.median(times), 2), "face_frames": len(images),
+            "face_found": found}
+
+
+def acoustic_ms_per_second(video: Path) -> dict:
+    """librosa features, fed as 0.1 s chunks like the pipeline does."""
+    from realtime.features.acoustic import AcousticExtractor
+
+    _, chunks = _decode(video)
+    seconds = sum(len(c.samples) for c in chunks) / chunks[0].rate
+
+    def run() -> None:
+        ex = AcousticExtractor()
+        for chunk in chunks:
+            ex.push(chunk)
+        ex.flush()
+
+    ms = _median_ms(run, repeat=3, warmup=1)
+    return {"acoustic_ms_per_audio_s": round(ms / seconds, 2)}
+
+
+def speech_rtf(video: Path) -> dict:
+    """faster-whisper tiny.en: whole-file steps (file mode) and 0.5 s steps (live mode)."""
+    from realtime.features.speech import ASROptions, StreamingTranscriber, load_whisper
+
+    _, chunks = _decode(video)
+    seconds = sum(len(c.samples) for c in chunks) / chunks[0].rate
+    model = load_whisper(ASROptions())
+    out = {}
+    for name, options in (("file", ASROptions(min_chunk=8.0, buffer_trim=24.0)), ("live", ASROptions(min_chunk=0.5))):
+        asr = StreamingTranscriber(model, options)
+        asr.insert_audio(AudioChunk(0.0, np.zeros(16000, np.float32), 16000))
+        asr.process_iter()  # warm-up
+        asr = StreamingTranscriber(model, options)
+        started = time.perf_counter()
+        words = 0
+        for chunk in chunks:
+            asr.insert_audio(chunk)
+            if asr.ready():
+                words += len(asr.process_iter())
+        words += len(asr.finish())
+        out[f"speech_rtf_{name}"] = round((time.perf_counter() - started) / seconds, 3)
+        out[f"speech_words_{name}"] = words
+    return out
+
+
+def text_ms_per_window(words_per_window: int = 12) -> dict:
+    """MiniLM token embeddings of one window's words."""
+    from realtime.features.text import TextEmbedder
+
+    text = TextEmbedder()
+    words = ("this is terrible I hate it it is awful and I feel miserable " * 3).split()[:words_per_window]
+    return {"text_ms_per_window": round(_median_ms(lambda: text.embed_many([words]), repeat=30), 2)}
+
+
+def dmd_forward(device: str = "cpu", threads: int | None = None) -> dict:
+    """The DMD student alone (no text embedding): ms at batch 1, windows/s at batch 64."""
+    import torch
+
+    from models.checkpoint import load_checkpoint
+    from realtime.engine import DEFAULT_CHECKPOINT
+    from realtime.featureset import FeatureSpec
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    checkpoint = load_checkpoint(DEFAULT_CHECKPOINT)
+    spec = FeatureSpec.from_checkpoint(checkpoint.feature_set)
+    net = checkpoint.build(device)
+    dev = torch.device(device)
+
+    def batch(n: int):
+        g = torch.Generator().manual_seed(0)
+        inputs = {m: torch.randn(n, spec.steps[m], spec.dims[m], generator=g).to(dev) for m in ("L", "A", "V")}
+        masks = {m: torch.ones(n, spec.steps[m]).to(dev) for m in ("L", "A", "V")}
+        return inputs, masks
+
+    def timed(n: int, repeat: int) -> float:
+        inputs, masks = batch(n)
+
+        def call() -> None:
+            with torch.inference_mode():
+                out = net(inputs, masks)
+                out.sentiment.cpu()
+
+        return _median_ms(call, repeat=repeat, warmup=3)
+
+    one = timed(1, 200)
+    b64 = timed(64, 20)
+    return {f"dmd_ms_batch1_{device}": round(one, 2), f"dmd_windows_per_s_batch64_{device}": round(64000.0 / b64),
+            "torch_threads": torch.get_num_threads()}
+
+
+def run(video: Path) -> dict:
+    results = {}
+    for step in (lambda: dmd_forward("cpu"), lambda: face_ms_per_frame(video), lambda: acoustic_ms_per_second(video),
+                 lambda: text_ms_per_window(), lambda: speech_rtf(video)):
+        results.update(step())
+    return results
