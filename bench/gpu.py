@@ -24,7 +24,7 @@ def dmd_sweep(device: str = "cuda", batches: tuple[int, ...] = BATCHES, repeat: 
             inputs = {m: torch.randn(n, spec.steps[m], spec.dims[m], device=device) for m in ("L", "A", "V")}
             masks = {m: torch.ones(n, spec.steps[m], device=device) for m in ("L", "A", "V")}
 
-            def call():
+            def call(inputs=inputs, masks=masks, dtype=dtype):
                 with torch.inference_mode(), torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
                     return net(inputs, masks).sentiment
 

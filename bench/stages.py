@@ -82,7 +82,7 @@ def speech_rtf(video: Path) -> dict:
     seconds = sum(len(c.samples) for c in chunks) / chunks[0].rate
     model = load_whisper(ASROptions())
     out = {}
-    for name, options in (("file", ASROptions(min_chunk=8.0, buffer_trim=24.0)), ("live", ASROptions(min_chunk=0.5))):
+    for name, options in (("file", ASROptions.for_files()), ("live", ASROptions())):
         asr = StreamingTranscriber(model, options)
         asr.insert_audio(AudioChunk(0.0, np.zeros(16000, np.float32), 16000))
         asr.process_iter()  # warm-up

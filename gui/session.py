@@ -239,8 +239,8 @@ class Session(QObject):
 
         # a file played at media speed runs like a camera: windows close on the run clock
         live_clock = options.live or options.pace == "realtime"
-        asr = ASROptions(model_path=options.whisper_model, min_chunk=0.5 if live_clock else 8.0,
-                         buffer_trim=15.0 if live_clock else 24.0)
+        asr = ASROptions(model_path=options.whisper_model) if live_clock else \
+            ASROptions.for_files(options.whisper_model)
         comps.acoustic.reset()
         comps.face.new_stream()
 

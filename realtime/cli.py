@@ -138,8 +138,7 @@ def run_file(path: Path, out: Path | None, args: argparse.Namespace, comps: Comp
     if not info.has_audio:
         logger.warning("'%s' has no audio stream; running face only", path)
     live = args.pace == "realtime"
-    asr_options = ASROptions(model_path=args.whisper_model, min_chunk=0.5 if live else 8.0,
-                             buffer_trim=15.0 if live else 24.0)
+    asr_options = ASROptions(model_path=args.whisper_model) if live else ASROptions.for_files(args.whisper_model)
     transcriber = StreamingTranscriber(comps.whisper, asr_options)
     comps.acoustic.reset()
     comps.face.new_stream()  # each file's clock starts at 0 again
