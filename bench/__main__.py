@@ -1,7 +1,8 @@
 """python -m bench: what each stage and the whole product cost on this machine.
 
     python -m bench                       # stages, end to end (example + 5-minute video), live replay
-    python -m bench --only stages         # any of: stages, file, live, long, gpu
+    python -m bench --only stages         # any of: stages, file, live, long, soak, gpu
+    python -m bench --only soak --soak-minutes 30   # the long-run memory check
     python -m bench --json bench/results/mine.json
 
 Prints a table with each figure beside its floor and writes every figure as JSON, with
@@ -20,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "talking.mp4"
-PARTS = ("stages", "file", "live", "long", "gpu")
+PARTS = ("stages", "file", "live", "long", "soak", "gpu")
 
 # (key, label, floor, direction): the issue's floors on a 2-core CPU machine
 FLOORS = [
@@ -30,6 +31,7 @@ FLOORS = [
     ("live.speech_lag_ms_p95", "live: word end -> commit p95 (ms)", 2500.0, "max"),
     ("stages.dmd_ms_batch1_cpu", "DMD student forward, batch 1, CPU (ms)", 15.0, "max"),
     ("peak_rss_mb", "peak resident memory of a run (MB)", 2560.0, "max"),
+    ("soak.rss_growth_mb", "soak: memory growth after warm-up (MB)", 50.0, "max"),
 ]
 
 
@@ -79,13 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "latest.json")
     p.add_argument("--video", type=Path, default=EXAMPLE, help="the short video (default: the example)")
     p.add_argument("--minutes", type=float, default=5.0, help="length of the generated long video")
+    p.add_argument("--soak-minutes", type=float, default=30.0, help="length of the soak stream")
     p.add_argument("--device", default="auto", help="device for the pipeline runs (auto, cpu, cuda)")
     p.add_argument("--cache", type=Path, default=ROOT / "runs" / "bench", help="where generated videos are kept")
     args = p.parse_args(argv)
     if not args.video.is_file():
         print(f"error: '{args.video}': no such file", file=sys.stderr)
         return 2
-    parts = args.only or [part for part in PARTS if part != "gpu" or _has_cuda()]
+    # the soak (30 minutes of media) runs only when asked for
+    parts = args.only or [part for part in PARTS if part != "soak" and (part != "gpu" or _has_cuda())]
     results: dict = {"machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     from bench import e2e, gpu, stages
 
@@ -100,6 +104,15 @@ def main(argv: list[str] | None = None) -> int:
             results["live"] = e2e.live_replay(args.video, args.device)
         elif part == "long":
             results["long"] = e2e.file_pipeline(e2e.long_video(args.minutes, args.cache), args.device)
+        elif part == "soak":
+            import argparse as _argparse
+
+            from bench.soak import soak
+            from realtime.cli import load_components
+
+            comps = load_components(_argparse.Namespace(device=args.device, checkpoint=None, window=None,
+                                                        face_model=None, whisper_model=None, text_model=None))
+            results["soak"] = soak(comps, args.soak_minutes, args.cache)
         elif part == "gpu":
             results["gpu"] = gpu.dmd_sweep()
             if "skipped" not in results["gpu"]:

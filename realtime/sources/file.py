@@ -138,11 +138,17 @@ class FileSource:
                     t = (float(frame.time) if frame.time is not None else 0.0) - origin
                     if isinstance(frame, av.VideoFrame):
                         self.end_time = max(self.end_time, t)
+                        if frame.is_corrupt:  # concealed damage: its pixels are not the scene
+                            self._damaged(t)
+                            continue
                         if t < next_video_t:
                             continue
                         # the first frame of each 1/video_fps slot of media time
                         next_video_t = (math.floor(t * opts.video_fps + 1e-6) + 1) / opts.video_fps
                         image = frame.to_ndarray(format="rgb24", width=size[0], height=size[1])
+                        turns = round((frame.rotation or 0) / 90) % 4
+                        if turns:  # phones store portrait video sideways with a display rotation
+                            image = np.rot90(image, turns)
                         self._pace(start_wall, t)
                         # PyAV returns a strided view when rows are not aligned; MediaPipe
                         # then silently finds no face (see shared/data/talking_faces).
@@ -168,6 +174,10 @@ class FileSource:
                     yield AudioChunk(t=audio_t0 + samples_out / AUDIO_RATE, samples=pending, rate=AUDIO_RATE)
                     samples_out += len(pending)
                 self.end_time = max(self.end_time, audio_t0 + samples_out / AUDIO_RATE)
+            if audio is not None and samples_out == 0:
+                logger.warning("'%s': its audio stream holds no audio; running without audio and text", info.path)
+            if video is not None and next_video_t == -math.inf:
+                logger.warning("'%s': its video stream holds no frames; running without face", info.path)
         finally:
             container.close()
 
@@ -207,6 +217,11 @@ class FileSource:
                 logger.warning("'%s': skipping undecodable data near %.2f s (%s)", self.info.path, self.end_time,
                                type(exc).__name__)
             return []
+
+    def _damaged(self, t: float) -> None:
+        self.decode_errors += 1
+        if self.decode_errors == 1:
+            logger.warning("'%s': skipping damaged frames from %.2f s", self.info.path, t)
 
     def _pace(self, start_wall: float, t: float) -> None:
         if self.options.pace != "realtime":

@@ -125,7 +125,10 @@ def make_live_feed(camera: Camera | None, mic: Microphone | None, duration: floa
         mic_lock = threading.Lock()
         mic_t = [None]  # capture time of the next microphone sample
 
+        last_audio = [time.monotonic()]  # when the microphone last delivered
+
         def on_audio(samples: np.ndarray) -> None:
+            last_audio[0] = time.monotonic()
             if state.paused:  # a paused run's clock stands still: what is heard meanwhile is let go
                 with mic_lock:
                     mic_t[0] = None
@@ -140,12 +143,28 @@ def make_live_feed(camera: Camera | None, mic: Microphone | None, duration: floa
                 mic_t[0] = t + len(samples) / RATE
             pipeline.route(AudioChunk(t=max(t, 0.0), samples=samples, rate=RATE))
 
-        if mic is not None:
+        microphone = mic
+        if microphone is not None:
             try:
-                mic.start(on_audio)
+                microphone.start(on_audio)
+                last_audio[0] = time.monotonic()
             except DeviceUnavailable as exc:
                 pipeline._fail("audio", f"{exc}; running without audio and text")
                 pipeline.end_input(["audio", "text"])
+                microphone = None
+
+        def check_microphone() -> None:
+            """A microphone silent past ``stall_timeout`` (no callbacks at all, not quiet audio)
+            is closed: its modality becomes missing with one warning."""
+            nonlocal microphone
+            if microphone is None or state.paused or time.monotonic() - last_audio[0] <= stall_timeout:
+                return
+            pipeline._fail("audio", f"microphone stopped delivering audio at {state.clock():.1f} s; "
+                                    "running without audio and text")
+            microphone.stop()
+            microphone = None
+            pipeline.end_input(["audio", "text"])
+
         period = 1.0 / video_fps
         last_slot = -1
         last_frame = time.monotonic()
@@ -154,6 +173,7 @@ def make_live_feed(camera: Camera | None, mic: Microphone | None, duration: floa
                 now = state.clock()
                 if duration is not None and now >= duration:
                     break
+                check_microphone()
                 if cam is None:
                     time.sleep(0.05)
                     continue
@@ -179,8 +199,8 @@ def make_live_feed(camera: Camera | None, mic: Microphone | None, duration: floa
                 pipeline.route(VideoFrame(t=t, image=image))
                 state.end_time = max(state.end_time, t)
         finally:
-            if mic is not None:
-                mic.stop()
+            if microphone is not None:
+                microphone.stop()
             if cam is not None:
                 cam.close()
             state.end_time = max(state.end_time, state.clock())

@@ -1,0 +1,100 @@
+"""A long run: a generated talking stream of many minutes through the file pipeline,
+faster than real time, watching resident memory, queue depths and threads.
+
+    python -m bench --only soak --soak-minutes 30
+
+Memory is sampled every 0.5 s; growth is the highest sample after warm-up (the first
+fifth of the media) minus the sample at the end of warm-up.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+
+def rss_mb() -> float:
+    """This process's resident memory (Linux /proc), MB."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise OSError("no VmRSS in /proc/self/status")
+
+
+def stream_video(minutes: float, cache: Path) -> Path:
+    """A talking face (10 fps, 320x240) speaking the example's sentences for ``minutes``."""
+    import sys
+
+    from realtime.synth_media import talking_video
+
+    path = Path(cache) / f"soak-{minutes:g}min.mkv"
+    if not path.is_file():
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+        from make_example import SENTENCES
+
+        talking_video(path, SENTENCES, fps=10, size=(320, 240), minutes=minutes)
+    return path
+
+
+def soak(components, minutes: float, cache: Path) -> dict:
+    """Run the stream through the pipeline with ``components`` (see realtime.cli); figures."""
+    from realtime.features.speech import ASROptions, StreamingTranscriber
+    from realtime.pipeline import Pipeline, PipelineOptions
+    from realtime.sinks import Summary
+    from realtime.sources.file import FileSource
+
+    path = stream_video(minutes, cache)
+    source = FileSource(path)
+    components.acoustic.reset()
+    components.face.new_stream()
+    summary = Summary(source=str(path))
+    samples: list[tuple[float, float]] = []  # (media seconds done, rss)
+    max_queue = 0
+    done = threading.Event()
+    options = PipelineOptions()
+
+    class Count:
+        t = 0.0
+
+        def write(self, est) -> None:
+            Count.t = est.t_end
+
+        def close(self) -> None:
+            pass
+
+    def feed(pipeline) -> None:
+        for item in source:
+            pipeline.route(item)
+        pipeline.state.end_time = source.end_time
+
+    started = time.perf_counter()
+    with Pipeline(options, components.engine, components.face, components.acoustic,
+                  StreamingTranscriber(components.whisper, ASROptions.for_files())) as pipeline:
+
+        def watch() -> None:
+            nonlocal max_queue
+            while not done.wait(0.5):
+                samples.append((Count.t, rss_mb()))
+                max_queue = max([max_queue] + [q._q.qsize() for q in pipeline.queues.values()])
+
+        watcher = threading.Thread(target=watch, name="soak-watch", daemon=True)
+        watcher.start()
+        pipeline.run(feed, has_video=True, has_audio=True, sinks=[Count()], summary=summary)
+        done.set()
+        watcher.join()
+    wall = time.perf_counter() - started
+    media = summary.media_seconds
+    warm = [rss for t, rss in samples if t <= 0.2 * media]
+    after = [rss for t, rss in samples if t > 0.2 * media]
+    base = warm[-1] if warm else samples[0][1]
+    return {
+        "minutes": minutes, "media_s": round(media, 1), "wall_s": round(wall, 1), "rtf": round(wall / media, 3),
+        "windows": summary.windows, "rss_after_warmup_mb": round(base, 1),
+        "rss_peak_mb": round(max(rss for _, rss in samples), 1),
+        "rss_end_mb": round(samples[-1][1], 1),
+        "rss_growth_mb": round(max(after, default=base) - base, 1),
+        "max_queue": max_queue, "queue_bound": options.queue_size,
+        "threads_left": [t.name for t in threading.enumerate() if t.name.startswith("realtime-")],
+    }
