@@ -116,8 +116,11 @@ class Session(QObject):
     finished = pyqtSignal(object)
     """The run's Summary (also after stop or failure, with what was done)."""
 
-    def __init__(self, parent: QObject | None = None):
+    def __init__(self, parent: QObject | None = None, open_devices=None):
+        """``open_devices(camera_index, microphone)`` -> (camera, microphone), either None
+        when absent; default: realtime.sources.live.open_devices (OpenCV, sounddevice)."""
         super().__init__(parent)
+        self._open_devices = open_devices
         self.view = LiveView()
         self.options: SessionOptions | None = None
         self._components = None
@@ -271,7 +274,7 @@ class Session(QObject):
         from realtime.sources.live import make_live_feed, open_devices
 
         index = 0 if options.source == "webcam" else int(options.source)
-        camera, mic = open_devices(index, options.microphone)
+        camera, mic = (self._open_devices or open_devices)(index, options.microphone)
         if options.microphone is None:
             mic_state = "microphone off"
         elif mic is None:

@@ -121,6 +121,35 @@ def test_camera_that_cannot_open(qtbot, session):
     qtbot.waitUntil(lambda: not running_threads(), timeout=10_000)
 
 
+def test_live_devices_through_the_window_are_released_on_close(qtbot, session):
+    """A camera and a microphone replaying the example (this machine has neither) through the
+    window's live path; closing the window stops the run and closes both devices."""
+    from realtime.sources.replay import ReplayCamera, ReplayMicrophone
+
+    opened = {}
+
+    def open_devices(index, microphone):
+        opened["camera"], opened["mic"] = ReplayCamera(EXAMPLE), ReplayMicrophone(EXAMPLE)
+        return opened["camera"], opened["mic"]
+
+    live = Session(open_devices=open_devices)
+    live._components, live._components_key = session._components, session._components_key  # loaded already
+    window = MainWindow(SessionOptions(source="0"), session=live)
+    qtbot.addWidget(window)
+    window.show()
+    window.start()
+    qtbot.waitUntil(lambda: window.estimates_seen >= 3, timeout=60_000)
+    qtbot.waitUntil(lambda: window.health.states["face"] in ("present", "partial"), timeout=10_000)
+    assert "fps" in window.health.text("face") and window.session.health().face_fps > 3
+    assert window.video._pixmap is not None, "frames reach the window"
+    assert window.last.latency_ms is not None and window.last.latency_ms >= 0
+    window.close()
+    assert not live.running
+    qtbot.waitUntil(lambda: not running_threads(), timeout=10_000)
+    assert opened["camera"]._frames == [], "the camera was closed"
+    assert opened["mic"]._stop.is_set(), "the microphone was stopped"
+
+
 def test_screenshot_command(tmp_path):
     png = tmp_path / "shot.png"
     proc = cli("--source", EXAMPLE, "--pace", "asap", "--screenshot", png, "--after", 6, module="gui", timeout=300)
