@@ -250,12 +250,14 @@ class Pipeline:
     def _asr_process(self, chunk: AudioChunk):
         asr = self.transcriber
         asr.insert_audio(chunk)
-        # take everything already waiting before paying for a transcription step
-        waiting, ended = self.queues["text"].take_waiting()
-        for more in waiting:
-            asr.insert_audio(more)
-        if ended:
-            self._ended.add("text")
+        if self.options.live:
+            # take everything already waiting before paying for a transcription step. Not
+            # in file mode: there each step must see the same audio on every run
+            waiting, ended = self.queues["text"].take_waiting()
+            for more in waiting:
+                asr.insert_audio(more)
+            if ended:
+                self._ended.add("text")
         if asr.ready():
             words = asr.process_iter()
             if self.on_transcript is not None:
@@ -386,7 +388,8 @@ class Pipeline:
             estimates = self.engine(batch)
             for est in estimates:
                 if self.options.live:
-                    est.latency_ms = 1000.0 * (self.state.clock() - est.t_end)
+                    # a window closed early by the end of input is ready before its end: 0
+                    est.latency_ms = max(0.0, 1000.0 * (self.state.clock() - est.t_end))
                 for sink in sinks:
                     sink.write(est)
                 summary.add(est)
