@@ -100,6 +100,6 @@ def example_run(tmp_path_factory):
 
     assert (DEFAULT_CHECKPOINT / "checkpoint.json").is_file(), "the bundled default model is missing"
     out = tmp_path_factory.mktemp("run") / "a.jsonl"
-    proc = cli("--source", EXAMPLE, "--out", out)
+    proc = cli("--source", EXAMPLE, "--out", out, "--summary", out.with_suffix(".summary.json"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc

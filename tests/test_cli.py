@@ -65,6 +65,18 @@ def test_sentiment_follows_the_sentences(example_run):
         assert nearest["sentiment"] * sentence["sign"] > 0, (sentence["text"], nearest["sentiment"])
 
 
+def test_summary_json_matches_the_records(example_run):
+    out, proc = example_run
+    summary = json.loads(out.with_suffix(".summary.json").read_text())
+    records = read_records(out)
+    assert summary["windows"] == len(records)
+    assert summary["source"].endswith("talking.mp4") and not summary["interrupted"]
+    mean = sum(r["sentiment"] for r in records) / len(records)
+    assert abs(summary["mean_sentiment"] - mean) < 1e-2
+    assert abs(summary["coverage"]["face"] - sum(r["modalities"]["face"] for r in records) / len(records)) < 1e-2
+    assert 0 < summary["real_time_factor"] < 10 and summary["media_seconds"] > 22
+
+
 def test_two_runs_give_identical_files(example_run, tmp_path):
     out, _ = example_run
     again = tmp_path / "b.jsonl"

@@ -150,6 +150,39 @@ def test_live_devices_through_the_window_are_released_on_close(qtbot, session):
     assert opened["mic"]._stop.is_set(), "the microphone was stopped"
 
 
+def test_class_probabilities_are_plotted_when_the_checkpoint_has_classes(qtbot, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    classed = tmp_path / "classed"
+    proc = subprocess.run([sys.executable, "tools/init_checkpoint.py", "--out", str(classed), "--classes",
+                           "negative", "neutral", "positive"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    classed_session = Session()
+    window = MainWindow(SessionOptions(source=str(EXAMPLE), pace="asap", checkpoint=str(classed)),
+                        session=classed_session)
+    qtbot.addWidget(window)
+    window.show()
+    record = tmp_path / "r.jsonl"
+    window.record_to(record)
+    window.start()
+    wait_finished(qtbot, window)
+    assert not window.banner.isVisible(), window.banner.text()
+    window.stop_recording()
+    records = read_records(record)
+    assert records and all(abs(sum(r["classes"].values()) - 1) < 1e-3 for r in records)
+    assert window.sentiment.class_plot is not None
+    assert set(window.sentiment.class_curves) == {"negative", "neutral", "positive"}
+    for name, curve in window.sentiment.class_curves.items():
+        _, ys = curve.getData()
+        assert len(ys) == len(records)
+        assert abs(ys[-1] - records[-1]["classes"][name]) < 1e-3
+    window.close()
+    qtbot.waitUntil(lambda: not running_threads(), timeout=10_000)
+
+
 def test_screenshot_command(tmp_path):
     png = tmp_path / "shot.png"
     proc = cli("--source", EXAMPLE, "--pace", "asap", "--screenshot", png, "--after", 6, module="gui", timeout=300)

@@ -1,6 +1,6 @@
 """Write an untrained DMD checkpoint for the live feature set (pipeline tests, benchmarks).
 
-    python tools/init_checkpoint.py --out DIR [--seed S]
+    python tools/init_checkpoint.py --out DIR [--seed S] [--classes negative neutral positive]
 
 Its predictions mean nothing; it exercises the real network on real features.
 """
@@ -23,10 +23,11 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--classes", nargs="*", default=[], help="class names: adds a classification head")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     spec = FeatureSpec()
-    cfg = ModelConfig(dims=spec.dims, steps=spec.steps, **PRESETS["small"]["model"])
+    cfg = ModelConfig(dims=spec.dims, steps=spec.steps, class_names=tuple(args.classes), **PRESETS["small"]["model"])
     save_checkpoint(args.out, DMD(cfg), cfg, spec.describe(), {"name": "untrained", "role": "untrained"})
     print(f"wrote {args.out}")
     return 0
