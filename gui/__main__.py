@@ -68,6 +68,12 @@ def main(argv: list[str] | None = None, ignore_unknown: bool = False) -> int:
             except MediaError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
+    headless = sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    if headless and not os.environ.get("QT_QPA_PLATFORM"):
+        # Qt would abort the process with a long message; say what to do instead
+        print("error: no display to open the window on (DISPLAY is not set); use --screenshot PATH, "
+              "or python -m realtime for headless runs", file=sys.stderr)
+        return 2
     from PyQt6.QtWidgets import QApplication
 
     from gui.session import SessionOptions

@@ -193,6 +193,20 @@ def test_screenshot_command(tmp_path):
         assert len(image.convert("RGB").getcolors(maxcolors=1 << 20)) > 1000
 
 
+def test_no_display_is_a_one_line_error():
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    proc = subprocess.run([sys.executable, "-m", "gui", "--source", str(EXAMPLE)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "no display" in proc.stderr
+
+
 def test_screenshot_of_a_missing_file_fails_with_one_line(tmp_path):
     started = time.monotonic()
     proc = cli("--source", tmp_path / "nope.mp4", "--screenshot", tmp_path / "x.png", module="gui", timeout=120)
