@@ -225,14 +225,15 @@ def _report(summary, args, done: list) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(argv if argv is not None else sys.argv[1:])
+    if "--gui" in argv:
+        # the window's own options (--screenshot, --record, ...) are the GUI parser's to read
+        from gui.__main__ import main as gui_main
+
+        return gui_main([a for a in argv if a != "--gui"], ignore_unknown=True)
     args = build_parser().parse_args(argv)
     fmt = "%(levelname)s %(name)s: %(message)s" if args.verbose else "%(levelname)s: %(message)s"
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format=fmt)
-    if args.gui:
-        from gui.__main__ import main as gui_main
-
-        return gui_main([a for a in (argv if argv is not None else sys.argv[1:]) if a != "--gui"],
-                        ignore_unknown=True)
     # SIGTERM ends the run like Ctrl-C: finished windows are on disk, the file stays valid
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     from models.checkpoint import CheckpointError

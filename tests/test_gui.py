@@ -207,6 +207,14 @@ def test_no_display_is_a_one_line_error():
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "no display" in proc.stderr
 
 
+def test_realtime_gui_flag_opens_the_same_window(tmp_path):
+    png = tmp_path / "shot.png"
+    proc = cli("--gui", "--source", EXAMPLE, "--pace", "asap", "--screenshot", png, "--after", 4, "--quiet",
+               timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "ignores --quiet" in proc.stderr and png.stat().st_size > 10_000
+
+
 def test_screenshot_of_a_missing_file_fails_with_one_line(tmp_path):
     started = time.monotonic()
     proc = cli("--source", tmp_path / "nope.mp4", "--screenshot", tmp_path / "x.png", module="gui", timeout=120)
