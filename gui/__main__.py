@@ -60,7 +60,9 @@ def main(argv: list[str] | None = None, ignore_unknown: bool = False) -> int:
             print("error: --screenshot needs --source", file=sys.stderr)
             return 2
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # no display needed to render
-        if not (args.source == "webcam" or args.source.isdigit()):
+        from realtime.sources.live import camera_index
+
+        if camera_index(args.source) is None:
             from realtime.sources.file import MediaError, probe
 
             try:

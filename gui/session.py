@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PyQt6.QtCore import QObject, pyqtSignal
 
+from realtime.sources.live import camera_index
 from realtime.types import Estimate, FaceFrame, VideoFrame, Word
 
 logger = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class SessionOptions:
 
     @property
     def live(self) -> bool:
-        return self.source == "webcam" or self.source.isdigit()
+        return camera_index(self.source) is not None
 
     def models_key(self) -> tuple:
         return self.checkpoint, self.device, self.face_model, self.whisper_model, self.text_model
@@ -232,8 +233,7 @@ class Session(QObject):
             logger.info("models loaded in %.1f s", time.perf_counter() - started)
         comps = self._components
         engine = comps.engine
-        set_window(engine, options.window if options.window is not None else
-                   _trained_window(engine))
+        set_window(engine, options.window)
         return comps
 
     def _run_pipeline(self, options: SessionOptions, comps, summary):
@@ -273,7 +273,7 @@ class Session(QObject):
         from realtime.cli import UsageError
         from realtime.sources.live import make_live_feed, open_devices
 
-        index = 0 if options.source == "webcam" else int(options.source)
+        index = camera_index(options.source)
         camera, mic = (self._open_devices or open_devices)(index, options.microphone)
         if options.microphone is None:
             mic_state = "microphone off"
@@ -314,8 +314,3 @@ class Session(QObject):
 
         return feed, info.has_video, info.has_audio
 
-
-def _trained_window(engine) -> float:
-    from realtime.featureset import FeatureSpec
-
-    return FeatureSpec.from_checkpoint(engine.checkpoint.feature_set).window

@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from realtime.sources.live import camera_index
+
 logger = logging.getLogger("realtime")
 
 
@@ -108,11 +110,13 @@ def load_components(args: argparse.Namespace, live: bool = False) -> Components:
     return Components(engine=engine, face=face, acoustic=acoustic, whisper=whisper)
 
 
-def set_window(engine, window: float) -> None:
-    """Cut windows of ``window`` seconds (same step counts); warns when it is not the checkpoint's."""
+def set_window(engine, window: float | None) -> None:
+    """Cut windows of ``window`` seconds (same step counts; None: the checkpoint's); warns
+    when it is not the checkpoint's."""
     from realtime.featureset import FeatureSpec
 
     trained = FeatureSpec.from_checkpoint(engine.checkpoint.feature_set)
+    window = trained.window if window is None else window
     if abs(window - trained.window) > 1e-9:
         logger.warning("--window %.2f differs from the checkpoint's %.2f s: the model sees a different time scale",
                        window, trained.window)
@@ -186,8 +190,7 @@ def run_live(args: argparse.Namespace, comps: Components):
     summary = Summary(source=f"camera {args.source}")
     transcriber = StreamingTranscriber(comps.whisper, ASROptions(model_path=args.whisper_model))
     comps.acoustic.reset()
-    camera_index = 0 if args.source == "webcam" else int(args.source)
-    camera, mic = open_devices(camera_index, None if args.no_microphone else (args.microphone or ""))
+    camera, mic = open_devices(camera_index(args.source), None if args.no_microphone else (args.microphone or ""))
     if camera is None and mic is None:
         raise UsageError("no camera and no microphone could be opened")
     feed = make_live_feed(camera, mic, args.duration)
@@ -220,7 +223,7 @@ def _report(summary, args, done: list) -> None:
         print(summary.line(), file=sys.stderr)
     done.append(summary.as_dict())
     if args.summary:
-        folder = not (args.source == "webcam" or args.source.isdigit()) and Path(args.source).is_dir()
+        folder = camera_index(args.source) is None and Path(args.source).is_dir()
         Path(args.summary).write_text(json.dumps(done if folder else done[-1], indent=1) + "\n")
 
 
@@ -244,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         _check_args(args)
-        live = args.source == "webcam" or args.source.isdigit()
+        live = camera_index(args.source) is not None
         source = Path(args.source)
         if live:
             if args.out:

@@ -23,6 +23,13 @@ logger = logging.getLogger(__name__)
 RATE = 16000
 
 
+def camera_index(source: str) -> int | None:
+    """The camera a ``--source`` names ('webcam' is camera 0, '2' is camera 2); None for a path."""
+    if source == "webcam":
+        return 0
+    return int(source) if source.isdigit() else None
+
+
 class DeviceUnavailable(RuntimeError):
     """A camera or microphone that cannot be opened or has stopped."""
 
