@@ -105,13 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         elif part == "long":
             results["long"] = e2e.file_pipeline(e2e.long_video(args.minutes, args.cache), args.device)
         elif part == "soak":
-            import argparse as _argparse
-
             from bench.soak import soak
-            from realtime.cli import load_components
+            from realtime.cli import component_args, load_components
 
-            comps = load_components(_argparse.Namespace(device=args.device, checkpoint=None, window=None,
-                                                        face_model=None, whisper_model=None, text_model=None))
+            comps = load_components(component_args(device=args.device))
             results["soak"] = soak(comps, args.soak_minutes, args.cache)
         elif part == "gpu":
             results["gpu"] = gpu.dmd_sweep()

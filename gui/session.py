@@ -8,7 +8,6 @@ reads (the newest frame wins).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import threading
 import time
@@ -220,14 +219,13 @@ class Session(QObject):
             self.finished.emit(summary)
 
     def _load(self, options: SessionOptions):
-        from realtime.cli import load_components, set_window
+        from realtime.cli import component_args, load_components, set_window
 
         if self._components is None or self._components_key != options.models_key():
             self.message.emit("loading models...")
             started = time.perf_counter()
-            args = argparse.Namespace(device=options.device, checkpoint=options.checkpoint, window=None,
-                                      face_model=options.face_model, whisper_model=options.whisper_model,
-                                      text_model=options.text_model)
+            args = component_args(device=options.device, checkpoint=options.checkpoint, face_model=options.face_model,
+                                  whisper_model=options.whisper_model, text_model=options.text_model)
             self._components = load_components(args, live=True)
             self._components_key = options.models_key()
             logger.info("models loaded in %.1f s", time.perf_counter() - started)

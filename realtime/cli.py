@@ -78,6 +78,14 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--duration must be positive, got {args.duration}")
 
 
+def component_args(device: str = "auto", checkpoint: str | None = None, window: float | None = None,
+                   face_model: str | None = None, whisper_model: str | None = None,
+                   text_model: str | None = None) -> argparse.Namespace:
+    """What ``load_components`` reads, for callers without a command line (GUI, bench, tests)."""
+    return argparse.Namespace(device=device, checkpoint=checkpoint, window=window, face_model=face_model,
+                              whisper_model=whisper_model, text_model=text_model)
+
+
 def load_components(args: argparse.Namespace, live: bool = False) -> Components:
     """Load the checkpoint, the extractors and warm them up before the clock starts."""
     import torch

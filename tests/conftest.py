@@ -94,6 +94,43 @@ def read_records(path: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="session")
+def components():
+    """The default models on the CPU, loaded once per test session."""
+    from realtime.cli import component_args, load_components
+
+    return load_components(component_args(device="cpu"))
+
+
+def run_live(components, camera, mic, duration: float):
+    """A live-mode run of a camera and a microphone (either may be None) for ``duration`` s:
+    (estimates, summary, pipeline threads still alive after it)."""
+    from realtime.features.speech import ASROptions, StreamingTranscriber
+    from realtime.pipeline import Pipeline, PipelineOptions
+    from realtime.sinks import Summary
+    from realtime.sources.live import make_live_feed
+
+    estimates = []
+
+    class Collect:
+        def write(self, est):
+            estimates.append(est)
+
+        def close(self):
+            pass
+
+    summary = Summary(source="replay")
+    components.acoustic.reset()
+    components.face.new_stream()
+    transcriber = StreamingTranscriber(components.whisper, ASROptions())
+    with Pipeline(PipelineOptions(live=True), components.engine, components.face, components.acoustic,
+                  transcriber) as pipeline:
+        pipeline.run(make_live_feed(camera, mic, duration), has_video=camera is not None,
+                     has_audio=mic is not None, sinks=[Collect()], summary=summary)
+        threads = list(pipeline._threads)
+    return estimates, summary, threads
+
+
+@pytest.fixture(scope="session")
 def example_run(tmp_path_factory):
     """python -m realtime on the example video, once per session: (records path, process)."""
     from realtime.engine import DEFAULT_CHECKPOINT

@@ -5,45 +5,9 @@ import threading
 import numpy as np
 import pytest
 
-from realtime.sources.live import DeviceUnavailable, SoundDeviceMicrophone, make_live_feed
+from realtime.sources.live import DeviceUnavailable, SoundDeviceMicrophone
 from realtime.sources.replay import ReplayCamera, ReplayMicrophone
-from tests.conftest import EXAMPLE
-
-
-@pytest.fixture(scope="module")
-def components():
-    import argparse
-
-    from realtime.cli import load_components
-
-    args = argparse.Namespace(device="cpu", checkpoint=None, text_model=None, window=None, face_model=None,
-                              whisper_model=None)
-    return load_components(args)
-
-
-def run_live(components, camera, mic, duration):
-    from realtime.features.speech import ASROptions, StreamingTranscriber
-    from realtime.pipeline import Pipeline, PipelineOptions
-    from realtime.sinks import Summary
-
-    estimates = []
-
-    class Collect:
-        def write(self, est):
-            estimates.append(est)
-
-        def close(self):
-            pass
-
-    summary = Summary(source="replay")
-    components.acoustic.reset()
-    transcriber = StreamingTranscriber(components.whisper, ASROptions())
-    with Pipeline(PipelineOptions(live=True), components.engine, components.face, components.acoustic,
-                  transcriber) as pipeline:
-        pipeline.run(make_live_feed(camera, mic, duration), has_video=camera is not None,
-                     has_audio=mic is not None, sinks=[Collect()], summary=summary)
-        threads = list(pipeline._threads)
-    return estimates, summary, threads
+from tests.conftest import EXAMPLE, run_live
 
 
 def test_live_replay_gives_timely_records(components):

@@ -19,7 +19,7 @@ import pytest
 from realtime.engine import DEFAULT_CHECKPOINT
 from realtime.synth_media import RATE, astronaut_face, moving_face, speak
 from realtime.types import VideoFrame
-from tests.conftest import EXAMPLE, ROOT, cli, read_records
+from tests.conftest import EXAMPLE, ROOT, cli, read_records, run_live
 
 pytestmark = pytest.mark.slow
 
@@ -158,16 +158,6 @@ def test_rotated_video_is_turned_upright(odd_media):
     assert sum(face(f).features is not None for f in frames[:10]) >= 8
 
 
-@pytest.fixture(scope="module")
-def components():
-    import argparse
-
-    from realtime.cli import load_components
-
-    return load_components(argparse.Namespace(device="cpu", checkpoint=None, text_model=None, window=None,
-                                              face_model=None, whisper_model=None))
-
-
 class FailingFace:
     """The real face extractor, until it raises after ``after`` frames (a worker bug)."""
 
@@ -232,29 +222,11 @@ def test_a_source_that_fails_mid_run_keeps_what_was_read(components, tmp_path):
     assert len(summary.warnings) == 1 and "source failed" in summary.warnings[0]
 
 
-def test_microphone_that_stalls_becomes_missing_audio(components, caplog):
-    from realtime.features.speech import ASROptions, StreamingTranscriber
-    from realtime.pipeline import Pipeline, PipelineOptions
-    from realtime.sinks import Summary
-    from realtime.sources.live import make_live_feed
+def test_microphone_that_stalls_becomes_missing_audio(components):
     from realtime.sources.replay import ReplayCamera, ReplayMicrophone
 
-    estimates = []
-
-    class Collect:
-        def write(self, est):
-            estimates.append(est)
-
-        def close(self):
-            pass
-
-    components.acoustic.reset()
-    components.face.new_stream()
-    summary = Summary(source="replay")
-    feed = make_live_feed(ReplayCamera(EXAMPLE), ReplayMicrophone(EXAMPLE, stall_after=3.0), duration=9.0)
-    with Pipeline(PipelineOptions(live=True), components.engine, components.face, components.acoustic,
-                  StreamingTranscriber(components.whisper, ASROptions())) as pipeline:
-        pipeline.run(feed, has_video=True, has_audio=True, sinks=[Collect()], summary=summary)
+    estimates, summary, _ = run_live(components, ReplayCamera(EXAMPLE), ReplayMicrophone(EXAMPLE, stall_after=3.0),
+                                     9.0)
     assert [w for w in summary.warnings if "microphone stopped" in w] == summary.warnings and len(summary.warnings) == 1
     late = [e for e in estimates if e.t_start >= 4.0]
     assert late and all(e.modalities["audio"] == 0 for e in late)
