@@ -26,7 +26,7 @@ PARTS = ("stages", "file", "live", "long", "soak", "gpu")
 # (key, label, floor, direction): the floors on a 2-core CPU machine
 FLOORS = [
     ("file.rtf", "file pipeline real-time factor, example", 0.5, "max"),
-    ("long.rtf", "file pipeline real-time factor, 5-minute video", 0.5, "max"),
+    ("long.rtf", "file pipeline real-time factor, generated long video (--minutes)", 0.5, "max"),
     ("live.latency_ms_p95", "live: window end -> record p95 (ms)", 200.0, "max"),
     ("live.speech_lag_ms_p95", "live: word end -> commit p95 (ms)", 2500.0, "max"),
     ("stages.dmd_ms_batch1_cpu", "DMD student forward, batch 1, CPU (ms)", 15.0, "max"),

@@ -43,17 +43,19 @@ def run_cli(*args: str, timeout: float = 3600) -> dict:
         return result
 
 
-def long_video(minutes: float, cache: Path) -> Path:
-    """A generated talking video of ``minutes`` (the example's sentences, repeated), cached."""
+def long_video(minutes: float, cache: Path, fps: int = 25, size: tuple[int, int] = (480, 360),
+               name: str = "talking.mp4") -> Path:
+    """A generated talking video of ``minutes`` (the example's sentences, repeated), cached
+    as ``<stem>-<minutes>min<suffix>`` of ``name``."""
     from realtime.synth_media import talking_video
 
-    path = cache / f"talking-{minutes:g}min.mp4"
+    path = Path(cache) / f"{Path(name).stem}-{minutes:g}min{Path(name).suffix}"
     if not path.is_file():
         sys.path.insert(0, str(ROOT / "examples"))
         from make_example import SENTENCES
 
-        cache.mkdir(parents=True, exist_ok=True)
-        talking_video(path, SENTENCES, fps=25, size=(480, 360), minutes=minutes)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        talking_video(path, SENTENCES, fps=fps, size=size, minutes=minutes)
     return path
 
 

@@ -27,29 +27,15 @@ def rss_mb() -> float:
     raise OSError("no VmRSS in /proc/self/status")
 
 
-def stream_video(minutes: float, cache: Path) -> Path:
-    """A talking face (10 fps, 320x240) speaking the example's sentences for ``minutes``."""
-    import sys
-
-    from realtime.synth_media import talking_video
-
-    path = Path(cache) / f"soak-{minutes:g}min.mkv"
-    if not path.is_file():
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
-        from make_example import SENTENCES
-
-        talking_video(path, SENTENCES, fps=10, size=(320, 240), minutes=minutes)
-    return path
-
-
 def soak(components, minutes: float, cache: Path) -> dict:
     """Run the stream through the pipeline with ``components`` (see realtime.cli); figures."""
+    from bench.e2e import long_video
     from realtime.features.speech import ASROptions, StreamingTranscriber
     from realtime.pipeline import Pipeline, PipelineOptions
     from realtime.sinks import Summary
     from realtime.sources.file import FileSource
 
-    path = stream_video(minutes, cache)
+    path = long_video(minutes, cache, fps=10, size=(320, 240), name="soak.mkv")
     source = FileSource(path)
     components.acoustic.reset()
     components.face.new_stream()

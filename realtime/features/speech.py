@@ -7,8 +7,9 @@ consecutive hypotheses agree on (or that silence follows), ``finish`` commits wh
 left. The caller owns threads and clocks. ``progress`` is the time before which no word
 can still appear.
 
-Whisper's encoder always sees 30 s, so one call costs about the same for any buffer
-length (about 0.5 s on 2 CPU cores for tiny.en): live mode steps every 0.5 s of new
+faster-whisper pads every input to 30 s; here the encoder sees only the buffer plus a
+little padding (``ASROptions.short_context``), so a live step on a few seconds of audio
+costs about 0.2-0.3 s on 2 CPU cores for tiny.en. Live mode steps every 0.5 s of new
 audio, file mode every 8 seconds.
 """
 
