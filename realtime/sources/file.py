@@ -117,6 +117,7 @@ class FileSource:
         opts = self.options
         info = self.info
         start_wall = time.monotonic()
+        clock = self._clock or (lambda: time.monotonic() - start_wall)
         container = av.open(str(info.path), timeout=10)
         try:
             streams = [s for s in (container.streams.video[:1] + container.streams.audio[:1])]
@@ -149,7 +150,7 @@ class FileSource:
                         turns = round((frame.rotation or 0) / 90) % 4
                         if turns:  # phones store portrait video sideways with a display rotation
                             image = np.rot90(image, turns)
-                        self._pace(start_wall, t)
+                        self._pace(clock, t)
                         # PyAV returns a strided view when rows are not aligned; MediaPipe
                         # then silently finds no face (see shared/data/talking_faces).
                         yield VideoFrame(t=t, image=np.ascontiguousarray(image))
@@ -160,7 +161,7 @@ class FileSource:
                             pending = np.concatenate([pending, _mono(out)])
                         while len(pending) >= chunk:
                             t_chunk = audio_t0 + samples_out / AUDIO_RATE
-                            self._pace(start_wall, t_chunk)
+                            self._pace(clock, t_chunk)
                             yield AudioChunk(t=t_chunk, samples=pending[:chunk].copy(), rate=AUDIO_RATE)
                             samples_out += chunk
                             pending = pending[chunk:]
@@ -223,15 +224,12 @@ class FileSource:
         if self.decode_errors == 1:
             logger.warning("'%s': skipping damaged frames from %.2f s", self.info.path, t)
 
-    def _pace(self, start_wall: float, t: float) -> None:
+    def _pace(self, clock: Callable[[], float], t: float) -> None:
+        """Realtime pace: wait until ``clock`` reaches media time ``t`` (in short sleeps,
+        so a clock that stands still, a paused run, holds the source)."""
         if self.options.pace != "realtime":
             return
-        if self._clock is None:
-            delay = start_wall + t - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            return
-        while (delay := t - self._clock()) > 0:
+        while (delay := t - clock()) > 0:
             time.sleep(min(delay, 0.05))
 
 
