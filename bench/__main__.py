@@ -108,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             from bench.soak import soak
             from realtime.cli import component_args, load_components
 
-            comps = load_components(component_args(device=args.device))
-            results["soak"] = soak(comps, args.soak_minutes, args.cache)
+            with load_components(component_args(device=args.device)) as comps:
+                results["soak"] = soak(comps, args.soak_minutes, args.cache)
         elif part == "gpu":
             results["gpu"] = gpu.dmd_sweep()
             if "skipped" not in results["gpu"]:

@@ -12,15 +12,15 @@ that failed.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
-from realtime.cli import UsageError, add_model_options, check_model_options
+from realtime.cli import UsageError, add_model_options, check_model_options, prog_name, version_string
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m gui", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog=prog_name("python -m gui"), description=__doc__.split("\n")[0])
+    p.add_argument("--version", action="version", version=version_string())
     p.add_argument("--source", help="a media file, 'webcam' or a camera index (default: camera 0 if any)")
     add_model_options(p)
     p.add_argument("--microphone", default="", help="input device name or index (default: the system's)")
@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record", help="write every record to this JSONL file (refuses to replace one)")
     p.add_argument("--screenshot", help="save the window as PNG after --after seconds of media, then exit")
     p.add_argument("--after", type=float, default=10.0, help="media seconds before --screenshot (default 10)")
-    p.add_argument("--verbose", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="log model loading, and let third-party libraries' own output through")
     return p
 
 
@@ -44,7 +45,9 @@ def main(argv: list[str] | None = None, ignore_unknown: bool = False) -> int:
             print(f"warning: the GUI ignores {' '.join(unknown)}", file=sys.stderr)
     else:
         args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    from realtime import logs
+
+    logs.configure(args.verbose)
     try:
         check_model_options(args)
     except UsageError as exc:
@@ -105,7 +108,14 @@ def main(argv: list[str] | None = None, ignore_unknown: bool = False) -> int:
         window.screenshot_when(args.after, args.screenshot)
     if args.source:
         window.start()
-    app.exec()
+    try:
+        app.exec()
+    finally:
+        # stop the run's threads and close the models now, not in finalizers at exit
+        window.session.stop()
+        components = getattr(window.session, "_components", None)
+        if components is not None:
+            components.close()
     return result["code"]
 
 

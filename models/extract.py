@@ -138,6 +138,15 @@ def _init_worker(options: dict) -> None:
     )
 
 
+def _close_worker() -> None:
+    """Close this process's MediaPipe graph explicitly: left to its finalizer at
+    interpreter exit, the close can hang (issue 13)."""
+    face = _WORKER.pop("face", None)
+    if face is not None:
+        face.close()
+    _WORKER.clear()
+
+
 def extract_clip(path: Path) -> dict:
     """Features of one clip as one live-feature-set window centred on its speech."""
     from realtime.sources.file import FileSource
@@ -211,11 +220,13 @@ def run(args: argparse.Namespace) -> int:
     bar = tqdm(total=len(todo), unit="clip", desc="extract", disable=args.quiet)
     if args.workers <= 1:
         _init_worker(options)
-        results = map(_job, todo)
-        for index, error in results:
-            if error:
-                failures[index] = error
-            bar.update(1)
+        try:
+            for index, error in map(_job, todo):
+                if error:
+                    failures[index] = error
+                bar.update(1)
+        finally:
+            _close_worker()
     else:
         import multiprocessing as mp
 

@@ -37,9 +37,24 @@ class Components:
     acoustic: object
     whisper: object
 
+    def close(self) -> None:
+        """Release the models that hold native threads (the MediaPipe graph, CTranslate2's
+        Whisper) now: left to finalizers at interpreter exit, a graph's close can hang."""
+        self.face.close()
+        model = getattr(self.whisper, "model", None)
+        if model is not None and getattr(model, "model_is_loaded", False):
+            model.unload_model()
+
+    def __enter__(self) -> Components:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m realtime", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog=prog_name("python -m realtime"), description=__doc__.split("\n")[0])
+    p.add_argument("--version", action="version", version=version_string())
     p.add_argument("--source", required=True,
                    help="a media file, a folder of media files, 'webcam' or a camera index")
     p.add_argument("--out", help="records: .jsonl or .csv (a folder when --source is a folder)")
@@ -55,8 +70,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gui", action="store_true", help="open the desktop window instead (python -m gui)")
     p.add_argument("--summary", help="also write the run's summary as JSON to this file")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
-    p.add_argument("--verbose", action="store_true", help="log model loading and timings")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="log model loading and timings, and let third-party libraries' own output through")
     return p
+
+
+def version_string() -> str:
+    """'dmd-emotion 0.1.0 (Python 3.x.y)' for --version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ours = version("dmd-emotion")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        ours = "(not installed)"
+    return f"dmd-emotion {ours} (Python {sys.version.split()[0]})"
+
+
+def prog_name(module_form: str) -> str:
+    """The program name for usage lines: the console script's name, or ``python -m ...``."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return module_form if name in ("", "__main__.py", "-c") or name.endswith(".py") else name
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -253,8 +286,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return gui_main([a for a in argv if a != "--gui"], ignore_unknown=True)
     args = build_parser().parse_args(argv)
-    fmt = "%(levelname)s %(name)s: %(message)s" if args.verbose else "%(levelname)s: %(message)s"
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format=fmt)
+    from realtime import logs
+
+    logs.configure(args.verbose)
     # SIGTERM ends the run like Ctrl-C: finished windows are on disk, the file stays valid
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     from models.checkpoint import CheckpointError
@@ -263,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     from realtime.sinks import OutputError, check_output
     from realtime.sources.file import MediaError, media_files, probe
 
+    comps = None
     try:
         _check_args(args)
         live = camera_index(args.source) is not None
@@ -313,3 +348,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if comps is not None:
+            comps.close()  # explicitly, before interpreter shutdown (see Components.close)

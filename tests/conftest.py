@@ -10,14 +10,18 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import json  # noqa: E402
 import pickle  # noqa: E402
+import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
+DATA = ROOT / "tests" / "data"
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +36,7 @@ def synthetic_pickle(tmp_path_factory) -> Path:
 
 
 EXAMPLE = ROOT / "examples" / "talking.mp4"
-TALKING_FACES = SHARED / "data" / "talking_faces"
+TALKING_FACES = DATA / "talking_faces"  # Apache-2.0, see its README.md
 
 
 @pytest.fixture(scope="session")
@@ -82,11 +86,97 @@ def media(tmp_path_factory) -> dict[str, Path]:
     return out
 
 
-def cli(*args, module: str = "realtime", timeout: float = 300):
-    """Run ``python -m <module>`` from the repository root and capture its output."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT, timeout=timeout, env=env)
+EXIT_BOUND = 10.0
+"""Seconds a process under test may take to exit once its work is done."""
+AUDIT = Path(__file__).resolve().parent / "exit_audit"
+"""On PYTHONPATH of every process the tests start: reports graphs still open at exit."""
+
+
+@dataclass
+class Finished:
+    """A finished subprocess (like CompletedProcess), with when its work ended and when it exited."""
+
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    done_at: float | None = None
+    """Monotonic time its work ended: the ``done`` line appeared, or the signal was sent."""
+    exited_at: float = 0.0
+    lines: list[tuple[float, str]] = field(default_factory=list)
+    """(monotonic time, line) of stderr."""
+
+    @property
+    def exit_lag(self) -> float | None:
+        return None if self.done_at is None else self.exited_at - self.done_at
+
+
+def start(args, module: str | None = "realtime", env: dict | None = None, stdout=subprocess.PIPE):
+    """``python -m <module> args`` (or ``python args`` with module None) from the repository
+    root, unbuffered, with a stack dump on SIGABRT and the exit audit on its path."""
+    env = dict(os.environ if env is None else env, PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(AUDIT), str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    command = [sys.executable, *(["-m", module] if module else []), *map(str, args)]
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=stdout, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300, done: str | None = None, interrupt_when=None,
+           sig: int = signal.SIGINT, bound: float = EXIT_BOUND) -> Finished:
+    """Wait for a process from ``start`` and time its exit.
+
+    ``done``: a stderr fragment that says its work has ended. ``interrupt_when(lines)``: send
+    ``sig`` once it returns True (its work ends with the signal). Once the work has ended the
+    process gets ``bound`` seconds to exit; after that it is sent SIGABRT (its Python stacks go
+    to stderr) and the test fails with them. ``timeout`` bounds the whole run the same way.
+    """
+    lines: list[tuple[float, str]] = []
+    out: list[str] = []
+
+    def read_stderr() -> None:
+        for line in proc.stderr:
+            lines.append((time.monotonic(), line))
+
+    readers = [threading.Thread(target=read_stderr, daemon=True)]
+    if proc.stdout is not None:
+        readers.append(threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True))
+    for reader in readers:
+        reader.start()
+    started = time.monotonic()
+    done_at = None
+    while proc.poll() is None:
+        now = time.monotonic()
+        if done_at is None and done is not None:
+            done_at = next((t for t, line in list(lines) if done in line), None)
+        if done_at is None and interrupt_when is not None and interrupt_when([line for _, line in list(lines)]):
+            proc.send_signal(sig)
+            done_at = now
+        late = (done_at is not None and now - done_at > bound) or now - started > timeout
+        if late:
+            proc.send_signal(signal.SIGABRT)  # PYTHONFAULTHANDLER: every thread's stack to stderr
+            proc.wait(30)
+            for reader in readers:
+                reader.join(5)
+            what = f"{bound:.0f} s after its work ended" if done_at is not None else f"{timeout:.0f} s"
+            raise AssertionError(f"{' '.join(proc.args)} did not exit within {what}:\n"
+                                 + "".join(line for _, line in lines)[-6000:])
+        time.sleep(0.02)
+    exited_at = time.monotonic()
+    for reader in readers:
+        reader.join(10)
+    stderr = "".join(line for _, line in lines)
+    if done is not None and done_at is None:
+        done_at = next((t for t, line in lines if done in line), None)
+    return Finished(args=proc.args, returncode=proc.returncode, stdout="".join(out), stderr=stderr,
+                    done_at=done_at, exited_at=exited_at, lines=lines)
+
+
+def cli(*args, module: str = "realtime", timeout: float = 300, done: str | None = None) -> Finished:
+    """Run ``python -m <module>`` from the repository root and capture its output; every
+    run must end within ``timeout`` and, once its ``done`` line is out, within EXIT_BOUND.
+    Its stderr must not hold a graph that was left to a finalizer (see tests/exit_audit)."""
+    proc = finish(start(args, module), timeout=timeout, done=done)
+    assert "exit-audit:" not in proc.stderr, proc.stderr[-3000:]
+    return proc
 
 
 def read_records(path: Path) -> list[dict]:
@@ -94,11 +184,23 @@ def read_records(path: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="session")
+def whisper():
+    """Whisper tiny.en, loaded once per test session (the model options do not matter to a
+    StreamingTranscriber's own options)."""
+    from realtime.features.speech import ASROptions, load_whisper
+
+    model = load_whisper(ASROptions())
+    yield model
+    model.model.unload_model()
+
+
+@pytest.fixture(scope="session")
 def components():
-    """The default models on the CPU, loaded once per test session."""
+    """The default models on the CPU, loaded once per test session and closed after it."""
     from realtime.cli import component_args, load_components
 
-    return load_components(component_args(device="cpu"))
+    with load_components(component_args(device="cpu")) as loaded:
+        yield loaded
 
 
 def run_live(components, camera, mic, duration: float):

@@ -154,8 +154,8 @@ def test_rotated_video_is_turned_upright(odd_media):
     # stored portrait (sideways), shown landscape: the frame matches the upright picture
     assert frames and frames[0].image.shape == upright.shape
     assert np.abs(frames[0].image.astype(int) - upright).mean() < 12
-    face = FaceExtractor()
-    assert sum(face(f).features is not None for f in frames[:10]) >= 8
+    with FaceExtractor() as face:
+        assert sum(face(f).features is not None for f in frames[:10]) >= 8
 
 
 class FailingFace:

@@ -34,24 +34,25 @@ def test_file_source_on_real_clips(name):
 def test_face_is_found_in_real_clips():
     from realtime.features.face import FACE_DIM, FaceExtractor
 
-    extractor = FaceExtractor()
-    for name in ("face_1.mp4", "face_4.mp4"):
-        extractor.new_stream()
-        frames, _ = split(TALKING_FACES / name)
-        found = [extractor(f) for f in frames]
-        assert sum(f.features is not None for f in found) >= 0.9 * len(found)
-        feats = np.stack([f.features for f in found if f.features is not None])
-        assert feats.shape[1] == FACE_DIM and np.isfinite(feats).all()
-        assert found[0].landmarks.shape == (478, 2)
-    extractor.close()
+    with FaceExtractor() as extractor:
+        for name in ("face_1.mp4", "face_4.mp4"):
+            extractor.new_stream()
+            frames, _ = split(TALKING_FACES / name)
+            found = [extractor(f) for f in frames]
+            assert sum(f.features is not None for f in found) >= 0.9 * len(found)
+            feats = np.stack([f.features for f in found if f.features is not None])
+            assert feats.shape[1] == FACE_DIM and np.isfinite(feats).all()
+            assert found[0].landmarks.shape == (478, 2)
+    assert extractor.closed
+    extractor.close()  # closing twice is harmless
 
 
 def test_no_face_in_a_blank_video(media):
     from realtime.features.face import FaceExtractor
 
-    extractor = FaceExtractor()
     frames, _ = split(media["no_face"])
-    assert all(extractor(f).features is None for f in frames)
+    with FaceExtractor() as extractor:
+        assert all(extractor(f).features is None for f in frames)
 
 
 def test_audio_only_files_and_video_without_audio(media):
@@ -104,11 +105,11 @@ def test_silence_is_unvoiced():
     assert frames and not any(f.voiced for f in frames)
 
 
-def test_streaming_asr_commits_the_spoken_words():
-    from realtime.features.speech import ASROptions, StreamingTranscriber, load_whisper
+def test_streaming_asr_commits_the_spoken_words(whisper):
+    from realtime.features.speech import ASROptions, StreamingTranscriber
 
     options = ASROptions(min_chunk=0.5)  # the live setting
-    asr = StreamingTranscriber(load_whisper(options), options)
+    asr = StreamingTranscriber(whisper, options)
     _, chunks = split(EXAMPLE)
     committed = []
     lags = []
@@ -156,13 +157,13 @@ def test_agreement_aligns_words_by_time():
     assert agree([], [W("so", 1.0)]) == ([], [W("so", 1.0)])
 
 
-def test_silence_after_an_utterance_commits_it_in_one_step():
-    from realtime.features.speech import ASROptions, StreamingTranscriber, load_whisper
+def test_silence_after_an_utterance_commits_it_in_one_step(whisper):
+    from realtime.features.speech import ASROptions, StreamingTranscriber
 
     audio = np.concatenate([split(EXAMPLE)[1][i].samples for i in range(8, 56)])  # 0.8-5.6 s: one sentence
     audio = np.concatenate([audio, np.zeros(16000, np.float32)])  # then a second of silence
     options = ASROptions(min_chunk=len(audio) / 16000)
-    asr = StreamingTranscriber(load_whisper(options), options)
+    asr = StreamingTranscriber(whisper, options)
     asr.insert_audio(AudioChunk(0.8, audio, 16000))
     assert asr.ready()
     words = [w.text.lower().strip(".,") for w in asr.process_iter()]
@@ -171,16 +172,16 @@ def test_silence_after_an_utterance_commits_it_in_one_step():
 
     # without the silence the same words wait for a second opinion
     options = ASROptions(min_chunk=1.0, silence_commit=0)
-    asr = StreamingTranscriber(load_whisper(options), options)
+    asr = StreamingTranscriber(whisper, options)
     asr.insert_audio(AudioChunk(0.8, audio, 16000))
     assert asr.process_iter() == [] and asr.tentative
 
 
-def test_asr_hears_nothing_in_silence():
-    from realtime.features.speech import ASROptions, StreamingTranscriber, load_whisper
+def test_asr_hears_nothing_in_silence(whisper):
+    from realtime.features.speech import ASROptions, StreamingTranscriber
 
     options = ASROptions(min_chunk=2.0)
-    asr = StreamingTranscriber(load_whisper(options), options)
+    asr = StreamingTranscriber(whisper, options)
     for i in range(40):
         asr.insert_audio(AudioChunk(i * 0.1, np.zeros(1600, np.float32), 16000))
         if asr.ready():

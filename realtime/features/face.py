@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,24 +77,28 @@ class FaceExtractor:
     dim = FACE_DIM
 
     def __init__(self, options: FaceOptions = FaceOptions()):
-        os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ start-up chatter
         import mediapipe as mp
         from mediapipe.tasks.python import BaseOptions, vision
+
+        from realtime.logs import native_stderr_filtered
 
         path = Path(options.model_path) if options.model_path else default_face_model()
         if not path.is_file():
             raise ModelNotFoundError(f"face model '{path}' does not exist")
         started = time.perf_counter()
         self._mp = mp
-        self._landmarker = vision.FaceLandmarker.create_from_options(vision.FaceLandmarkerOptions(
-            base_options=BaseOptions(model_asset_path=str(path)),
-            running_mode=vision.RunningMode.VIDEO,
-            num_faces=options.max_faces,
-            min_face_detection_confidence=options.min_confidence,
-            min_face_presence_confidence=options.min_confidence,
-            output_face_blendshapes=True,
-            output_facial_transformation_matrixes=True,
-        ))
+        # MediaPipe/TFLite write their start-up chatter (W0000 ..., XNNPACK) to fd 2 while
+        # the graph is built; GLOG_minloglevel does not reach absl's logging
+        with native_stderr_filtered():
+            self._landmarker = vision.FaceLandmarker.create_from_options(vision.FaceLandmarkerOptions(
+                base_options=BaseOptions(model_asset_path=str(path)),
+                running_mode=vision.RunningMode.VIDEO,
+                num_faces=options.max_faces,
+                min_face_detection_confidence=options.min_confidence,
+                min_face_presence_confidence=options.min_confidence,
+                output_face_blendshapes=True,
+                output_facial_transformation_matrixes=True,
+            ))
         self._last_ms = -1
         self._offset_ms = 0
         logger.info("face model loaded from %s in %.2f s", path, time.perf_counter() - started)
@@ -131,4 +134,17 @@ class FaceExtractor:
         self._offset_ms = self._last_ms + 1000
 
     def close(self) -> None:
+        """Close the MediaPipe graph now (idempotent). Always call it, or use ``with``:
+        left to MediaPipe's ``__del__`` at interpreter shutdown, the close can wait forever
+        on a dispatcher future, and the process never exits (issue 13)."""
         self._landmarker.close()
+
+    @property
+    def closed(self) -> bool:
+        return not getattr(self._landmarker, "_handle", None)
+
+    def __enter__(self) -> FaceExtractor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,112 @@
+"""Logging for the entry points, and quiet third-party native libraries.
+
+MediaPipe, TensorFlow Lite and glog write straight to file descriptor 2 from C++
+(``W0000 ... inference_feedback_manager.cc``, ``WARNING: Logging before InitGoogle()``,
+``INFO: Created TensorFlow Lite XNNPACK delegate for CPU.``): Python's logging never
+sees them. They come when a graph is built and on its first frames, so the code that
+does that runs inside ``native_stderr_filtered()``: fd 2 goes to a temporary file for
+the duration, then every line that is not known third-party chatter is written back to
+the real stderr (nothing of ours is lost, only held back until the block ends).
+
+``configure(verbose)`` is called once by each entry point: normal runs show our warnings
+only; verbose runs show our INFO messages and leave native output alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+
+# third-party lines written to fd 2 by native code (glog/absl, TFLite, MediaPipe)
+NATIVE_NOISE = re.compile(
+    r"^(?:[IWE]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\]"  # absl/glog: W0000 00:00:17.. 1234 file.cc:12] ...
+    r"|WARNING: Logging before InitGoogle\(\)"
+    r"|INFO: Created TensorFlow Lite"
+    r"|INFO: Initialized TensorFlow Lite"
+    r"|WARNING: All log messages before absl::InitializeLog\(\))"
+)
+
+_verbose = False
+_lock = threading.RLock()
+_depth = 0
+
+
+def configure(verbose: bool = False, fmt: str | None = None) -> None:
+    """Set up logging for a command-line entry point (library code never calls this)."""
+    global _verbose
+    _verbose = verbose
+    if fmt is None:
+        fmt = "%(levelname)s %(name)s: %(message)s" if verbose else "%(levelname)s: %(message)s"
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format=fmt)
+    if not verbose:
+        # libraries that log through Python at INFO/WARNING about things a user cannot act on
+        for name in ("faster_whisper", "transformers", "sentence_transformers", "numba", "PIL"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def is_verbose() -> bool:
+    return _verbose
+
+
+@contextlib.contextmanager
+def native_stderr_filtered() -> Iterator[None]:
+    """Hold fd 2 while native libraries start; give back every line that is not their chatter.
+
+    A no-op in verbose runs. Re-entrant; threads that enter at the same time share one
+    capture (the outermost block restores fd 2).
+    """
+    global _depth
+    if _verbose:
+        yield
+        return
+    with _lock:
+        _depth += 1
+        if _depth == 1:
+            _start_capture()
+    try:
+        yield
+    finally:
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                _end_capture()
+
+
+_saved_fd: int | None = None
+_capture: tempfile.TemporaryFile | None = None  # type: ignore[valid-type]
+
+
+def _start_capture() -> None:
+    global _saved_fd, _capture
+    try:
+        sys.stderr.flush()
+        _capture = tempfile.TemporaryFile()
+        _saved_fd = os.dup(2)
+        os.dup2(_capture.fileno(), 2)
+    except OSError:  # no fd 2 (pythonw, some services): nothing to filter
+        _saved_fd, _capture = None, None
+
+
+def _end_capture() -> None:
+    global _saved_fd, _capture
+    if _saved_fd is None or _capture is None:
+        return
+    try:
+        sys.stderr.flush()
+        os.dup2(_saved_fd, 2)
+    finally:
+        os.close(_saved_fd)
+        _saved_fd = None
+    _capture.seek(0)
+    kept = [line for line in _capture.read().decode("utf-8", "replace").splitlines(keepends=True)
+            if not NATIVE_NOISE.match(line)]
+    _capture.close()
+    _capture = None
+    if kept:
+        os.write(2, "".join(kept).encode())
