@@ -278,7 +278,9 @@ def _report(summary, args, done: list) -> None:
         Path(args.summary).write_text(json.dumps(done if folder else done[-1], indent=1) + "\n")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, components: Components | None = None) -> int:
+    """The command line; ``components``: models already loaded (tests, embedding callers),
+    used instead of loading them and left open for their owner to close."""
     argv = list(argv if argv is not None else sys.argv[1:])
     if "--gui" in argv:
         # the window's own options (--screenshot, --record, ...) are the GUI parser's to read
@@ -305,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         if live:
             if args.out:
                 check_output(args.out, _output_mode(args))
-            comps = load_components(args, live=True)
+            comps = components or load_components(args, live=True)
             _report(run_live(args, comps), args, [])
             return 0
         if source.is_dir():
@@ -323,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             out_dir = None
             if args.out:
                 check_output(args.out, _output_mode(args))
-        comps = load_components(args, live=args.pace == "realtime")
+        comps = components or load_components(args, live=args.pace == "realtime")
         failures = 0
         done: list[dict] = []
         for path in files:
@@ -349,5 +351,5 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     finally:
-        if comps is not None:
+        if comps is not None and comps is not components:
             comps.close()  # explicitly, before interpreter shutdown (see Components.close)

@@ -143,27 +143,35 @@ def finish(proc: subprocess.Popen, timeout: float = 300, done: str | None = None
         reader.start()
     started = time.monotonic()
     done_at = None
-    while proc.poll() is None:
-        now = time.monotonic()
-        if done_at is None and done is not None:
-            done_at = next((t for t, line in list(lines) if done in line), None)
-        if done_at is None and interrupt_when is not None and interrupt_when([line for _, line in list(lines)]):
-            proc.send_signal(sig)
-            done_at = now
-        late = (done_at is not None and now - done_at > bound) or now - started > timeout
-        if late:
-            proc.send_signal(signal.SIGABRT)  # PYTHONFAULTHANDLER: every thread's stack to stderr
-            proc.wait(30)
-            for reader in readers:
-                reader.join(5)
-            what = f"{bound:.0f} s after its work ended" if done_at is not None else f"{timeout:.0f} s"
-            raise AssertionError(f"{' '.join(proc.args)} did not exit within {what}:\n"
-                                 + "".join(line for _, line in lines)[-6000:])
-        time.sleep(0.02)
-    exited_at = time.monotonic()
-    for reader in readers:
-        reader.join(10)
+    late = False
+    try:
+        while proc.poll() is None:
+            now = time.monotonic()
+            if done_at is None and done is not None:
+                done_at = next((t for t, line in list(lines) if done in line), None)
+            if done_at is None and interrupt_when is not None and interrupt_when([line for _, line in list(lines)]):
+                proc.send_signal(sig)
+                done_at = now
+            late = (done_at is not None and now - done_at > bound) or now - started > timeout
+            if late:
+                proc.send_signal(signal.SIGABRT)  # PYTHONFAULTHANDLER: every thread's stack to stderr
+                break
+            time.sleep(0.02)
+        exited_at = time.monotonic()
+        proc.wait(30)
+        for reader in readers:
+            reader.join(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
     stderr = "".join(line for _, line in lines)
+    if late:
+        what = f"{bound:.0f} s after its work ended" if done_at is not None else f"{timeout:.0f} s"
+        raise AssertionError(f"{' '.join(map(str, proc.args))} did not exit within {what}:\n{stderr[-6000:]}")
     if done is not None and done_at is None:
         done_at = next((t for t, line in lines if done in line), None)
     return Finished(args=proc.args, returncode=proc.returncode, stdout="".join(out), stderr=stderr,
@@ -177,6 +185,32 @@ def cli(*args, module: str = "realtime", timeout: float = 300, done: str | None 
     proc = finish(start(args, module), timeout=timeout, done=done)
     assert "exit-audit:" not in proc.stderr, proc.stderr[-3000:]
     return proc
+
+
+@dataclass
+class Ran:
+    """``realtime.cli.main`` run in this process: its exit code, stdout, and stderr with its log lines."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_main(components, capsys, caplog, *args) -> Ran:
+    """``python -m realtime args`` in this process, on models loaded once per session: for
+    tests of what the command does, where the process boundary is not what is under test."""
+    from realtime.cli import main
+
+    previous = signal.getsignal(signal.SIGTERM)  # main() makes SIGTERM a Ctrl-C
+    caplog.clear()
+    capsys.readouterr()
+    try:
+        code = main([str(a) for a in args], components=components)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    captured = capsys.readouterr()
+    logged = "".join(f"{r.levelname}: {r.getMessage()}\n" for r in caplog.records)
+    return Ran(returncode=code, stdout=captured.out, stderr=captured.err + logged)
 
 
 def read_records(path: Path) -> list[dict]:
@@ -239,6 +273,7 @@ def example_run(tmp_path_factory):
 
     assert (DEFAULT_CHECKPOINT / "checkpoint.json").is_file(), "the bundled default model is missing"
     out = tmp_path_factory.mktemp("run") / "a.jsonl"
-    proc = cli("--source", EXAMPLE, "--out", out, "--summary", out.with_suffix(".summary.json"))
+    proc = cli("--source", EXAMPLE, "--out", out, "--summary", out.with_suffix(".summary.json"),
+               done="real-time factor")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc

@@ -2,13 +2,11 @@
 
 import json
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
-from tests.conftest import EXAMPLE, ROOT, cli, read_records
+from realtime.logs import NATIVE_NOISE
+from tests.conftest import EXAMPLE, EXIT_BOUND, cli, finish, read_records, run_main, start
 
 EDGE_NAMES = {"V->L", "A->L", "L->V", "A->V", "L->A", "V->A"}
 
@@ -44,6 +42,15 @@ def test_example_video_records(example_run):
     assert "windows" in proc.stderr and "real-time factor" in proc.stderr
 
 
+def test_example_run_is_quiet_and_exits_promptly(example_run):
+    """The README's example: only our own lines on stderr, and the process gone soon after its summary."""
+    _, proc = example_run
+    assert proc.exit_lag is not None and proc.exit_lag < EXIT_BOUND, proc.exit_lag
+    noise = [line for line in proc.stderr.splitlines() if NATIVE_NOISE.match(line) or "W0000" in line]
+    assert not noise, proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith(str(EXAMPLE)), proc.stderr  # the summary line is the last
+
+
 def test_words_match_the_spoken_sentences(example_run):
     out, _ = example_run
     meta = json.loads(EXAMPLE.with_suffix(".json").read_text())
@@ -77,20 +84,23 @@ def test_summary_json_matches_the_records(example_run):
     assert 0 < summary["real_time_factor"] < 10 and summary["media_seconds"] > 22
 
 
-def test_two_runs_give_identical_files(example_run, tmp_path):
+@pytest.mark.slow
+def test_two_runs_give_identical_files(example_run, tmp_path, components, capsys, caplog):
+    """A second run, in this process on models that have already run: byte for byte the same."""
     out, _ = example_run
     again = tmp_path / "b.jsonl"
-    proc = cli("--source", EXAMPLE, "--out", again, "--quiet")
+    proc = run_main(components, capsys, caplog, "--source", EXAMPLE, "--out", again, "--quiet")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert again.read_bytes() == out.read_bytes()
 
 
-def test_csv_output_and_existing_out_is_refused(tmp_path, example_run):
+@pytest.mark.slow
+def test_csv_output_and_existing_out_is_refused(tmp_path, example_run, components, capsys, caplog):
     out, _ = example_run
-    proc = cli("--source", EXAMPLE, "--out", out)
+    proc = run_main(components, capsys, caplog, "--source", EXAMPLE, "--out", out)
     assert proc.returncode == 2 and "exists" in proc.stderr and "--overwrite" in proc.stderr
     csv_out = tmp_path / "r.csv"
-    proc = cli("--source", EXAMPLE, "--out", csv_out, "--quiet")
+    proc = run_main(components, capsys, caplog, "--source", EXAMPLE, "--out", csv_out, "--quiet")
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = csv_out.read_text().splitlines()
     assert lines[0].startswith("t_start,t_end,sentiment") and "edges.homo.L->A" in lines[0]
@@ -103,13 +113,17 @@ def _one_error_line(proc, fragment):
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], lines
 
 
-def test_bad_input_one_line_errors(media, tmp_path):
-    _one_error_line(cli("--source", tmp_path / "absent.mp4", "--out", tmp_path / "x.jsonl"), "no such file")
-    _one_error_line(cli("--source", media["not_media"], "--out", tmp_path / "x.jsonl"), "not a media file")
-    _one_error_line(cli("--source", media["truncated"], "--out", tmp_path / "x.jsonl"), "truncated")
-    _one_error_line(cli("--source", EXAMPLE, "--device", "tpu"), "unknown --device")
-    _one_error_line(cli("--source", EXAMPLE, "--out", "/proc/nope/x.jsonl"), "cannot write")
-    _one_error_line(cli("--source", EXAMPLE, "--checkpoint", tmp_path), "missing checkpoint.json")
+def test_bad_input_one_line_errors(media, tmp_path, capsys, caplog):
+    def run(*args):  # these stop before any model is needed
+        return run_main(None, capsys, caplog, *args)
+
+    _one_error_line(run("--source", tmp_path / "absent.mp4", "--out", tmp_path / "x.jsonl"), "no such file")
+    _one_error_line(run("--source", media["not_media"], "--out", tmp_path / "x.jsonl"), "not a media file")
+    _one_error_line(run("--source", media["truncated"], "--out", tmp_path / "x.jsonl"), "truncated")
+    _one_error_line(run("--source", EXAMPLE, "--device", "tpu"), "unknown --device")
+    _one_error_line(run("--source", EXAMPLE, "--out", "/proc/nope/x.jsonl"), "cannot write")
+    # and in a process of its own: one line on stderr, nothing else (no native chatter either)
+    _one_error_line(cli("--source", EXAMPLE, "--checkpoint", tmp_path, done="error: "), "missing checkpoint.json")
     assert not (tmp_path / "x.jsonl").exists()
 
 
@@ -119,9 +133,9 @@ def test_bad_input_one_line_errors(media, tmp_path):
     ("no_face", "audio", "face"),
     ("silence", "face", "audio"),
 ])
-def test_runs_on_the_modalities_it_has(media, tmp_path, key, present, absent):
+def test_runs_on_the_modalities_it_has(media, tmp_path, key, present, absent, components, capsys, caplog):
     out = tmp_path / "r.jsonl"
-    proc = cli("--source", media[key], "--out", out)
+    proc = run_main(components, capsys, caplog, "--source", media[key], "--out", out)
     assert proc.returncode == 0, proc.stderr[-2000:]
     records = read_records(out)
     assert records
@@ -135,27 +149,29 @@ def test_runs_on_the_modalities_it_has(media, tmp_path, key, present, absent):
         assert "no audio stream" in proc.stderr
 
 
-def test_folder_source(media, tmp_path):
+def test_folder_source(media, tmp_path, components, capsys, caplog):
     folder = tmp_path / "videos"
     folder.mkdir()
     for key in ("audio_only_wav", "video_no_audio"):
         (folder / media[key].name).write_bytes(media[key].read_bytes())
     (folder / "broken.mp4").write_text("not media")
-    proc = cli("--source", folder, "--out", tmp_path / "out", "--quiet")
+    proc = run_main(components, capsys, caplog, "--source", folder, "--out", tmp_path / "out", "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["audio_only.jsonl", "video_no_audio.jsonl"]
     assert "broken.mp4" in proc.stderr
 
 
+@pytest.mark.slow
 def test_sigterm_keeps_finished_windows(tmp_path):
     out = tmp_path / "live.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "realtime", "--source", str(EXAMPLE), "--pace", "realtime",
-                             "--out", str(out), "--quiet"], cwd=ROOT, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 3):
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=30)
+    proc = start(["--source", EXAMPLE, "--pace", "realtime", "--out", out, "--quiet"])
+
+    def three_records(_lines) -> bool:
+        return out.exists() and out.read_text().count("\n") >= 3
+
+    proc = finish(proc, timeout=120, interrupt_when=three_records, sig=signal.SIGTERM)
+    assert proc.exit_lag < EXIT_BOUND  # finish() fails first if it is not
+    assert "exit-audit:" not in proc.stderr, proc.stderr
     records = read_records(out)  # every line parses: the file is valid
     assert 3 <= len(records) < 37
     assert proc.returncode == 130

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT
+from realtime.logs import NATIVE_NOISE
+from tests.conftest import EXIT_BOUND, ROOT, cli
 
 SENTENCES = [
     ("I love this, it is wonderful.", 2.5), ("What a great and happy day.", 2.2),
@@ -21,9 +22,9 @@ SENTENCES = [
 ]
 
 
-def run(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", *map(str, args)], capture_output=True, text=True, cwd=ROOT,
-                          timeout=timeout)
+def run(module, *args, timeout=600, done=None):
+    """``python -m module args``, timed to its exit (tests.conftest.cli)."""
+    return cli(*args, module=module, timeout=timeout, done=done)
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +52,12 @@ def corpus(tmp_path_factory):
 def test_extract_train_evaluate_serve(corpus, tmp_path):
     clips, labels = corpus
     features = tmp_path / "features.pkl"
-    proc = run("models.extract", "--videos", clips, "--labels", labels, "--out", features, "--quiet")
+    proc = run("models.extract", "--videos", clips, "--labels", labels, "--out", features, "--quiet",
+               done="clips extracted")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "10 clips extracted, 0 failed" in proc.stderr
+    assert proc.exit_lag < EXIT_BOUND  # its MediaPipe graph and Whisper closed, nothing left hanging
+    assert not [line for line in proc.stderr.splitlines() if NATIVE_NOISE.match(line)], proc.stderr
 
     from models.data import load_dataset
     from realtime.featureset import FEATURE_SET_NAME, FeatureSpec

@@ -8,9 +8,17 @@ from PIL import Image
 
 from gui.session import Session, SessionOptions
 from gui.window import MainWindow, running_threads
-from tests.conftest import EXAMPLE, cli, read_records
+from realtime.logs import NATIVE_NOISE
+from tests.conftest import EXAMPLE, EXIT_BOUND, cli, read_records
 
 pytestmark = pytest.mark.slow
+
+
+def release(session: Session) -> None:
+    """Stop a session's run and close its models now (python -m gui does the same on exit)."""
+    session.stop()
+    if session._components is not None:
+        session._components.close()
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +26,7 @@ def session(qapp):
     """One session for the module: the models load once and are shared by the windows."""
     s = Session()
     yield s
-    s.stop()
+    release(s)
 
 
 def open_window(qtbot, session, source=EXAMPLE, **options) -> MainWindow:
@@ -181,12 +189,16 @@ def test_class_probabilities_are_plotted_when_the_checkpoint_has_classes(qtbot, 
         assert abs(ys[-1] - records[-1]["classes"][name]) < 1e-3
     window.close()
     qtbot.waitUntil(lambda: not running_threads(), timeout=10_000)
+    release(classed_session)
 
 
 def test_screenshot_command(tmp_path):
     png = tmp_path / "shot.png"
-    proc = cli("--source", EXAMPLE, "--pace", "asap", "--screenshot", png, "--after", 6, module="gui", timeout=300)
+    proc = cli("--source", EXAMPLE, "--pace", "asap", "--screenshot", png, "--after", 6, module="gui", timeout=300,
+               done="screenshot saved")
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.exit_lag < EXIT_BOUND  # the window closes, its threads stop and the models close
+    assert not [line for line in proc.stderr.splitlines() if NATIVE_NOISE.match(line)], proc.stderr
     with Image.open(png) as image:
         assert image.width >= 1000 and image.height >= 600
         # not a blank window: the video and the plots give many distinct colours

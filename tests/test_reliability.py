@@ -7,8 +7,6 @@ the real pipeline threads. Fakes stand in only for hardware this machine lacks.
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from fractions import Fraction
@@ -19,7 +17,7 @@ import pytest
 from realtime.engine import DEFAULT_CHECKPOINT
 from realtime.synth_media import RATE, astronaut_face, moving_face, speak
 from realtime.types import VideoFrame
-from tests.conftest import EXAMPLE, ROOT, cli, read_records, run_live
+from tests.conftest import EXAMPLE, EXIT_BOUND, cli, finish, read_records, run_live, start
 
 pytestmark = pytest.mark.slow
 
@@ -272,14 +270,14 @@ def test_bad_checkpoints_give_one_line_errors(tmp_path):
 
 def test_ctrl_c_keeps_every_finished_window_and_existing_output_is_kept(tmp_path):
     out = tmp_path / "live.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "realtime", "--source", str(EXAMPLE), "--pace", "realtime",
-                             "--out", str(out), "--quiet"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 2):
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=30)
-    assert proc.returncode == 130 and "Traceback" not in stderr
+
+    def two_records(_lines) -> bool:
+        return out.exists() and out.read_text().count("\n") >= 2
+
+    proc = finish(start(["--source", EXAMPLE, "--pace", "realtime", "--out", out, "--quiet"]), timeout=120,
+                  interrupt_when=two_records, sig=signal.SIGINT)
+    assert proc.exit_lag < EXIT_BOUND  # Ctrl-C: gone within the bound, its models closed first
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr and "exit-audit:" not in proc.stderr
     records = read_records(out)  # every line is a whole JSON object
     assert 2 <= len(records) < 37
     before = out.read_bytes()

@@ -15,8 +15,9 @@ def _audit() -> None:
     module = sys.modules.get("mediapipe.tasks.python.vision.face_landmarker")
     if module is None:
         return
+    # type(), not isinstance(): the heap holds weak proxies whose referents are gone
     still_open = [obj for obj in gc.get_objects()
-                  if isinstance(obj, module.FaceLandmarker) and getattr(obj, "_handle", None)]
+                  if issubclass(type(obj), module.FaceLandmarker) and getattr(obj, "_handle", None)]
     if still_open:
         os.write(2, f"exit-audit: {len(still_open)} FaceLandmarker graph(s) still open at exit, "
                     "left to a finalizer\n".encode())

@@ -1,0 +1,113 @@
+"""Every process ends promptly once its work is done, closes what it opened, and keeps
+third-party chatter off stderr unless asked (issue 13).
+
+The checks themselves are tested first: a process that lingers after its work fails
+the run with its stacks, and a MediaPipe graph left to its finalizer is named.
+"""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from realtime.logs import NATIVE_NOISE
+from tests.conftest import EXIT_BOUND, TALKING_FACES, cli, finish, read_records, start
+
+LINGER = """
+import sys, threading, time
+print("work done", file=sys.stderr, flush=True)
+threading.Thread(target=time.sleep, args=(600,)).start()  # not a daemon: exit waits for it
+"""
+
+
+def test_a_process_that_lingers_after_its_work_fails_with_its_stacks():
+    proc = start(["-c", LINGER], module=None)
+    with pytest.raises(AssertionError) as failure:
+        finish(proc, timeout=60, done="work done", bound=2.0)
+    message = str(failure.value)
+    assert "did not exit within 2 s after its work ended" in message
+    assert "threading.py" in message, "the stack dump names where it hangs"
+    assert proc.returncode is not None, "and the process is gone"
+
+
+LEAK = """
+from realtime.features.face import FaceExtractor
+face = FaceExtractor()
+{close}
+print("work done", flush=True)
+"""
+
+
+@pytest.mark.parametrize("close", ["", "face.close()"])
+def test_the_exit_audit_names_a_graph_left_to_its_finalizer(close):
+    proc = finish(start(["-c", LEAK.format(close=close)], module=None), timeout=120, done="work done")
+    assert proc.returncode == 0, proc.stderr
+    assert ("exit-audit: 1 FaceLandmarker graph(s) still open" in proc.stderr) == (not close), proc.stderr
+    # building the graph printed MediaPipe's and TFLite's chatter to fd 2; none of it shows
+    assert not [line for line in proc.stderr.splitlines() if NATIVE_NOISE.match(line)], proc.stderr
+
+
+def test_face_extractor_closes_with_its_block():
+    from realtime.features.face import FaceExtractor
+
+    with FaceExtractor() as face:
+        assert not face.closed
+    assert face.closed
+    face.close()  # idempotent
+
+
+def test_native_lines_are_filtered_and_ours_kept(capfd):
+    """The filter at the file-descriptor level: third-party lines go, every other line stays."""
+    import os
+
+    from realtime.logs import native_stderr_filtered
+
+    with native_stderr_filtered():
+        os.write(2, b"W0000 00:00:1795644116.101026   10486 face_landmarker_graph.cc:181] chatter\n")
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
+        os.write(2, b"WARNING: Logging before InitGoogle() is written to STDERR\n")
+        os.write(2, b"error: one of ours\n")
+    assert capfd.readouterr().err == "error: one of ours\n"
+
+
+def test_console_scripts_beside_python_m():
+    """dmd-emotion and dmd-emotion-gui are installed beside the interpreter and say their version."""
+    from realtime.cli import version_string
+
+    folder = Path(sys.executable).parent
+    for name in ("dmd-emotion", "dmd-emotion-gui"):
+        script = shutil.which(name, path=str(folder))
+        assert script, f"{name} is not installed in {folder} (pip install -e .)"
+        proc = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 and proc.stdout.strip() == version_string(), proc
+        assert version_string().startswith("dmd-emotion 0.") and sys.version.split()[0] in version_string()
+        usage = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=120).stdout
+        assert usage.startswith(f"usage: {name} "), usage[:200]
+    module = cli("--version", module="gui")
+    assert module.returncode == 0 and module.stdout.strip() == version_string()
+
+
+@pytest.mark.slow
+def test_replayed_live_run_exits_promptly_and_verbose_brings_third_party_output_back(tmp_path):
+    """A clip replayed at wall-clock pace (the live path's clock, like a camera), with -v."""
+    out = tmp_path / "live.jsonl"
+    clip = TALKING_FACES / "face_5.mp4"
+    proc = cli("--source", clip, "--pace", "realtime", "--out", out, "-v", done="real-time factor", timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.exit_lag < EXIT_BOUND
+    records = read_records(out)
+    assert records and records[-1]["t_end"] >= 4.5
+    assert "INFO realtime.features.face: face model loaded" in proc.stderr
+    assert [line for line in proc.stderr.splitlines() if NATIVE_NOISE.match(line)], "-v lets MediaPipe speak"
+
+
+def test_a_missing_camera_and_microphone_end_at_once(tmp_path):
+    """The live path on this machine (no camera, no microphone): one line, exit 2, no wait."""
+    proc = cli("--source", "webcam", "--duration", "2", "--out", tmp_path / "x.jsonl", done="error: ",
+               timeout=240)
+    if proc.returncode == 0:
+        pytest.skip("a camera or a microphone is present here")
+    assert proc.returncode == 2 and "no camera and no microphone" in proc.stderr.strip().splitlines()[-1]
+    assert proc.exit_lag < EXIT_BOUND
