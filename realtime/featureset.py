@@ -13,7 +13,8 @@ from realtime.features.face import FACE_DIM
 from realtime.features.text import TEXT_DIM
 from realtime.windows import WindowSpec
 
-FEATURE_SET_NAME = "live-v1"
+FEATURE_SET_NAME = "live-v2"
+"""live-v2: acoustic features standardised per stream (live-v1 used raw levels)."""
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class FeatureSpec:
     def describe(self) -> dict:
         """What a checkpoint stores as its feature set."""
         return {"name": FEATURE_SET_NAME, "dims": self.dims, "steps": self.steps,
-                "extractor": {"window": self.window, **asdict(self)}}
+                "extractor": {"window": self.window, **asdict(self), "acoustic_normalization": "per-stream running"}}
 
     @classmethod
     def from_checkpoint(cls, feature_set: dict) -> FeatureSpec:

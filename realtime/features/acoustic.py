@@ -5,6 +5,12 @@ spectral centroid, bandwidth, flatness and roll-off, zero-crossing rate, and a v
 flag. A frame quieter than ``silence_db`` is marked silent; the window assembler masks it,
 so silence is a missing acoustic modality, as a muted microphone is.
 
+Per-stream normalisation (on by default): every feature but the voicing flag is
+standardised with running statistics of the stream's voiced frames (``StreamNormalizer``).
+Emotion lives in how a voice departs from its own habits (louder, higher, faster than
+usual); absolute levels depend on the microphone, the room and the speaker, and do not
+travel from one recording to another. ``reset`` starts a new stream and new statistics.
+
 Streaming: ``push`` takes chunks of any size and returns the frames that are complete;
 frames depend only on sample positions, so chunking never changes the result.
 """
@@ -38,6 +44,49 @@ class AcousticOptions:
     """Frames with RMS below this (dB re full scale) are silent."""
     block: int = 50
     """Frames computed per librosa call (1 s): larger blocks amortise call overhead."""
+    normalize: bool = True
+    """Standardise each frame with running statistics of the stream's voiced frames."""
+    horizon: int = 3000
+    """Voiced frames the running statistics remember (3000 = 60 s of speech)."""
+
+
+class StreamNormalizer:
+    """Running per-feature mean and variance of voiced frames; standardises every frame.
+
+    The statistics are an exponentially weighted average whose weight is 1/n for the
+    first ``horizon`` voiced frames (an exact mean) and 1/horizon afterwards, so a long
+    stream follows a change of microphone or speaker. A frame is standardised with the
+    statistics that include it: the first voiced frame of a stream reads as all zeros.
+    The last feature (the voicing flag) is left as it is.
+    """
+
+    def __init__(self, dim: int, horizon: int):
+        self.dim = dim
+        self.horizon = horizon
+        self.reset()
+
+    def reset(self) -> None:
+        self.count = 0
+        self.mean = np.zeros(self.dim, dtype=np.float64)
+        self.var = np.zeros(self.dim, dtype=np.float64)
+
+    def __call__(self, features: np.ndarray, voiced: np.ndarray) -> np.ndarray:
+        """features (dim, n), voiced (n,) -> standardised (dim, n) float32."""
+        out = np.empty_like(features, dtype=np.float32)
+        for i in range(features.shape[1]):
+            x = features[:, i].astype(np.float64)
+            if voiced[i]:
+                self.count += 1
+                w = 1.0 / min(self.count, self.horizon)
+                delta = x - self.mean
+                self.mean += w * delta
+                self.var = (1.0 - w) * (self.var + w * delta * delta)
+            if self.count == 0:
+                out[:, i] = 0.0
+            else:
+                out[:, i] = (x - self.mean) / np.sqrt(self.var + 1e-6)
+        out[-1] = features[-1]
+        return out
 
 
 class AcousticExtractor:
@@ -51,9 +100,16 @@ class AcousticExtractor:
         self._librosa = librosa
         self.options = options
         self._mel = librosa.filters.mel(sr=options.rate, n_fft=options.n_fft, n_mels=40)
+        self.normalizer = StreamNormalizer(ACOUSTIC_DIM, options.horizon) if options.normalize else None
         self.reset()
 
     def reset(self) -> None:
+        """Start a new stream: no samples kept, and new normalisation statistics."""
+        if self.normalizer is not None:
+            self.normalizer.reset()
+        self._start_segment()
+
+    def _start_segment(self) -> None:
         self._buffer = np.zeros(0, dtype=np.float32)
         self._t0: float | None = None  # time of self._buffer[0]
         self._prev_mfcc: np.ndarray | None = None
@@ -87,7 +143,7 @@ class AcousticExtractor:
         real_end = self._t0 + len(self._buffer) / self.options.rate
         self._buffer = np.concatenate([self._buffer, np.zeros(self.options.pitch_frame, dtype=np.float32)])
         frames = self._drain(final=True)
-        self.reset()
+        self._start_segment()  # the stream's statistics stay until reset()
         return [f for f in frames if f.t < real_end]
 
     def _drain(self, final: bool) -> list[AcousticFrame]:
@@ -136,6 +192,8 @@ class AcousticExtractor:
             (centroid / nyquist)[None], (bandwidth / nyquist)[None], flatness[None], (rolloff / nyquist)[None],
             zcr[None], voiced[None].astype(np.float32),
         ]).astype(np.float32)  # (34, n)
+        if self.normalizer is not None:
+            features = self.normalizer(features, voiced)
         t0 = self._t0
         out = [AcousticFrame(t=t0 + (i * opts.hop + opts.n_fft / 2) / opts.rate, features=features[:, i],
                              voiced=bool(voiced[i])) for i in range(n)]
