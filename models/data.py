@@ -12,12 +12,18 @@ Files written by ``models.extract`` add ``text_mask``, ``audio_mask``, ``vision_
 (N, T) per split, optionally ``class_labels`` (N,) with -1 for unknown, and a top-level
 ``meta`` dict (``feature_set``, ``class_names``, ...). Pickles execute code when loaded:
 open only files you trust, as with any MMSA pickle.
+
+The same content can live in a NumPy archive without pickles (``.npz``, written by
+``save_dataset``): one array per ``<split>.<key>``, text as unicode arrays, and ``meta``
+as a JSON string. Loading it runs no code; the project's own tools write this format.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import pickle
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,12 +91,52 @@ def load_dataset(path: str | Path, splits: tuple[str, ...] = SPLITS) -> Dataset:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
+    if path.suffix.lower() == ".npz":
+        return dataset_from_dict(read_npz(path), splits=splits, source=str(path))
     try:
         with path.open("rb") as fh:
             raw = pickle.load(fh)
     except Exception as exc:  # unpickling can raise nearly anything on a bad file
         raise DataError(f"{path}: not a readable pickle ({type(exc).__name__}: {exc})") from None
     return dataset_from_dict(raw, splits=splits, source=str(path))
+
+
+def save_dataset(path: str | Path, data: dict) -> Path:
+    """Write an MMSA-style dict (splits of arrays, optional ``meta``) as a pickle-free .npz,
+    atomically (a temporary name, then a rename)."""
+    path = Path(path)
+    arrays = {"meta": np.array(json.dumps(data.get("meta", {})))}
+    for name, split in data.items():
+        if name == "meta":
+            continue
+        for key, value in split.items():
+            arr = np.asarray(value)
+            if arr.dtype == object:
+                arr = arr.astype(str)
+            arrays[f"{name}.{key}"] = arr
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+    return path
+
+
+def read_npz(path: Path) -> dict:
+    """The MMSA-style dict of a .npz written by save_dataset; no pickles are loaded."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            raw: dict = {}
+            for key in z.files:
+                if key == "meta":
+                    raw["meta"] = json.loads(str(z[key]))
+                    continue
+                split, _, field_name = key.partition(".")
+                raw.setdefault(split, {})[field_name] = z[key]
+    except ValueError as exc:  # object arrays need pickles: refused
+        raise DataError(f"{path}: not a pickle-free dataset archive ({exc})") from None
+    except (OSError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: not a readable dataset archive ({exc})") from None
+    return raw
 
 
 def dataset_from_dict(raw: object, splits: tuple[str, ...] = SPLITS, source: str = "<memory>") -> Dataset:

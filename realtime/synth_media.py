@@ -37,6 +37,15 @@ def speak(text: str, voice: str = "en-us", speed: int = 150, pitch: int = 50) ->
     return y.astype(np.float32)
 
 
+def write_wav(path: str | Path, audio: np.ndarray, rate: int = RATE) -> None:
+    """Mono 16-bit PCM WAV from float samples in [-1, 1]."""
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
+
+
 def astronaut_face() -> tuple[np.ndarray, tuple[float, float, float]]:
     """skimage's astronaut photograph and (centre x, centre y, half height) of its face."""
     from skimage import data
