@@ -98,6 +98,9 @@ class TrainConfig:
     """Weights of the sample contrastive, prototype and response consistency losses."""
     corrkd_tau: float = 0.5
     """Temperature of the CorrKD similarity distributions."""
+    epoch_samples: int | None = None
+    """Training samples drawn (without replacement) per epoch; None: the whole split. Large
+    corpora on small machines validate more often this way."""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -131,6 +131,18 @@ def response_consistency_loss(student: DMDOutput, teacher: DMDOutput, labels: to
     return loss
 
 
+def _prototype_classes(labels: torch.Tensor, class_labels: torch.Tensor | None) -> torch.Tensor:
+    """Emotion classes where every sample has one; else the seven rounded sentiment classes
+    (offset past the emotion indices so that the two kinds never share a prototype)."""
+    sentiment = sentiment_classes(labels).long() + SENTIMENT_RANGE_INT
+    if class_labels is None:
+        return sentiment
+    return torch.where(class_labels >= 0, class_labels, sentiment + 1000)
+
+
+SENTIMENT_RANGE_INT = int(SENTIMENT_RANGE)
+
+
 @dataclass
 class CorrKDLosses:
     sample: torch.Tensor
@@ -146,6 +158,6 @@ def corrkd_losses(student: DMDOutput, teacher: DMDOutput, labels: torch.Tensor,
     """The three CorrKD terms for a student on missing data and a teacher on complete data."""
     return CorrKDLosses(
         sample=sample_contrastive_loss(student.fused, teacher.fused, tau),
-        prototype=prototype_loss(student.fused, teacher.fused, sentiment_classes(labels), tau),
+        prototype=prototype_loss(student.fused, teacher.fused, _prototype_classes(labels, class_labels), tau),
         response=response_consistency_loss(student, teacher, labels, class_labels),
     )

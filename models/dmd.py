@@ -7,7 +7,9 @@ rebuild the projection from both (self-regression), then
 * homogeneous branch: c_m -> per-modality head, and self-attention over each c_m fused;
 * heterogeneous branch: crossmodal transformers between the s_m, a memory per target;
 * a GD-Unit on each branch, whose edges say which modality teaches which;
-* gated fusion of everything into one sentiment score (and optional emotion classes).
+* gated fusion of everything into one sentiment score (and optional emotion classes);
+* with classes, each modality's homogeneous representation also gets its own class head:
+  the channel's own reading (what the face, the voice, the words say on their own).
 
 Differences from the authors' code, on purpose: inputs carry a (B, T) presence mask per
 modality (a wholly missing modality is all zeros); masked steps are zeroed before the
@@ -37,6 +39,7 @@ class DMDOutput:
 
     sentiment: torch.Tensor  # (B,) fused prediction, unclipped
     class_logits: torch.Tensor | None  # (B, n_classes) or None
+    channel_class_logits: dict[str, torch.Tensor] | None  # (B, n_classes) per modality, or None
     logits_homo: dict[str, torch.Tensor]  # (B, 1) each
     logits_hetero: dict[str, torch.Tensor]  # (B, 1) each
     logit_c: torch.Tensor  # (B, 1) fused homogeneous prediction
@@ -112,6 +115,10 @@ class DMD(nn.Module):
         fused_dim = 2 * d * 3 + 3 * d
         self.head_fused = ResidualHead(fused_dim, fused_dim, 1, cfg.output_dropout)
         self.head_classes = nn.Linear(fused_dim, len(cfg.class_names)) if cfg.class_names else None
+        # 7. each channel's own reading of the classes, from its homogeneous representation
+        self.head_classes_channel = nn.ModuleDict({
+            m: nn.Linear(d, len(cfg.class_names)) for m in MODALITIES
+        }) if cfg.class_names else None
 
     def set_input_statistics(self, mean: dict[str, torch.Tensor], std: dict[str, torch.Tensor]) -> None:
         """Standardise inputs with these per-feature statistics (from present training steps)."""
@@ -178,9 +185,12 @@ class DMD(nn.Module):
         gated.append(torch.sigmoid(self.gate_c(c_fusion)))
         sentiment, _, fused = self.head_fused(torch.cat(gated, dim=1))
         class_logits = self.head_classes(fused) if self.head_classes is not None else None
+        channel_class_logits = None
+        if self.head_classes_channel is not None:
+            channel_class_logits = {m: self.head_classes_channel[m](F.relu(repr_homo[m])) for m in MODALITIES}
 
         return DMDOutput(
-            sentiment=sentiment.squeeze(1), class_logits=class_logits,
+            sentiment=sentiment.squeeze(1), class_logits=class_logits, channel_class_logits=channel_class_logits,
             logits_homo=logits_homo, logits_hetero=logits_hetero, logit_c=logit_c,
             repr_homo=repr_homo, repr_hetero=repr_hetero,
             edges_homo=edges_homo, edges_hetero=edges_hetero, fused=fused,

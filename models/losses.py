@@ -104,6 +104,12 @@ def dmd_losses(out: DMDOutput, labels: torch.Tensor, cfg: TrainConfig,
         known = class_labels >= 0  # -1 marks a sample without a class label
         if known.any():
             classes = F.cross_entropy(out.class_logits[known], class_labels[known])
+        if out.channel_class_logits is not None:
+            # each channel's own head learns from the samples where that channel is present
+            for i, m in enumerate(MODALITIES):
+                seen = known & (present[:, i] > 0)
+                if seen.any():
+                    classes = classes + F.cross_entropy(out.channel_class_logits[m][seen], class_labels[seen])
 
     gd_homo = _gd(out, "homo", cfg)
     gd_hetero = _gd(out, "hetero", cfg)
