@@ -14,11 +14,13 @@ from models.config import MODALITIES
 from models.graph_distill import EDGE_NAMES
 from realtime.features.text import TextEmbedder
 from realtime.featureset import FEATURE_SET_NAME, FeatureSpec
-from realtime.types import Estimate, Window
+from realtime.types import CHANNELS, Estimate, Reading, Window
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "default"
+_CHANNEL_OF = dict(zip(("V", "A", "L"), CHANNELS))
+"""Record channel name of each model modality."""
 _BRANCH_MODALITY = {"L_homo": "L", "A_homo": "A", "V_homo": "V", "L_hetero": "L", "A_hetero": "A", "V_hetero": "V"}
 
 
@@ -80,23 +82,40 @@ class InferenceEngine:
         edges_hetero = out.edges_hetero.float().cpu().numpy()
         branches = {k: v.float().cpu().numpy() for k, v in out.branch_predictions().items()}
         present = out.present.cpu().numpy() > 0
-        probs = torch.softmax(out.class_logits.float(), dim=1).cpu().numpy() if out.class_logits is not None else None
+        probs = _softmax(out.class_logits)
+        channel_probs = ({m: _softmax(v) for m, v in out.channel_class_logits.items()}
+                         if out.channel_class_logits is not None else None)
+        channel_sentiment = {m: v.float().clamp(-3, 3).cpu().numpy().reshape(-1) for m, v in out.logits_homo.items()}
+        names = self.class_names
         estimates = []
         for i, win in enumerate(windows):
             has = dict(zip(MODALITIES, present[i]))
-            coverage = win.coverage()
+            channels = {
+                _CHANNEL_OF[m]: Reading(float(channel_sentiment[m][i]),
+                                        None if channel_probs is None else _named(names, channel_probs[m][i]))
+                for m in MODALITIES if has[m]
+            }
             estimates.append(Estimate(
                 t_start=win.t_start, t_end=win.t_end, sentiment=float(sentiment[i]),
-                classes={} if probs is None else dict(zip(self.class_names, map(float, probs[i]))),
+                emotions=None if probs is None else _named(names, probs[i]),
+                channels=channels,
                 edges={"homo": dict(zip(EDGE_NAMES, map(float, edges_homo[i]))),
                        "hetero": dict(zip(EDGE_NAMES, map(float, edges_hetero[i])))},
                 branches={k: _branch(k, v[i], has) for k, v in branches.items()},
-                modalities=coverage,
+                modalities=win.coverage(),
                 words=[w.text for w in win.words],
                 checkpoint=self.checkpoint.id,
                 landmarks=win.landmarks,
             ))
         return estimates
+
+
+def _softmax(logits: torch.Tensor | None) -> np.ndarray | None:
+    return None if logits is None else torch.softmax(logits.float(), dim=1).cpu().numpy()
+
+
+def _named(names: tuple[str, ...], probs: np.ndarray) -> dict[str, float]:
+    return dict(zip(names, map(float, probs)))
 
 
 def _branch(name: str, value: float, has: dict[str, bool]) -> float | None:

@@ -77,7 +77,7 @@ class CsvSink:
         self._writer: csv.DictWriter | None = None
 
     def write(self, estimate: Estimate) -> None:
-        row = flatten(estimate.record())
+        row = flatten(estimate.record(all_channels=True))  # the same columns whatever is present
         if self._writer is None:
             self._writer = csv.DictWriter(self._fh, fieldnames=list(row), extrasaction="ignore")
             if self._append_header:
@@ -131,9 +131,18 @@ class Summary:
     latencies_ms: list[float] = field(default_factory=list)
     speech_lags_ms: list[float] = field(default_factory=list)
     interrupted: bool = False
+    leading: dict[str, int] = field(default_factory=dict)
+    """How many windows each emotion led."""
+    keep_records: bool = False
+    """Keep every record (for --plot)."""
+    records: list[dict] = field(default_factory=list)
 
     def add(self, estimate: Estimate) -> None:
         self.windows += 1
+        if self.keep_records:
+            self.records.append(estimate.record())
+        if estimate.emotion is not None:
+            self.leading[estimate.emotion] = self.leading.get(estimate.emotion, 0) + 1
         self.sentiment_sum += estimate.sentiment
         for k in self.coverage_sum:
             self.coverage_sum[k] += estimate.modalities.get(k, 0.0)
@@ -147,6 +156,7 @@ class Summary:
             "windows": self.windows,
             "coverage": {k: round(v / n, 3) for k, v in self.coverage_sum.items()},
             "mean_sentiment": round(self.sentiment_sum / n, 3) if self.windows else None,
+            "leading_emotions": {k: round(v / n, 3) for k, v in sorted(self.leading.items(), key=lambda kv: -kv[1])},
             "media_seconds": round(self.media_seconds, 2),
             "wall_seconds": round(self.wall_seconds, 2),
             "real_time_factor": round(self.wall_seconds / self.media_seconds, 3) if self.media_seconds > 0 else None,
@@ -163,8 +173,11 @@ class Summary:
         cov = ", ".join(f"{k} {v:.0%}" for k, v in d["coverage"].items())
         mean = "n/a" if d["mean_sentiment"] is None else f"{d['mean_sentiment']:+.2f}"
         rtf = "n/a" if d["real_time_factor"] is None else f"{d['real_time_factor']:.2f}"
-        text = (f"{self.source}: {d['windows']} windows, coverage {cov}, mean sentiment {mean}, "
-                f"{d['wall_seconds']:.1f} s for {d['media_seconds']:.1f} s of media (real-time factor {rtf})")
+        text = f"{self.source}: {d['windows']} windows, coverage {cov}, mean sentiment {mean}, "
+        if d["leading_emotions"]:
+            text += "leading emotion " + ", ".join(f"{k} {v:.0%}" for k, v in
+                                                     list(d["leading_emotions"].items())[:3]) + ", "
+        text += (f"{d['wall_seconds']:.1f} s for {d['media_seconds']:.1f} s of media (real-time factor {rtf})")
         if self.dropped and any(self.dropped.values()):
             text += ", dropped " + ", ".join(f"{k} {v}" for k, v in self.dropped.items() if v)
         if "latency_ms" in d:

@@ -98,6 +98,32 @@ class Window:
         }
 
 
+CHANNELS: tuple[str, ...] = ("face", "audio", "text")
+"""Channel names in records, in the model's modality order (V, A, L map to face, audio, text)."""
+
+
+@dataclass
+class Reading:
+    """What one channel, or all of them fused, says about a window."""
+
+    sentiment: float
+    """Valence on CMU-MOSI's [-3, 3] scale."""
+    emotions: dict[str, float] | None = None
+    """Class probabilities (summing to 1) when the checkpoint has classes, else None."""
+
+    @property
+    def emotion(self) -> str | None:
+        """The leading class, or None without classes."""
+        return max(self.emotions, key=self.emotions.get) if self.emotions else None
+
+    def record(self) -> dict:
+        return {
+            "sentiment": round(self.sentiment, 4),
+            "emotion": self.emotion,
+            "emotions": None if self.emotions is None else {k: round(v, 4) for k, v in self.emotions.items()},
+        }
+
+
 @dataclass
 class Estimate:
     """The model's reading of one window: what a sink writes."""
@@ -105,7 +131,10 @@ class Estimate:
     t_start: float
     t_end: float
     sentiment: float
-    classes: dict[str, float]
+    emotions: dict[str, float] | None
+    """Fused class probabilities (the checkpoint's classes, summing to 1), or None."""
+    channels: dict[str, Reading]
+    """Each present channel's own reading (keys from CHANNELS); absent channels are left out."""
     edges: dict[str, dict[str, float]]
     branches: dict[str, float | None]
     modalities: dict[str, float]
@@ -115,13 +144,26 @@ class Estimate:
     """Live mode: wall time from the window's end to this estimate."""
     landmarks: np.ndarray | None = None
 
-    def record(self) -> dict:
-        """The JSON-ready record (see docs/RECORDS.md for the schema)."""
+    @property
+    def emotion(self) -> str | None:
+        """The leading emotion, or None when the checkpoint has no classes."""
+        return Reading(self.sentiment, self.emotions).emotion
+
+    def record(self, all_channels: bool = False) -> dict:
+        """The JSON-ready record (see docs/RECORDS.md for the schema). ``all_channels``: also
+        list absent channels, as null (a table needs the same columns in every row)."""
+        fused = Reading(self.sentiment, self.emotions).record()
+        channels = {name: self.channels[name].record() for name in CHANNELS if name in self.channels}
+        if all_channels:
+            names = tuple(self.emotions) if self.emotions else ()
+            empty = {"sentiment": None, "emotion": None,
+                     "emotions": {k: None for k in names} if self.emotions is not None else None}
+            channels = {name: channels.get(name, empty) for name in CHANNELS}
         rec = {
             "t_start": round(self.t_start, 3),
             "t_end": round(self.t_end, 3),
-            "sentiment": round(self.sentiment, 4),
-            "classes": {k: round(v, 4) for k, v in self.classes.items()},
+            **fused,
+            "channels": channels,
             "edges": {kind: {k: round(v, 4) for k, v in e.items()} for kind, e in self.edges.items()},
             "branches": {k: (None if v is None else round(v, 4)) for k, v in self.branches.items()},
             "modalities": {k: round(v, 3) for k, v in self.modalities.items()},
