@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, help="live: stop after this many seconds")
     p.add_argument("--gui", action="store_true", help="open the desktop window instead (python -m gui)")
     p.add_argument("--summary", help="also write the run's summary as JSON to this file")
+    p.add_argument("--plot", help="also draw the run (emotions, valence, channels over time) to this .png; "
+                                  "a folder when --source is a folder (one <name>.png per file)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="log model loading and timings, and let third-party libraries' own output through")
@@ -117,6 +119,18 @@ def _check_args(args: argparse.Namespace) -> None:
     check_model_options(args)
     if args.summary and not Path(args.summary).resolve().parent.is_dir():
         raise UsageError(f"--summary '{args.summary}': its folder does not exist")
+    if args.plot:
+        from realtime.plot import PlotError, check_plot_path
+
+        source_is_folder = camera_index(args.source) is None and Path(args.source).is_dir()
+        if source_is_folder:
+            if Path(args.plot).suffix:
+                raise UsageError(f"--plot '{args.plot}' must be a folder when --source is a folder")
+        else:
+            try:
+                check_plot_path(args.plot)
+            except PlotError as exc:
+                raise UsageError(str(exc)) from None
     if args.duration is not None and args.duration <= 0:
         raise UsageError(f"--duration must be positive, got {args.duration}")
 
@@ -198,7 +212,7 @@ def run_file(path: Path, out: Path | None, args: argparse.Namespace, comps: Comp
     comps.acoustic.reset()
     comps.face.new_stream()  # each file's clock starts at 0 again
     sinks = [make_sink(out, _output_mode(args))] if out is not None else []
-    summary = Summary(source=str(path))
+    summary = Summary(source=str(path), keep_records=bool(args.plot))
     bar = _progress(args, info.duration)
 
     def on_estimate(est) -> None:
@@ -238,7 +252,7 @@ def run_live(args: argparse.Namespace, comps: Components):
 
     out = Path(args.out) if args.out else None
     sinks = [make_sink(out, _output_mode(args))] if out is not None else []
-    summary = Summary(source=f"camera {args.source}")
+    summary = Summary(source=f"camera {args.source}", keep_records=bool(args.plot))
     transcriber = StreamingTranscriber(comps.whisper, ASROptions(model_path=args.whisper_model))
     comps.acoustic.reset()
     camera, mic = open_devices(camera_index(args.source), None if args.no_microphone else (args.microphone or ""))
@@ -273,6 +287,14 @@ def _report(summary, args, done: list) -> None:
     if not args.quiet:
         print(summary.line(), file=sys.stderr)
     done.append(summary.as_dict())
+    if args.plot:
+        from realtime.plot import draw_run
+
+        plot = Path(args.plot)
+        if plot.is_dir() or not plot.suffix:
+            plot.mkdir(parents=True, exist_ok=True)
+            plot = plot / f"{Path(summary.source).stem}.png"
+        draw_run(summary.records, plot, title=summary.source)
     if args.summary:
         folder = camera_index(args.source) is None and Path(args.source).is_dir()
         Path(args.summary).write_text(json.dumps(done if folder else done[-1], indent=1) + "\n")

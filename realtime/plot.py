@@ -1,0 +1,194 @@
+"""A run drawn as one picture: emotions over time, valence, and which channels were there.
+
+    python -m realtime --source clip.mp4 --out clip.jsonl --plot clip.png
+
+Three bands share the time axis: the fused emotion probabilities stacked (each window's
+column sums to 1, coloured by emotion, the leading one named where it changes), valence
+on [-3, 3] with each present channel's own valence as a thin line, and the share of each
+window that face, audio and text covered. Drawn with Qt's painter offscreen, so it needs
+no display; the colours are the GUI's.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+EMOTION_COLOURS: dict[str, str] = {
+    "neutral": "#9e9e9e", "happy": "#f2b701", "sad": "#3969ac", "angry": "#e73f74",
+    "fearful": "#7f3c8d", "disgusted": "#11a579", "surprised": "#f97b22",
+}
+"""One colour per emotion, shared by the GUI and these pictures; other class names get grey tones."""
+CHANNEL_COLOURS: dict[str, str] = {"face": "#4393c3", "audio": "#5aae61", "text": "#d6604d"}
+
+
+class PlotError(ValueError):
+    """A picture that cannot be written; one line naming it."""
+
+
+def emotion_colour(name: str, index: int = 0) -> str:
+    return EMOTION_COLOURS.get(name, ("#555555", "#777777", "#999999", "#bbbbbb")[index % 4])
+
+
+def check_plot_path(path: str | Path) -> Path:
+    """Fail before any model loads on a picture path that cannot be written."""
+    path = Path(path)
+    if path.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        raise PlotError(f"--plot '{path}': use a .png or .jpg file name")
+    if path.is_dir():
+        raise PlotError(f"--plot '{path}' is a folder; give a file name")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise PlotError(f"cannot write --plot '{path}': its folder does not exist or is not writable")
+    return path
+
+
+def _application():
+    from PyQt6.QtGui import QGuiApplication
+
+    app = QGuiApplication.instance()
+    if app is None:
+        if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+            os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+        app = QGuiApplication(["realtime-plot"])
+    return app
+
+
+def draw_run(records: list[dict], path: str | Path, title: str = "", width: int = 1400) -> Path:
+    """Draw the records of one run (as written to JSONL) into ``path``; returns it."""
+    from PyQt6.QtCore import QPointF, QRectF, Qt
+    from PyQt6.QtGui import QColor, QFont, QImage, QPainter, QPen, QPolygonF
+
+    path = check_plot_path(path)
+    _application()
+    height = 620
+    image = QImage(width, height, QImage.Format.Format_RGB32)
+    image.fill(QColor("white"))
+    painter = QPainter(image)
+    painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+    try:
+        font = QFont()
+        font.setPointSize(9)
+        painter.setFont(font)
+        left, right = 90, width - 150
+        bands = {"emotions": (40, 300), "valence": (320, 470), "channels": (490, 570)}
+        if not records:
+            painter.drawText(QRectF(0, 0, width, height), Qt.AlignmentFlag.AlignCenter, "no windows in this run")
+            return _save(image, painter, path)
+        t0 = min(r["t_start"] for r in records)
+        t1 = max(r["t_end"] for r in records)
+        span = max(t1 - t0, 1e-6)
+
+        def x_of(t: float) -> float:
+            return left + (t - t0) / span * (right - left)
+
+        painter.setPen(QColor("#222"))
+        title_font = QFont(font)
+        title_font.setPointSize(11)
+        painter.setFont(title_font)
+        painter.drawText(QRectF(left, 8, right - left, 24), Qt.AlignmentFlag.AlignLeft, title or "run")
+        painter.setFont(font)
+
+        # 1. stacked emotion probabilities, one column per window (drawn at the window's end)
+        top, bottom = bands["emotions"]
+        names = next((list(r["emotions"]) for r in records if r.get("emotions")), [])
+        ends = [r["t_end"] for r in records]
+        hop = min((b - a for a, b in zip(ends, ends[1:]) if b > a), default=span)
+        if names:
+            for r in records:
+                probs = r.get("emotions") or {}
+                xa, xb = x_of(r["t_end"] - hop), x_of(r["t_end"])
+                y = bottom
+                for i, name in enumerate(names):
+                    h = (probs.get(name) or 0.0) * (bottom - top)
+                    painter.fillRect(QRectF(xa, y - h, max(xb - xa, 1.0), h), QColor(emotion_colour(name, i)))
+                    y -= h
+            previous = None
+            for r in records:  # name the leading emotion where it changes
+                lead = r.get("emotion")
+                if lead and lead != previous:
+                    painter.setPen(QColor("#111"))
+                    painter.drawText(QPointF(x_of(r["t_end"] - hop) + 2, top - 4), lead)
+                previous = lead
+            for i, name in enumerate(names):  # legend
+                y = top + 16 * i
+                painter.fillRect(QRectF(right + 14, y, 12, 12), QColor(emotion_colour(name, i)))
+                painter.setPen(QColor("#222"))
+                painter.drawText(QPointF(right + 32, y + 10), name)
+        else:
+            painter.setPen(QColor("#777"))
+            painter.drawText(QRectF(left, top, right - left, bottom - top), Qt.AlignmentFlag.AlignCenter,
+                             "this checkpoint names no emotions (valence only)")
+        painter.setPen(QColor("#333"))
+        painter.drawText(QRectF(0, top, left - 8, bottom - top), Qt.AlignmentFlag.AlignRight |
+                         Qt.AlignmentFlag.AlignVCenter, "emotions")
+
+        # 2. valence: fused (thick) and each channel's own (thin)
+        top, bottom = bands["valence"]
+        painter.setPen(QPen(QColor("#bbb"), 1))
+        painter.drawRect(QRectF(left, top, right - left, bottom - top))
+        mid = (top + bottom) / 2
+        painter.drawLine(QPointF(left, mid), QPointF(right, mid))
+
+        def y_of(v: float) -> float:
+            return mid - max(-3.0, min(3.0, v)) / 3.0 * (bottom - top) / 2
+
+        for channel, colour in CHANNEL_COLOURS.items():
+            points = [(r["t_end"], r["channels"][channel]["sentiment"]) for r in records
+                      if (r.get("channels") or {}).get(channel, {}) and
+                      r["channels"][channel].get("sentiment") is not None]
+            _polyline(painter, [QPointF(x_of(t), y_of(v)) for t, v in points], QPen(QColor(colour), 1), QPolygonF)
+        _polyline(painter, [QPointF(x_of(r["t_end"]), y_of(r["sentiment"])) for r in records],
+                  QPen(QColor("#111"), 2.5), QPolygonF)
+        painter.setPen(QColor("#333"))
+        painter.drawText(QRectF(0, top, left - 8, bottom - top), Qt.AlignmentFlag.AlignRight |
+                         Qt.AlignmentFlag.AlignVCenter, "valence\n+3 .. -3")
+        for i, (channel, colour) in enumerate({"fused": "#111", **CHANNEL_COLOURS}.items()):
+            y = top + 16 * i
+            painter.fillRect(QRectF(right + 14, y + 4, 12, 3), QColor(colour))
+            painter.drawText(QPointF(right + 32, y + 10), channel)
+
+        # 3. channel coverage
+        top, bottom = bands["channels"]
+        row = (bottom - top) / 3
+        for i, (channel, colour) in enumerate(CHANNEL_COLOURS.items()):
+            y = top + i * row
+            for r in records:
+                share = (r.get("modalities") or {}).get(channel, 0.0)
+                if share > 0:
+                    c = QColor(colour)
+                    c.setAlphaF(0.25 + 0.75 * share)
+                    xa, xb = x_of(r["t_end"] - hop), x_of(r["t_end"])
+                    painter.fillRect(QRectF(xa, y + 2, max(xb - xa, 1.0), row - 4), c)
+            painter.setPen(QColor("#333"))
+            painter.drawText(QRectF(0, y, left - 8, row), Qt.AlignmentFlag.AlignRight |
+                             Qt.AlignmentFlag.AlignVCenter, channel)
+
+        # time axis
+        painter.setPen(QColor("#333"))
+        ticks = 10
+        for k in range(ticks + 1):
+            t = t0 + span * k / ticks
+            x = x_of(t)
+            painter.drawLine(QPointF(x, bottom + 2), QPointF(x, bottom + 6))
+            painter.drawText(QRectF(x - 30, bottom + 8, 60, 16), Qt.AlignmentFlag.AlignCenter, f"{t:.1f}")
+        painter.drawText(QRectF(left, bottom + 24, right - left, 16), Qt.AlignmentFlag.AlignCenter, "time (s)")
+        return _save(image, painter, path)
+    finally:
+        if painter.isActive():
+            painter.end()
+
+
+def _polyline(painter, points, pen, polygon_type) -> None:
+    if len(points) >= 2:
+        painter.setPen(pen)
+        painter.drawPolyline(polygon_type(points))
+
+
+def _save(image, painter, path: Path) -> Path:
+    painter.end()
+    tmp = path.with_name(path.name + ".tmp" + path.suffix)
+    if not image.save(str(tmp)):
+        raise PlotError(f"cannot write --plot '{path}'")
+    tmp.replace(path)
+    return path
