@@ -14,6 +14,7 @@ from PyQt6.QtGui import QBrush, QColor, QFont, QImage, QPainter, QPainterPath, Q
 from PyQt6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QTextBrowser, QWidget
 
 from models.graph_distill import EDGE_NAMES
+from realtime.plot import emotion_colour
 from realtime.types import Word
 
 MODALITY_COLOURS = {"L": QColor(214, 96, 77), "V": QColor(67, 147, 195), "A": QColor(90, 174, 97)}
@@ -173,7 +174,9 @@ class History:
         self.t: deque = deque(maxlen=maxlen)
         self.sentiment: deque = deque(maxlen=maxlen)
         self.edges: dict[str, dict[str, deque]] = {}
-        self.classes: dict[str, deque] = {}
+        self.emotions: dict[str, deque] = {}
+        self.leading: deque = deque(maxlen=maxlen)
+        """Index of the leading emotion per window (in the checkpoint's class order), or -1."""
         self.maxlen = maxlen
 
     def add(self, est) -> None:
@@ -183,8 +186,10 @@ class History:
             series = self.edges.setdefault(kind, {})
             for name, value in weights.items():
                 series.setdefault(name, deque(maxlen=self.maxlen)).append(value)
-        for name, value in est.classes.items():
-            self.classes.setdefault(name, deque(maxlen=self.maxlen)).append(value)
+        names = list(est.emotions or {})
+        for name, value in (est.emotions or {}).items():
+            self.emotions.setdefault(name, deque(maxlen=self.maxlen)).append(value)
+        self.leading.append(names.index(est.emotion) if est.emotion is not None else -1)
 
     def clear(self) -> None:
         self.__init__(self.maxlen)
@@ -208,28 +213,31 @@ def _plot(title: str, y_label: str, y_range: tuple[float, float]) -> pg.PlotWidg
 
 
 class SentimentPlot(QWidget):
-    """Sentiment over the last ``span`` seconds, with class probabilities when there are classes."""
+    """Valence over the last ``span`` seconds and, when the checkpoint names emotions, a
+    timeline of the leading emotion (one dot per window, its size the probability)."""
 
     def __init__(self, span: float = 60.0, parent: QWidget | None = None):
         super().__init__(parent)
         self.span = span
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        self.plot = _plot(f"sentiment, last {span:.0f} s  (-3 negative ... +3 positive)", "sentiment", (-3, 3))
+        self.plot = _plot(f"valence, last {span:.0f} s  (-3 negative ... +3 positive)", "valence", (-3, 3))
         self.plot.addLine(y=0, pen=pg.mkPen("#999", width=1))
         self.curve = self.plot.plot(pen=pg.mkPen("#333", width=2))
         layout.addWidget(self.plot, 3)
         self.class_plot: pg.PlotWidget | None = None
-        self.class_curves: dict[str, pg.PlotDataItem] = {}
+        self.class_names: tuple[str, ...] = ()
+        self.leading: pg.ScatterPlotItem | None = None
 
     def set_classes(self, names: tuple[str, ...]) -> None:
         if not names or self.class_plot is not None:
             return
-        self.class_plot = _plot("class probabilities", "p", (0, 1))
-        self.class_plot.addLegend(offset=(5, 5), labelTextColor="#222")
-        colours = pg.colormap.get("viridis").getLookupTable(0.0, 0.9, max(len(names), 2))
-        for i, name in enumerate(names):
-            self.class_curves[name] = self.class_plot.plot(pen=pg.mkPen(colours[i], width=2), name=name)
+        self.class_names = tuple(names)
+        self.class_plot = _plot("leading emotion", "", (-0.5, len(names) - 0.5))
+        self.class_plot.getAxis("left").setTicks([[(i, name) for i, name in enumerate(names)]])
+        self.class_plot.showGrid(x=True, y=False)
+        self.leading = pg.ScatterPlotItem(pen=None)
+        self.class_plot.addItem(self.leading)
         self.layout().addWidget(self.class_plot, 2)
 
     def redraw(self, history: History) -> None:
@@ -239,12 +247,83 @@ class SentimentPlot(QWidget):
         self.curve.setData(t, np.fromiter(history.sentiment, float))
         right = max(t[-1], self.span)
         self.plot.setXRange(right - self.span, right, padding=0)
-        for name, curve in self.class_curves.items():
-            values = history.classes.get(name)
-            if values:
-                curve.setData(t[-len(values):], np.fromiter(values, float))
-        if self.class_plot is not None:
+        if self.leading is not None:
+            lead = np.fromiter(history.leading, int)
+            shown = (lead >= 0) & (t > right - self.span)
+            idx = lead[shown]
+            p = np.array([history.emotions[self.class_names[i]][k] if self.class_names[i] in history.emotions else 1.0
+                          for k, i in zip(np.flatnonzero(shown), idx)])
+            brushes = [pg.mkBrush(emotion_colour(self.class_names[i], i)) for i in idx]
+            self.leading.setData(t[shown], idx, size=4 + 10 * p if len(p) else 4, brush=brushes)
             self.class_plot.setXRange(right - self.span, right, padding=0)
+
+
+class EmotionBars(QWidget):
+    """The newest window's emotions as bars: the fused reading, then each channel's own
+    (a channel absent from the window is greyed out), and each one's valence below."""
+
+    COLUMNS = (("all", None), ("face", "face"), ("voice", "audio"), ("words", "text"))
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setMinimumHeight(170)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        self.names: tuple[str, ...] = ()
+        self.readings: dict[str, tuple[float, dict[str, float] | None] | None] = {}
+
+    def set_estimate(self, est) -> None:
+        self.names = tuple(est.emotions or {})
+        self.readings = {"all": (est.sentiment, est.emotions)}
+        for label, channel in self.COLUMNS[1:]:
+            reading = est.channels.get(channel)
+            self.readings[label] = None if reading is None else (reading.sentiment, reading.emotions)
+        self.update()
+
+    def paintEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.fillRect(self.rect(), QColor("white"))
+        font = QFont()
+        font.setPointSize(9)
+        painter.setFont(font)
+        if not self.readings:
+            painter.setPen(QColor("#888"))
+            painter.drawText(QRectF(self.rect()), Qt.AlignmentFlag.AlignCenter, "emotions appear with the first window")
+            painter.end()
+            return
+        if not self.names:
+            painter.setPen(QColor("#666"))
+            painter.drawText(QRectF(self.rect()), Qt.AlignmentFlag.AlignCenter,
+                             "this checkpoint names no emotions: valence only")
+            painter.end()
+            return
+        label_w, top, row_h = 70.0, 18.0, max(12.0, (self.height() - 40.0) / (len(self.names) + 1))
+        col_w = (self.width() - label_w - 8) / len(self.COLUMNS)
+        for c, (label, _) in enumerate(self.COLUMNS):
+            x = label_w + c * col_w
+            reading = self.readings.get(label)
+            painter.setPen(QColor("#222" if reading is not None else "#aaa"))
+            painter.drawText(QRectF(x, 0, col_w, top), Qt.AlignmentFlag.AlignCenter,
+                             label if reading is not None else f"{label} (absent)")
+            if reading is None:
+                continue
+            valence, probs = reading
+            for r, name in enumerate(self.names):
+                y = top + r * row_h
+                p = (probs or {}).get(name, 0.0)
+                painter.fillRect(QRectF(x + 4, y + 2, (col_w - 8) * p, row_h - 4),
+                                 QColor(emotion_colour(name, r)))
+                painter.setPen(QColor("#333"))
+                painter.drawText(QRectF(x + 6, y, col_w - 10, row_h), Qt.AlignmentFlag.AlignVCenter |
+                                 Qt.AlignmentFlag.AlignRight, f"{p:.2f}")
+            y = top + len(self.names) * row_h
+            painter.setPen(QColor("#222"))
+            painter.drawText(QRectF(x, y, col_w, row_h), Qt.AlignmentFlag.AlignCenter, f"valence {valence:+.2f}")
+        painter.setPen(QColor("#222"))
+        for r, name in enumerate(self.names):
+            painter.drawText(QRectF(2, top + r * row_h, label_w - 6, row_h), Qt.AlignmentFlag.AlignVCenter |
+                             Qt.AlignmentFlag.AlignRight, name)
+        painter.end()
 
 
 class EdgeTimeline(QWidget):

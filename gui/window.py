@@ -26,7 +26,16 @@ from PyQt6.QtWidgets import (
 
 from gui.devices import list_cameras, list_microphones
 from gui.session import Health, Session, SessionOptions
-from gui.widgets import EdgeTimeline, GraphView, HealthStrip, History, SentimentPlot, TranscriptView, VideoView
+from gui.widgets import (
+    EdgeTimeline,
+    EmotionBars,
+    GraphView,
+    HealthStrip,
+    History,
+    SentimentPlot,
+    TranscriptView,
+    VideoView,
+)
 from realtime.types import Estimate
 
 logger = logging.getLogger(__name__)
@@ -43,7 +52,7 @@ class MainWindow(QMainWindow):
 
     def __init__(self, base: SessionOptions, session: Session | None = None):
         super().__init__()
-        self.setWindowTitle("DMD emotion - live multimodal sentiment")
+        self.setWindowTitle("DMD emotion - live multimodal emotion recognition")
         self.base = base
         self.session = session or Session(self)
         self.history = History()
@@ -89,10 +98,13 @@ class MainWindow(QMainWindow):
         self.video = VideoView()
         self.transcript = TranscriptView()
         self.transcript.set_words([], [])
+        self.emotions = EmotionBars()
         left.addWidget(self.video)
+        left.addWidget(self.emotions)
         left.addWidget(self.transcript)
         left.setStretchFactor(0, 3)
-        left.setStretchFactor(1, 1)
+        left.setStretchFactor(1, 2)
+        left.setStretchFactor(2, 1)
 
         self.plots = QWidget()
         grid = QGridLayout(self.plots)
@@ -115,7 +127,7 @@ class MainWindow(QMainWindow):
         split.addWidget(left)
         split.addWidget(self.plots)
         split.setSizes([480, 920])
-        left.setSizes([520, 240])
+        left.setSizes([400, 220, 140])
         root.addWidget(split, 1)
 
         self.health = HealthStrip()
@@ -355,7 +367,8 @@ class MainWindow(QMainWindow):
         if self._dirty or force:
             self._dirty = False
             if self.last is not None:
-                self.sentiment.set_classes(tuple(self.last.classes))
+                self.sentiment.set_classes(tuple(self.last.emotions or ()))
+                self.emotions.set_estimate(self.last)
                 for kind, graph in self.graphs.items():
                     graph.set_weights(self.last.edges.get(kind, {}))
             self.sentiment.redraw(self.history)

@@ -13,10 +13,20 @@ EDGE_NAMES = {"V->L", "A->L", "L->V", "A->V", "L->A", "V->A"}
 
 def check_record(rec):
     """The record schema (docs/RECORDS.md)."""
-    assert set(rec) >= {"t_start", "t_end", "sentiment", "classes", "edges", "branches", "modalities", "words",
-                        "checkpoint"}
+    assert set(rec) >= {"t_start", "t_end", "sentiment", "emotion", "emotions", "channels", "edges", "branches",
+                        "modalities", "words", "checkpoint"}
     assert rec["t_end"] > rec["t_start"] >= -1e-9
     assert -3.0 <= rec["sentiment"] <= 3.0
+    if rec["emotions"] is not None:  # the bundled model names the seven emotions
+        assert abs(sum(rec["emotions"].values()) - 1) < 1e-3
+        assert rec["emotion"] == max(rec["emotions"], key=rec["emotions"].get)
+    # a channel reads only when it was present in the window
+    assert set(rec["channels"]) == {c for c, share in rec["modalities"].items() if share > 0}
+    for reading in rec["channels"].values():
+        assert -3.0 <= reading["sentiment"] <= 3.0
+        if rec["emotions"] is not None:
+            assert list(reading["emotions"]) == list(rec["emotions"])
+            assert abs(sum(reading["emotions"].values()) - 1) < 1e-3
     for kind in ("homo", "hetero"):
         edges = rec["edges"][kind]
         assert set(edges) == EDGE_NAMES and all(v >= 0 for v in edges.values())

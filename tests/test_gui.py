@@ -66,6 +66,17 @@ def test_window_plays_the_example_like_the_headless_run(qtbot, session, tmp_path
         _, ys = window.edge_plots[kind].curves["V->L"].getData()
         assert len(ys) == len(records)
 
+    # the bundled model names emotions: bars for the newest window (fused and each present
+    # channel), and the leading-emotion timeline has a dot per window
+    assert window.emotions.names == tuple(last["emotions"])
+    fused_valence, fused_probs = window.emotions.readings["all"]
+    assert all(abs(fused_probs[k] - v) < 1e-3 for k, v in last["emotions"].items())
+    for label, channel in (("face", "face"), ("voice", "audio"), ("words", "text")):
+        assert (window.emotions.readings[label] is None) == (channel not in last["channels"])
+    assert window.sentiment.class_plot is not None
+    xs, ys = window.sentiment.leading.getData()
+    assert len(xs) == len(records) and list(ys[-1:]) == [list(last["emotions"]).index(last["emotion"])]
+
     # the transcript holds the spoken words
     meta = json.loads(EXAMPLE.with_suffix(".json").read_text())
     spoken = {w.strip(".,").lower() for s in meta["sentences"] for w in s["text"].split()}
@@ -158,19 +169,19 @@ def test_live_devices_through_the_window_are_released_on_close(qtbot, session):
     assert opened["mic"]._stop.is_set(), "the microphone was stopped"
 
 
-def test_class_probabilities_are_plotted_when_the_checkpoint_has_classes(qtbot, tmp_path):
+def test_a_checkpoint_without_classes_still_serves_and_says_so(qtbot, tmp_path):
     import subprocess
     import sys
 
     from tests.conftest import ROOT
 
-    classed = tmp_path / "classed"
-    proc = subprocess.run([sys.executable, "tools/init_checkpoint.py", "--out", str(classed), "--classes",
-                           "negative", "neutral", "positive"], cwd=ROOT, capture_output=True, text=True)
+    plain = tmp_path / "plain"
+    proc = subprocess.run([sys.executable, "tools/init_checkpoint.py", "--out", str(plain)], cwd=ROOT,
+                          capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    classed_session = Session()
-    window = MainWindow(SessionOptions(source=str(EXAMPLE), pace="asap", checkpoint=str(classed)),
-                        session=classed_session)
+    plain_session = Session()
+    window = MainWindow(SessionOptions(source=str(EXAMPLE), pace="asap", checkpoint=str(plain)),
+                        session=plain_session)
     qtbot.addWidget(window)
     window.show()
     record = tmp_path / "r.jsonl"
@@ -180,16 +191,13 @@ def test_class_probabilities_are_plotted_when_the_checkpoint_has_classes(qtbot, 
     assert not window.banner.isVisible(), window.banner.text()
     window.stop_recording()
     records = read_records(record)
-    assert records and all(abs(sum(r["classes"].values()) - 1) < 1e-3 for r in records)
-    assert window.sentiment.class_plot is not None
-    assert set(window.sentiment.class_curves) == {"negative", "neutral", "positive"}
-    for name, curve in window.sentiment.class_curves.items():
-        _, ys = curve.getData()
-        assert len(ys) == len(records)
-        assert abs(ys[-1] - records[-1]["classes"][name]) < 1e-3
+    assert records and all(r["emotions"] is None and r["emotion"] is None for r in records)
+    assert all(reading["emotions"] is None for r in records for reading in r["channels"].values())
+    assert window.sentiment.class_plot is None, "no emotion timeline without emotions"
+    assert window.emotions.names == () and window.emotions.readings, "the bars say there are no emotions"
     window.close()
     qtbot.waitUntil(lambda: not running_threads(), timeout=10_000)
-    release(classed_session)
+    release(plain_session)
 
 
 def test_screenshot_command(tmp_path):
