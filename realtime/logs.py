@@ -48,6 +48,12 @@ def configure(verbose: bool = False, fmt: str | None = None) -> None:
         # libraries that log through Python at INFO/WARNING about things a user cannot act on
         for name in ("faster_whisper", "transformers", "sentence_transformers", "numba", "PIL"):
             logging.getLogger(name).setLevel(logging.ERROR)
+        # OpenCV writes a dozen lines of its own (V4L2, FFMPEG, obsensor) when no camera
+        # opens; our one warning says it. Read when cv2 is imported, so set it first.
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
+        if "cv2" in sys.modules:
+            with contextlib.suppress(Exception):
+                sys.modules["cv2"].setLogLevel(0)
 
 
 def is_verbose() -> bool:

@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 END = object()  # end of a queue's input
 _EMPTY = object()
 WORKERS = ("face", "audio", "text")
+INTERRUPT_GRACE = 0.5
+"""Seconds an interrupted run spends scoring the windows already complete."""
 
 
 @dataclass(frozen=True)
@@ -348,7 +350,11 @@ class Pipeline:
             self._infer(pending, sinks, summary)
         except KeyboardInterrupt:
             summary.interrupted = True
-            self._infer(pending, sinks, summary)  # windows already complete are kept
+            # windows already complete are kept, as many as fit in INTERRUPT_GRACE: a stop
+            # must be honoured within a second whatever is queued (issue 17)
+            self._infer(pending, sinks, summary, deadline=time.perf_counter() + INTERRUPT_GRACE)
+            if pending:
+                summary.warnings.append(f"{len(pending)} complete windows not scored: interrupted")
         finally:
             self.shutdown()
             summary.wall_seconds += time.perf_counter() - started
@@ -382,8 +388,8 @@ class Pipeline:
                 self.speech_lags.extend(now - w.end for w in item)
         return False
 
-    def _infer(self, pending: list, sinks: list[Sink], summary: Summary) -> None:
-        while pending:
+    def _infer(self, pending: list, sinks: list[Sink], summary: Summary, deadline: float | None = None) -> None:
+        while pending and (deadline is None or time.perf_counter() < deadline):
             batch, pending[:] = pending[: self.options.batch], pending[self.options.batch:]
             estimates = self.engine(batch)
             for est in estimates:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -12,13 +11,13 @@ from typing import Protocol
 
 import numpy as np
 
+from models import safejson
+from realtime.outputs import OutputError, end_torn_line
 from realtime.types import Estimate
 
 logger = logging.getLogger(__name__)
 
-
-class OutputError(ValueError):
-    """An output that cannot be written; one line naming it."""
+__all__ = ["OutputError", "JsonlSink", "CsvSink", "Summary", "check_output", "make_sink", "flatten"]
 
 
 class Sink(Protocol):
@@ -30,6 +29,8 @@ class Sink(Protocol):
 def _open(path: Path, mode: str):
     """mode: 'refuse' (never overwrite), 'overwrite' or 'append'."""
     check_output(path, mode)
+    if mode == "append":
+        end_torn_line(path)
     try:
         return path.open("a" if mode == "append" else "w", encoding="utf-8", newline="")
     except OSError as exc:
@@ -44,7 +45,8 @@ class JsonlSink:
         self._fh = _open(self.path, mode)
 
     def write(self, estimate: Estimate) -> None:
-        self._fh.write(json.dumps(estimate.record(), ensure_ascii=False) + "\n")
+        # never NaN or Infinity: they are not JSON (models.safejson)
+        self._fh.write(safejson.dumps(estimate.record(), ensure_ascii=False) + "\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())
 
@@ -77,7 +79,8 @@ class CsvSink:
         self._writer: csv.DictWriter | None = None
 
     def write(self, estimate: Estimate) -> None:
-        row = flatten(estimate.record(all_channels=True))  # the same columns whatever is present
+        # the same columns whatever is present; non-finite numbers as empty cells, like JSON's null
+        row = flatten(safejson.finite(estimate.record(all_channels=True)))
         if self._writer is None:
             self._writer = csv.DictWriter(self._fh, fieldnames=list(row), extrasaction="ignore")
             if self._append_header:

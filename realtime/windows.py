@@ -41,8 +41,10 @@ class WindowSpec:
     audio_dim: int = 34
 
     def __post_init__(self) -> None:
-        if not (self.window > 0 and self.hop > 0):
-            raise ValueError(f"window ({self.window}) and hop ({self.hop}) must be positive")
+        # inf and nan pass "> 0" checks one way or the other: an infinite hop made flush()
+        # loop for ever (issue 17), an infinite window gave records with infinite times
+        if not (math.isfinite(self.window) and math.isfinite(self.hop) and self.window > 0 and self.hop > 0):
+            raise ValueError(f"window ({self.window}) and hop ({self.hop}) must be finite and positive")
         if self.face_steps < 1 or self.audio_steps < 1:
             raise ValueError("step counts must be at least 1")
 
@@ -143,6 +145,8 @@ class WindowAssembler:
     def step(self, until: float | None = None) -> list[Window]:
         """Windows now complete: up to every stream's progress, or up to ``until`` (live)."""
         limit = self.progress() if until is None else until
+        if not math.isfinite(limit):  # no data yet (-inf), or a time that is never reached
+            return []
         out = []
         while self._end_of(self._next_index) <= limit:
             out.append(self._emit())
@@ -151,9 +155,13 @@ class WindowAssembler:
     def flush(self, end_time: float) -> list[Window]:
         """At the end of the media: the windows still needed to cover ``end_time``.
 
-        Media shorter than one window still gets one window (the rest masked).
+        Media shorter than one window still gets one window (the rest masked). An end
+        that is not a finite number gives nothing (it would never be reached).
         """
         out = []
+        if not math.isfinite(end_time):
+            logger.warning("media end %s is not a finite time; no closing windows", end_time)
+            return out
         while end_time > 0:
             previous_end = self._end_of(self._next_index) - self.spec.hop
             if self._next_index > 0 and previous_end >= end_time - 1e-9:

@@ -1,0 +1,176 @@
+"""What a run writes, checked and held before any model loads.
+
+Every path a run will write (records, summary, plot) is known before it starts. They are
+checked together: never an input of the run, never two outputs on one file, never a file
+another live run is writing (an advisory ``flock`` on each output, held for the whole run;
+a second run gets a one-line error). Folder runs name each input's outputs so that no two
+inputs collide (``clip.jsonl``, or ``clip.mp4.jsonl`` and ``clip.wav.jsonl`` when two
+inputs share a name). Files written whole (the summary) are written to a temporary name
+and renamed, so a reader or a crash never sees half of one. A run that ends before it
+writes anything leaves no empty file behind.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+class OutputError(ValueError):
+    """An output that cannot be written; one line naming it."""
+
+
+def same_path(a: Path, b: Path) -> bool:
+    """True when ``a`` and ``b`` name one file (through links, ``..`` or another spelling)."""
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def check_distinct(inputs: list[Path], outputs: list[tuple[str, Path]]) -> None:
+    """OutputError when an output is one of the inputs or two outputs are one file.
+
+    ``outputs``: (option name, path) pairs, e.g. ("--summary", Path("s.json")).
+    """
+    for i, (label, path) in enumerate(outputs):
+        for source in inputs:
+            if same_path(path, source):
+                raise OutputError(f"{label} '{path}' is the input '{source}'; refusing to overwrite it")
+        for other_label, other in outputs[:i]:
+            if same_path(path, other):
+                raise OutputError(f"{label} '{path}' is also {other_label}: give each output its own file")
+
+
+def output_names(files: list[Path]) -> dict[Path, str]:
+    """A distinct output base name per input of a folder: the stem (``clip``), or the whole
+    name (``clip.mp4``) for inputs that share a stem; OutputError if names still collide."""
+    stems: dict[str, int] = {}
+    for path in files:
+        stems[path.stem] = stems.get(path.stem, 0) + 1
+    names = {path: path.stem if stems[path.stem] == 1 else path.name for path in files}
+    seen: dict[str, Path] = {}
+    for path, name in names.items():
+        if name in seen:
+            raise OutputError(f"'{seen[name]}' and '{path}' would write the same output '{name}'; rename one")
+        seen[name] = path
+    return names
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole: a temporary file in the same folder, fsynced, then
+    renamed over ``path`` (a crash leaves the old file or the new one, never half)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write '{path}': {exc.strerror}") from None
+
+
+def end_torn_line(path: Path) -> bool:
+    """Before appending: if ``path`` ends inside a line (a run killed mid-write), start a
+    fresh line so that the next record is not glued to the torn one. True if it did."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return False
+    if size == 0:
+        return False
+    with path.open("rb+") as fh:
+        fh.seek(-1, os.SEEK_END)
+        if fh.read(1) == b"\n":
+            return False
+        fh.seek(0, os.SEEK_END)
+        fh.write(b"\n")
+    logger.warning("'%s' ended in a torn line (a run that was killed while writing); new records start on a "
+                   "fresh line; nothing else in the file was repaired", path)
+    return True
+
+
+class OutputLocks:
+    """Advisory locks on a run's outputs, held until ``release`` (a context manager).
+
+    Locking an output creates it if needed (empty); ``release`` removes the files it
+    created that are still empty, unless ``keep`` was called for them (a finished input
+    whose run gave no windows keeps its empty record file).
+    """
+
+    def __init__(self) -> None:
+        self._held: dict[Path, int] = {}
+        self._created: set[Path] = set()
+        self._kept: set[Path] = set()
+
+    def acquire(self, path: Path, label: str) -> None:
+        path = Path(path)
+        key = path.resolve()
+        if key in self._held:
+            return
+        existed = path.exists()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise OutputError(f"cannot write {label} '{path}': {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise OutputError(f"{label} '{path}' is being written by another run; wait for it or choose "
+                              "another file") from None
+        self._held[key] = fd
+        if not existed:
+            self._created.add(key)
+
+    def keep(self, path: Path) -> None:
+        """``path`` is a finished output: kept even when empty."""
+        self._kept.add(Path(path).resolve())
+
+    def discard(self, path: Path) -> None:
+        """Unlock ``path`` now and remove it if this run created it and it is still empty."""
+        key = Path(path).resolve()
+        fd = self._held.pop(key, None)
+        if key in self._created and key not in self._kept:
+            try:
+                if key.stat().st_size == 0:
+                    key.unlink()
+            except OSError:
+                pass
+        if fd is not None:
+            os.close(fd)
+
+    def replace(self, path: Path, text: str) -> None:
+        """``write_atomic`` for a held output, and hold the new file (the rename gave the
+        name a new inode, which the old lock does not cover)."""
+        key = Path(path).resolve()
+        write_atomic(key, text)
+        self._kept.add(key)
+        fd = os.open(key, os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a name just made by us: nobody else holds it
+        old = self._held.get(key)
+        self._held[key] = fd
+        if old is not None:
+            os.close(old)
+
+    def release(self) -> None:
+        for key in list(self._held):
+            self.discard(key)
+        self._created.clear()
+
+    def __enter__(self) -> OutputLocks:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
