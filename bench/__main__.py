@@ -7,12 +7,14 @@
 
 Prints a table with each figure beside its floor and writes every figure as JSON, with
 the machine it ran on. Run it on an otherwise idle machine: it measures wall time.
+
+Exit codes: 0 done, 1 internal failure (a bug), 2 bad input or usage (one line 'error: ...').
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import os
 import platform
 import sys
@@ -76,15 +78,24 @@ def table(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    p.add_argument("--only", nargs="+", choices=PARTS, help="run only these parts")
-    p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "latest.json")
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0],
+                                epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad input or usage")
+    p.add_argument("--only", nargs="+", choices=PARTS,
+                   help="run only these parts (default: all but soak; gpu only where CUDA is available)")
+    p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "latest.json",
+                   help="where every figure is written as JSON (default bench/results/latest.json)")
     p.add_argument("--video", type=Path, default=EXAMPLE, help="the short video (default: the example)")
-    p.add_argument("--minutes", type=float, default=5.0, help="length of the generated long video")
-    p.add_argument("--soak-minutes", type=float, default=30.0, help="length of the soak stream")
+    p.add_argument("--minutes", type=float, default=5.0,
+                   help="length of the generated long video, 0.1 to 600 minutes (default 5)")
+    p.add_argument("--soak-minutes", type=float, default=30.0,
+                   help="length of the soak stream, 0.1 to 10080 minutes (default 30)")
     p.add_argument("--device", default="auto", help="device for the pipeline runs (auto, cpu, cuda)")
     p.add_argument("--cache", type=Path, default=ROOT / "runs" / "bench", help="where generated videos are kept")
     args = p.parse_args(argv)
+    for name, value, high in (("--minutes", args.minutes, 600.0), ("--soak-minutes", args.soak_minutes, 10080.0)):
+        if not (math.isfinite(value) and 0.1 <= value <= high):
+            print(f"error: {name} must be a number from 0.1 to {high:g}, got {value}", file=sys.stderr)
+            return 2
     if not args.video.is_file():
         print(f"error: '{args.video}': no such file", file=sys.stderr)
         return 2
@@ -116,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
                 results["gpu_file"] = e2e.file_pipeline(args.video, "cuda")
         print(f"bench: {part} took {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=1) + "\n")
+    from models import safejson
+
+    args.json.write_text(safejson.dumps(results, indent=1) + "\n")
     print(table(results))
     if "gpu" in results and "rows" in results["gpu"]:
         print("\n| dtype | batch | ms | windows/s |\n|---|---|---|---|")

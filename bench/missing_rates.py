@@ -9,8 +9,6 @@ and on each available-modality subset, and prints a Markdown table of mean MAE /
 from __future__ import annotations
 
 import argparse
-import json
-import pickle
 import sys
 import time
 from pathlib import Path
@@ -18,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models import safejson
 from models.config import TrainConfig, load_preset
 from models.corrkd import SUBSETS
-from models.data import load_dataset
+from models.data import load_dataset, save_dataset
 from models.loop import evaluate
 from models.synthetic import SyntheticSpec, make_synthetic
 from models.train import fit, model_config_for
@@ -29,15 +28,20 @@ RATES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.missing_rates")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", type=Path, default=Path("runs/missing"))
-    parser.add_argument("--epochs", type=int, default=None)
+    parser = argparse.ArgumentParser(prog="python -m bench.missing_rates", description=__doc__.split("\n")[0],
+                                     epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad usage")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="training seeds; the table gives mean and spread over them (default 0 1 2)")
+    parser.add_argument("--out", type=Path, default=Path("runs/missing"),
+                        help="folder for the generated data and table.json/table.md (default runs/missing)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="maximum epochs per model, 1 to 100000 (default: the small preset's)")
     args = parser.parse_args(argv)
+    if args.epochs is not None and not 1 <= args.epochs <= 100_000:
+        print(f"error: --epochs must be from 1 to 100000, got {args.epochs}", file=sys.stderr)
+        return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    data_path = args.out / "synthetic.pkl"
-    with data_path.open("wb") as fh:
-        pickle.dump(make_synthetic(SyntheticSpec()), fh)
+    data_path = save_dataset(args.out / "synthetic.npz", make_synthetic(SyntheticSpec()))
     dataset = load_dataset(data_path)
     model_over, train_over = load_preset("small")
     if args.epochs:
@@ -68,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{s[:, 0].std():.3f} | {100 * t[:, 1].mean():.1f} | {100 * s[:, 1].mean():.1f} |")
     print("\n".join(lines))
     summary = {"seeds": args.seeds, "rows": rows, "train_seconds": times}
-    (args.out / "table.json").write_text(json.dumps(summary, indent=1))
+    (args.out / "table.json").write_text(safejson.dumps(summary, indent=1))
     (args.out / "table.md").write_text("\n".join(lines) + "\n")
     return 0
 

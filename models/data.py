@@ -10,8 +10,12 @@ a dict of arrays over N samples:
 
 Files written by ``models.extract`` add ``text_mask``, ``audio_mask``, ``vision_mask``
 (N, T) per split, optionally ``class_labels`` (N,) with -1 for unknown, and a top-level
-``meta`` dict (``feature_set``, ``class_names``, ...). Pickles execute code when loaded:
-open only files you trust, as with any MMSA pickle.
+``meta`` dict (``feature_set``, ``class_names``, ...).
+
+A pickle runs code when it is loaded: a crafted ``.pkl`` can do anything the user can.
+MMSA's pickles stay readable because researchers have them, with a warning naming the
+file before it is opened; the project's own tools (models.extract, models.corpus,
+models.synthetic) write only the pickle-free ``.npz`` below.
 
 The same content can live in a NumPy archive without pickles (``.npz``, written by
 ``save_dataset``): one array per ``<split>.<key>``, text as unicode arrays, and ``meta``
@@ -32,6 +36,10 @@ import numpy as np
 from models.config import MODALITIES
 
 logger = logging.getLogger(__name__)
+
+PICKLE_NOTE = ("A pickle runs any code it holds when loaded: only pass .pkl files from a source you trust "
+               "(the loader names the file it is about to trust).")
+"""For --help of the commands that read datasets."""
 
 SPLITS = ("train", "valid", "test")
 KEYS = {"L": "text", "A": "audio", "V": "vision"}
@@ -87,12 +95,17 @@ class Dataset:
 
 
 def load_dataset(path: str | Path, splits: tuple[str, ...] = SPLITS) -> Dataset:
-    """Read and validate an MMSA-format pickle; raise DataError with a one-line reason."""
+    """Read and validate a dataset (a pickle-free ``.npz``, or an MMSA pickle, which runs
+    code when loaded: a warning names it first); raise DataError with a one-line reason."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     if path.suffix.lower() == ".npz":
         return dataset_from_dict(read_npz(path), splits=splits, source=str(path))
+    # MMSA's feature files are pickles and researchers have them; loading one runs any
+    # code it holds, so say which file is trusted, before it is opened (issue 17)
+    logger.warning("'%s' is a pickle: loading it runs any code it holds; trusting it as an MMSA dataset "
+                   "(only load pickles from a source you trust; this project's own tools write .npz)", path)
     try:
         with path.open("rb") as fh:
             raw = pickle.load(fh)

@@ -6,21 +6,28 @@
 Prints one JSON object per line: one per missing rate (random whole-modality and
 time-step drops, models.corrkd.drop_missing, fixed seed) and, with ``--subsets``, one per
 available-modality subset ({L}, {A}, {V}, {L,A}, {L,V}, {A,V}, {L,A,V}) as CorrKD reports.
+A metric that is undefined (e.g. Non0 scores with no non-zero label) is null, never NaN.
+
+Exit codes: 0 done, 1 internal failure (a bug), 2 bad input or usage (one line 'error: ...').
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import sys
 
+from models import safejson
 from models.checkpoint import CheckpointError, load_checkpoint
 from models.corrkd import SUBSETS
-from models.data import DataError, load_dataset
+from models.data import PICKLE_NOTE, DataError, load_dataset
 from models.loop import DeviceError, evaluate, resolve_device
 
 
 def run(args: argparse.Namespace) -> int:
+    for rate in args.missing_rate:
+        if not (math.isfinite(rate) and 0.0 <= rate <= 1.0):
+            raise ValueError(f"--missing-rate {rate}: must be within [0, 1]")
     device = resolve_device(args.device)
     ckpt = load_checkpoint(args.checkpoint)
     dataset = load_dataset(args.data, splits=(args.split,))
@@ -29,25 +36,30 @@ def run(args: argparse.Namespace) -> int:
     split = dataset.splits[args.split]
     base = {"checkpoint": ckpt.id, "split": args.split, "samples": len(split)}
     for rate in args.missing_rate:
-        if not 0.0 <= rate <= 1.0:
-            raise ValueError(f"--missing-rate {rate}: must be within [0, 1]")
         metrics = evaluate(net, split, device, missing_rate=rate, seed=args.seed)
-        print(json.dumps({**base, "missing_rate": rate, **metrics}), flush=True)
+        print(safejson.dumps({**base, "missing_rate": rate, **metrics}), flush=True)
     if args.subsets:
         for available in (*SUBSETS, ("L", "A", "V")):
             metrics = evaluate(net, split, device, available=available)
-            print(json.dumps({**base, "available": "".join(available), **metrics}), flush=True)
+            print(safejson.dumps({**base, "available": "".join(available), **metrics}), flush=True)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m models.evaluate", description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--split", default="test", choices=("train", "valid", "test"))
-    parser.add_argument("--missing-rate", type=float, nargs="+", default=[0.0])
+    parser = argparse.ArgumentParser(prog="python -m models.evaluate", description=__doc__.split("\n")[0],
+                                     epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad input or usage")
+    parser.add_argument("--checkpoint", required=True,
+                        help="checkpoint folder, or a models.train output folder (its student is scored)")
+    parser.add_argument("--data", required=True,
+                        help=f"dataset: a .npz (models.extract, models.corpus, models.synthetic) or an MMSA "
+                             f"pickle (.pkl). {PICKLE_NOTE}")
+    parser.add_argument("--split", default="test", choices=("train", "valid", "test"),
+                        help="the split to score (default test)")
+    parser.add_argument("--missing-rate", type=float, nargs="+", default=[0.0],
+                        help="one or more simulated missing rates in [0, 1]: whole modalities and time steps "
+                             "dropped (default 0)")
     parser.add_argument("--subsets", action="store_true", help="also score each available-modality subset")
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto: a GPU if any)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated missing data")
     args = parser.parse_args(argv)
     try:

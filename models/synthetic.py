@@ -1,4 +1,4 @@
-"""Write a synthetic MMSA-format pickle with a learnable, known signal.
+"""Write a synthetic MMSA-style dataset (pickle-free .npz) with a learnable, known signal.
 
 Each sample has one sentiment s ~ N(0, 1) and its label is 3 tanh(0.8 s). Every modality
 sees s through its own noise, as words, voice and face all show one feeling but not
@@ -9,13 +9,15 @@ without text has to learn to read the others. Each modality's present steps hold
 along a fixed direction plus per-step noise; sequences have random lengths (given as
 ``audio_lengths``/``vision_lengths`` and zero padding, as MMSA's unaligned sets).
 
-    python -m models.synthetic --out runs/synthetic.pkl [--train 800 --valid 200 --test 200]
+    python -m models.synthetic --out runs/synthetic.npz [--train 800 --valid 200 --test 200]
+
+Exit codes: 0 done, 1 internal failure (a bug), 2 bad input or usage (one line 'error: ...').
 """
 
 from __future__ import annotations
 
 import argparse
-import pickle
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +47,7 @@ class SyntheticSpec:
 
 
 def make_synthetic(spec: SyntheticSpec) -> dict:
-    """The whole pickle content as a dict (splits train/valid/test and meta)."""
+    """The whole dataset as a dict (splits train/valid/test and meta), as MMSA's pickles hold it."""
     rng = np.random.default_rng(spec.seed)
     dims = dict(zip("LAV", spec.dims))
     steps = dict(zip("LAV", spec.steps if not spec.aligned else (spec.steps[0],) * 3))
@@ -76,25 +78,45 @@ def make_synthetic(spec: SyntheticSpec) -> dict:
     return data
 
 
+SAMPLES_MAX = 1_000_000
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m models.synthetic", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", required=True, type=Path, help="pickle to write")
-    parser.add_argument("--train", type=int, default=SyntheticSpec.train)
-    parser.add_argument("--valid", type=int, default=SyntheticSpec.valid)
-    parser.add_argument("--test", type=int, default=SyntheticSpec.test)
-    parser.add_argument("--aligned", action="store_true", help="equal steps for all modalities")
-    parser.add_argument("--noise", type=float, default=SyntheticSpec.noise)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = argparse.ArgumentParser(prog="python -m models.synthetic", description=__doc__.split("\n")[0],
+                                     epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad input or usage")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="the .npz file to write (pickle-free; read by models.train and models.evaluate)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    parser.add_argument("--train", type=int, default=SyntheticSpec.train,
+                        help=f"training samples, 1 to {SAMPLES_MAX} (default {SyntheticSpec.train})")
+    parser.add_argument("--valid", type=int, default=SyntheticSpec.valid,
+                        help=f"validation samples (default {SyntheticSpec.valid})")
+    parser.add_argument("--test", type=int, default=SyntheticSpec.test,
+                        help=f"test samples (default {SyntheticSpec.test})")
+    parser.add_argument("--aligned", action="store_true",
+                        help="equal steps for all modalities and no length keys (MMSA's aligned sets)")
+    parser.add_argument("--noise", type=float, default=SyntheticSpec.noise,
+                        help=f"per-step feature noise relative to the signal, 0 to 100 (default {SyntheticSpec.noise})")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     args = parser.parse_args(argv)
-    if min(args.train, args.valid, args.test) < 1:
-        print("error: every split needs at least one sample", file=sys.stderr)
+    problem = None
+    if min(args.train, args.valid, args.test) < 1 or max(args.train, args.valid, args.test) > SAMPLES_MAX:
+        problem = f"every split needs from 1 to {SAMPLES_MAX} samples"
+    elif not math.isfinite(args.noise) or not 0 <= args.noise <= 100:
+        problem = f"--noise must be a number from 0 to 100, got {args.noise}"
+    elif args.out.suffix.lower() != ".npz":
+        problem = f"--out '{args.out}': name a .npz file (a pickle-free NumPy archive)"
+    elif args.out.exists() and not args.overwrite:
+        problem = f"--out '{args.out}' exists; pass --overwrite to replace it"
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     spec = SyntheticSpec(train=args.train, valid=args.valid, test=args.test, aligned=args.aligned,
                          noise=args.noise, seed=args.seed)
+    from models.data import save_dataset
+
     try:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        with args.out.open("wb") as fh:
-            pickle.dump(make_synthetic(spec), fh)
+        save_dataset(args.out, make_synthetic(spec))
     except OSError as exc:
         print(f"error: cannot write {args.out}: {exc.strerror}", file=sys.stderr)
         return 2

@@ -5,6 +5,11 @@
 
 Writes ``DIR/teacher`` and ``DIR/student``, each a checkpoint (best validation epoch only).
 The student is what ships: serve ``DIR/student`` (or ``DIR``, which resolves to it).
+A checkpoint that exists is replaced only with ``--overwrite``; each file of a checkpoint
+is written under a temporary name and renamed.
+
+Exit codes: 0 done, 1 internal failure (a bug), 2 bad input or usage (one line
+'error: ...'), 130 interrupted (the stage in progress is not saved).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from models.checkpoint import CheckpointError, config_problem, load_checkpoint, save_checkpoint
 from models.config import ModelConfig, TrainConfig, load_preset
 from models.corrkd import corrkd_losses, drop_missing
 from models.data import DataError, Dataset, load_dataset
@@ -189,7 +194,27 @@ def save_stage(out: Path, role: str, result: FitResult, dataset: Dataset, model_
     return path
 
 
+def check_out(out: Path, stage: str, overwrite: bool) -> None:
+    """ValueError unless ``out`` can take this run's checkpoints: a folder (or a new path)
+    where the stages to write do not exist yet, or ``overwrite``; checked before training."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out '{out}' is a file; name a folder (teacher/ and student/ go inside)")
+    roles = {"both": ("teacher", "student")}.get(stage, (stage,))
+    if not overwrite:
+        existing = [role for role in roles if (out / role).exists()]
+        if existing:
+            raise ValueError(f"--out '{out}' already holds {' and '.join(existing)}/; pass --overwrite to replace "
+                             "it or choose another folder")
+    if stage == "student" and not (out / "teacher").is_dir():
+        raise ValueError(f"--stage student needs a trained teacher in '{out / 'teacher'}'")
+
+
 def run(args: argparse.Namespace) -> int:
+    for name, value, high in (("--epochs", args.epochs, EPOCHS_MAX), ("--batch-size", args.batch_size, BATCH_MAX)):
+        if value is not None and not 1 <= value <= high:
+            raise ValueError(f"{name} must be from 1 to {high}, got {value}")
+    out = Path(args.out)
+    check_out(out, args.stage, args.overwrite)
     device = resolve_device(args.device)
     dataset = load_dataset(args.data)
     model_over, train_over = load_preset(args.config)
@@ -197,10 +222,21 @@ def run(args: argparse.Namespace) -> int:
         train_over["epochs"] = args.epochs
     if args.batch_size is not None:
         train_over["batch_size"] = args.batch_size
-    train_cfg = TrainConfig.from_dict(train_over)
-    model_cfg = model_config_for(dataset, model_over)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    problem = config_problem({"model": {**model_over, "dims": dataset.dims, "steps": dataset.steps}})
+    if problem:
+        raise ValueError(f"config {args.config}: {problem}")
+    try:
+        train_cfg = TrainConfig.from_dict(train_over)
+        model_cfg = model_config_for(dataset, model_over)
+    except (TypeError, ArithmeticError) as exc:  # unknown keys, heads 0, ...
+        raise ValueError(f"config {args.config}: {exc}") from None
+    problem = train_config_problem(train_cfg)
+    if problem:
+        raise ValueError(f"config {args.config}: {problem}")
+    try:  # made only once everything is known to be usable
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"cannot write --out '{out}': {exc.strerror}") from None
     progress = not args.quiet
     teacher_net = None
     if args.stage in ("teacher", "both"):
@@ -223,16 +259,54 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def train_config_problem(cfg: TrainConfig) -> str | None:
+    """A training setting that cannot run (as a phrase naming the field), or None."""
+    for name in ("epochs", "batch_size", "patience", "early_stop"):
+        value = getattr(cfg, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            return f"{name} must be a positive integer, got {value!r}"
+    if cfg.epoch_samples is not None and (not isinstance(cfg.epoch_samples, int) or cfg.epoch_samples < 1):
+        return f"epoch_samples must be a positive integer or null, got {cfg.epoch_samples!r}"
+    for name in ("lr", "weight_decay", "grad_clip", "corrkd_tau", "missing_rate_max"):
+        value = getattr(cfg, name)
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            return f"{name} must be a finite number >= 0, got {value!r}"
+    if cfg.lr <= 0 or cfg.grad_clip <= 0 or cfg.corrkd_tau <= 0:
+        return "lr, grad_clip and corrkd_tau must be above 0"
+    if cfg.missing_rate_max > 1:
+        return f"missing_rate_max must be within [0, 1], got {cfg.missing_rate_max}"
+    return None
+
+
+EPOCHS_MAX, BATCH_MAX = 100_000, 65_536
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--data", required=True, help="MMSA-format pickle")
-    parser.add_argument("--out", required=True, help="output folder (teacher/ and student/ inside)")
-    parser.add_argument("--config", default="mosi", help="preset (mosi, mosei, small) or a JSON file")
-    parser.add_argument("--stage", choices=("teacher", "student", "both"), default="both")
-    parser.add_argument("--epochs", type=int, help="maximum epochs (default: the preset's)")
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--seed", type=int, default=0)
+    from models.data import PICKLE_NOTE
+
+    parser = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.split("\n")[0],
+                                     epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad input or usage; "
+                                            "130 interrupted (nothing saved for the stage in progress)")
+    parser.add_argument("--data", required=True,
+                        help=f"dataset: a .npz from models.extract, models.corpus or models.synthetic, or an MMSA "
+                             f"feature pickle (.pkl). {PICKLE_NOTE}")
+    parser.add_argument("--out", required=True,
+                        help="output folder (teacher/ and student/ inside); existing checkpoints there are "
+                             "replaced only with --overwrite")
+    parser.add_argument("--overwrite", action="store_true", help="replace checkpoints already in --out")
+    parser.add_argument("--config", default="mosi",
+                        help="preset (mosi, mosei, small) or a JSON file with 'model' and/or 'train' overrides "
+                             "(default mosi)")
+    parser.add_argument("--stage", choices=("teacher", "student", "both"), default="both",
+                        help="teacher: DMD on complete data; student: CorrKD on missing data from --out/teacher; "
+                             "both (default): one then the other")
+    parser.add_argument("--epochs", type=int,
+                        help="maximum epochs, 1 to 100000 (default: the preset's)")
+    parser.add_argument("--batch-size", type=int,
+                        help="samples per batch, 1 to 65536 (default: the preset's)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto: a GPU if any)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of weights, batches and missing data "
+                                                            "(default 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 

@@ -20,10 +20,13 @@ from realtime.featureset import FeatureSpec  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--classes", nargs="*", default=[], help="class names: adds a classification head")
+    parser = argparse.ArgumentParser(prog="python tools/init_checkpoint.py", description=__doc__.split("\n")[0],
+                                     epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad usage")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="checkpoint folder to write (model.safetensors + checkpoint.json)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
+    parser.add_argument("--classes", nargs="*", default=[],
+                        help="emotion class names: adds a classification head (default: none)")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     spec = FeatureSpec()
