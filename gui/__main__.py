@@ -5,8 +5,8 @@
     python -m gui --source 0 --microphone "USB"     # camera 0 and a named microphone
     python -m gui --source examples/talking.mp4 --screenshot docs/gui.png --after 12
 
-Exit codes: 0 closed normally (or screenshot saved), 2 bad usage or a screenshot run
-that failed.
+Exit codes: 0 closed normally (or screenshot saved), 1 internal failure (a bug), 2 bad
+usage or a screenshot run that failed.
 """
 
 from __future__ import annotations
@@ -15,11 +15,21 @@ import argparse
 import os
 import sys
 
-from realtime.cli import UsageError, add_model_options, check_model_options, prog_name, version_string
+from realtime.cli import (
+    AFTER_MAX,
+    UsageError,
+    add_model_options,
+    check_model_options,
+    prog_name,
+    seconds_option,
+    version_string,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog_name("python -m gui"), description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog=prog_name("python -m gui"), description=__doc__.split("\n")[0],
+                                epilog="exit codes: 0 closed normally (or screenshot saved); 1 internal failure "
+                                       "(a bug); 2 bad usage, or a screenshot run that failed")
     p.add_argument("--version", action="version", version=version_string())
     p.add_argument("--source", help="a media file, 'webcam' or a camera index (default: camera 0 if any)")
     add_model_options(p)
@@ -29,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="files: play at media speed (default) or as fast as possible")
     p.add_argument("--record", help="write every record to this JSONL file (refuses to replace one)")
     p.add_argument("--screenshot", help="save the window as PNG after --after seconds of media, then exit")
-    p.add_argument("--after", type=float, default=10.0, help="media seconds before --screenshot (default 10)")
+    p.add_argument("--after", type=float, default=10.0,
+                   help=f"media seconds before --screenshot, 0 to {AFTER_MAX:g} (default 10)")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="log model loading, and let third-party libraries' own output through")
     return p
@@ -50,6 +61,7 @@ def main(argv: list[str] | None = None, ignore_unknown: bool = False) -> int:
     logs.configure(args.verbose)
     try:
         check_model_options(args)
+        seconds_option("--after", args.after, 0.0, AFTER_MAX)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
