@@ -103,6 +103,7 @@ def test_replayed_live_run_exits_promptly_and_verbose_brings_third_party_output_
     assert [line for line in proc.stderr.splitlines() if NATIVE_NOISE.match(line)], "-v lets MediaPipe speak"
 
 
+@pytest.mark.slow
 def test_a_missing_camera_and_microphone_end_at_once(tmp_path):
     """The live path on this machine (no camera, no microphone): one line, exit 2, no wait."""
     proc = cli("--source", "webcam", "--duration", "2", "--out", tmp_path / "x.jsonl", done="error: ",

@@ -27,20 +27,16 @@ def run(module, *args, timeout=600, done=None):
     return cli(*args, module=module, timeout=timeout, done=done)
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    from realtime.synth_media import astronaut_face, talking_clip
-
-    folder = tmp_path_factory.mktemp("corpus")
+def make_corpus(folder, make_clip) -> tuple:
+    """clips/spk<k>/clip<i>.mp4 for the sentences, made by ``make_clip(path, i, text)``, and labels.csv."""
     clips = folder / "clips"
     clips.mkdir()
-    face = astronaut_face()
     rows = []
     for i, (text, label) in enumerate(SENTENCES):
         speaker = f"spk{i % 5}"
         (clips / speaker).mkdir(exist_ok=True)
         name = f"{speaker}/clip{i}.mp4"
-        talking_clip(clips / name, text, face, voice="en-us" if i % 2 else "en-gb", seed=i)
+        make_clip(clips / name, i, text)
         split = "test" if i in (0, 5) else "valid" if i in (1, 6) else "train"
         rows.append([name, label, split])
     labels = folder / "labels.csv"
@@ -49,9 +45,35 @@ def corpus(tmp_path_factory):
     return clips, labels
 
 
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Real talking clips: espeak-ng speech over a real face."""
+    from realtime.synth_media import astronaut_face, talking_clip
+
+    face = astronaut_face()
+    return make_corpus(tmp_path_factory.mktemp("corpus"), lambda path, i, text: talking_clip(
+        path, text, face, voice="en-us" if i % 2 else "en-gb", seed=i))
+
+
+@pytest.fixture
+def layout(tmp_path):
+    """The corpus's folders and labels with empty clips: all that label parsing and splits read."""
+    return make_corpus(tmp_path, lambda path, i, text: path.write_bytes(b""))
+
+
+def extract_main(capsys, *args):
+    """python -m models.extract in this process (for its argument and label checks): (code, stderr)."""
+    from models.extract import main
+
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.slow
 def test_extract_train_evaluate_serve(corpus, tmp_path):
     clips, labels = corpus
-    features = tmp_path / "features.npz"
+    features = tmp_path / "features.pkl"
     proc = run("models.extract", "--videos", clips, "--labels", labels, "--out", features, "--quiet",
                done="clips extracted")
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -83,10 +105,10 @@ def test_extract_train_evaluate_serve(corpus, tmp_path):
     assert records and records[0]["checkpoint"].startswith("dmd-student-")
 
 
-def test_split_by_speaker_without_a_split_column(corpus):
+def test_split_by_speaker_without_a_split_column(layout):
     from models.extract import assign_splits, read_labels
 
-    clips, labels = corpus
+    clips, labels = layout
     rows = list(csv.reader(labels.read_text().splitlines()))
     plain = labels.with_name("plain.csv")
     with plain.open("w", newline="") as fh:
@@ -99,22 +121,23 @@ def test_split_by_speaker_without_a_split_column(corpus):
     assert all(len(s) == 1 for s in by_speaker.values()), by_speaker
 
 
+@pytest.mark.slow
 def test_interrupted_extraction_resumes(corpus, tmp_path):
     clips, labels = corpus
-    out = tmp_path / "f.npz"
-    cache = tmp_path / "f.npz.cache"
+    out = tmp_path / "f.pkl"
+    cache = tmp_path / "f.pkl.cache"
     proc = subprocess.Popen([sys.executable, "-m", "models.extract", "--videos", str(clips), "--labels", str(labels),
                              "--out", str(out), "--quiet"], cwd=ROOT, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and len(list(cache.glob("*.npz"))) < 3:
+    while time.monotonic() < deadline and len(list(cache.glob("*.pkl"))) < 3:
         time.sleep(0.1)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    done = {p.name: p.stat().st_mtime_ns for p in cache.glob("*.npz")}
+    done = {p.name: p.stat().st_mtime_ns for p in cache.glob("*.pkl")}
     assert 3 <= len(done) < 10 and not out.exists()
     proc = run("models.extract", "--videos", clips, "--labels", labels, "--out", out, "--quiet")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    after = {p.name: p.stat().st_mtime_ns for p in cache.glob("*.npz")}
+    after = {p.name: p.stat().st_mtime_ns for p in cache.glob("*.pkl")}
     assert len(after) == 10
     assert all(after[name] == mtime for name, mtime in done.items()), "finished clips were not redone"
 
@@ -126,21 +149,21 @@ def test_interrupted_extraction_resumes(corpus, tmp_path):
     ("path,label\nspk0/clip0.mp4,good\n", "row 2: label 'good' is not a number"),
     ("path,label\n", "no rows"),
 ])
-def test_bad_labels_one_line_errors(corpus, tmp_path, content, fragment):
-    clips, _ = corpus
-    labels = tmp_path / "labels.csv"
+def test_bad_labels_one_line_errors(layout, tmp_path, content, fragment, capsys):
+    clips, _ = layout
+    labels = tmp_path / "bad_labels.csv"
     labels.write_text(content)
-    proc = run("models.extract", "--videos", clips, "--labels", labels, "--out", tmp_path / "x.npz", timeout=60)
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and len(lines) == 1 and fragment in lines[0], proc.stderr
+    code, stderr = extract_main(capsys, "--videos", clips, "--labels", labels, "--out", tmp_path / "x.pkl")
+    lines = stderr.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and fragment in lines[0], stderr
 
 
-def test_empty_folder(tmp_path):
+def test_empty_folder(tmp_path, capsys):
     (tmp_path / "v").mkdir()
     labels = tmp_path / "l.csv"
     labels.write_text("path,label\na.mp4,1\n")
-    proc = run("models.extract", "--videos", tmp_path / "v", "--labels", labels, "--out", tmp_path / "x.npz")
-    assert proc.returncode == 2 and "does not exist" in proc.stderr
+    code, stderr = extract_main(capsys, "--videos", tmp_path / "v", "--labels", labels, "--out", tmp_path / "x.pkl")
+    assert code == 2 and "does not exist" in stderr
 
 
 def test_mmsa_raw_layout(tmp_path):

@@ -3,6 +3,7 @@
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -10,7 +11,8 @@ from tests.conftest import ROOT
 
 
 def test_ruff_finds_nothing():
-    ruff = shutil.which("ruff") or (shutil.which("ruff", path=str(ROOT / ".venv" / "bin")))
+    # the ruff of the environment running the tests (.venv, .venv-3.13, ...), else any on PATH
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
     if ruff is None:
         pytest.skip("ruff is not installed (pip install -e .[dev])")
     proc = subprocess.run([ruff, "check", "."], cwd=ROOT, capture_output=True, text=True)

@@ -22,6 +22,7 @@ def test_live_replay_gives_timely_records(components):
     assert "latency_ms" in summary.as_dict()
 
 
+@pytest.mark.slow
 def test_camera_that_stalls_becomes_missing_face(components, caplog):
     camera = ReplayCamera(EXAMPLE, stall_after=3.0)
     estimates, summary, _ = run_live(components, camera, ReplayMicrophone(EXAMPLE), 9.5)
@@ -41,6 +42,7 @@ def test_no_microphone_is_a_warning_not_a_crash():
         pytest.skip("a microphone is present here")
 
 
+@pytest.mark.slow
 def test_video_only_live(components):
     estimates, summary, _ = run_live(components, ReplayCamera(EXAMPLE), None, 5.0)
     assert estimates and all(e.modalities["audio"] == 0 and e.words == [] for e in estimates)

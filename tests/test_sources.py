@@ -157,6 +157,7 @@ def test_agreement_aligns_words_by_time():
     assert agree([], [W("so", 1.0)]) == ([], [W("so", 1.0)])
 
 
+@pytest.mark.slow
 def test_silence_after_an_utterance_commits_it_in_one_step(whisper):
     from realtime.features.speech import ASROptions, StreamingTranscriber
 
