@@ -73,7 +73,7 @@ def extract_main(capsys, *args):
 @pytest.mark.slow
 def test_extract_train_evaluate_serve(corpus, tmp_path):
     clips, labels = corpus
-    features = tmp_path / "features.pkl"
+    features = tmp_path / "features.npz"
     proc = run("models.extract", "--videos", clips, "--labels", labels, "--out", features, "--quiet",
                done="clips extracted")
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -124,20 +124,20 @@ def test_split_by_speaker_without_a_split_column(layout):
 @pytest.mark.slow
 def test_interrupted_extraction_resumes(corpus, tmp_path):
     clips, labels = corpus
-    out = tmp_path / "f.pkl"
-    cache = tmp_path / "f.pkl.cache"
+    out = tmp_path / "f.npz"
+    cache = tmp_path / "f.npz.cache"
     proc = subprocess.Popen([sys.executable, "-m", "models.extract", "--videos", str(clips), "--labels", str(labels),
                              "--out", str(out), "--quiet"], cwd=ROOT, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and len(list(cache.glob("*.pkl"))) < 3:
+    while time.monotonic() < deadline and len(list(cache.glob("*.npz"))) < 3:
         time.sleep(0.1)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    done = {p.name: p.stat().st_mtime_ns for p in cache.glob("*.pkl")}
+    done = {p.name: p.stat().st_mtime_ns for p in cache.glob("*.npz")}
     assert 3 <= len(done) < 10 and not out.exists()
     proc = run("models.extract", "--videos", clips, "--labels", labels, "--out", out, "--quiet")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    after = {p.name: p.stat().st_mtime_ns for p in cache.glob("*.pkl")}
+    after = {p.name: p.stat().st_mtime_ns for p in cache.glob("*.npz")}
     assert len(after) == 10
     assert all(after[name] == mtime for name, mtime in done.items()), "finished clips were not redone"
 
@@ -153,7 +153,7 @@ def test_bad_labels_one_line_errors(layout, tmp_path, content, fragment, capsys)
     clips, _ = layout
     labels = tmp_path / "bad_labels.csv"
     labels.write_text(content)
-    code, stderr = extract_main(capsys, "--videos", clips, "--labels", labels, "--out", tmp_path / "x.pkl")
+    code, stderr = extract_main(capsys, "--videos", clips, "--labels", labels, "--out", tmp_path / "x.npz")
     lines = stderr.strip().splitlines()
     assert code == 2 and len(lines) == 1 and fragment in lines[0], stderr
 
@@ -162,7 +162,7 @@ def test_empty_folder(tmp_path, capsys):
     (tmp_path / "v").mkdir()
     labels = tmp_path / "l.csv"
     labels.write_text("path,label\na.mp4,1\n")
-    code, stderr = extract_main(capsys, "--videos", tmp_path / "v", "--labels", labels, "--out", tmp_path / "x.pkl")
+    code, stderr = extract_main(capsys, "--videos", tmp_path / "v", "--labels", labels, "--out", tmp_path / "x.npz")
     assert code == 2 and "does not exist" in stderr
 
 
