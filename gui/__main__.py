@@ -17,6 +17,7 @@ import sys
 
 from realtime.cli import (
     AFTER_MAX,
+    Parser,
     UsageError,
     add_model_options,
     check_model_options,
@@ -27,7 +28,7 @@ from realtime.cli import (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog_name("python -m gui"), description=__doc__.split("\n")[0],
+    p = Parser(prog=prog_name("python -m gui"), description=__doc__.split("\n")[0],
                                 epilog="exit codes: 0 closed normally (or screenshot saved); 1 internal failure "
                                        "(a bug); 2 bad usage, or a screenshot run that failed")
     p.add_argument("--version", action="version", version=version_string())

@@ -77,9 +77,15 @@ class Components:
         self.close()
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the project's one-line usage errors: ``error: ...`` and exit 2."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog_name("python -m realtime"), description=__doc__.split("\n")[0],
-                                epilog=EXIT_CODES)
+    p = Parser(prog=prog_name("python -m realtime"), description=__doc__.split("\n")[0], epilog=EXIT_CODES)
     p.add_argument("--version", action="version", version=version_string())
     p.add_argument("--source", required=True,
                    help="a media file, a folder of media files, 'webcam' or a camera index")

@@ -25,6 +25,12 @@ from realtime.types import AcousticFrame, FaceFrame, Window, Word
 logger = logging.getLogger(__name__)
 
 STREAMS = ("face", "audio", "text")
+SECONDS_RANGE = (1e-3, 1e6)
+"""Window and hop lengths the assembler takes: beyond these, window ends computed as
+window + index x hop lose their precision (or all coincide)."""
+MAX_FLUSH_WINDOWS = 20_000
+"""At most this many windows close at the end of the media (at the smallest --hop, 0.05 s,
+1,000 s of media past the last step: far more than any real tail)."""
 
 
 @dataclass(frozen=True)
@@ -43,8 +49,10 @@ class WindowSpec:
     def __post_init__(self) -> None:
         # inf and nan pass "> 0" checks one way or the other: an infinite hop made flush()
         # loop for ever (issue 17), an infinite window gave records with infinite times
-        if not (math.isfinite(self.window) and math.isfinite(self.hop) and self.window > 0 and self.hop > 0):
-            raise ValueError(f"window ({self.window}) and hop ({self.hop}) must be finite and positive")
+        low, high = SECONDS_RANGE
+        if not (math.isfinite(self.window) and math.isfinite(self.hop) and low <= self.window <= high
+                and low <= self.hop <= high):
+            raise ValueError(f"window ({self.window}) and hop ({self.hop}) must be finite, from {low:g} to {high:g} s")
         if self.face_steps < 1 or self.audio_steps < 1:
             raise ValueError("step counts must be at least 1")
 
@@ -163,6 +171,10 @@ class WindowAssembler:
             logger.warning("media end %s is not a finite time; no closing windows", end_time)
             return out
         while end_time > 0:
+            if len(out) >= MAX_FLUSH_WINDOWS:  # a bogus end time must not mean unbounded work
+                logger.warning("media end %.1f s is far past the data: closing windows stop at %.1f s",
+                               end_time, out[-1].t_end)
+                break
             previous_end = self._end_of(self._next_index) - self.spec.hop
             if self._next_index > 0 and previous_end >= end_time - 1e-9:
                 break

@@ -1,0 +1,497 @@
+"""Issue 17: never lose a user's data, never hang on an option, never run a stranger's code.
+
+One test (or more) per numbered item of the issue, each failing on the code before it;
+then the property test over arbitrary floats. Runs that need models use an untrained
+checkpoint of the live feature set on clips of a second or two: what is under test is
+what the command does with its files and options, not what the model says.
+"""
+
+import fcntl
+import json
+import math
+import os
+import pickle
+import signal
+import wave
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from models import safejson
+from tests.conftest import EXAMPLE, run_main
+
+
+class Payload:
+    """A pickle that runs code when loaded: it makes a marker folder."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def strict_lines(path):
+    """Every line of a JSONL file, parsed by a parser that refuses NaN and Infinity."""
+    return [safejson.loads_strict(line) for line in path.read_text().splitlines()]
+
+
+def one_error(ran, *fragments):
+    lines = [line for line in ran.stderr.strip().splitlines() if line]
+    assert ran.returncode == 2, ran.stderr[-2000:]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and all(f in errors[0] for f in fragments), lines
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory):
+    """An untrained checkpoint of the live feature set (tools/init_checkpoint.py)."""
+    import torch
+
+    from models.checkpoint import save_checkpoint
+    from models.config import PRESETS, ModelConfig
+    from models.dmd import DMD
+    from realtime.featureset import FeatureSpec
+
+    torch.manual_seed(0)
+    spec = FeatureSpec()
+    cfg = ModelConfig(dims=spec.dims, steps=spec.steps, **PRESETS["small"]["model"])
+    folder = tmp_path_factory.mktemp("ckpt") / "untrained"
+    return save_checkpoint(folder, DMD(cfg), cfg, spec.describe(), {"name": "untrained"})
+
+
+@pytest.fixture(scope="module")
+def small(untrained):
+    """The live models with the untrained checkpoint, loaded once for this module."""
+    from realtime.cli import component_args, load_components
+
+    with load_components(component_args(device="cpu", checkpoint=str(untrained))) as comps:
+        yield comps
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """Two short clips that share a name: clip.mp4 (face + tone) and clip.wav (tone)."""
+    from realtime.synth_media import RATE, astronaut_face, moving_face, write_av
+
+    folder = tmp_path_factory.mktemp("clips")
+    t = np.arange(int(1.5 * RATE)) / RATE
+    tone = (0.2 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    image, centre = astronaut_face()
+    write_av(folder / "clip.mp4", tone, moving_face(image, centre, 15, 10, (320, 240)), fps=10, size=(320, 240))
+    with wave.open(str(folder / "clip.wav"), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(RATE)
+        w.writeframes((tone * 32767).astype("<i2").tobytes())
+    return folder
+
+
+def run(comps, capsys, caplog, *args):
+    return run_main(comps, capsys, caplog, *args)
+
+
+# ---- 1. --summary never overwrites an input or another output -----------------------------
+def test_summary_never_replaces_the_input_or_the_records(tmp_path, capsys, caplog):
+    video = tmp_path / "v.mp4"
+    video.write_bytes(EXAMPLE.read_bytes())
+    before = video.read_bytes()
+    out = tmp_path / "r.jsonl"
+    for extra in ([], ["--overwrite"]):
+        ran = run(None, capsys, caplog, "--source", video, "--out", out, "--summary", video, *extra)
+        one_error(ran, "--summary", "is the input")
+    assert video.read_bytes() == before and not out.exists()
+    out.write_text('{"kept": 1}\n')
+    ran = run(None, capsys, caplog, "--source", video, "--out", out, "--summary", out, "--overwrite")
+    one_error(ran, "--summary", "is also --out")
+    ran = run(None, capsys, caplog, "--source", video, "--out", tmp_path / "p.jsonl", "--plot", tmp_path / "p.png",
+              "--summary", tmp_path / "p.png")
+    one_error(ran, "is also --plot")
+    summary = tmp_path / "s.json"
+    summary.write_text("{}\n")
+    ran = run(None, capsys, caplog, "--source", video, "--out", tmp_path / "q.jsonl", "--summary", summary)
+    one_error(ran, "--summary", "exists", "--overwrite")
+    assert out.read_text() == '{"kept": 1}\n' and summary.read_text() == "{}\n"
+
+
+# ---- 2. two runs cannot write one output at once -------------------------------------------
+def test_an_output_another_run_is_writing_is_refused(tmp_path, capsys, caplog):
+    out = tmp_path / "r.jsonl"
+    out.write_text('{"first": 1}\n')
+    with open(out, "a") as other_run:  # what a live run holds on its --out
+        fcntl.flock(other_run.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        ran = run(None, capsys, caplog, "--source", EXAMPLE, "--out", out, "--overwrite")
+        one_error(ran, "being written by another run")
+    assert out.read_text() == '{"first": 1}\n'
+
+
+def test_output_locks_are_exclusive_and_leave_no_empty_files(tmp_path):
+    from realtime.outputs import OutputError, OutputLocks
+
+    a, b = OutputLocks(), OutputLocks()
+    path = tmp_path / "x.jsonl"
+    a.acquire(path, "--out")
+    with pytest.raises(OutputError, match="being written by another run"):
+        b.acquire(path, "--out")
+    a.release()
+    assert not path.exists()  # created by the lock, never written: removed
+    b.acquire(path, "--out")
+    path.write_text("{}\n")
+    b.release()
+    assert path.read_text() == "{}\n"
+
+
+# ---- 3. a folder's outputs never collide ----------------------------------------------------
+def test_output_names_keep_the_extension_where_two_inputs_share_a_name(tmp_path):
+    from realtime.outputs import output_names
+
+    files = [tmp_path / n for n in ("clip.mp4", "clip.wav", "other.mp4")]
+    assert output_names(files) == {files[0]: "clip.mp4", files[1]: "clip.wav", files[2]: "other"}
+
+
+def test_a_folder_run_keeps_every_input_and_names_failures(clips, tmp_path, small, capsys, caplog):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("clip.mp4", "clip.wav"):
+        (folder / name).write_bytes((clips / name).read_bytes())
+    (folder / "broken.mp4").write_text("not media")
+    out, summary = tmp_path / "out", tmp_path / "summary.json"
+    ran = run(small, capsys, caplog, "--source", folder, "--out", out, "--summary", summary, "--quiet")
+    # 8: some files failed: a distinct exit code, the failure named and in the summary
+    assert ran.returncode == 3, ran.stderr[-3000:]
+    assert "broken.mp4" in ran.stderr and "1 of 3 files failed" in ran.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["clip.mp4.jsonl", "clip.wav.jsonl"]
+    mp4, wav = strict_lines(out / "clip.mp4.jsonl"), strict_lines(out / "clip.wav.jsonl")
+    assert mp4 and wav and max(r["modalities"]["face"] for r in mp4) > 0 and all(
+        r["modalities"]["face"] == 0 for r in wav)
+    listed = safejson.loads_strict(summary.read_text())
+    assert [s["source"].rsplit("/", 1)[-1] for s in listed] == ["broken.mp4", "clip.mp4", "clip.wav"]
+    assert "failed" in listed[0] and listed[1]["windows"] == len(mp4)
+    # again without --overwrite: refused before anything runs, files untouched
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    ran = run(None, capsys, caplog, "--source", folder, "--out", out, "--quiet")
+    one_error(ran, "exists", "--overwrite")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+# ---- 4. --append after a torn line ---------------------------------------------------------
+def _estimate(t_end=4.0, sentiment=0.5):
+    from realtime.types import Estimate
+
+    return Estimate(t_start=t_end - 4.0, t_end=t_end, sentiment=sentiment, emotions=None, channels={},
+                    edges={"homo": {"L->A": 0.1}}, branches={"L": None}, modalities={"face": 1.0, "audio": 0.0,
+                                                                                    "text": 0.0},
+                    words=[], checkpoint="test")
+
+
+def test_append_after_a_torn_line_starts_a_fresh_line(tmp_path, caplog):
+    from realtime.sinks import JsonlSink
+
+    out = tmp_path / "r.jsonl"
+    out.write_text('{"t_end": 1.0}\n{"t_end": 1.5, "sentim')  # a run killed mid-write
+    sink = JsonlSink(out, "append")
+    sink.write(_estimate())
+    sink.close()
+    lines = out.read_text().splitlines()
+    assert len(lines) == 3 and json.loads(lines[0]) == {"t_end": 1.0}
+    assert json.loads(lines[2])["t_end"] == 4.0  # the new record parses
+    assert "torn line" in caplog.text and "nothing else" in caplog.text
+
+
+# ---- 5. options that never end, and JSON without NaN or Infinity ---------------------------
+@pytest.mark.parametrize("option,value", [("--hop", "inf"), ("--hop", "nan"), ("--hop", "1e-4"), ("--hop", "-1"),
+                                          ("--window", "inf"), ("--window", "nan"), ("--window", "0"),
+                                          ("--duration", "inf"), ("--duration", "nan")])
+def test_non_finite_and_absurd_numbers_are_refused_up_front(option, value, tmp_path, capsys, caplog):
+    out = tmp_path / "r.jsonl"
+    ran = run(None, capsys, caplog, "--source", EXAMPLE, "--out", out, option, value)
+    one_error(ran, option)
+    assert not out.exists()
+
+
+def test_the_assembler_refuses_infinite_geometry_and_never_loops_on_an_infinite_end():
+    from realtime.windows import WindowAssembler, WindowSpec
+
+    for window, hop in ((math.inf, 0.5), (4.0, math.inf), (4.0, math.nan), (math.nan, 0.5)):
+        with pytest.raises(ValueError, match="finite"):
+            WindowSpec(window=window, hop=hop)
+    asm = WindowAssembler(WindowSpec(window=4.0, hop=0.5))
+    assert asm.flush(math.inf) == [] and asm.flush(math.nan) == [] and asm.step(until=math.inf) == []
+
+
+def test_records_never_hold_nan_or_infinity(tmp_path):
+    from realtime.sinks import CsvSink, JsonlSink
+
+    out = tmp_path / "r.jsonl"
+    sink = JsonlSink(out)
+    sink.write(_estimate(t_end=math.inf, sentiment=math.nan))
+    sink.close()
+    (rec,) = strict_lines(out)
+    assert rec["t_end"] is None and rec["sentiment"] is None and rec["t_start"] is None
+    csv_sink = CsvSink(tmp_path / "r.csv")
+    csv_sink.write(_estimate(t_end=math.inf))
+    csv_sink.close()
+    assert "inf" not in (tmp_path / "r.csv").read_text().lower()
+
+
+# ---- 6. no code from data ------------------------------------------------------------------
+def test_the_extraction_cache_never_unpickles(tmp_path):
+    from models.extract import read_cache, write_cache
+
+    entry = tmp_path / "entry.npz"
+    features = {"text": np.zeros((3, 4), np.float32), "text_mask": np.ones(3, np.float32),
+                "audio": np.zeros((5, 2), np.float32), "audio_mask": np.zeros(5, np.float32),
+                "vision": np.zeros((4, 2), np.float32), "vision_mask": np.zeros(4, np.float32),
+                "words": "hello there", "duration": 2.5}
+    write_cache(entry, features)
+    back = read_cache(entry)
+    assert back["words"] == "hello there" and back["duration"] == 2.5 and back["text"].shape == (3, 4)
+    marker = tmp_path / "ran"
+    entry.write_bytes(pickle.dumps(Payload(marker)))  # a crafted entry under the cache's name
+    assert read_cache(entry) is None and not marker.exists()
+
+
+def test_extract_writes_npz_only(tmp_path):
+    from models.extract import main
+
+    (tmp_path / "v").mkdir()
+    labels = tmp_path / "l.csv"
+    labels.write_text("path,label\na.mp4,1\n")
+    assert main(["--videos", str(tmp_path / "v"), "--labels", str(labels), "--out", str(tmp_path / "x.pkl")]) == 2
+
+
+def test_a_pickle_is_named_before_it_is_trusted(tmp_path, caplog):
+    from models.data import DataError, load_dataset
+
+    marker = tmp_path / "ran"
+    crafted = tmp_path / "crafted.pkl"
+    crafted.write_bytes(pickle.dumps(Payload(marker)))
+    with pytest.raises(DataError):
+        load_dataset(crafted)
+    warning = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warning and str(crafted) in warning[0] and "runs any code" in warning[0]
+
+
+def test_the_project_writes_datasets_without_pickles(tmp_path):
+    from models.data import load_dataset
+    from models.synthetic import main
+
+    out = tmp_path / "syn.npz"
+    assert main(["--out", str(out), "--train", "8", "--valid", "4", "--test", "4"]) == 0
+    with np.load(out, allow_pickle=False) as z:  # would raise on any pickled array
+        assert "train.audio" in z.files
+    assert len(load_dataset(out).splits["train"]) == 8
+    assert main(["--out", str(tmp_path / "syn.pkl")]) == 2
+
+
+# ---- 7. one-line errors instead of tracebacks -----------------------------------------------
+@pytest.mark.parametrize("edit,field", [
+    (lambda d: d["model"].update(heads=0), "model.heads"),
+    (lambda d: d["model"]["steps"].update(A=7), "steps"),
+    (lambda d: d["feature_set"].update(name=7), "feature_set.name"),
+    (lambda d: d["feature_set"]["extractor"].update(window=0), "feature_set.extractor.window"),
+    (lambda d: d["feature_set"]["extractor"].update(window=-4), "feature_set.extractor.window"),
+    (lambda d: d["feature_set"]["extractor"].update(window="4"), "feature_set.extractor.window"),
+    (lambda d: d["model"].update(d="wide"), "model.d"),
+])
+def test_a_hand_edited_checkpoint_is_one_line_naming_the_field(edit, field, untrained, tmp_path, capsys, caplog):
+    import shutil
+
+    from models.checkpoint import CheckpointError, load_checkpoint
+
+    bad = tmp_path / "bad"
+    shutil.copytree(untrained, bad)
+    doc = json.loads((bad / "checkpoint.json").read_text())
+    edit(doc)
+    (bad / "checkpoint.json").write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError, match=field.replace(".", r"\.")):
+        load_checkpoint(bad)
+    out = tmp_path / "r.jsonl"
+    ran = run(None, capsys, caplog, "--source", EXAMPLE, "--checkpoint", bad, "--out", out)
+    one_error(ran, field)
+    assert not out.exists()  # no 0-byte file left behind
+
+
+def test_train_options_are_checked_before_training(synthetic_pickle, tmp_path, capsys):
+    from models.train import main
+
+    def train(*args):
+        capsys.readouterr()
+        code = main(["--data", str(synthetic_pickle), "--config", "small", "--device", "cpu", "--quiet", *args])
+        return code, capsys.readouterr().err
+
+    out = str(tmp_path / "m")
+    for args, fragment in ((["--epochs", "0"], "--epochs"), (["--batch-size", "0"], "--batch-size"),
+                           (["--epochs", "-3"], "--epochs")):
+        code, err = train("--out", out, *args)
+        assert code == 2 and err.strip().splitlines()[-1].startswith("error: ") and fragment in err, err
+    a_file = tmp_path / "file"
+    a_file.write_text("keep me")
+    code, err = train("--out", str(a_file), "--epochs", "1")
+    assert code == 2 and "is a file" in err and a_file.read_text() == "keep me"
+    # 8: an existing checkpoint is not replaced silently
+    (tmp_path / "m" / "teacher").mkdir(parents=True)
+    (tmp_path / "m" / "teacher" / "note").write_text("mine")
+    code, err = train("--out", out, "--epochs", "1")
+    assert code == 2 and "--overwrite" in err and (tmp_path / "m" / "teacher" / "note").read_text() == "mine"
+
+
+def test_labels_that_are_not_utf8_are_one_line(tmp_path, capsys):
+    from models.extract import main
+
+    (tmp_path / "v").mkdir()
+    labels = tmp_path / "l.csv"
+    labels.write_bytes("path,label\ncaf\u00e9.mp4,1\n".encode("latin-1"))
+    assert main(["--videos", str(tmp_path / "v"), "--labels", str(labels), "--out", str(tmp_path / "x.npz")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not UTF-8" in err[0]
+
+
+# ---- 8. smaller ----------------------------------------------------------------------------
+def test_an_unwritable_output_is_reported_before_any_model_loads(tmp_path, capsys, caplog):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "v.mp4").write_bytes(EXAMPLE.read_bytes())
+    # components=None: a model load would be the default model's; the error must come first
+    ran = run(None, capsys, caplog, "--source", folder, "--out", blocker / "sub")
+    one_error(ran, "cannot write")
+    ran = run(None, capsys, caplog, "--source", EXAMPLE, "--out", blocker / "r.jsonl")
+    one_error(ran, "cannot write")
+
+
+def test_a_run_without_out_says_its_records_are_not_kept(clips, small, capsys, caplog):
+    ran = run(small, capsys, caplog, "--source", clips / "clip.wav", "--quiet")
+    assert ran.returncode == 0 and "records of this run are not kept" in ran.stderr
+
+
+@pytest.mark.slow
+def test_a_missing_camera_leaves_no_file_and_no_third_party_lines(untrained, tmp_path):
+    from tests.conftest import cli
+
+    out = tmp_path / "x.jsonl"
+    proc = cli("--source", "webcam", "--duration", "2", "--checkpoint", untrained, "--out", out, done="error: ",
+               timeout=240)
+    if proc.returncode == 0:
+        pytest.skip("a camera or a microphone is present here")
+    assert proc.returncode == 2 and not out.exists()
+    assert all(line.startswith(("WARNING: ", "error: ")) for line in proc.stderr.strip().splitlines()), proc.stderr
+
+
+def _parser_of(main, argv):
+    """The ArgumentParser a command's ``main`` builds (caught as it parses)."""
+    import argparse
+
+    class Caught(Exception):
+        pass
+
+    seen = {}
+
+    def parse(self, args=None, namespace=None):
+        seen["parser"] = self
+        raise Caught
+
+    original = argparse.ArgumentParser.parse_args
+    argparse.ArgumentParser.parse_args = parse
+    try:
+        main(*argv)
+    except Caught:
+        pass
+    finally:
+        argparse.ArgumentParser.parse_args = original
+    return seen["parser"]
+
+
+def test_help_describes_every_option_of_every_command(monkeypatch):
+    import importlib
+    import sys
+
+    from tests.conftest import ROOT
+
+    monkeypatch.syspath_prepend(str(ROOT / "tools"))
+    monkeypatch.setattr(sys, "argv", ["x"])
+    commands = {name: importlib.import_module(name).main for name in (
+        "realtime.cli", "gui.__main__", "models.train", "models.evaluate", "models.extract", "models.corpus",
+        "models.synthetic", "bench.__main__", "bench.missing_rates", "init_checkpoint")}
+    for name, main in commands.items():
+        parser = _parser_of(main, ([],) if name != "init_checkpoint" else ())
+        undescribed = [a.option_strings or a.dest for a in parser._actions if not a.help]
+        assert not undescribed, f"{name}: {undescribed}"
+        text = parser.format_help()
+        if name in ("realtime.cli", "models.train", "models.evaluate", "models.extract", "models.synthetic",
+                    "bench.__main__", "gui.__main__"):
+            assert "exit codes" in text, name
+
+
+# ---- SIGTERM is honoured promptly -----------------------------------------------------------
+@pytest.mark.slow
+def test_sigterm_mid_run_ends_it_promptly(untrained, tmp_path):
+    from tests.conftest import finish, start
+
+    out = tmp_path / "r.jsonl"
+    proc = start(["--source", EXAMPLE, "--checkpoint", untrained, "--out", out, "--quiet"])
+
+    def first_record(_lines):
+        return out.exists() and out.stat().st_size > 0
+
+    proc = finish(proc, timeout=240, interrupt_when=first_record, sig=signal.SIGTERM, bound=5.0)
+    assert proc.returncode == 130 and proc.exit_lag < 5.0
+    assert strict_lines(out)
+
+
+# ---- the property test ----------------------------------------------------------------------
+NUMBERS = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(
+    [0.0, -0.0, 1e-300, 1e-4, 0.049, 0.05, 0.3, 0.5, 1.0, 4.0, 60.0, 61.0, 120.0, 1e300, math.inf, math.nan]))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(hop=NUMBERS, window=st.one_of(st.none(), NUMBERS))
+def test_any_float_gives_a_clean_exit_2_or_a_bounded_run_of_json_lines(hop, window, clips, small, tmp_path_factory,
+                                                                       capsys, caplog):
+    from realtime.cli import HOP_RANGE, WINDOW_RANGE
+
+    out = tmp_path_factory.mktemp("prop") / "r.jsonl"
+    args = ["--source", clips / "clip.wav", "--out", out, "--quiet", "--hop", repr(hop)]
+    if window is not None:
+        args += ["--window", repr(window)]
+    valid = math.isfinite(hop) and HOP_RANGE[0] <= hop <= HOP_RANGE[1] and (
+        window is None or (math.isfinite(window) and WINDOW_RANGE[0] <= window <= WINDOW_RANGE[1]))
+    try:
+        ran = run(small, capsys, caplog, *args)
+    except SystemExit as exc:  # argparse: '--hop -1e+16' reads as an option, not a number
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exc.code == 2 and len(err) == 1 and err[0].startswith("error: ") and not valid, err
+        return
+    if not valid:
+        one_error(ran, "--hop" if not (math.isfinite(hop) and HOP_RANGE[0] <= hop <= HOP_RANGE[1]) else "--window")
+        assert not out.exists()
+        return
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    records = strict_lines(out)  # every line valid JSON: no NaN, no Infinity
+    assert 1 <= len(records) <= math.ceil(1.5 / hop) + 2  # bounded: about one per hop of 1.5 s of media
+
+
+@settings(max_examples=200, deadline=None)
+@given(window=NUMBERS, hop=NUMBERS, end=NUMBERS)
+def test_the_assembler_is_bounded_for_any_floats(window, hop, end):
+    from realtime.windows import MAX_FLUSH_WINDOWS, SECONDS_RANGE, WindowAssembler, WindowSpec
+
+    low, high = SECONDS_RANGE
+    try:
+        spec = WindowSpec(window=window, hop=hop, face_steps=2, audio_steps=2, face_dim=1, audio_dim=1)
+    except ValueError:
+        assert not (low <= window <= high and low <= hop <= high)  # False for nan too
+        return
+    asm = WindowAssembler(spec)
+    windows = asm.flush(end)
+    if not math.isfinite(end) or end <= 0:
+        assert windows == []
+    else:
+        expected = end / hop  # may overflow to inf: then the cap is the bound
+        assert 1 <= len(windows) <= (MAX_FLUSH_WINDOWS if expected > MAX_FLUSH_WINDOWS else math.ceil(expected) + 1)
+    assert all(math.isfinite(w.t_end) and w.t_end - w.t_start == pytest.approx(window) for w in windows)
+    assert all(b.t_end > a.t_end for a, b in zip(windows, windows[1:]))  # distinct, in order
