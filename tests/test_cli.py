@@ -189,3 +189,27 @@ def test_sigterm_keeps_finished_windows(tmp_path):
     for rec in records:
         check_record(rec)
         assert rec["latency_ms"] >= 0
+
+
+def test_plot_draws_the_run(example_run, tmp_path):
+    """--plot's picture: emotions stacked over time in the emotions' colours, valence, channels."""
+    from PyQt6.QtGui import QColor, QImage
+
+    from realtime.plot import EMOTION_COLOURS, draw_run
+
+    records = read_records(example_run[0])
+    path = draw_run(records, tmp_path / "run.png", title="example")
+    image = QImage(str(path))
+    assert not image.isNull() and (image.width(), image.height()) == (1400, 620)
+    # the emotion band (rows 40-300) is painted in the colour of the emotions the records hold
+    band = {image.pixelColor(x, y).name() for x in range(100, 1250, 7) for y in range(60, 300, 7)}
+    lead = max(records[len(records) // 2]["emotions"].items(), key=lambda kv: kv[1])[0]
+    assert QColor(EMOTION_COLOURS[lead]).name() in band
+    assert draw_run([], tmp_path / "empty.png").is_file(), "a run without windows still gets a picture"
+
+
+def test_plot_path_is_checked_before_any_model_loads(components, capsys, caplog, tmp_path):
+    ran = run_main(components, capsys, caplog, "--source", EXAMPLE, "--plot", tmp_path / "run.txt")
+    assert ran.returncode == 2 and "--plot" in ran.stderr and ".png" in ran.stderr
+    ran = run_main(components, capsys, caplog, "--source", EXAMPLE, "--plot", tmp_path / "missing" / "run.png")
+    assert ran.returncode == 2 and "--plot" in ran.stderr
