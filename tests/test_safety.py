@@ -19,7 +19,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from models import safejson
 from tests.conftest import EXAMPLE, run_main
 
 
@@ -33,9 +32,18 @@ class Payload:
         return (os.mkdir, (self.marker,))
 
 
+def strict_json(text):
+    """JSON parsed as any strict parser does: NaN and Infinity refused."""
+
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
 def strict_lines(path):
-    """Every line of a JSONL file, parsed by a parser that refuses NaN and Infinity."""
-    return [safejson.loads_strict(line) for line in path.read_text().splitlines()]
+    """Every line of a JSONL file, parsed strictly."""
+    return [strict_json(line) for line in path.read_text().splitlines()]
 
 
 def one_error(ran, *fragments):
@@ -167,7 +175,7 @@ def test_a_folder_run_keeps_every_input_and_names_failures(clips, tmp_path, smal
     mp4, wav = strict_lines(out / "clip.mp4.jsonl"), strict_lines(out / "clip.wav.jsonl")
     assert mp4 and wav and max(r["modalities"]["face"] for r in mp4) > 0 and all(
         r["modalities"]["face"] == 0 for r in wav)
-    listed = safejson.loads_strict(summary.read_text())
+    listed = strict_json(summary.read_text())
     assert [s["source"].rsplit("/", 1)[-1] for s in listed] == ["broken.mp4", "clip.mp4", "clip.wav"]
     assert "failed" in listed[0] and listed[1]["windows"] == len(mp4)
     # again without --overwrite: refused before anything runs, files untouched
@@ -254,13 +262,15 @@ def test_the_extraction_cache_never_unpickles(tmp_path):
     assert read_cache(entry) is None and not marker.exists()
 
 
-def test_extract_writes_npz_only(tmp_path):
+def test_extract_writes_npz_only(tmp_path, capsys):
     from models.extract import main
 
     (tmp_path / "v").mkdir()
     labels = tmp_path / "l.csv"
     labels.write_text("path,label\na.mp4,1\n")
     assert main(["--videos", str(tmp_path / "v"), "--labels", str(labels), "--out", str(tmp_path / "x.pkl")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--out" in err[0] and ".npz" in err[0], err
 
 
 def test_a_pickle_is_named_before_it_is_trusted(tmp_path, caplog):
