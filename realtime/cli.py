@@ -408,11 +408,19 @@ def main(argv: list[str] | None = None, components: Components | None = None) ->
 
         return gui_main([a for a in argv if a != "--gui"], ignore_unknown=True)
     args = build_parser().parse_args(argv)
+    # SIGTERM ends the run like Ctrl-C: finished windows are on disk, the file stays valid
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return _run(args, components)
+    except KeyboardInterrupt:  # before the run's own handler is in place (imports, set-up)
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _run(args: argparse.Namespace, components: Components | None) -> int:
     from realtime import logs
 
     logs.configure(args.verbose)
-    # SIGTERM ends the run like Ctrl-C: finished windows are on disk, the file stays valid
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     from models import safejson
     from models.checkpoint import CheckpointError
     from models.loop import DeviceError
