@@ -160,6 +160,7 @@ def test_output_names_keep_the_extension_where_two_inputs_share_a_name(tmp_path)
     assert output_names(files) == {files[0]: "clip.mp4", files[1]: "clip.wav", files[2]: "other"}
 
 
+@pytest.mark.slow  # loads the live models (about 15 s)
 def test_a_folder_run_keeps_every_input_and_names_failures(clips, tmp_path, small, capsys, caplog):
     folder = tmp_path / "in"
     folder.mkdir()
@@ -374,6 +375,7 @@ def test_an_unwritable_output_is_reported_before_any_model_loads(tmp_path, capsy
     one_error(ran, "cannot write")
 
 
+@pytest.mark.slow  # loads the live models (about 15 s)
 def test_a_run_without_out_says_its_records_are_not_kept(clips, small, capsys, caplog):
     ran = run(small, capsys, caplog, "--source", clips / "clip.wav", "--quiet")
     assert ran.returncode == 0 and "records of this run are not kept" in ran.stderr
@@ -480,6 +482,7 @@ NUMBERS = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_f
     [0.0, -0.0, 1e-300, 1e-4, 0.049, 0.05, 0.3, 0.5, 1.0, 4.0, 60.0, 61.0, 120.0, 1e300, math.inf, math.nan]))
 
 
+@pytest.mark.slow  # loads the live models (about 15 s)
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(hop=NUMBERS, window=st.one_of(st.none(), NUMBERS))
 def test_any_float_gives_a_clean_exit_2_or_a_bounded_run_of_json_lines(hop, window, clips, small, tmp_path_factory,
