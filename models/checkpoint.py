@@ -77,6 +77,8 @@ class Checkpoint:
             raise CheckpointError(f"{self.path}: steps {have.get('steps')} differ from the input's {steps}")
 
 
+POSITIVE_FIELDS = ("d", "heads", "cross_layers", "memory_layers", "gd_size_homo", "gd_size_hetero")
+"""Model sizes that must be at least 1 (other integer fields may be 0)."""
 MAX_WINDOW = 600.0
 """Seconds: a longer feature window is not a setting anyone trained with."""
 
@@ -118,8 +120,10 @@ def config_problem(doc: dict) -> str | None:
         value = model[name]
         if isinstance(default, bool):
             continue
-        if isinstance(default, int) and not _positive_int(value):
+        if isinstance(default, int) and name in POSITIVE_FIELDS and not _positive_int(value):
             return f"model.{name} must be a positive integer, got {value!r}"
+        if isinstance(default, int) and not (_positive_int(value) or value == 0):
+            return f"model.{name} must be an integer >= 0, got {value!r}"
         if isinstance(default, float):
             if not _finite_number(value) or value < 0:
                 return f"model.{name} must be a finite number >= 0, got {value!r}"
