@@ -60,7 +60,7 @@ def draw_run(records: list[dict], path: str | Path, title: str = "", width: int 
     from PyQt6.QtGui import QColor, QFont, QImage, QPainter, QPen, QPolygonF
 
     path = check_plot_path(path)
-    _application()
+    app = _application()  # kept alive until the picture is saved  # noqa: F841
     height = 620
     image = QImage(width, height, QImage.Format.Format_RGB32)
     image.fill(QColor("white"))
@@ -103,13 +103,15 @@ def draw_run(records: list[dict], path: str | Path, title: str = "", width: int 
                     h = (probs.get(name) or 0.0) * (bottom - top)
                     painter.fillRect(QRectF(xa, y - h, max(xb - xa, 1.0), h), QColor(emotion_colour(name, i)))
                     y -= h
-            previous = None
-            for r in records:  # name the leading emotion where it changes
+            shown, free_from = None, -1e9
+            for r in records:  # name the leading emotion where it changes (as soon as there is room)
                 lead = r.get("emotion")
-                if lead and lead != previous:
+                x = x_of(r["t_end"] - hop) + 2
+                if lead and lead != shown and x >= free_from:
                     painter.setPen(QColor("#111"))
-                    painter.drawText(QPointF(x_of(r["t_end"] - hop) + 2, top - 4), lead)
-                previous = lead
+                    painter.drawText(QPointF(x, top - 4), lead)
+                    free_from = x + painter.fontMetrics().horizontalAdvance(lead) + 8
+                    shown = lead
             for i, name in enumerate(names):  # legend
                 y = top + 16 * i
                 painter.fillRect(QRectF(right + 14, y, 12, 12), QColor(emotion_colour(name, i)))
