@@ -158,6 +158,10 @@ def test_runs_on_the_modalities_it_has(media, tmp_path, key, present, absent, co
         assert all(r["words"] == [] for r in records)
     if key == "video_no_audio":
         assert "no audio stream" in proc.stderr
+        # a real smiling face, silent: the face alone reads happy and positive
+        assert [set(r["channels"]) for r in records] == [{"face"}] * len(records)
+        assert sum(r["emotion"] == "happy" for r in records) > 0.8 * len(records)
+        assert sum(r["sentiment"] for r in records) / len(records) > 0.5
 
 
 def test_folder_source(media, tmp_path, components, capsys, caplog):
