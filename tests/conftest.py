@@ -88,6 +88,9 @@ def media(tmp_path_factory) -> dict[str, Path]:
 
 EXIT_BOUND = 10.0
 """Seconds a process under test may take to exit once its work is done."""
+SIGNAL_EXIT_BOUND = 30.0
+"""After Ctrl-C/SIGTERM a run still scores and writes the windows it has finished: on 2 cores
+shared with other work that took over 10 s once (3.12 suite); a hang still fails."""
 AUDIT = Path(__file__).resolve().parent / "exit_audit"
 """On PYTHONPATH of every process the tests start: reports graphs still open at exit."""
 
@@ -121,7 +124,7 @@ def start(args, module: str | None = "realtime", env: dict | None = None, stdout
 
 
 def finish(proc: subprocess.Popen, timeout: float = 300, done: str | None = None, interrupt_when=None,
-           sig: int = signal.SIGINT, bound: float = EXIT_BOUND) -> Finished:
+           sig: int = signal.SIGINT, bound: float | None = None) -> Finished:
     """Wait for a process from ``start`` and time its exit.
 
     ``done``: a stderr fragment that says its work has ended. ``interrupt_when(lines)``: send
@@ -129,6 +132,8 @@ def finish(proc: subprocess.Popen, timeout: float = 300, done: str | None = None
     process gets ``bound`` seconds to exit; after that it is sent SIGABRT (its Python stacks go
     to stderr) and the test fails with them. ``timeout`` bounds the whole run the same way.
     """
+    if bound is None:
+        bound = EXIT_BOUND if interrupt_when is None else SIGNAL_EXIT_BOUND
     lines: list[tuple[float, str]] = []
     out: list[str] = []
 

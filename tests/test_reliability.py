@@ -17,7 +17,7 @@ import pytest
 from realtime.engine import DEFAULT_CHECKPOINT
 from realtime.synth_media import RATE, astronaut_face, moving_face, speak
 from realtime.types import VideoFrame
-from tests.conftest import EXAMPLE, EXIT_BOUND, cli, finish, read_records, run_live, start
+from tests.conftest import EXAMPLE, SIGNAL_EXIT_BOUND, cli, finish, read_records, run_live, start
 
 pytestmark = pytest.mark.slow
 
@@ -276,7 +276,7 @@ def test_ctrl_c_keeps_every_finished_window_and_existing_output_is_kept(tmp_path
 
     proc = finish(start(["--source", EXAMPLE, "--pace", "realtime", "--out", out, "--quiet"]), timeout=120,
                   interrupt_when=two_records, sig=signal.SIGINT)
-    assert proc.exit_lag < EXIT_BOUND  # Ctrl-C: gone within the bound, its models closed first
+    assert proc.exit_lag < SIGNAL_EXIT_BOUND  # Ctrl-C: gone within the bound, its models closed first
     assert proc.returncode == 130 and "Traceback" not in proc.stderr and "exit-audit:" not in proc.stderr
     records = read_records(out)  # every line is a whole JSON object
     assert 2 <= len(records) < 37
