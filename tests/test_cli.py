@@ -117,6 +117,25 @@ def test_csv_output_and_existing_out_is_refused(tmp_path, example_run, component
     assert len(lines) == len(read_records(out)) + 1
 
 
+def test_csv_keeps_every_column_when_channels_are_absent(media, tmp_path, components, capsys, caplog):
+    """A table has one set of columns: emotions and every channel's reading, empty where absent."""
+    import csv
+
+    out = tmp_path / "face.csv"
+    proc = run_main(components, capsys, caplog, "--source", media["video_no_audio"], "--out", out, "--quiet")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with out.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows
+    names = ("neutral", "happy", "sad", "angry", "fearful", "disgusted", "surprised")
+    for channel in ("face", "audio", "text"):
+        assert {f"channels.{channel}.emotions.{n}" for n in names} <= set(rows[0])
+    for row in rows:
+        assert abs(sum(float(row[f"emotions.{n}"]) for n in names) - 1) < 1e-3
+        assert row["emotion"] in names and row["channels.face.emotion"] in names
+        assert row["channels.audio.emotion"] == row["channels.text.emotions.happy"] == ""
+
+
 def _one_error_line(proc, fragment):
     lines = [line for line in proc.stderr.strip().splitlines() if line]
     assert proc.returncode == 2, proc.stderr[-2000:]
