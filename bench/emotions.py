@@ -268,7 +268,8 @@ def valence(path: Path, work: Path, checkpoint: str | None, per_sign: int, seed:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.emotions", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.emotions", description=__doc__.split("\n")[0],
+                                     epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad input or usage")
     parser.add_argument("--faces", type=Path, help="CK+48-layout folder: <class>/<subject>_<seq>_<frame>.png")
     parser.add_argument("--voice", type=Path, help="RAVDESS speech folder: Actor_NN/03-01-EE-....wav")
     parser.add_argument("--dialogue", type=Path, help="MELD-style CSV with Utterance and Emotion columns")
@@ -278,8 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--actors", type=int, default=8, help="RAVDESS actors (half male, half female)")
     parser.add_argument("--lines-per-class", type=int, default=40, help="dialogue lines per emotion")
     parser.add_argument("--sentences-per-sign", type=int, default=100, help="opinion sentences per sign")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "emotions.json")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every sampling choice")
+    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "emotions.json",
+                        help="where the results go (JSON)")
     args = parser.parse_args(argv)
     for name in ("faces", "voice", "dialogue", "valence"):
         path = getattr(args, name)

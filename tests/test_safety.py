@@ -428,14 +428,15 @@ def test_help_describes_every_option_of_every_command(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["x"])
     commands = {name: importlib.import_module(name).main for name in (
         "realtime.cli", "gui.__main__", "models.train", "models.evaluate", "models.extract", "models.corpus",
-        "models.synthetic", "bench.__main__", "bench.missing_rates", "init_checkpoint")}
+        "models.synthetic", "bench.__main__", "bench.missing_rates", "bench.emotions", "init_checkpoint",
+        "build_default_model")}
     for name, main in commands.items():
-        parser = _parser_of(main, ([],) if name != "init_checkpoint" else ())
+        parser = _parser_of(main, ([],) if name not in ("init_checkpoint",) else ())
         undescribed = [a.option_strings or a.dest for a in parser._actions if not a.help]
         assert not undescribed, f"{name}: {undescribed}"
         text = parser.format_help()
         if name in ("realtime.cli", "models.train", "models.evaluate", "models.extract", "models.synthetic",
-                    "bench.__main__", "gui.__main__"):
+                    "bench.__main__", "gui.__main__", "models.corpus", "bench.emotions", "build_default_model"):
             assert "exit codes" in text, name
 
 

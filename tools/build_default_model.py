@@ -135,25 +135,31 @@ def channel_report(net, split, device) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python tools/build_default_model.py", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python tools/build_default_model.py", description=__doc__.split("\n")[0],
+                                     epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad input or usage")
     parser.add_argument("--faces", help="FER2013-layout folder (train/ validation/ test/<class>/)")
     parser.add_argument("--voice", help="EmoDB .wav folder")
     parser.add_argument("--texts", help="GoEmotions data/ekman folder")
     parser.add_argument("--sentences", help="VADER *GroundTruth*.txt folder")
-    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "default")
-    parser.add_argument("--install", type=Path, default=ROOT / "realtime" / "assets" / "default")
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "default",
+                        help="working folder: the corpus, each source's features, the checkpoints and report.json")
+    parser.add_argument("--install", type=Path, default=ROOT / "realtime" / "assets" / "default",
+                        help="where the student is installed (default: the bundled model's folder)")
     parser.add_argument("--no-install", action="store_true", help="train and report only")
     parser.add_argument("--pairs", type=int, default=3000, help="complete cross-corpus samples added to training")
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=8, help="teacher epochs, then as many student epochs")
     parser.add_argument("--epoch-samples", type=int, default=4000, help="training samples drawn per epoch")
     parser.add_argument("--valid-samples", type=int, default=1500, help="validation samples used for selection")
-    parser.add_argument("--faces-per-class", type=int, default=1000)
-    parser.add_argument("--texts-per-class", type=int, default=1500)
-    parser.add_argument("--sentences-count", type=int, default=5000)
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--faces-per-class", type=int, default=1000, help="training images per class")
+    parser.add_argument("--texts-per-class", type=int, default=1500, help="training comments per class")
+    parser.add_argument("--sentences-count", type=int, default=5000, help="rated sentences, all splits")
+    parser.add_argument("--batch-size", type=int, default=128, help="training batch size")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for training")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of sampling, pairing and training")
     args = parser.parse_args(argv)
+    for name in ("pairs", "epochs", "epoch_samples", "valid_samples", "batch_size", "threads"):
+        if getattr(args, name) < (0 if name == "pairs" else 1):
+            parser.error(f"--{name.replace('_', '-')} must be at least {0 if name == 'pairs' else 1}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     import torch
