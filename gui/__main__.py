@@ -125,10 +125,7 @@ def main(argv: list[str] | None = None, ignore_unknown: bool = False) -> int:
         app.exec()
     finally:
         # stop the run's threads and close the models now, not in finalizers at exit
-        window.session.stop()
-        components = getattr(window.session, "_components", None)
-        if components is not None:
-            components.close()
+        window.session.close()
     return result["code"]
 
 

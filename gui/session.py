@@ -168,6 +168,14 @@ class Session(QObject):
         """The loaded InferenceEngine, None before the first run has loaded it."""
         return self._components.engine if self._components is not None else None
 
+    def close(self) -> None:
+        """Stop the run and close the models now (never left to finalizers at exit)."""
+        self.stop()
+        if self._components is not None:
+            self._components.close()
+            self._components = None
+            self._components_key = None
+
     def stop(self, timeout: float = 10.0) -> None:
         """End the run and wait for its threads (finished windows are still delivered)."""
         self._stop.set()
@@ -222,6 +230,9 @@ class Session(QObject):
         from realtime.cli import component_args, load_components, set_window
 
         if self._components is None or self._components_key != options.models_key():
+            if self._components is not None:  # other models asked for: close the old ones now
+                self._components.close()
+                self._components = None
             self.message.emit("loading models...")
             started = time.perf_counter()
             args = component_args(device=options.device, checkpoint=options.checkpoint, face_model=options.face_model,

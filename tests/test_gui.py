@@ -16,9 +16,7 @@ pytestmark = pytest.mark.slow
 
 def release(session: Session) -> None:
     """Stop a session's run and close its models now (python -m gui does the same on exit)."""
-    session.stop()
-    if session._components is not None:
-        session._components.close()
+    session.close()
 
 
 @pytest.fixture(scope="module")
