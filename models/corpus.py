@@ -269,7 +269,6 @@ def extract_voice(folder: Path, spec, copies: int, seed: int) -> Part:
                                                      rate=rate)))
             out.extend(extractor.flush())
             frames = [(f.t - offset, f) for f in out]
-        times = np.array([t for t, _ in frames])
         for (emotion, path, _), t0, t1 in spans:
             inside = [(t, f) for t, f in frames if t0 <= t < t1]
             n_copies = copies if split == "train" else 1
@@ -283,7 +282,6 @@ def extract_voice(folder: Path, spec, copies: int, seed: int) -> Part:
                     part.skip("silent")
                     break
                 part.add(split, a, mask, EMOTIONS.index(emotion), VALENCE[emotion], f"emodb/{path.name}#{k}")
-        del times
     return part
 
 
