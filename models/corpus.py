@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.data import DataError, save_dataset
+from models.data import DataError, save_arrays, save_dataset
 from models.emotions import EMODB_LETTERS, EMOTIONS, FER_FOLDERS, GOEMOTIONS_EKMAN, VALENCE
 
 logger = logging.getLogger(__name__)
@@ -89,9 +89,7 @@ class Part:
             arrays[f"{s}.valence"] = np.array(self.valence[s], dtype=np.float32)
             arrays[f"{s}.id"] = np.array(self.ids[s], dtype=str)
         arrays["meta"] = np.array(json.dumps({"modality": self.modality, "skipped": self.skipped}))
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, **arrays)
-        tmp.replace(path)
+        save_arrays(path, arrays)
 
     @classmethod
     def load(cls, path: Path) -> Part:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pickle
 import zipfile
 from dataclasses import dataclass, field
@@ -128,9 +129,16 @@ def save_dataset(path: str | Path, data: dict) -> Path:
                 arr = arr.astype(str)
             arrays[f"{name}.{key}"] = arr
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
+    return save_arrays(path, arrays)
+
+
+def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    """A NumPy archive written whole: under a temporary name, then renamed (a killed run
+    leaves the old file or the new one, never half of one)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:  # a file object: np.savez would add .npz to a name
+        np.savez(fh, **arrays)
+    os.replace(tmp, path)
     return path
 
 

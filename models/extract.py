@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.data import DataError, save_dataset
+from models.data import DataError, save_arrays, save_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -211,12 +211,9 @@ CACHE_KEYS = ("text", "text_mask", "audio", "audio_mask", "vision", "vision_mask
 def write_cache(path: Path, features: dict) -> None:
     """One clip's features as a NumPy archive without pickles (the words a unicode array),
     written under a temporary name and renamed: a killed run never leaves half an entry."""
-    tmp = path.with_name(path.name + ".tmp")
     arrays = {k: np.asarray(features[k]) for k in CACHE_KEYS}
     arrays["words"] = np.asarray(str(features["words"]), dtype=np.str_)
-    with open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
-    os.replace(tmp, path)
+    save_arrays(path, arrays)
 
 
 def read_cache(path: Path) -> dict | None:

@@ -42,11 +42,9 @@ TALKING_FACES = DATA / "talking_faces"  # Apache-2.0, see its README.md
 @pytest.fixture(scope="session")
 def media(tmp_path_factory) -> dict[str, Path]:
     """Real media of every awkward kind, generated once: espeak-ng speech, a real face."""
-    import wave
-
     import numpy as np
 
-    from realtime.synth_media import RATE, astronaut_face, moving_face, speak, write_av
+    from realtime.synth_media import RATE, astronaut_face, moving_face, speak, write_av, write_wav
 
     folder = tmp_path_factory.mktemp("media")
     speech = speak("I really love this, it makes me very happy.", "en-us")
@@ -59,11 +57,7 @@ def media(tmp_path_factory) -> dict[str, Path]:
     out["audio_only_m4a"] = folder / "audio_only.m4a"
     write_av(out["audio_only_m4a"], audio, None)
     out["audio_only_wav"] = folder / "audio_only.wav"
-    with wave.open(str(out["audio_only_wav"]), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(RATE)
-        w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
+    write_wav(out["audio_only_wav"], audio)
     out["no_face"] = folder / "no_face.mp4"
     blank = (np.full((240, 320, 3), 90, np.uint8) for _ in range(n))
     write_av(out["no_face"], audio, blank, fps=10, size=(320, 240))

@@ -12,7 +12,6 @@ import math
 import os
 import pickle
 import signal
-import wave
 
 import numpy as np
 import pytest
@@ -83,18 +82,14 @@ def small(untrained):
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     """Two short clips that share a name: clip.mp4 (face + tone) and clip.wav (tone)."""
-    from realtime.synth_media import RATE, astronaut_face, moving_face, write_av
+    from realtime.synth_media import RATE, astronaut_face, moving_face, write_av, write_wav
 
     folder = tmp_path_factory.mktemp("clips")
     t = np.arange(int(1.5 * RATE)) / RATE
     tone = (0.2 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
     image, centre = astronaut_face()
     write_av(folder / "clip.mp4", tone, moving_face(image, centre, 15, 10, (320, 240)), fps=10, size=(320, 240))
-    with wave.open(str(folder / "clip.wav"), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(RATE)
-        w.writeframes((tone * 32767).astype("<i2").tobytes())
+    write_wav(folder / "clip.wav", tone)
     return folder
 
 
