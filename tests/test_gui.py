@@ -14,6 +14,24 @@ from tests.conftest import EXAMPLE, EXIT_BOUND, cli, read_records
 pytestmark = pytest.mark.slow
 
 
+def assert_same_records(a, b, tol: float = 2e-4) -> None:
+    """Equal records, floats to within one step of their 4-decimal rounding: the GUI and the
+    CLI batch windows differently, and a batch's size can move a float's last bit across a
+    rounding boundary (seen once: sentiment 0.6419 vs 0.642). Everything else must match."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert_same_records(a[k], b[k], tol)
+    elif isinstance(a, list) and isinstance(b, list):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            assert_same_records(x, y, tol)
+    elif isinstance(a, float) and isinstance(b, float):
+        assert abs(a - b) <= tol, (a, b)
+    else:
+        assert a == b
+
+
 def release(session: Session) -> None:
     """Stop a session's run and close its models now (python -m gui does the same on exit)."""
     session.close()
@@ -83,7 +101,7 @@ def test_window_plays_the_example_like_the_headless_run(qtbot, session, tmp_path
 
     # the GUI (asap pace) and python -m realtime give the same records for the same file
     headless, _ = example_run
-    assert records == read_records(headless)
+    assert_same_records(records, read_records(headless))
 
     # the health strip shows the newest window's coverage, and the model
     assert max(r["modalities"]["face"] for r in records) > 0.99  # face in view for the whole clip
