@@ -14,6 +14,7 @@ from pathlib import Path
 
 MODALITIES: tuple[str, ...] = ("L", "A", "V")
 """Modality names in a fixed order: language (text), acoustic, visual."""
+HOMO_POOLING: tuple[str, ...] = ("flatten", "pool")
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,10 @@ class ModelConfig:
     gd_alpha: float = 1 / 8
     class_names: tuple[str, ...] = ()
     """Emotion class names for an optional classification head; empty: regression only."""
+    homo_pooling: str = "flatten"
+    """How a homogeneous head reads c_m: "flatten" (the paper: every step has its own
+    weights) or "pool" (masked mean and max over present steps: the same weights
+    wherever in the window a smile or a word falls)."""
 
     def __post_init__(self) -> None:
         for name in ("dims", "steps", "kernels"):
@@ -57,6 +62,8 @@ class ModelConfig:
         if any(k % 2 == 0 for k in self.kernels.values()):
             raise ValueError(f"model config: kernels must be odd, got {self.kernels}")
         object.__setattr__(self, "class_names", tuple(self.class_names))
+        if self.homo_pooling not in HOMO_POOLING:
+            raise ValueError(f"model config: homo_pooling must be one of {HOMO_POOLING}, got {self.homo_pooling!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -22,8 +22,14 @@ tolerate. Every feature comes from ``realtime``'s workers, the code the live pip
 
 Writes a NumPy archive without pickles (``models.data`` reads it) and a JSON sidecar
 with the counts, sources and splits. Each source is extracted once into ``--work`` and
-reused by the next run. Bad items (an unreadable image or clip, an unknown label) are
-reported with their path and left out; a missing folder stops the run before any work.
+reused by the next run with the same options (folder, sampling, seed, exclusions). Bad
+items (an unreadable image or clip, an unknown label) are reported with their path and
+left out; a missing folder stops the run before any work.
+
+``--exclude FILE`` (repeatable) names sentences that must never train the model: an
+evaluation set drawn from the same source (SST's sentences are VADER's movie snippets).
+Comments and rated sentences whose letters and digits match one of them are left out of
+every split and counted.
 """
 
 from __future__ import annotations
@@ -67,6 +73,8 @@ class Part:
     valence: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in SPLITS})
     ids: dict[str, list[str]] = field(default_factory=lambda: {s: [] for s in SPLITS})
     skipped: dict[str, int] = field(default_factory=dict)
+    recipe: dict = field(default_factory=dict)
+    """The options that made it; a cached part is reused only for the same recipe."""
 
     def add(self, split: str, features: np.ndarray, mask: np.ndarray, cls: int, valence: float, ident: str) -> None:
         self.features[split].append(features.astype(np.float32))
@@ -88,14 +96,15 @@ class Part:
             arrays[f"{s}.class"] = np.array(self.classes[s], dtype=np.int64)
             arrays[f"{s}.valence"] = np.array(self.valence[s], dtype=np.float32)
             arrays[f"{s}.id"] = np.array(self.ids[s], dtype=str)
-        arrays["meta"] = np.array(json.dumps({"modality": self.modality, "skipped": self.skipped}))
+        arrays["meta"] = np.array(json.dumps({"modality": self.modality, "skipped": self.skipped,
+                                              "recipe": self.recipe}))
         save_arrays(path, arrays)
 
     @classmethod
     def load(cls, path: Path) -> Part:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
-            part = cls(modality=meta["modality"], skipped=meta["skipped"])
+            part = cls(modality=meta["modality"], skipped=meta["skipped"], recipe=meta.get("recipe", {}))
             for s in SPLITS:
                 if f"{s}.x" not in z:
                     continue
@@ -346,6 +355,30 @@ def read_rated_sentences(folder: Path) -> list[tuple[str, float, str]]:
     return rows
 
 
+def text_key(text: str) -> str:
+    """What two copies of a sentence share despite punctuation, case and tokenisation."""
+    return re.sub(r"[^a-z0-9]", "", html.unescape(text).lower())
+
+
+def read_exclusions(paths: list[str]) -> set[str]:
+    """Keys of the sentences in each file: a CSV with a 'sentence', 'Utterance' or 'text'
+    column, or plain text with one sentence a line."""
+    keys: set[str] = set()
+    for name in paths:
+        path = Path(name)
+        if not path.is_file():
+            raise DataError(f"--exclude '{path}': no such file")
+        text = path.read_text(encoding="utf-8", errors="replace")
+        rows = list(csv.reader(text.splitlines()))
+        header = [h.strip().lower() for h in rows[0]] if rows else []
+        column = next((header.index(c) for c in ("sentence", "utterance", "text") if c in header), None)
+        if path.suffix.lower() == ".csv" and column is None:
+            raise DataError(f"--exclude '{path}': a CSV needs a 'sentence', 'Utterance' or 'text' column")
+        lines = [r[column] for r in rows[1:] if len(r) > column] if column is not None else text.splitlines()
+        keys.update(k for k in map(text_key, lines) if k)
+    return keys
+
+
 def sentence_split(ident: str) -> str:
     """A fixed split by the sentence's id: 80 % train, 10 % valid, 10 % test."""
     h = int(hashlib.sha1(ident.encode()).hexdigest()[:8], 16) % 10
@@ -414,6 +447,18 @@ def describe(parts: dict[str, Part]) -> dict:
     return {name: {"modality": p.modality, "counts": p.counts(), "left_out": p.skipped} for name, p in parts.items()}
 
 
+def recipe(name: str, path: Path, args: argparse.Namespace, exclude: set[str]) -> dict:
+    """What decides a source's extracted part: its folder, sampling, feature set, exclusions."""
+    from realtime.featureset import FEATURE_SET_NAME
+
+    out = {"folder": str(path.resolve()), "seed": args.seed, "feature_set": FEATURE_SET_NAME}
+    out.update({"faces": {"per_class": args.faces_per_class}, "voice": {"copies": args.voice_copies},
+                "texts": {"per_class": args.texts_per_class}, "sentences": {"count": args.sentences_count}}[name])
+    if name in ("texts", "sentences") and exclude:
+        out["exclude_sha1"] = hashlib.sha1("\n".join(sorted(exclude)).encode()).hexdigest()
+    return out
+
+
 def build(args: argparse.Namespace) -> dict:
     from realtime.featureset import FeatureSpec
 
@@ -425,30 +470,44 @@ def build(args: argparse.Namespace) -> dict:
         raise DataError("give at least one source: --faces, --voice, --texts or --sentences")
     for name, path in given.items():
         _need_folder(path, name)  # every folder checked before any work
+    exclude = read_exclusions(args.exclude)
     work.mkdir(parents=True, exist_ok=True)
     parts: dict[str, Part] = {}
     for name, path in given.items():
         cache = work / f"{name}.npz"
+        want = recipe(name, path, args, exclude)
         if cache.is_file():
-            parts[name] = Part.load(cache)
-            logger.info("%s: reused %s", name, cache)
-            continue
+            cached = Part.load(cache)
+            if cached.recipe == want:
+                parts[name] = cached
+                logger.info("%s: reused %s", name, cache)
+                continue
+            logger.info("%s: %s was made with other options; extracting again", name, cache)
         started = time.perf_counter()
         rng = np.random.default_rng(args.seed)
+        excluded = 0
         if name == "faces":
             part = extract_faces(path, args.faces_per_class, args.seed, spec, args.face_model)
         elif name == "voice":
             part = extract_voice(path, spec, args.voice_copies, args.seed)
         elif name == "texts":
             rows = goemotions_rows(path, args.texts_per_class, rng)
+            kept = [r for r in rows if text_key(r[2]) not in exclude]
+            rows, excluded = kept, len(rows) - len(kept)
             part = extract_texts([(s, e, VALENCE[e], t, i) for s, e, t, i in rows], spec, args.text_model,
                                  "goemotions")
         else:
             rows = read_rated_sentences(path)
             rows = [r for r in rows if 3 <= len(r[2].split()) <= 40]
+            kept = [r for r in rows if text_key(r[2]) not in exclude]
+            rows, excluded = kept, len(rows) - len(kept)
             rows = _subsample(rows, args.sentences_count, rng)
             part = extract_texts([(sentence_split(i), None, r * RATING_TO_MOSI, t, i) for i, r, t in rows], spec,
                                  args.text_model, "vader")
+        if excluded:
+            part.skipped["excluded (evaluation sentences)"] = excluded
+            logger.info("%s: %d sentences left out by --exclude", name, excluded)
+        part.recipe = want
         part.save(cache)
         parts[name] = part
         logger.info("%s: %s in %.0f s", name, part.counts(), time.perf_counter() - started)
@@ -472,6 +531,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sentences-count", type=int, default=4000, help="rated sentences to use, all splits")
     parser.add_argument("--voice-copies", type=int, default=4,
                         help="windows per training clip, shifted in time (voice corpora are small)")
+    parser.add_argument("--exclude", action="append", default=[], metavar="FILE",
+                        help="sentences never to train on (an evaluation set: CSV with a sentence column, or one "
+                             "a line); repeatable")
     parser.add_argument("--face-model", help="face_landmarker.task (default: the installed one)")
     parser.add_argument("--text-model", help="MiniLM folder (default: the installed one)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every sampling choice")

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from models.config import MODALITIES, ModelConfig
 from models.graph_distill import GDUnit
-from models.layers import AttentionEncoder, ResidualHead, masked_mean
+from models.layers import AttentionEncoder, ResidualHead, masked_max, masked_mean
 
 SENTIMENT_RANGE = 3.0
 
@@ -92,8 +92,9 @@ class DMD(nn.Module):
         self.decoder = nn.ModuleDict({m: nn.Conv1d(2 * d, d, 1, bias=False) for m in MODALITIES})
         self.align_c = nn.ModuleDict({m: nn.Linear(cfg.steps[m] * d, d) for m in MODALITIES})
         # 3. homogeneous branch: flattened c_m heads, self-attention over c_m, fusion
+        homo_in = {m: cfg.steps[m] * d if cfg.homo_pooling == "flatten" else 2 * d for m in MODALITIES}
         self.head_homo = nn.ModuleDict({
-            m: ResidualHead(cfg.steps[m] * d, d, 1, cfg.output_dropout) for m in MODALITIES
+            m: ResidualHead(homo_in[m], d, 1, cfg.output_dropout) for m in MODALITIES
         })
         self.self_attn_c = nn.ModuleDict({m: _encoder(cfg, d, cfg.cross_layers) for m in MODALITIES})
         self.head_c = ResidualHead(3 * d, 3 * d, 1, cfg.output_dropout)
@@ -161,7 +162,11 @@ class DMD(nn.Module):
         # 3. homogeneous branch
         logits_homo, repr_homo, c_att = {}, {}, {}
         for m in MODALITIES:
-            logits_homo[m], repr_homo[m], _ = self.head_homo[m](c[m].flatten(1))
+            if cfg.homo_pooling == "flatten":
+                read = c[m].flatten(1)  # (B, T*d)
+            else:
+                read = torch.cat([masked_mean(c[m], masks[m]), masked_max(c[m], masks[m])], dim=1)  # (B, 2d)
+            logits_homo[m], repr_homo[m], _ = self.head_homo[m](read)
             c_att[m] = masked_mean(self.self_attn_c[m](c[m], masks[m]), masks[m])  # (B, d)
         c_fusion = torch.cat([c_att[m] for m in MODALITIES], dim=1)  # (B, 3d)
         logit_c, _, _ = self.head_c(c_fusion)

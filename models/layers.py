@@ -30,6 +30,13 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * weights.unsqueeze(-1)).sum(1) / weights.sum(1, keepdim=True)
 
 
+def masked_max(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Max over time of (B, T, d) where mask (B, T) is 1; zeros where no step is present."""
+    present = mask > 0
+    filled = x.masked_fill(~present.unsqueeze(-1), torch.finfo(x.dtype).min)
+    return torch.where(present.any(1, keepdim=True), filled.amax(1), torch.zeros_like(filled[:, 0]))
+
+
 def key_padding(mask: torch.Tensor) -> torch.Tensor:
     """Attention key padding mask (True = ignore) from a presence mask (B, T).
 

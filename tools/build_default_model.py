@@ -152,7 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--valid-samples", type=int, default=1500, help="validation samples used for selection")
     parser.add_argument("--faces-per-class", type=int, default=1000, help="training images per class")
     parser.add_argument("--texts-per-class", type=int, default=1500, help="training comments per class")
-    parser.add_argument("--sentences-count", type=int, default=5000, help="rated sentences, all splits")
+    parser.add_argument("--sentences-count", type=int, default=20000,
+                        help="rated sentences, all splits (default: all of VADER's 18,500 that have 3 to 40 words)")
+    parser.add_argument("--exclude", action="append", default=[], metavar="FILE",
+                        help="sentences never to train on, e.g. the evaluation sets of bench.emotions (SST's test "
+                             "sentences are VADER movie snippets); repeatable")
+    parser.add_argument("--homo-pooling", choices=("pool", "flatten"), default="pool",
+                        help="how the homogeneous heads read a channel: pooled over present steps (default) or "
+                             "flattened as in the DMD paper")
     parser.add_argument("--batch-size", type=int, default=128, help="training batch size")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for training")
     parser.add_argument("--seed", type=int, default=0, help="seed of sampling, pairing and training")
@@ -183,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("faces", "voice", "texts", "sentences"):
         if getattr(args, name):
             corpus_args += [f"--{name}", getattr(args, name)]
+    for path in args.exclude:
+        corpus_args += ["--exclude", path]
     corpus_parser().parse_args(corpus_args)  # fail on bad options before any work
     if corpus_main(corpus_args) != 0:
         return 2
@@ -196,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
           ", ".join(f"{k} {len(v)}" for k, v in dataset.splits.items()), flush=True)
 
     model_over, train_over = load_preset("small")
+    model_over["homo_pooling"] = args.homo_pooling
     train_over.update(epochs=args.epochs, epoch_samples=args.epoch_samples, batch_size=args.batch_size,
                      early_stop=4)
     train_cfg = TrainConfig.from_dict(train_over)
@@ -221,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         "corpora": {name: {**{k: v for k, v in SOURCES[name].items() if k != "prefix"}, **summary.get(name, {})}
                     for name in SOURCES if name in summary},
         "pairs": args.pairs,
+        "excluded_evaluation_sentences": [Path(p).name for p in args.exclude],
         "train_config": train_cfg.to_dict(),
         "seed": args.seed,
         "teacher_best_epoch": teacher.best_epoch,

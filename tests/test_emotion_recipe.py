@@ -1,0 +1,109 @@
+"""The emotion recipe's parts: pooled channel heads, evaluation sentences kept out of
+training, and cached corpus parts reused only for the options that made them."""
+
+import numpy as np
+import pytest
+import torch
+
+from models.config import ModelConfig
+from models.corpus import main as corpus_main
+from models.corpus import read_exclusions, text_key
+from models.data import DataError, load_dataset
+from models.dmd import DMD
+
+DIMS = {"L": 6, "A": 4, "V": 5}
+STEPS = {"L": 8, "A": 10, "V": 9}
+
+
+def _net(pooling: str) -> DMD:
+    torch.manual_seed(0)
+    cfg = ModelConfig(dims=DIMS, steps=STEPS, d=8, heads=2, cross_layers=1, memory_layers=1,
+                      class_names=("neutral", "happy"), homo_pooling=pooling)
+    return DMD(cfg).eval()
+
+
+def _face_at(offset: int, width: int = 3):
+    """A face present for `width` steps starting at `offset`; no words, no voice."""
+    rng = np.random.default_rng(1)
+    block = torch.from_numpy(rng.normal(size=(width, DIMS["V"])).astype(np.float32))
+    inputs = {m: torch.zeros(1, STEPS[m], DIMS[m]) for m in DIMS}
+    masks = {m: torch.zeros(1, STEPS[m]) for m in DIMS}
+    inputs["V"][0, offset:offset + width] = block
+    masks["V"][0, offset:offset + width] = 1.0
+    return inputs, masks
+
+
+def test_a_pooled_channel_reads_the_same_wherever_in_the_window_its_evidence_falls():
+    readings = {}
+    for pooling in ("pool", "flatten"):
+        net = _net(pooling)
+        with torch.no_grad():
+            outs = [net(*_face_at(offset)) for offset in (1, 5)]
+        readings[pooling] = [(o.logits_homo["V"].item(), o.channel_class_logits["V"][0].tolist()) for o in outs]
+    (early, early_cls), (late, late_cls) = readings["pool"]
+    assert early == pytest.approx(late, abs=1e-5)
+    assert early_cls == pytest.approx(late_cls, abs=1e-5)
+    # the paper's flattened head gives each step its own weights: the same face moved reads differently
+    assert readings["flatten"][0][0] != pytest.approx(readings["flatten"][1][0], abs=1e-4)
+
+
+def test_pooled_heads_train_and_a_config_without_the_field_keeps_the_papers_heads():
+    net = _net("pool")
+    inputs, masks = _face_at(2)
+    out = net.train()(inputs, masks)
+    (out.logits_homo["V"].sum() + out.channel_class_logits["V"].sum()).backward()
+    assert net.head_homo["V"].proj1.weight.grad.abs().sum() > 0
+    assert net.head_homo["V"].proj1.in_features == 2 * 8
+    data = _net("pool").cfg.to_dict()
+    del data["homo_pooling"]  # a checkpoint written before the option existed
+    assert ModelConfig.from_dict(data).homo_pooling == "flatten"
+    with pytest.raises(ValueError, match="homo_pooling"):
+        ModelConfig(dims=DIMS, steps=STEPS, d=8, heads=2, homo_pooling="attention")
+
+
+def test_exclusion_keys_ignore_case_punctuation_and_tokenisation(tmp_path):
+    sst = tmp_path / "sst.csv"
+    sst.write_text('sentence,values\n"Effective but too-tepid biopic",0.51\n"It \'s a mess .",0.1\n')
+    lines = tmp_path / "lines.txt"
+    lines.write_text("Thank you!\n\n")
+    keys = read_exclusions([str(sst), str(lines)])
+    assert text_key("Effective but too tepid biopic") in keys  # VADER's copy of the SST sentence
+    assert text_key("It's a mess.") in keys
+    assert text_key("thank you") in keys
+    assert text_key("Thank you, all") not in keys
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,score\n1,2\n")
+    with pytest.raises(DataError, match="bad.csv.*column"):
+        read_exclusions([str(bad)])
+    with pytest.raises(DataError, match="no such file"):
+        read_exclusions([str(tmp_path / "missing.csv")])
+
+
+def _rated(folder):
+    folder.mkdir()
+    rows = [(3.1, "What a wonderful, lovely day this has been."), (-2.9, "This was the worst film I have ever seen."),
+            (0.2, "The shop opens at nine on weekdays."), (2.5, "Great service and friendly staff, really."),
+            (-3.2, "Terrible, rude and a complete waste of money."), (1.8, "I enjoyed it more than I expected to.")]
+    rows = rows * 4  # enough for three splits
+    (folder / "tweets_GroundTruth.txt").write_text(
+        "\n".join(f"{i}\t{r}\t{t} ({i})" for i, (r, t) in enumerate(rows)) + "\n")
+
+
+@pytest.mark.slow
+def test_evaluation_sentences_never_reach_the_corpus_and_a_cached_part_follows_its_options(tmp_path, capsys):
+    _rated(tmp_path / "vader")
+    held = tmp_path / "eval.csv"
+    held.write_text("sentence\n" + "\n".join(f'"This was the worst film I have ever seen ({i})"' for i in (1, 7, 13))
+                    + "\n")
+    out = tmp_path / "c.npz"
+    base = ["--out", str(out), "--sentences", str(tmp_path / "vader"), "--work", str(tmp_path / "parts")]
+    assert corpus_main(base) == 0
+    assert corpus_main(base + ["--exclude", str(held)]) == 0  # other options: extracted again, not reused
+    data = load_dataset(out)
+    ids = [i for split in data.splits.values() for i in split.ids]
+    assert len(ids) == 24 - 3
+    assert not {f"vader/tweets_{i}" for i in (1, 7, 13)} & set(ids)
+    summary = (tmp_path / "c.json").read_text()
+    assert '"excluded (evaluation sentences)": 3' in summary
+    assert corpus_main(base + ["--exclude", str(tmp_path / "nope.csv")]) == 2
+    assert "nope.csv" in capsys.readouterr().err
