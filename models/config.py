@@ -108,6 +108,11 @@ class TrainConfig:
     epoch_samples: int | None = None
     """Training samples drawn (without replacement) per epoch; None: the whole split. Large
     corpora on small machines validate more often this way."""
+    balance_sources: bool = False
+    """With epoch_samples: draw each source (the sample id up to its first '/', e.g. one
+    corpus) in proportion to the square root of its size rather than its size, so a
+    small corpus (a few actors' voices) is not drowned by a large one (thousands of
+    sentences). Ids without '/' form one source: the draw stays uniform."""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

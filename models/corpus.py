@@ -237,19 +237,22 @@ def _read_audio(path: Path) -> np.ndarray | None:
     return np.concatenate(chunks) if chunks else None
 
 
-def extract_voice(folder: Path, spec, copies: int, seed: int) -> Part:
-    """Each speaker's clips as one stream, twice (the first pass fills the statistics)."""
+def extract_voice(folder: Path, spec, copies: int, seed: int, augment: int = 0) -> Part:
+    """Each speaker's clips as one stream, twice (the first pass fills the statistics).
+
+    With ``augment`` > 0, each training speaker's stream is also replayed that many times
+    speed-perturbed (resampled by a factor in 0.85..1.15, which moves pitch, formants and
+    tempo together, as a different vocal tract would): new voices for the channel to learn
+    from, each normalised as its own stream. Validation and test speakers stay as recorded.
+    """
     from tqdm import tqdm
 
     from realtime.features.acoustic import AcousticExtractor
-    from realtime.types import AudioChunk
-    from realtime.windows import resample
 
     rng = np.random.default_rng(seed)
     part = Part("A")
     extractor = AcousticExtractor()
     rate = extractor.options.rate
-    gap = np.zeros(rate // 2, dtype=np.float32)
     for speaker, clips in tqdm(sorted(voice_clips(folder).items()), desc="voice", unit="speaker", leave=False):
         split = EMODB_SPLIT.get(speaker, "train")
         audio = [(emotion, path, _read_audio(path)) for emotion, path in clips]
@@ -259,37 +262,58 @@ def extract_voice(folder: Path, spec, copies: int, seed: int) -> Part:
         audio = [a for a in audio if a[2] is not None and len(a[2]) > rate // 4]
         if not audio:
             continue
-        order = rng.permutation(len(audio))
-        stream = np.concatenate([x for i in order for x in (audio[i][2], gap)])
-        spans, t = [], 0.0
-        for i in order:
-            spans.append((audio[i], t, t + len(audio[i][2]) / rate))
-            t += (len(audio[i][2]) + len(gap)) / rate
-        extractor.reset()
-        frames = []
-        for attempt in range(2):  # first pass: statistics only
-            offset = attempt * (len(stream) / rate + 1.0)
-            step = rate // 2
-            out = []
-            for start in range(0, len(stream), step):
-                out.extend(extractor.push(AudioChunk(t=offset + start / rate, samples=stream[start:start + step],
-                                                     rate=rate)))
-            out.extend(extractor.flush())
-            frames = [(f.t - offset, f) for f in out]
-        for (emotion, path, _), t0, t1 in spans:
-            inside = [(t, f) for t, f in frames if t0 <= t < t1]
-            n_copies = copies if split == "train" else 1
-            for k in range(n_copies):
-                shift = 0.0 if k == 0 else float(rng.uniform(-0.5, 0.5)) * min(1.0, spec.window - (t1 - t0))
-                centre = 0.5 * (t0 + t1) + shift
-                a, mask = resample([t for t, _ in inside], [f.features if f.voiced else None for _, f in inside],
-                                   centre - spec.window / 2, centre + spec.window / 2, spec.audio_steps,
-                                   spec.dims["A"])
-                if mask.sum() == 0:
-                    part.skip("silent")
-                    break
-                part.add(split, a, mask, EMOTIONS.index(emotion), VALENCE[emotion], f"emodb/{path.name}#{k}")
+        _speaker_windows(part, extractor, audio, split, copies if split == "train" else 1, spec, rng, "")
+        for _ in range(augment if split == "train" else 0):
+            factor = float(rng.uniform(0.85, 1.15))
+            perturbed = [(emotion, path, _speed(y, factor)) for emotion, path, y in audio]
+            _speaker_windows(part, extractor, perturbed, split, 1, spec, rng, f"~speed{factor:.2f}")
     return part
+
+
+def _speed(y: np.ndarray, factor: float) -> np.ndarray:
+    """Speed perturbation: played ``factor`` times faster (higher and shorter when > 1)."""
+    from scipy.signal import resample_poly
+
+    up = 100
+    return resample_poly(y, up, int(round(up * factor))).astype(np.float32)
+
+
+def _speaker_windows(part: Part, extractor, audio: list, split: str, copies: int, spec, rng, tag: str) -> None:
+    """One speaker's clips as one stream through the extractor; ``copies`` windows per clip."""
+    from realtime.types import AudioChunk
+    from realtime.windows import resample
+
+    rate = extractor.options.rate
+    gap = np.zeros(rate // 2, dtype=np.float32)
+    order = rng.permutation(len(audio))
+    stream = np.concatenate([x for i in order for x in (audio[i][2], gap)])
+    spans, t = [], 0.0
+    for i in order:
+        spans.append((audio[i], t, t + len(audio[i][2]) / rate))
+        t += (len(audio[i][2]) + len(gap)) / rate
+    extractor.reset()
+    frames = []
+    for attempt in range(2):  # first pass: statistics only
+        offset = attempt * (len(stream) / rate + 1.0)
+        step = rate // 2
+        out = []
+        for start in range(0, len(stream), step):
+            out.extend(extractor.push(AudioChunk(t=offset + start / rate, samples=stream[start:start + step],
+                                                 rate=rate)))
+        out.extend(extractor.flush())
+        frames = [(f.t - offset, f) for f in out]
+    for (emotion, path, _), t0, t1 in spans:
+        inside = [(t, f) for t, f in frames if t0 <= t < t1]
+        for k in range(copies):
+            shift = 0.0 if k == 0 else float(rng.uniform(-0.5, 0.5)) * min(1.0, spec.window - (t1 - t0))
+            centre = 0.5 * (t0 + t1) + shift
+            a, mask = resample([t for t, _ in inside], [f.features if f.voiced else None for _, f in inside],
+                               centre - spec.window / 2, centre + spec.window / 2, spec.audio_steps,
+                               spec.dims["A"])
+            if mask.sum() == 0:
+                part.skip("silent")
+                break
+            part.add(split, a, mask, EMOTIONS.index(emotion), VALENCE[emotion], f"emodb/{path.name}{tag}#{k}")
 
 
 # ---- texts -------------------------------------------------------------------------
@@ -454,6 +478,8 @@ def recipe(name: str, path: Path, args: argparse.Namespace, exclude: set[str]) -
     out = {"folder": str(path.resolve()), "seed": args.seed, "feature_set": FEATURE_SET_NAME}
     out.update({"faces": {"per_class": args.faces_per_class}, "voice": {"copies": args.voice_copies},
                 "texts": {"per_class": args.texts_per_class}, "sentences": {"count": args.sentences_count}}[name])
+    if name == "voice" and args.voice_augment:
+        out["augment"] = args.voice_augment
     if name in ("texts", "sentences") and exclude:
         out["exclude_sha1"] = hashlib.sha1("\n".join(sorted(exclude)).encode()).hexdigest()
     return out
@@ -489,7 +515,7 @@ def build(args: argparse.Namespace) -> dict:
         if name == "faces":
             part = extract_faces(path, args.faces_per_class, args.seed, spec, args.face_model)
         elif name == "voice":
-            part = extract_voice(path, spec, args.voice_copies, args.seed)
+            part = extract_voice(path, spec, args.voice_copies, args.seed, args.voice_augment)
         elif name == "texts":
             rows = goemotions_rows(path, args.texts_per_class, rng)
             kept = [r for r in rows if text_key(r[2]) not in exclude]
@@ -534,6 +560,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--exclude", action="append", default=[], metavar="FILE",
                         help="sentences never to train on (an evaluation set: CSV with a sentence column, or one "
                              "a line); repeatable")
+    parser.add_argument("--voice-augment", type=int, default=0,
+                        help="speed-perturbed replays of each training speaker (new voices; default 0)")
     parser.add_argument("--face-model", help="face_landmarker.task (default: the installed one)")
     parser.add_argument("--text-model", help="MiniLM folder (default: the installed one)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every sampling choice")
@@ -543,6 +571,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.voice_augment < 0:
+        print("error: --voice-augment must be at least 0", file=sys.stderr)
+        return 2
     for name in ("faces_per_class", "texts_per_class", "sentences_count", "voice_copies"):
         if getattr(args, name) < 1:
             print(f"error: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)

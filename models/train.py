@@ -50,6 +50,15 @@ class FitResult:
     seconds: float
 
 
+def source_weights(ids: list[str]) -> np.ndarray:
+    """Per-sample draw probabilities giving each source (id before its first '/') a share
+    proportional to the square root of its size."""
+    sources = np.array([i.split("/", 1)[0] if "/" in i else "" for i in ids])
+    _, inverse, counts = np.unique(sources, return_inverse=True, return_counts=True)
+    weights = 1.0 / np.sqrt(counts[inverse])
+    return weights / weights.sum()
+
+
 def model_config_for(dataset: Dataset, overrides: dict) -> ModelConfig:
     """A ModelConfig whose dims and steps come from the data, sizes from the preset."""
     fields = dict(overrides)
@@ -117,7 +126,9 @@ def fit(dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig, device
         sums: dict[str, float] = {}
         epoch_split = train
         if train_cfg.epoch_samples is not None and train_cfg.epoch_samples < len(train):
-            epoch_split = train.subset(np.sort(rng.choice(len(train), train_cfg.epoch_samples, replace=False)))
+            weights = source_weights(train.ids) if train_cfg.balance_sources else None
+            epoch_split = train.subset(np.sort(rng.choice(len(train), train_cfg.epoch_samples, replace=False,
+                                                          p=weights)))
         n_batches = math.ceil(len(epoch_split) / train_cfg.batch_size)
         bar = tqdm(batches(epoch_split, train_cfg.batch_size, device, rng), total=n_batches, leave=False,
                    desc=f"{role} epoch {epoch}", disable=not progress)

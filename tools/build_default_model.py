@@ -154,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--texts-per-class", type=int, default=1500, help="training comments per class")
     parser.add_argument("--sentences-count", type=int, default=20000,
                         help="rated sentences, all splits (default: all of VADER's 18,500 that have 3 to 40 words)")
+    parser.add_argument("--voice-augment", type=int, default=4,
+                        help="speed-perturbed replays of each training speaker's voice (default 4)")
     parser.add_argument("--exclude", action="append", default=[], metavar="FILE",
                         help="sentences never to train on, e.g. the evaluation sets of bench.emotions (SST's test "
                              "sentences are VADER movie snippets); repeatable")
@@ -186,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     corpus = args.work / "corpus.npz"
     corpus_args = ["--out", str(corpus), "--seed", str(args.seed), "--faces-per-class", str(args.faces_per_class),
-                   "--texts-per-class", str(args.texts_per_class), "--sentences-count", str(args.sentences_count)]
+                   "--texts-per-class", str(args.texts_per_class), "--sentences-count", str(args.sentences_count),
+                   "--voice-augment", str(args.voice_augment)]
     for name in ("faces", "voice", "texts", "sentences"):
         if getattr(args, name):
             corpus_args += [f"--{name}", getattr(args, name)]
@@ -207,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     model_over, train_over = load_preset("small")
     model_over["homo_pooling"] = args.homo_pooling
     train_over.update(epochs=args.epochs, epoch_samples=args.epoch_samples, batch_size=args.batch_size,
-                     early_stop=4)
+                     early_stop=4, balance_sources=True)
     train_cfg = TrainConfig.from_dict(train_over)
     model_cfg = model_config_for(dataset, model_over)
     device = torch.device("cpu")
