@@ -107,3 +107,47 @@ def test_evaluation_sentences_never_reach_the_corpus_and_a_cached_part_follows_i
     assert '"excluded (evaluation sentences)": 3' in summary
     assert corpus_main(base + ["--exclude", str(tmp_path / "nope.csv")]) == 2
     assert "nope.csv" in capsys.readouterr().err
+
+
+def test_speed_perturbation_changes_duration_and_pitch_together():
+    from models.corpus import _speed
+
+    rate = 16000
+    t = np.arange(rate) / rate
+    tone = np.sin(2 * np.pi * 200 * t).astype(np.float32)
+    fast = _speed(tone, 1.15)
+    assert len(fast) == pytest.approx(rate / 1.15, abs=2)
+    spectrum = np.abs(np.fft.rfft(fast))
+    assert np.fft.rfftfreq(len(fast), 1 / rate)[spectrum.argmax()] == pytest.approx(230, abs=3)
+
+
+@pytest.mark.slow
+def test_voice_augmentation_adds_new_voices_for_training_speakers_only(tmp_path):
+    from models.corpus import extract_voice
+    from realtime.featureset import FeatureSpec
+    from realtime.synth_media import speak, write_wav
+
+    folder = tmp_path / "emodb"
+    folder.mkdir()
+    for speaker in ("11", "03"):  # 11 trains, 03 is a test speaker
+        for i, (letter, speed) in enumerate((("W", 190), ("T", 120))):
+            write_wav(folder / f"{speaker}a0{i}{letter}a.wav", speak("We will meet again tomorrow.", "en-us", speed))
+    plain = extract_voice(folder, FeatureSpec(), copies=2, seed=0)
+    augmented = extract_voice(folder, FeatureSpec(), copies=2, seed=0, augment=3)
+    assert len(plain.ids["train"]) == 2 * 2 and len(plain.ids["test"]) == 2
+    assert len(augmented.ids["train"]) == 2 * 2 + 3 * 2  # three new voices, one window per clip each
+    assert augmented.ids["test"] == plain.ids["test"]  # held-out speakers stay as recorded
+    assert sum("~speed" in i for i in augmented.ids["train"]) == 6
+    plain_x = np.stack(plain.features["train"])
+    new_x = np.stack([x for x, i in zip(augmented.features["train"], augmented.ids["train"]) if "~speed" in i])
+    assert not np.allclose(plain_x[:2], new_x[:2])  # a different voice reads differently
+
+
+def test_balanced_draws_give_each_source_a_square_root_share():
+    from models.train import source_weights
+
+    ids = [f"big/{i}" for i in range(400)] + [f"small/{i}" for i in range(25)] + ["pair/x"] * 100
+    w = source_weights(ids)
+    assert w.sum() == pytest.approx(1.0)
+    assert w[:400].sum() == pytest.approx(20 / 35) and w[400:425].sum() == pytest.approx(5 / 35)
+    assert np.allclose(source_weights(["a", "b", "c"]), 1 / 3)  # no sources named: uniform
