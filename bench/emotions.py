@@ -255,16 +255,22 @@ def valence(path: Path, work: Path, checkpoint: str | None, per_sign: int, seed:
     _speak_lines(lines, clips)
     results = work / "valence-out"
     seconds = run_realtime(clips, results, checkpoint)
-    right, n, missing = 0, 0, 0
+    right, n, missing, words_right, words_n = 0, 0, 0, 0, 0
     for name, sign in labels.items():
-        _, v = mean_reading(read_records(results / f"{name}.jsonl"))
+        records = read_records(results / f"{name}.jsonl")
+        _, v = mean_reading(records)
+        _, words = mean_reading(records, "text")
+        if words is not None:
+            words_n += 1
+            words_right += (words > 0) == (sign == "pos")
         if v is None:
             missing += 1
             continue
         n += 1
         right += (v > 0) == (sign == "pos")
     return {"corpus": str(path), "sentences": len(labels), "seconds": round(seconds, 1), "scored": n,
-            "missing_reading": missing, "sign_accuracy": round(right / max(n, 1), 4)}
+            "missing_reading": missing, "sign_accuracy": round(right / max(n, 1), 4),
+            "text_channel_sign_accuracy": round(words_right / max(words_n, 1), 4)}
 
 
 def main(argv: list[str] | None = None) -> int:
