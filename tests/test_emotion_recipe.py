@@ -151,3 +151,25 @@ def test_balanced_draws_give_each_source_a_square_root_share():
     assert w.sum() == pytest.approx(1.0)
     assert w[:400].sum() == pytest.approx(20 / 35) and w[400:425].sum() == pytest.approx(5 / 35)
     assert np.allclose(source_weights(["a", "b", "c"]), 1 / 3)  # no sources named: uniform
+
+
+def test_model_card_tables_come_from_the_checkpoint_and_the_bench(tmp_path, capsys):
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    from model_card_tables import main as tables
+
+    score = {"n": 10, "accuracy": 0.42, "accuracy_all7": 0.3, "chance": 0.25}
+    bench = {"voice": {"fused": score, "audio_channel": {"accuracy": 0.35}},
+             "valence": {"scored": 200, "sign_accuracy": 0.8, "text_channel_sign_accuracy": 0.81}}
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(bench))
+    assert tables(["--bench", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "| voice, neutral words | 10 | **0.420** | 0.300 | 0.350 | 0.25 | 0.40 (0.60): **met** |" in out
+    assert "sign **0.800** | | 0.810 | 0.50 | 0.78 (0.85): **met** |" in out
+    assert "| FER2013 PrivateTest (face) |" in out and "| truth \\ said | neutral | happy |" in out
+    assert tables(["--checkpoint", str(tmp_path)]) == 2  # no checkpoint there: one line, exit 2
+    assert capsys.readouterr().err.startswith("error: ")
