@@ -7,12 +7,19 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 # Nothing may download: a hub name must fail at once.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# One torch (OpenMP) thread here and in every process the tests start, set before torch
+# loads. Its workers busy-wait between operations: on 2 cores shared with other work, one
+# 25-step training test took 183 s with two threads and 8 s with one, and the training
+# fixture passed 600 s. The tests' models are small; what they assert does not depend on it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import json  # noqa: E402
 import pickle  # noqa: E402
+import shutil  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
@@ -236,6 +243,15 @@ def components():
         yield loaded
 
 
+@pytest.fixture(scope="session")
+def webcam_run(tmp_path_factory):
+    """python -m realtime --source webcam on this machine, which has no camera and no
+    microphone, once per session (it loads every model before it finds none): (process, --out)."""
+    out = tmp_path_factory.mktemp("webcam") / "x.jsonl"
+    proc = cli("--source", "webcam", "--duration", "2", "--out", out, done="error: ", timeout=240)
+    return proc, out
+
+
 def run_live(components, camera, mic, duration: float):
     """A live-mode run of a camera and a microphone (either may be None) for ``duration`` s:
     (estimates, summary, pipeline threads still alive after it)."""
@@ -265,14 +281,72 @@ def run_live(components, camera, mic, duration: float):
     return estimates, summary, threads
 
 
+class BackgroundRun:
+    """``python -m realtime`` started in a thread of its own, timed by ``finish``, while other
+    tests run in this process: on 2 cores its model loading and decoding overlap theirs."""
+
+    def __init__(self, args: list, done: str):
+        self.proc: subprocess.Popen | None = None
+        self.result: Finished | None = None
+        self.error: BaseException | None = None
+        self._args, self._done = args, done
+        self._thread = threading.Thread(target=self._run, name="example-run", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.proc = start(self._args)
+            self.result = finish(self.proc, done=self._done)
+        except BaseException as exc:  # raised again in the test that waits for it
+            self.error = exc
+
+    def wait(self) -> Finished:
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+    def stop(self) -> None:
+        """End the process if the session ends first (Ctrl-C, -x)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+        self._thread.join(30)
+
+
+_example: BackgroundRun | None = None
+_example_out: Path | None = None
+
+
+def _start_example_run() -> BackgroundRun:
+    global _example, _example_out
+    if _example is None:
+        _example_out = Path(tempfile.mkdtemp(prefix="dmd-example-run-")) / "a.jsonl"
+        _example = BackgroundRun(["--source", EXAMPLE, "--out", _example_out, "--summary",
+                                  _example_out.with_suffix(".summary.json")], done="real-time factor")
+    return _example
+
+
+def pytest_collection_finish(session):
+    """Start the README example's run as soon as the tests are known, if any needs it: it
+    runs beside the tests that come before the first one that reads it."""
+    if any("example_run" in getattr(item, "fixturenames", ()) for item in session.items):
+        _start_example_run()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _example is not None:
+        _example.stop()
+        shutil.rmtree(_example_out.parent, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def example_run(tmp_path_factory):
-    """python -m realtime on the example video, once per session: (records path, process)."""
+def example_run():
+    """python -m realtime on the example video, once per session (started when the session
+    starts): (records path, process)."""
     from realtime.engine import DEFAULT_CHECKPOINT
 
     assert (DEFAULT_CHECKPOINT / "checkpoint.json").is_file(), "the bundled default model is missing"
-    out = tmp_path_factory.mktemp("run") / "a.jsonl"
-    proc = cli("--source", EXAMPLE, "--out", out, "--summary", out.with_suffix(".summary.json"),
-               done="real-time factor")
+    proc = _start_example_run().wait()
+    assert "exit-audit:" not in proc.stderr, proc.stderr[-3000:]
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return out, proc
+    return _example_out, proc

@@ -37,6 +37,93 @@ def check_record(rec):
     assert isinstance(rec["words"], list) and isinstance(rec["checkpoint"], str)
 
 
+def test_csv_keeps_every_column_when_channels_are_absent(media, tmp_path, components, capsys, caplog):
+    """A table has one set of columns: emotions and every channel's reading, empty where absent."""
+    import csv
+
+    out = tmp_path / "face.csv"
+    proc = run_main(components, capsys, caplog, "--source", media["video_no_audio"], "--out", out, "--quiet")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with out.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows
+    names = ("neutral", "happy", "sad", "angry", "fearful", "disgusted", "surprised")
+    for channel in ("face", "audio", "text"):
+        assert {f"channels.{channel}.emotions.{n}" for n in names} <= set(rows[0])
+    for row in rows:
+        assert abs(sum(float(row[f"emotions.{n}"]) for n in names) - 1) < 1e-3
+        assert row["emotion"] in names and row["channels.face.emotion"] in names
+        assert row["channels.audio.emotion"] == row["channels.text.emotions.happy"] == ""
+
+
+def _one_error_line(proc, fragment):
+    lines = [line for line in proc.stderr.strip().splitlines() if line]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], lines
+
+
+def test_bad_input_one_line_errors(media, tmp_path, capsys, caplog):
+    def run(*args):  # these stop before any model is needed
+        return run_main(None, capsys, caplog, *args)
+
+    _one_error_line(run("--source", tmp_path / "absent.mp4", "--out", tmp_path / "x.jsonl"), "no such file")
+    _one_error_line(run("--source", media["not_media"], "--out", tmp_path / "x.jsonl"), "not a media file")
+    _one_error_line(run("--source", media["truncated"], "--out", tmp_path / "x.jsonl"), "truncated")
+    _one_error_line(run("--source", EXAMPLE, "--device", "tpu"), "unknown --device")
+    _one_error_line(run("--source", EXAMPLE, "--out", "/proc/nope/x.jsonl"), "cannot write")
+    # and in a process of its own: one line on stderr, nothing else (no native chatter either)
+    _one_error_line(cli("--source", EXAMPLE, "--checkpoint", tmp_path, "--out", tmp_path / "x.jsonl", done="error: "),
+                    "missing checkpoint.json")
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+@pytest.mark.parametrize("key,present,absent", [
+    ("video_no_audio", "face", "audio"),
+    ("audio_only_wav", "audio", "face"),
+    ("no_face", "audio", "face"),
+    ("silence", "face", "audio"),
+])
+def test_runs_on_the_modalities_it_has(media, tmp_path, key, present, absent, components, capsys, caplog):
+    out = tmp_path / "r.jsonl"
+    proc = run_main(components, capsys, caplog, "--source", media[key], "--out", out)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = read_records(out)
+    assert records
+    for rec in records:
+        check_record(rec)
+    assert max(r["modalities"][present] for r in records) > 0.5
+    assert all(r["modalities"][absent] == 0 for r in records)
+    if key in ("video_no_audio", "silence"):
+        assert all(r["words"] == [] for r in records)
+    if key == "video_no_audio":
+        assert "no audio stream" in proc.stderr
+        # a real smiling face, silent: the face alone reads happy and positive
+        assert [set(r["channels"]) for r in records] == [{"face"}] * len(records)
+        assert sum(r["emotion"] == "happy" for r in records) > 0.8 * len(records)
+        assert sum(r["sentiment"] for r in records) / len(records) > 0.5
+
+
+def test_folder_source(media, tmp_path, components, capsys, caplog):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for key in ("audio_only_wav", "video_no_audio"):
+        (folder / media[key].name).write_bytes(media[key].read_bytes())
+    (folder / "broken.mp4").write_text("not media")
+    proc = run_main(components, capsys, caplog, "--source", folder, "--out", tmp_path / "out", "--quiet")
+    assert proc.returncode == 3, proc.stderr  # some files failed (issue 17): the others are done
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["audio_only.jsonl", "video_no_audio.jsonl"]
+    assert "broken.mp4" in proc.stderr
+
+
+def test_plot_path_is_checked_before_any_model_loads(components, capsys, caplog, tmp_path):
+    ran = run_main(components, capsys, caplog, "--source", EXAMPLE, "--plot", tmp_path / "run.txt")
+    assert ran.returncode == 2 and "--plot" in ran.stderr and ".png" in ran.stderr
+    ran = run_main(components, capsys, caplog, "--source", EXAMPLE, "--plot", tmp_path / "missing" / "run.png")
+    assert ran.returncode == 2 and "--plot" in ran.stderr
+
+
+# ---- the README example, run once per session (tests/conftest.py starts it as the session
+# starts, in a process of its own); the tests above run in this process meanwhile ----------
 def test_example_video_records(example_run):
     out, proc = example_run
     records = read_records(out)
@@ -117,82 +204,21 @@ def test_csv_output_and_existing_out_is_refused(tmp_path, example_run, component
     assert len(lines) == len(read_records(out)) + 1
 
 
-def test_csv_keeps_every_column_when_channels_are_absent(media, tmp_path, components, capsys, caplog):
-    """A table has one set of columns: emotions and every channel's reading, empty where absent."""
-    import csv
+def test_plot_draws_the_run(example_run, tmp_path):
+    """--plot's picture: emotions stacked over time in the emotions' colours, valence, channels."""
+    from PyQt6.QtGui import QColor, QImage
 
-    out = tmp_path / "face.csv"
-    proc = run_main(components, capsys, caplog, "--source", media["video_no_audio"], "--out", out, "--quiet")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    with out.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    assert rows
-    names = ("neutral", "happy", "sad", "angry", "fearful", "disgusted", "surprised")
-    for channel in ("face", "audio", "text"):
-        assert {f"channels.{channel}.emotions.{n}" for n in names} <= set(rows[0])
-    for row in rows:
-        assert abs(sum(float(row[f"emotions.{n}"]) for n in names) - 1) < 1e-3
-        assert row["emotion"] in names and row["channels.face.emotion"] in names
-        assert row["channels.audio.emotion"] == row["channels.text.emotions.happy"] == ""
+    from realtime.plot import EMOTION_COLOURS, draw_run
 
-
-def _one_error_line(proc, fragment):
-    lines = [line for line in proc.stderr.strip().splitlines() if line]
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], lines
-
-
-def test_bad_input_one_line_errors(media, tmp_path, capsys, caplog):
-    def run(*args):  # these stop before any model is needed
-        return run_main(None, capsys, caplog, *args)
-
-    _one_error_line(run("--source", tmp_path / "absent.mp4", "--out", tmp_path / "x.jsonl"), "no such file")
-    _one_error_line(run("--source", media["not_media"], "--out", tmp_path / "x.jsonl"), "not a media file")
-    _one_error_line(run("--source", media["truncated"], "--out", tmp_path / "x.jsonl"), "truncated")
-    _one_error_line(run("--source", EXAMPLE, "--device", "tpu"), "unknown --device")
-    _one_error_line(run("--source", EXAMPLE, "--out", "/proc/nope/x.jsonl"), "cannot write")
-    # and in a process of its own: one line on stderr, nothing else (no native chatter either)
-    _one_error_line(cli("--source", EXAMPLE, "--checkpoint", tmp_path, "--out", tmp_path / "x.jsonl", done="error: "),
-                    "missing checkpoint.json")
-    assert not (tmp_path / "x.jsonl").exists()
-
-
-@pytest.mark.parametrize("key,present,absent", [
-    ("video_no_audio", "face", "audio"),
-    ("audio_only_wav", "audio", "face"),
-    ("no_face", "audio", "face"),
-    ("silence", "face", "audio"),
-])
-def test_runs_on_the_modalities_it_has(media, tmp_path, key, present, absent, components, capsys, caplog):
-    out = tmp_path / "r.jsonl"
-    proc = run_main(components, capsys, caplog, "--source", media[key], "--out", out)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    records = read_records(out)
-    assert records
-    for rec in records:
-        check_record(rec)
-    assert max(r["modalities"][present] for r in records) > 0.5
-    assert all(r["modalities"][absent] == 0 for r in records)
-    if key in ("video_no_audio", "silence"):
-        assert all(r["words"] == [] for r in records)
-    if key == "video_no_audio":
-        assert "no audio stream" in proc.stderr
-        # a real smiling face, silent: the face alone reads happy and positive
-        assert [set(r["channels"]) for r in records] == [{"face"}] * len(records)
-        assert sum(r["emotion"] == "happy" for r in records) > 0.8 * len(records)
-        assert sum(r["sentiment"] for r in records) / len(records) > 0.5
-
-
-def test_folder_source(media, tmp_path, components, capsys, caplog):
-    folder = tmp_path / "videos"
-    folder.mkdir()
-    for key in ("audio_only_wav", "video_no_audio"):
-        (folder / media[key].name).write_bytes(media[key].read_bytes())
-    (folder / "broken.mp4").write_text("not media")
-    proc = run_main(components, capsys, caplog, "--source", folder, "--out", tmp_path / "out", "--quiet")
-    assert proc.returncode == 3, proc.stderr  # some files failed (issue 17): the others are done
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["audio_only.jsonl", "video_no_audio.jsonl"]
-    assert "broken.mp4" in proc.stderr
+    records = read_records(example_run[0])
+    path = draw_run(records, tmp_path / "run.png", title="example")
+    image = QImage(str(path))
+    assert not image.isNull() and (image.width(), image.height()) == (1400, 620)
+    # the emotion band (rows 40-300) is painted in the colour of the emotions the records hold
+    band = {image.pixelColor(x, y).name() for x in range(100, 1250, 7) for y in range(60, 300, 7)}
+    lead = max(records[len(records) // 2]["emotions"].items(), key=lambda kv: kv[1])[0]
+    assert QColor(EMOTION_COLOURS[lead]).name() in band
+    assert draw_run([], tmp_path / "empty.png").is_file(), "a run without windows still gets a picture"
 
 
 @pytest.mark.slow
@@ -212,27 +238,3 @@ def test_sigterm_keeps_finished_windows(tmp_path):
     for rec in records:
         check_record(rec)
         assert rec["latency_ms"] >= 0
-
-
-def test_plot_draws_the_run(example_run, tmp_path):
-    """--plot's picture: emotions stacked over time in the emotions' colours, valence, channels."""
-    from PyQt6.QtGui import QColor, QImage
-
-    from realtime.plot import EMOTION_COLOURS, draw_run
-
-    records = read_records(example_run[0])
-    path = draw_run(records, tmp_path / "run.png", title="example")
-    image = QImage(str(path))
-    assert not image.isNull() and (image.width(), image.height()) == (1400, 620)
-    # the emotion band (rows 40-300) is painted in the colour of the emotions the records hold
-    band = {image.pixelColor(x, y).name() for x in range(100, 1250, 7) for y in range(60, 300, 7)}
-    lead = max(records[len(records) // 2]["emotions"].items(), key=lambda kv: kv[1])[0]
-    assert QColor(EMOTION_COLOURS[lead]).name() in band
-    assert draw_run([], tmp_path / "empty.png").is_file(), "a run without windows still gets a picture"
-
-
-def test_plot_path_is_checked_before_any_model_loads(components, capsys, caplog, tmp_path):
-    ran = run_main(components, capsys, caplog, "--source", EXAMPLE, "--plot", tmp_path / "run.txt")
-    assert ran.returncode == 2 and "--plot" in ran.stderr and ".png" in ran.stderr
-    ran = run_main(components, capsys, caplog, "--source", EXAMPLE, "--plot", tmp_path / "missing" / "run.png")
-    assert ran.returncode == 2 and "--plot" in ran.stderr
