@@ -105,6 +105,10 @@ def test_silence_is_unvoiced():
     assert frames and not any(f.voiced for f in frames)
 
 
+# a long stream (24 Whisper steps, about 10 s of CPU): the fast lane runs the same
+# transcriber with the same live options on the same audio in test_live's replay (words
+# arrive), and the agreement and silence tests below
+@pytest.mark.slow
 def test_streaming_asr_commits_the_spoken_words(whisper):
     from realtime.features.speech import ASROptions, StreamingTranscriber
 
