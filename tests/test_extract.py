@@ -11,7 +11,7 @@ import time
 import pytest
 
 from realtime.logs import NATIVE_NOISE
-from tests.conftest import EXIT_BOUND, ROOT, cli
+from tests.conftest import EXIT_BOUND, ROOT, cli, run_main
 
 SENTENCES = [
     ("I love this, it is wonderful.", 2.5), ("What a great and happy day.", 2.2),
@@ -70,12 +70,31 @@ def extract_main(capsys, *args):
     return code, capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_extract_train_evaluate_serve(corpus, tmp_path):
+@pytest.fixture(scope="module")
+def extraction(corpus, tmp_path_factory):
+    """python -m models.extract on the corpus, killed (SIGKILL) once 3 clips are cached, then
+    run again to the end: one extraction serves the resume test and the round trip."""
     clips, labels = corpus
-    features = tmp_path / "features.npz"
-    proc = run("models.extract", "--videos", clips, "--labels", labels, "--out", features, "--quiet",
-               done="clips extracted")
+    folder = tmp_path_factory.mktemp("extract")
+    out = folder / "features.npz"
+    cache = folder / "features.npz.cache"
+    proc = subprocess.Popen([sys.executable, "-m", "models.extract", "--videos", str(clips), "--labels", str(labels),
+                             "--out", str(out), "--quiet"], cwd=ROOT, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(list(cache.glob("*.npz"))) < 3:
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed = {"cached": {p.name: p.stat().st_mtime_ns for p in cache.glob("*.npz")}, "out_existed": out.exists()}
+    resumed = run("models.extract", "--videos", clips, "--labels", labels, "--out", out, "--quiet",
+                  done="clips extracted")
+    return out, cache, killed, resumed
+
+
+@pytest.mark.slow
+def test_extract_train_evaluate_serve(corpus, extraction, tmp_path, capsys, caplog):
+    clips, _ = corpus
+    features, _, _, proc = extraction
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "10 clips extracted, 0 failed" in proc.stderr
     assert proc.exit_lag < EXIT_BOUND  # its MediaPipe graph and Whisper closed, nothing left hanging
@@ -91,16 +110,21 @@ def test_extract_train_evaluate_serve(corpus, tmp_path):
     assert len(train) == 6 and train.masks["V"].max(1).min() == 1 and train.masks["V"].mean() > 0.5
     assert train.masks["L"].sum(1).min() > 3
 
+    # training, scoring and serving in this process: what they make of the features is under test
+    from models.evaluate import main as evaluate_main
+    from models.train import main as train_main
+
     model = tmp_path / "model"
-    proc = run("models.train", "--data", features, "--out", model, "--config", "small", "--epochs", "2",
-               "--batch-size", "4", "--device", "cpu", "--quiet")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    proc = run("models.evaluate", "--checkpoint", model, "--data", features)
-    assert proc.returncode == 0 and json.loads(proc.stdout)["samples"] == 2
+    capsys.readouterr()
+    assert train_main(["--data", str(features), "--out", str(model), "--config", "small", "--epochs", "2",
+                       "--batch-size", "4", "--device", "cpu", "--quiet"]) == 0, capsys.readouterr().err[-2000:]
+    capsys.readouterr()
+    assert evaluate_main(["--checkpoint", str(model), "--data", str(features)]) == 0
+    assert json.loads(capsys.readouterr().out)["samples"] == 2
 
     out = tmp_path / "served.jsonl"
-    proc = run("realtime", "--source", clips / "spk0" / "clip0.mp4", "--checkpoint", model, "--out", out)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    ran = run_main(None, capsys, caplog, "--source", clips / "spk0" / "clip0.mp4", "--checkpoint", model, "--out", out)
+    assert ran.returncode == 0, ran.stderr[-2000:]
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert records and records[0]["checkpoint"].startswith("dmd-student-")
 
@@ -122,21 +146,11 @@ def test_split_by_speaker_without_a_split_column(layout):
 
 
 @pytest.mark.slow
-def test_interrupted_extraction_resumes(corpus, tmp_path):
-    clips, labels = corpus
-    out = tmp_path / "f.npz"
-    cache = tmp_path / "f.npz.cache"
-    proc = subprocess.Popen([sys.executable, "-m", "models.extract", "--videos", str(clips), "--labels", str(labels),
-                             "--out", str(out), "--quiet"], cwd=ROOT, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and len(list(cache.glob("*.npz"))) < 3:
-        time.sleep(0.1)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    done = {p.name: p.stat().st_mtime_ns for p in cache.glob("*.npz")}
-    assert 3 <= len(done) < 10 and not out.exists()
-    proc = run("models.extract", "--videos", clips, "--labels", labels, "--out", out, "--quiet")
-    assert proc.returncode == 0, proc.stderr[-2000:]
+def test_interrupted_extraction_resumes(extraction):
+    _, cache, killed, resumed = extraction
+    done = killed["cached"]
+    assert 3 <= len(done) < 10 and not killed["out_existed"]
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
     after = {p.name: p.stat().st_mtime_ns for p in cache.glob("*.npz")}
     assert len(after) == 10
     assert all(after[name] == mtime for name, mtime in done.items()), "finished clips were not redone"

@@ -2,8 +2,7 @@
 
 import json
 import pickle
-import subprocess
-import sys
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -12,27 +11,42 @@ from models.checkpoint import CheckpointError, load_checkpoint
 from models.data import DataError, load_dataset
 from models.graph_distill import EDGE_NAMES
 from models.metrics import regression_metrics, weighted_f1
-from tests.conftest import ROOT
 
 
-def run_module(*args, timeout=900):
-    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def evaluate(capsys, *args) -> Ran:
+    """python -m models.evaluate in this process: what it does with a checkpoint and a
+    dataset, not the process, is under test (and each process would import torch again)."""
+    from models.evaluate import main
+
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return Ran(code, captured.out, captured.err)
 
 
 @pytest.fixture(scope="module")
 def trained(synthetic_pickle, tmp_path_factory):
-    """Teacher + CorrKD student on the small synthetic set, CI-sized."""
+    """Teacher + CorrKD student on the small synthetic set, CI-sized (in this process)."""
+    from models.train import main
+
     out = tmp_path_factory.mktemp("run")
-    proc = run_module("models.train", "--data", str(synthetic_pickle), "--out", str(out), "--config", "small",
-                      "--epochs", "6", "--device", "cpu", "--quiet")
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    code = main(["--data", str(synthetic_pickle), "--out", str(out), "--config", "small", "--epochs", "6",
+                 "--device", "cpu", "--quiet"])
+    assert code == 0
     return out
 
 
 @pytest.mark.slow
-def test_student_beats_a_constant_predictor(trained, synthetic_pickle):
-    proc = run_module("models.evaluate", "--checkpoint", str(trained), "--data", str(synthetic_pickle),
-                      "--missing-rate", "0", "0.5", "--device", "cpu")
+def test_student_beats_a_constant_predictor(trained, synthetic_pickle, capsys):
+    proc = evaluate(capsys, "--checkpoint", trained, "--data", synthetic_pickle, "--missing-rate", "0", "0.5",
+                    "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [r["missing_rate"] for r in rows] == [0.0, 0.5]
@@ -72,9 +86,10 @@ def test_learned_edges_say_language_teaches(trained, synthetic_pickle):
 
 
 @pytest.mark.slow
-def test_evaluate_subsets(trained, synthetic_pickle):
-    proc = run_module("models.evaluate", "--checkpoint", str(trained), "--data", str(synthetic_pickle),
-                      "--missing-rate", "0", "--subsets", "--device", "cpu")
+def test_evaluate_subsets(trained, synthetic_pickle, capsys):
+    proc = evaluate(capsys, "--checkpoint", trained, "--data", synthetic_pickle, "--missing-rate", "0", "--subsets",
+                    "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     by_subset = {r["available"]: r for r in rows if "available" in r}
     assert set(by_subset) == {"L", "A", "V", "LA", "LV", "AV", "LAV"}
@@ -128,7 +143,7 @@ def test_bad_datasets_give_one_line_errors(tmp_path, synthetic_pickle, capsys):
 
 
 @pytest.mark.slow
-def test_bad_checkpoints_and_devices(tmp_path, trained, synthetic_pickle):
+def test_bad_checkpoints_and_devices(tmp_path, trained, synthetic_pickle, capsys):
     truncated = tmp_path / "truncated"
     truncated.mkdir()
     student = trained / "student"
@@ -139,10 +154,9 @@ def test_bad_checkpoints_and_devices(tmp_path, trained, synthetic_pickle):
         str(truncated): "unreadable weights",
     }
     for path, message in cases.items():
-        proc = run_module("models.evaluate", "--checkpoint", path, "--data", str(synthetic_pickle), timeout=120)
+        proc = evaluate(capsys, "--checkpoint", path, "--data", synthetic_pickle)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
-    proc = run_module("models.evaluate", "--checkpoint", str(trained), "--data", str(synthetic_pickle),
-                      "--device", "tpu", timeout=120)
+    proc = evaluate(capsys, "--checkpoint", trained, "--data", synthetic_pickle, "--device", "tpu")
     assert proc.returncode == 2 and "unknown device" in proc.stderr
 
 
