@@ -104,10 +104,9 @@ def test_replayed_live_run_exits_promptly_and_verbose_brings_third_party_output_
 
 
 @pytest.mark.slow
-def test_a_missing_camera_and_microphone_end_at_once(tmp_path):
+def test_a_missing_camera_and_microphone_end_at_once(webcam_run):
     """The live path on this machine (no camera, no microphone): one line, exit 2, no wait."""
-    proc = cli("--source", "webcam", "--duration", "2", "--out", tmp_path / "x.jsonl", done="error: ",
-               timeout=240)
+    proc, _ = webcam_run
     if proc.returncode == 0:
         pytest.skip("a camera or a microphone is present here")
     assert proc.returncode == 2 and "no camera and no microphone" in proc.stderr.strip().splitlines()[-1]

@@ -38,10 +38,15 @@ def release(session: Session) -> None:
 
 
 @pytest.fixture(scope="module")
-def session(qapp):
-    """One session for the module: the models load once and are shared by the windows."""
+def session(qapp, components):
+    """One session for the module, shared by the windows, on the suite's models (loaded once
+    per test run; the CPU is what 'auto' picks here, and the GUI's own load differs only in
+    setting one torch thread, which the suite already does)."""
     s = Session()
+    s._components, s._components_key = components, SessionOptions(source="").models_key()
     yield s
+    s.stop()
+    s._components = None  # the suite's models: closed by their own fixture
     release(s)
 
 

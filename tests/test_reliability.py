@@ -17,7 +17,7 @@ import pytest
 from realtime.engine import DEFAULT_CHECKPOINT
 from realtime.synth_media import RATE, astronaut_face, moving_face, speak
 from realtime.types import VideoFrame
-from tests.conftest import EXAMPLE, SIGNAL_EXIT_BOUND, cli, finish, read_records, run_live, start
+from tests.conftest import EXAMPLE, SIGNAL_EXIT_BOUND, finish, read_records, run_live, run_main, start
 
 pytestmark = pytest.mark.slow
 
@@ -117,10 +117,10 @@ def odd_media(tmp_path_factory):
     return folder, cases
 
 
-def test_awkward_files_run_on_what_they_have(odd_media, tmp_path):
+def test_awkward_files_run_on_what_they_have(odd_media, tmp_path, components, capsys, caplog):
     folder, cases = odd_media
     out = tmp_path / "out"
-    proc = cli("--source", folder, "--out", out, "--quiet", timeout=600)
+    proc = run_main(components, capsys, caplog, "--source", folder, "--out", out, "--quiet")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     for name, expect in cases.items():
@@ -231,7 +231,7 @@ def test_microphone_that_stalls_becomes_missing_audio(components):
     assert all(e.modalities["face"] > 0.5 for e in late), "the camera went on"
 
 
-def test_cuda_asked_without_a_gpu_and_auto_falls_back(tmp_path):
+def test_cuda_asked_without_a_gpu_and_auto_falls_back(tmp_path, capsys, caplog):
     import torch
 
     from models.loop import resolve_device
@@ -239,14 +239,14 @@ def test_cuda_asked_without_a_gpu_and_auto_falls_back(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     assert resolve_device("auto").type == "cpu"
-    proc = cli("--source", EXAMPLE, "--device", "cuda", "--out", tmp_path / "r.jsonl")
+    proc = run_main(None, capsys, caplog, "--source", EXAMPLE, "--device", "cuda", "--out", tmp_path / "r.jsonl")
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith("error: ") and "no CUDA GPU" in lines[-1]
     assert not (tmp_path / "r.jsonl").exists()
 
 
-def test_bad_checkpoints_give_one_line_errors(tmp_path):
+def test_bad_checkpoints_give_one_line_errors(tmp_path, capsys, caplog):
     missing = tmp_path / "missing"
     truncated = tmp_path / "truncated"
     truncated.mkdir()
@@ -261,14 +261,14 @@ def test_bad_checkpoints_give_one_line_errors(tmp_path):
     (other / "model.safetensors").write_bytes(weights)
     for path, message in ((missing, "no such checkpoint"), (truncated, "unreadable weights"),
                           (other, "mmsa-covarep-facet")):
-        proc = cli("--source", EXAMPLE, "--checkpoint", path, "--out", tmp_path / "r.jsonl")
+        proc = run_main(None, capsys, caplog, "--source", EXAMPLE, "--checkpoint", path, "--out", tmp_path / "r.jsonl")
         assert proc.returncode == 2, proc.stderr
         errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
         assert len(errors) == 1 and message in errors[0], proc.stderr
         assert "Traceback" not in proc.stderr
 
 
-def test_ctrl_c_keeps_every_finished_window_and_existing_output_is_kept(tmp_path):
+def test_ctrl_c_keeps_every_finished_window_and_existing_output_is_kept(tmp_path, components, capsys, caplog):
     out = tmp_path / "live.jsonl"
 
     def two_records(_lines) -> bool:
@@ -281,10 +281,11 @@ def test_ctrl_c_keeps_every_finished_window_and_existing_output_is_kept(tmp_path
     records = read_records(out)  # every line is a whole JSON object
     assert 2 <= len(records) < 37
     before = out.read_bytes()
-    # an existing --out is never replaced silently; --append adds to it
-    proc = cli("--source", EXAMPLE, "--out", out)
+    # an existing --out is never replaced silently; --append adds to it (in this process: the
+    # signal above is what needed a process of its own)
+    proc = run_main(components, capsys, caplog, "--source", EXAMPLE, "--out", out)
     assert proc.returncode == 2 and "exists" in proc.stderr and out.read_bytes() == before
-    proc = cli("--source", EXAMPLE, "--out", out, "--append", "--quiet")
+    proc = run_main(components, capsys, caplog, "--source", EXAMPLE, "--out", out, "--append", "--quiet")
     assert proc.returncode == 0 and out.read_bytes().startswith(before)
     assert len(read_records(out)) > len(records)
 

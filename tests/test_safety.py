@@ -377,12 +377,8 @@ def test_a_run_without_out_says_its_records_are_not_kept(clips, small, capsys, c
 
 
 @pytest.mark.slow
-def test_a_missing_camera_leaves_no_file_and_no_third_party_lines(untrained, tmp_path):
-    from tests.conftest import cli
-
-    out = tmp_path / "x.jsonl"
-    proc = cli("--source", "webcam", "--duration", "2", "--checkpoint", untrained, "--out", out, done="error: ",
-               timeout=240)
+def test_a_missing_camera_leaves_no_file_and_no_third_party_lines(webcam_run):
+    proc, out = webcam_run  # one run for this and for test_exit.py's exit timing (tests/conftest.py)
     if proc.returncode == 0:
         pytest.skip("a camera or a microphone is present here")
     assert proc.returncode == 2 and not out.exists()
