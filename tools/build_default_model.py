@@ -156,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="rated sentences, all splits (default: all of VADER's 18,500 that have 3 to 40 words)")
     parser.add_argument("--voice-augment", type=int, default=4,
                         help="speed-perturbed replays of each training speaker's voice (default 4)")
+    parser.add_argument("--voice-valence-scale", type=float, default=0.25,
+                        help="scale of the voice samples' valence targets (default 0.25: a voice alone moves "
+                             "valence only a little; acted speech tells arousal, not valence)")
     parser.add_argument("--exclude", action="append", default=[], metavar="FILE",
                         help="sentences never to train on, e.g. the evaluation sets of bench.emotions (SST's test "
                              "sentences are VADER movie snippets); repeatable")
@@ -189,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     corpus = args.work / "corpus.npz"
     corpus_args = ["--out", str(corpus), "--seed", str(args.seed), "--faces-per-class", str(args.faces_per_class),
                    "--texts-per-class", str(args.texts_per_class), "--sentences-count", str(args.sentences_count),
-                   "--voice-augment", str(args.voice_augment)]
+                   "--voice-augment", str(args.voice_augment),
+                   "--voice-valence-scale", str(args.voice_valence_scale)]
     for name in ("faces", "voice", "texts", "sentences"):
         if getattr(args, name):
             corpus_args += [f"--{name}", getattr(args, name)]
@@ -234,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         "corpora": {name: {**{k: v for k, v in SOURCES[name].items() if k != "prefix"}, **summary.get(name, {})}
                     for name in SOURCES if name in summary},
         "pairs": args.pairs,
+        "voice_valence_scale": args.voice_valence_scale,
+        "voice_augment": args.voice_augment,
         "excluded_evaluation_sentences": [Path(p).name for p in args.exclude],
         "train_config": train_cfg.to_dict(),
         "seed": args.seed,
