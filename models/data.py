@@ -60,6 +60,10 @@ class Split:
     labels: np.ndarray  # (N,) float32 sentiment
     class_labels: np.ndarray | None  # (N,) int64, -1 unknown
     ids: list[str]
+    channel_weights: np.ndarray | None = None
+    """(N, 3) in MODALITIES order, or None (all 1): how much each present channel's own
+    branch learns the sample's labels. 0 marks a bystander: a neutral voice paired with
+    surprised words teaches the fused reading, not the voice's own."""
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -71,6 +75,7 @@ class Split:
             labels=self.labels[index],
             class_labels=None if self.class_labels is None else self.class_labels[index],
             ids=[self.ids[i] for i in index],
+            channel_weights=None if self.channel_weights is None else self.channel_weights[index],
         )
 
 

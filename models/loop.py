@@ -38,6 +38,7 @@ class Batch:
     labels: torch.Tensor
     class_labels: torch.Tensor | None
     index: np.ndarray
+    channel_weights: torch.Tensor | None = None
 
 
 def batches(split: Split, batch_size: int, device: torch.device,
@@ -52,6 +53,8 @@ def batches(split: Split, batch_size: int, device: torch.device,
             labels=torch.from_numpy(split.labels[idx]).to(device),
             class_labels=None if split.class_labels is None else torch.from_numpy(split.class_labels[idx]).to(device),
             index=idx,
+            channel_weights=None if split.channel_weights is None
+            else torch.from_numpy(split.channel_weights[idx]).to(device),
         )
 
 

@@ -86,14 +86,17 @@ def orthogonality_loss(s: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
 
 
 def dmd_losses(out: DMDOutput, labels: torch.Tensor, cfg: TrainConfig,
-               class_labels: torch.Tensor | None = None) -> DMDLosses:
-    """All DMD loss terms for one batch. labels: (B,) sentiment in [-3, 3]."""
+               class_labels: torch.Tensor | None = None,
+               channel_weights: torch.Tensor | None = None) -> DMDLosses:
+    """All DMD loss terms for one batch. labels: (B,) sentiment in [-3, 3]; channel_weights:
+    (B, 3) or None, how much each channel's own branches learn the labels (0: a bystander)."""
     target = labels.unsqueeze(1)
     present = out.present  # (B, 3)
+    own = present if channel_weights is None else present * channel_weights.to(present.dtype)
     task = (out.sentiment - labels).abs().mean() + (out.logit_c - target).abs().mean()
     for i, m in enumerate(MODALITIES):
-        # a branch whose modality is absent has nothing to predict from: no task loss
-        weight = present[:, i : i + 1]
+        # a branch whose modality is absent (or a bystander) has nothing to predict: no task loss
+        weight = own[:, i : i + 1]
         denom = weight.sum().clamp_min(1.0)
         task = task + ((out.logits_homo[m] - target).abs() * weight).sum() / denom
         task = task + ((out.logits_hetero[m] - target).abs() * weight).sum() / denom
@@ -107,7 +110,7 @@ def dmd_losses(out: DMDOutput, labels: torch.Tensor, cfg: TrainConfig,
         if out.channel_class_logits is not None:
             # each channel's own head learns from the samples where that channel is present
             for i, m in enumerate(MODALITIES):
-                seen = known & (present[:, i] > 0)
+                seen = known & (own[:, i] > 0)
                 if seen.any():
                     classes = classes + F.cross_entropy(out.channel_class_logits[m][seen], class_labels[seen])
 

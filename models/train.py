@@ -138,7 +138,7 @@ def fit(dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig, device
                 rate = float(torch.rand((), generator=gen)) * train_cfg.missing_rate_max
                 masks = drop_missing(batch.masks, rate, gen)
             out = net(batch.inputs, masks)
-            losses = dmd_losses(out, batch.labels, train_cfg, batch.class_labels)
+            losses = dmd_losses(out, batch.labels, train_cfg, batch.class_labels, batch.channel_weights)
             loss = losses.total
             terms = losses.as_floats()
             if teacher is not None:

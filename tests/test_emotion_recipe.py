@@ -173,3 +173,72 @@ def test_model_card_tables_come_from_the_checkpoint_and_the_bench(tmp_path, caps
     assert "| FER2013 PrivateTest (face) |" in out and "| truth \\ said | neutral | happy |" in out
     assert tables(["--checkpoint", str(tmp_path)]) == 2  # no checkpoint there: one line, exit 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def _tiny_split():
+    from models.data import Split
+    from models.emotions import EMOTIONS
+
+    rows = [("fer", c) for c in ("neutral", "happy", "surprised")] + [("emodb", c) for c in ("neutral", "happy")] \
+        + [("goemotions", c) for c in ("neutral", "happy", "surprised")]
+    n = len(rows)
+    modality = {"fer": "V", "emodb": "A", "goemotions": "L"}
+    inputs = {m: np.zeros((n, STEPS[m], DIMS[m]), np.float32) for m in DIMS}
+    masks = {m: np.zeros((n, STEPS[m]), np.float32) for m in DIMS}
+    for i, (src, _) in enumerate(rows):
+        m = modality[src]
+        inputs[m][i] = i + 1  # each sample recognisable by its value
+        masks[m][i] = 1
+    return Split(inputs=inputs, masks=masks, labels=np.zeros(n, np.float32),
+                 class_labels=np.array([EMOTIONS.index(c) for _, c in rows]),
+                 ids=[f"{src}/{c}{i}" for i, (src, c) in enumerate(rows)])
+
+
+def _tools():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    import build_default_model
+
+    return build_default_model
+
+
+def test_pairs_fill_a_missing_emotion_with_a_neutral_bystander_and_bystanders_do_not_teach_their_own_head():
+    from models.config import MODALITIES
+    from models.emotions import EMOTIONS
+
+    split = _tiny_split()
+    out = _tools().add_pairs(split, 60, seed=0, bystanders=0.0)
+    pairs = np.arange(len(split), len(out))
+    assert out.channel_weights.shape == (len(out), 3) and (out.channel_weights[: len(split)] == 1).all()
+    a = MODALITIES.index("A")
+    surprised = pairs[out.class_labels[pairs] == EMOTIONS.index("surprised")]
+    assert len(surprised) and (out.channel_weights[surprised, a] == 0).all()  # no surprised voice exists
+    assert (out.inputs["A"][surprised, 0, 0] == 4).all()  # the one neutral voice (sample 4)
+    others = np.setdiff1d(pairs, surprised)
+    assert (out.channel_weights[others] == 1).all()
+    mixed = _tools().add_pairs(split, 60, seed=0, bystanders=1.0)
+    emotional = pairs[mixed.class_labels[pairs] != EMOTIONS.index("neutral")]
+    assert ((mixed.channel_weights[emotional] == 0).sum(1) >= 1).all()
+    calm = pairs[mixed.class_labels[pairs] == EMOTIONS.index("neutral")]
+    assert (mixed.channel_weights[calm] == 1).all()
+    assert mixed.subset(np.array(emotional[:3])).channel_weights.shape == (3, 3)
+
+
+def test_a_bystander_channel_gets_no_loss_from_the_pairs_label():
+    from models.config import TrainConfig
+    from models.losses import dmd_losses
+
+    net = _net("pool").train()
+    inputs = {m: torch.randn(2, STEPS[m], DIMS[m]) for m in DIMS}
+    masks = {m: torch.ones(2, STEPS[m]) for m in DIMS}
+    labels, classes = torch.tensor([2.0, 2.0]), torch.tensor([1, 1])
+    grads = {}
+    for name, weights in (("taught", None), ("bystander", torch.tensor([[1.0, 0.0, 1.0], [1.0, 0.0, 1.0]]))):
+        net.zero_grad()
+        out = net(inputs, masks)
+        dmd_losses(out, labels, TrainConfig(), classes, weights).classes.backward()
+        grads[name] = net.head_classes_channel["A"].weight.grad
+    assert grads["taught"].abs().sum() > 0
+    assert grads["bystander"] is None or grads["bystander"].abs().sum() == 0

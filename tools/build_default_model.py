@@ -54,9 +54,16 @@ def source_of(ids: list[str]) -> np.ndarray:
     return names
 
 
-def add_pairs(split, n: int, seed: int):
+def add_pairs(split, n: int, seed: int, bystanders: float = 0.0):
     """``n`` complete samples, each a face, a voice and a text of one emotion drawn from
-    different corpora (voice left absent for emotions the voice corpus lacks)."""
+    different corpora.
+
+    Where a corpus lacks the emotion (EmoDB has no surprise), and in a share ``bystanders``
+    of the other non-neutral pairs for one channel drawn at random, that channel takes a
+    *neutral* sample instead, marked as a bystander (``Split.channel_weights`` 0): the
+    fused reading learns that a channel showing nothing does not veto what another shows,
+    and the bystander's own head is not taught the pair's emotion."""
+    from models.config import MODALITIES
     from models.data import Split
     from models.emotions import EMOTIONS, VALENCE
 
@@ -64,6 +71,7 @@ def add_pairs(split, n: int, seed: int):
         return split
     rng = np.random.default_rng(seed)
     sources = source_of(split.ids)
+    neutral = EMOTIONS.index("neutral")
     pools = {}
     for name, m in (("faces", "V"), ("voice", "A"), ("texts", "L")):
         for c in range(len(EMOTIONS)):
@@ -72,21 +80,28 @@ def add_pairs(split, n: int, seed: int):
     picks = rng.choice(classes, n)
     inputs = {m: np.zeros((n,) + v.shape[1:], np.float32) for m, v in split.inputs.items()}
     masks = {m: np.zeros((n,) + v.shape[1:], np.float32) for m, v in split.masks.items()}
+    weights = np.ones((n, len(MODALITIES)), np.float32)
     for row, c in enumerate(picks):
+        quiet = MODALITIES[rng.integers(len(MODALITIES))] if c != neutral and rng.random() < bystanders else None
         for m in ("V", "A", "L"):
             pool = pools[(m, c)]
+            if c != neutral and (m == quiet or not len(pool)):
+                pool = pools[(m, neutral)]
+                weights[row, MODALITIES.index(m)] = 0.0
             if len(pool):
                 j = rng.choice(pool)
                 inputs[m][row] = split.inputs[m][j]
                 masks[m][row] = split.masks[m][j]
     paired = Split(inputs=inputs, masks=masks,
                    labels=np.array([VALENCE[EMOTIONS[c]] for c in picks], np.float32),
-                   class_labels=picks.astype(np.int64), ids=[f"pair/{EMOTIONS[c]}/{i}" for i, c in enumerate(picks)])
+                   class_labels=picks.astype(np.int64), ids=[f"pair/{EMOTIONS[c]}/{i}" for i, c in enumerate(picks)],
+                   channel_weights=weights)
+    own = split.channel_weights if split.channel_weights is not None else np.ones((len(split), 3), np.float32)
     return Split(inputs={m: np.concatenate([split.inputs[m], paired.inputs[m]]) for m in split.inputs},
                  masks={m: np.concatenate([split.masks[m], paired.masks[m]]) for m in split.masks},
                  labels=np.concatenate([split.labels, paired.labels]),
                  class_labels=np.concatenate([split.class_labels, paired.class_labels]),
-                 ids=split.ids + paired.ids)
+                 ids=split.ids + paired.ids, channel_weights=np.concatenate([own, weights]))
 
 
 def channel_report(net, split, device) -> dict:
@@ -147,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="where the student is installed (default: the bundled model's folder)")
     parser.add_argument("--no-install", action="store_true", help="train and report only")
     parser.add_argument("--pairs", type=int, default=3000, help="complete cross-corpus samples added to training")
+    parser.add_argument("--bystanders", type=float, default=0.5,
+                        help="share of non-neutral pairs where one channel, at random, is a neutral bystander "
+                             "(default 0.5)")
     parser.add_argument("--epochs", type=int, default=8, help="teacher epochs, then as many student epochs")
     parser.add_argument("--epoch-samples", type=int, default=4000, help="training samples drawn per epoch")
     parser.add_argument("--valid-samples", type=int, default=1500, help="validation samples used for selection")
@@ -169,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads for training")
     parser.add_argument("--seed", type=int, default=0, help="seed of sampling, pairing and training")
     args = parser.parse_args(argv)
+    if not 0.0 <= args.bystanders <= 1.0 or not 0.0 <= args.voice_valence_scale <= 1.0:
+        parser.error("--bystanders and --voice-valence-scale must be within [0, 1]")
     for name in ("pairs", "epochs", "epoch_samples", "valid_samples", "batch_size", "threads"):
         if getattr(args, name) < (0 if name == "pairs" else 1):
             parser.error(f"--{name.replace('_', '-')} must be at least {0 if name == 'pairs' else 1}")
@@ -203,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     if corpus_main(corpus_args) != 0:
         return 2
     dataset = load_dataset(corpus)
-    dataset.splits["train"] = add_pairs(dataset.splits["train"], args.pairs, args.seed)
+    dataset.splits["train"] = add_pairs(dataset.splits["train"], args.pairs, args.seed, args.bystanders)
     valid = dataset.splits["valid"]
     if args.valid_samples and len(valid) > args.valid_samples:  # model selection on a fixed subset
         pick = np.random.default_rng(args.seed).choice(len(valid), args.valid_samples, replace=False)
@@ -238,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         "corpora": {name: {**{k: v for k, v in SOURCES[name].items() if k != "prefix"}, **summary.get(name, {})}
                     for name in SOURCES if name in summary},
         "pairs": args.pairs,
+        "bystanders": args.bystanders,
         "voice_valence_scale": args.voice_valence_scale,
         "voice_augment": args.voice_augment,
         "excluded_evaluation_sentences": [Path(p).name for p in args.exclude],
