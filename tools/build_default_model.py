@@ -162,10 +162,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="where the student is installed (default: the bundled model's folder)")
     parser.add_argument("--no-install", action="store_true", help="train and report only")
     parser.add_argument("--pairs", type=int, default=3000, help="complete cross-corpus samples added to training")
-    parser.add_argument("--bystanders", type=float, default=0.5,
+    parser.add_argument("--bystanders", type=float, default=0.0,
                         help="share of non-neutral pairs where one channel, at random, is a neutral bystander "
-                             "(default 0.5)")
-    parser.add_argument("--epochs", type=int, default=8, help="teacher epochs, then as many student epochs")
+                             "(default 0: measured worse on never-seen corpora, see docs/MODEL_CARD.md)")
+    parser.add_argument("--epochs", type=int, default=10, help="teacher epochs, then as many student epochs")
     parser.add_argument("--epoch-samples", type=int, default=4000, help="training samples drawn per epoch")
     parser.add_argument("--valid-samples", type=int, default=1500, help="validation samples used for selection")
     parser.add_argument("--faces-per-class", type=int, default=1000, help="training images per class")
