@@ -3,6 +3,7 @@
 import json
 import signal
 
+import numpy as np
 import pytest
 
 from realtime.logs import NATIVE_NOISE
@@ -158,15 +159,24 @@ def test_words_match_the_spoken_sentences(example_run):
     assert len(heard & spoken) >= 0.8 * len(spoken), (sorted(spoken - heard), sorted(heard - spoken))
 
 
-def test_sentiment_follows_the_sentences(example_run):
-    """The default model reads the positive sentences as positive and the negative ones as negative."""
+def test_words_move_valence_the_way_a_person_reads_them(example_run):
+    """The example says two positive and two negative sentences over one smiling photograph:
+    the words' own reading follows each sentence's sign, and the fused valence drops well
+    below its level of the positive sentences wherever the words turn negative (the smile,
+    present throughout, keeps it from reading the words alone)."""
     out, _ = example_run
     meta = json.loads(EXAMPLE.with_suffix(".json").read_text())
     records = read_records(out)
+    fused: dict[int, list[float]] = {1: [], -1: []}
     for sentence in meta["sentences"]:
         mid = 0.5 * (sentence["start"] + sentence["end"])
         nearest = min(records, key=lambda r: abs(0.5 * (r["t_start"] + r["t_end"]) - mid))
-        assert nearest["sentiment"] * sentence["sign"] > 0, (sentence["text"], nearest["sentiment"])
+        words = nearest["channels"]["text"]["sentiment"]
+        assert words * sentence["sign"] > 0, (sentence["text"], words)
+        fused[sentence["sign"]] += [r["sentiment"] for r in records
+                                    if sentence["start"] <= 0.5 * (r["t_start"] + r["t_end"]) <= sentence["end"]]
+    assert fused[1] and fused[-1]
+    assert np.mean(fused[1]) - np.mean(fused[-1]) > 1.5, fused
 
 
 def test_summary_json_matches_the_records(example_run):
