@@ -27,6 +27,13 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+# A suite started in the background of a non-interactive shell (`pytest &`, `( ... & )`)
+# inherits SIGINT ignored, and so would every process it starts: the Ctrl-C tests would
+# then see a run that, rightly, ignores Ctrl-C. Handling it here gives each child the
+# default disposition again (a handled signal is reset on exec; an ignored one is not).
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
 
