@@ -100,6 +100,12 @@ class Part:
                                               "recipe": self.recipe}))
         save_arrays(path, arrays)
 
+    @staticmethod
+    def read_recipe(path: Path) -> dict:
+        """The recipe a saved part was made with, without reading its arrays."""
+        with np.load(path, allow_pickle=False) as z:
+            return json.loads(str(z["meta"])).get("recipe", {})
+
     @classmethod
     def load(cls, path: Path) -> Part:
         with np.load(path, allow_pickle=False) as z:
@@ -403,6 +409,12 @@ def read_exclusions(paths: list[str]) -> set[str]:
     return keys
 
 
+def _without(rows: list[tuple], exclude: set[str]) -> tuple[list[tuple], int]:
+    """The rows whose text (third field) is not excluded, and how many were."""
+    kept = [r for r in rows if text_key(r[2]) not in exclude]
+    return kept, len(rows) - len(kept)
+
+
 def sentence_split(ident: str) -> str:
     """A fixed split by the sentence's id: 80 % train, 10 % valid, 10 % test."""
     h = int(hashlib.sha1(ident.encode()).hexdigest()[:8], 16) % 10
@@ -481,7 +493,7 @@ def recipe(name: str, path: Path, args: argparse.Namespace, exclude: set[str]) -
     out = {"folder": str(path.resolve()), "seed": args.seed, "feature_set": FEATURE_SET_NAME}
     out.update({"faces": {"per_class": args.faces_per_class}, "voice": {"copies": args.voice_copies},
                 "texts": {"per_class": args.texts_per_class}, "sentences": {"count": args.sentences_count}}[name])
-    if name == "voice" and args.voice_augment:
+    if name == "voice" and args.voice_augment:  # absent when 0: parts made before the option stay valid
         out["augment"] = args.voice_augment
     if name in ("texts", "sentences") and exclude:
         out["exclude_sha1"] = hashlib.sha1("\n".join(sorted(exclude)).encode()).hexdigest()
@@ -506,9 +518,8 @@ def build(args: argparse.Namespace) -> dict:
         cache = work / f"{name}.npz"
         want = recipe(name, path, args, exclude)
         if cache.is_file():
-            cached = Part.load(cache)
-            if cached.recipe == want:
-                parts[name] = cached
+            if Part.read_recipe(cache) == want:
+                parts[name] = Part.load(cache)
                 logger.info("%s: reused %s", name, cache)
                 continue
             logger.info("%s: %s was made with other options; extracting again", name, cache)
@@ -521,15 +532,13 @@ def build(args: argparse.Namespace) -> dict:
             part = extract_voice(path, spec, args.voice_copies, args.seed, args.voice_augment)
         elif name == "texts":
             rows = goemotions_rows(path, args.texts_per_class, rng)
-            kept = [r for r in rows if text_key(r[2]) not in exclude]
-            rows, excluded = kept, len(rows) - len(kept)
+            rows, excluded = _without(rows, exclude)
             part = extract_texts([(s, e, VALENCE[e], t, i) for s, e, t, i in rows], spec, args.text_model,
                                  "goemotions")
         else:
             rows = read_rated_sentences(path)
             rows = [r for r in rows if 3 <= len(r[2].split()) <= 40]
-            kept = [r for r in rows if text_key(r[2]) not in exclude]
-            rows, excluded = kept, len(rows) - len(kept)
+            rows, excluded = _without(rows, exclude)
             rows = _subsample(rows, args.sentences_count, rng)
             part = extract_texts([(sentence_split(i), None, r * RATING_TO_MOSI, t, i) for i, r, t in rows], spec,
                                  args.text_model, "vader")

@@ -121,14 +121,14 @@ def fit(dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig, device
     history: list[dict] = []
     start = time.perf_counter()
     role = "student" if teacher is not None else "teacher"
+    draw = source_weights(train.ids) if train_cfg.balance_sources else None  # per-sample epoch draw
     for epoch in range(1, train_cfg.epochs + 1):
         net.train()
         sums: dict[str, float] = {}
         epoch_split = train
         if train_cfg.epoch_samples is not None and train_cfg.epoch_samples < len(train):
-            weights = source_weights(train.ids) if train_cfg.balance_sources else None
             epoch_split = train.subset(np.sort(rng.choice(len(train), train_cfg.epoch_samples, replace=False,
-                                                          p=weights)))
+                                                          p=draw)))
         n_batches = math.ceil(len(epoch_split) / train_cfg.batch_size)
         bar = tqdm(batches(epoch_split, train_cfg.batch_size, device, rng), total=n_batches, leave=False,
                    desc=f"{role} epoch {epoch}", disable=not progress)

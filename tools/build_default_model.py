@@ -31,6 +31,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from models.config import HOMO_POOLING  # noqa: E402  (standard library only: cheap before argument parsing)
+
 SOURCES = {
     "faces": {"modality": "V", "prefix": "fer/", "corpus": "FER2013 (48x48 web photographs, 7 expressions)",
               "licence": "unresolved: FER2013's original terms were never published with the data (ICML 2013 "
@@ -96,7 +98,8 @@ def add_pairs(split, n: int, seed: int, bystanders: float = 0.0):
                    labels=np.array([VALENCE[EMOTIONS[c]] for c in picks], np.float32),
                    class_labels=picks.astype(np.int64), ids=[f"pair/{EMOTIONS[c]}/{i}" for i, c in enumerate(picks)],
                    channel_weights=weights)
-    own = split.channel_weights if split.channel_weights is not None else np.ones((len(split), 3), np.float32)
+    own = split.channel_weights if split.channel_weights is not None else np.ones((len(split), len(MODALITIES)),
+                                                                                   np.float32)
     return Split(inputs={m: np.concatenate([split.inputs[m], paired.inputs[m]]) for m in split.inputs},
                  masks={m: np.concatenate([split.masks[m], paired.masks[m]]) for m in split.masks},
                  labels=np.concatenate([split.labels, paired.labels]),
@@ -180,15 +183,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exclude", action="append", default=[], metavar="FILE",
                         help="sentences never to train on, e.g. the evaluation sets of bench.emotions (SST's test "
                              "sentences are VADER movie snippets); repeatable")
-    parser.add_argument("--homo-pooling", choices=("pool", "flatten"), default="pool",
+    parser.add_argument("--homo-pooling", choices=HOMO_POOLING, default="pool",
                         help="how the homogeneous heads read a channel: pooled over present steps (default) or "
                              "flattened as in the DMD paper")
     parser.add_argument("--batch-size", type=int, default=128, help="training batch size")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for training")
     parser.add_argument("--seed", type=int, default=0, help="seed of sampling, pairing and training")
     args = parser.parse_args(argv)
-    if not 0.0 <= args.bystanders <= 1.0 or not 0.0 <= args.voice_valence_scale <= 1.0:
-        parser.error("--bystanders and --voice-valence-scale must be within [0, 1]")
+    if not 0.0 <= args.bystanders <= 1.0:  # the corpus options are checked by models.corpus
+        parser.error("--bystanders must be within [0, 1]")
     for name in ("pairs", "epochs", "epoch_samples", "valid_samples", "batch_size", "threads"):
         if getattr(args, name) < (0 if name == "pairs" else 1):
             parser.error(f"--{name.replace('_', '-')} must be at least {0 if name == 'pairs' else 1}")
