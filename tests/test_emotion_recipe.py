@@ -155,11 +155,7 @@ def test_balanced_draws_give_each_source_a_square_root_share():
 
 def test_model_card_tables_come_from_the_checkpoint_and_the_bench(tmp_path, capsys):
     import json
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
-    from model_card_tables import main as tables
+    tables = _tool("model_card_tables").main
 
     score = {"n": 10, "accuracy": 0.42, "accuracy_all7": 0.3, "chance": 0.25}
     bench = {"voice": {"fused": score, "audio_channel": {"accuracy": 0.35}},
@@ -194,14 +190,16 @@ def _tiny_split():
                  ids=[f"{src}/{c}{i}" for i, (src, c) in enumerate(rows)])
 
 
-def _tools():
+def _tool(name: str):
+    """A script of tools/ as a module."""
+    import importlib
     import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
-    import build_default_model
-
-    return build_default_model
+    folder = str(Path(__file__).resolve().parent.parent / "tools")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return importlib.import_module(name)
 
 
 def test_pairs_fill_a_missing_emotion_with_a_neutral_bystander_and_bystanders_do_not_teach_their_own_head():
@@ -209,7 +207,7 @@ def test_pairs_fill_a_missing_emotion_with_a_neutral_bystander_and_bystanders_do
     from models.emotions import EMOTIONS
 
     split = _tiny_split()
-    out = _tools().add_pairs(split, 60, seed=0, bystanders=0.0)
+    out = _tool("build_default_model").add_pairs(split, 60, seed=0, bystanders=0.0)
     pairs = np.arange(len(split), len(out))
     assert out.channel_weights.shape == (len(out), 3) and (out.channel_weights[: len(split)] == 1).all()
     a = MODALITIES.index("A")
@@ -218,7 +216,7 @@ def test_pairs_fill_a_missing_emotion_with_a_neutral_bystander_and_bystanders_do
     assert (out.inputs["A"][surprised, 0, 0] == 4).all()  # the one neutral voice (sample 4)
     others = np.setdiff1d(pairs, surprised)
     assert (out.channel_weights[others] == 1).all()
-    mixed = _tools().add_pairs(split, 60, seed=0, bystanders=1.0)
+    mixed = _tool("build_default_model").add_pairs(split, 60, seed=0, bystanders=1.0)
     emotional = pairs[mixed.class_labels[pairs] != EMOTIONS.index("neutral")]
     assert ((mixed.channel_weights[emotional] == 0).sum(1) >= 1).all()
     calm = pairs[mixed.class_labels[pairs] == EMOTIONS.index("neutral")]
