@@ -443,11 +443,15 @@ def extract_texts(items: list[tuple[str, str | None, float, str, str]], spec, te
 
 
 # ---- assembling ----------------------------------------------------------------------
-def assemble(parts: dict[str, Part], spec, voice_valence_scale: float = 1.0) -> dict:
+def assemble(parts: dict[str, Part], spec, voice_valence_scale: float = 1.0, neutral_below: float = 0.0) -> dict:
     """One MMSA-style dict (models.data) from parts: each sample has one modality present.
 
     The voice's valence targets (its emotion's typical valence) are multiplied by
-    ``voice_valence_scale``: acted emotional speech tells arousal far better than valence."""
+    ``voice_valence_scale``: acted emotional speech tells arousal far better than valence.
+    A rated sentence whose mean rating lies within ``neutral_below`` of 0 (VADER's [-4, 4]
+    scale) also teaches the class "neutral": GoEmotions' neutral comments are Reddit talk,
+    and a words head taught by them alone reads plain statements ("The train leaves at
+    three.") as happy or surprised."""
     from realtime.featureset import FEATURE_SET_NAME
 
     dims, steps = spec.dims, spec.steps
@@ -463,6 +467,7 @@ def assemble(parts: dict[str, Part], spec, voice_valence_scale: float = 1.0) -> 
                  for m in ("L", "A", "V") for suffix in ("", "_mask")}
         labels, classes, ids, source = [], [], [], []
         row = 0
+        neutral, calm = EMOTIONS.index("neutral"), neutral_below * RATING_TO_MOSI
         for name, part in sorted(parts.items()):
             m = part.modality
             for x, mask, cls, val, ident in zip(part.features[s], part.masks[s], part.classes[s],
@@ -470,7 +475,7 @@ def assemble(parts: dict[str, Part], spec, voice_valence_scale: float = 1.0) -> 
                 split[key[m]][row] = x
                 split[key[m] + "_mask"][row] = mask
                 labels.append(val * voice_valence_scale if name == "voice" else val)
-                classes.append(cls)
+                classes.append(neutral if name == "sentences" and cls < 0 and abs(val) < calm else cls)
                 ids.append(ident)
                 source.append(name)
                 row += 1
@@ -549,7 +554,7 @@ def build(args: argparse.Namespace) -> dict:
         part.save(cache)
         parts[name] = part
         logger.info("%s: %s in %.0f s", name, part.counts(), time.perf_counter() - started)
-    return assemble(parts, spec, args.voice_valence_scale), describe(parts)
+    return assemble(parts, spec, args.voice_valence_scale, args.neutral_below), describe(parts)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -575,6 +580,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--voice-valence-scale", type=float, default=1.0,
                         help="multiply the voice samples' valence targets (their emotion's typical valence) by "
                              "this, 0 to 1: a voice tells arousal far better than valence (default 1)")
+    parser.add_argument("--neutral-below", type=float, default=0.0, metavar="RATING",
+                        help="rated sentences whose mean rating is within this of 0 (VADER's -4..4 scale) also teach "
+                             "the class neutral (default 0: none)")
     parser.add_argument("--voice-augment", type=int, default=0,
                         help="speed-perturbed replays of each training speaker (new voices; default 0)")
     parser.add_argument("--face-model", help="face_landmarker.task (default: the installed one)")
@@ -591,6 +599,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.voice_augment < 0:
         print("error: --voice-augment must be at least 0", file=sys.stderr)
+        return 2
+    if not 0.0 <= args.neutral_below <= 4.0:
+        print("error: --neutral-below must be within [0, 4]", file=sys.stderr)
         return 2
     for name in ("faces_per_class", "texts_per_class", "sentences_count", "voice_copies"):
         if getattr(args, name) < 1:

@@ -240,3 +240,23 @@ def test_a_bystander_channel_gets_no_loss_from_the_pairs_label():
         grads[name] = net.head_classes_channel["A"].weight.grad
     assert grads["taught"].abs().sum() > 0
     assert grads["bystander"] is None or grads["bystander"].abs().sum() == 0
+
+
+def test_rated_sentences_near_zero_teach_neutral_only_when_asked():
+    from models.corpus import RATING_TO_MOSI, Part, assemble
+    from models.emotions import EMOTIONS
+    from realtime.featureset import FeatureSpec
+
+    spec = FeatureSpec()
+    sentences, texts = Part("L"), Part("L")
+    x, mask = np.zeros((spec.steps["L"], spec.dims["L"])), np.ones(spec.steps["L"])
+    for split in ("train", "valid", "test"):
+        for i, rating in enumerate((0.2, -0.4, 1.5, -3.0)):
+            sentences.add(split, x, mask, -1, rating * RATING_TO_MOSI, f"vader/{split}{i}")
+        texts.add(split, x, mask, EMOTIONS.index("happy"), 0.1, f"goemotions/{split}")
+    parts = {"sentences": sentences, "texts": texts}
+    plain = assemble(parts, spec)["train"]["class_labels"]
+    calm = assemble(parts, spec, neutral_below=0.5)["train"]["class_labels"]
+    happy, neutral = EMOTIONS.index("happy"), EMOTIONS.index("neutral")
+    assert plain.tolist() == [-1, -1, -1, -1, happy]  # parts in name order: sentences, then texts
+    assert calm.tolist() == [neutral, neutral, -1, -1, happy]  # a comment keeps its own label

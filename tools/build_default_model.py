@@ -75,9 +75,9 @@ def add_pairs(split, n: int, seed: int, bystanders: float = 0.0):
     sources = source_of(split.ids)
     neutral = EMOTIONS.index("neutral")
     pools = {}
-    for name, m in (("faces", "V"), ("voice", "A"), ("texts", "L")):
+    for names, m in ((["faces"], "V"), (["voice"], "A"), (["texts", "sentences"], "L")):
         for c in range(len(EMOTIONS)):
-            pools[(m, c)] = np.flatnonzero((sources == name) & (split.class_labels == c))
+            pools[(m, c)] = np.flatnonzero(np.isin(sources, names) & (split.class_labels == c))
     classes = [c for c in range(len(EMOTIONS)) if len(pools[("V", c)]) and len(pools[("L", c)])]
     picks = rng.choice(classes, n)
     inputs = {m: np.zeros((n,) + v.shape[1:], np.float32) for m, v in split.inputs.items()}
@@ -180,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--voice-valence-scale", type=float, default=0.25,
                         help="scale of the voice samples' valence targets (default 0.25: a voice alone moves "
                              "valence only a little; acted speech tells arousal, not valence)")
+    parser.add_argument("--neutral-below", type=float, default=0.0, metavar="RATING",
+                        help="rated sentences within this of 0 (VADER's -4..4 scale) also teach 'neutral' (default 0)")
     parser.add_argument("--exclude", action="append", default=[], metavar="FILE",
                         help="sentences never to train on, e.g. the evaluation sets of bench.emotions (SST's test "
                              "sentences are VADER movie snippets); repeatable")
@@ -216,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     corpus_args = ["--out", str(corpus), "--seed", str(args.seed), "--faces-per-class", str(args.faces_per_class),
                    "--texts-per-class", str(args.texts_per_class), "--sentences-count", str(args.sentences_count),
                    "--voice-augment", str(args.voice_augment),
-                   "--voice-valence-scale", str(args.voice_valence_scale)]
+                   "--voice-valence-scale", str(args.voice_valence_scale), "--neutral-below", str(args.neutral_below)]
     for name in ("faces", "voice", "texts", "sentences"):
         if getattr(args, name):
             corpus_args += [f"--{name}", getattr(args, name)]
@@ -263,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         "pairs": args.pairs,
         "bystanders": args.bystanders,
         "voice_valence_scale": args.voice_valence_scale,
+        "neutral_below": args.neutral_below,
         "voice_augment": args.voice_augment,
         "excluded_evaluation_sentences": [Path(p).name for p in args.exclude],
         "train_config": train_cfg.to_dict(),
