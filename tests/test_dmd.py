@@ -124,7 +124,7 @@ def test_each_loss_term_is_finite_and_decreases(term):
     with torch.no_grad():  # the teacher is frozen and sees the same batch every step: one forward
         t_out = teacher(inputs, {m: torch.ones_like(v) for m, v in masks.items()})
     first = None
-    for _ in range(25):
+    for _ in range(10):  # after 8 steps every term was at most 0.73 of its start (kd_sample)
         value = _terms(net, t_out, inputs, masks, labels)[term]
         assert torch.isfinite(value)
         first = float(value.detach()) if first is None else first
