@@ -17,7 +17,7 @@ import pytest
 from realtime.engine import DEFAULT_CHECKPOINT
 from realtime.synth_media import RATE, astronaut_face, moving_face, speak
 from realtime.types import VideoFrame
-from tests.conftest import EXAMPLE, SIGNAL_EXIT_BOUND, finish, read_records, run_live, run_main, start
+from tests.conftest import EXAMPLE, SIGNAL_EXIT_BOUND, TALKING_FACES, finish, read_records, run_live, run_main, start
 
 pytestmark = pytest.mark.slow
 
@@ -282,10 +282,11 @@ def test_ctrl_c_keeps_every_finished_window_and_existing_output_is_kept(tmp_path
     assert 2 <= len(records) < 37
     before = out.read_bytes()
     # an existing --out is never replaced silently; --append adds to it (in this process: the
-    # signal above is what needed a process of its own)
+    # signal above is what needed a process of its own; a 5 s clip appends as well as the 22 s one)
     proc = run_main(components, capsys, caplog, "--source", EXAMPLE, "--out", out)
     assert proc.returncode == 2 and "exists" in proc.stderr and out.read_bytes() == before
-    proc = run_main(components, capsys, caplog, "--source", EXAMPLE, "--out", out, "--append", "--quiet")
+    proc = run_main(components, capsys, caplog, "--source", TALKING_FACES / "face_5.mp4", "--out", out, "--append",
+                    "--quiet")
     assert proc.returncode == 0 and out.read_bytes().startswith(before)
     assert len(read_records(out)) > len(records)
 
@@ -299,14 +300,17 @@ def _rss_mb() -> float:
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc")
-def test_two_minute_stream_memory_is_flat_and_nothing_leaks(components, tmp_path):
-    """A generated 2-minute talking stream, faster than real time: memory flat after warm-up,
+def test_one_minute_stream_memory_is_flat_and_nothing_leaks(components, tmp_path):
+    """A generated 1-minute talking stream, faster than real time: memory flat after warm-up,
     queues within bounds, every thread gone. (30 minutes: python -m bench --only soak.)"""
     from bench.soak import soak
 
     threads_before = {t.ident for t in threading.enumerate()}
-    result = soak(components, minutes=2.0, cache=tmp_path)
-    assert result["windows"] >= 230
+    result = soak(components, minutes=1.0, cache=tmp_path)
+    assert result["windows"] >= 110
+    # the 2-minute test's bound: in a fresh process the allocators may still be warming up
+    # (CTranslate2 keeps buffers per encoder input size) well into the first minute (measured
+    # growth over one minute: -7 to +9 MB, and once over 25 MB)
     assert result["rss_growth_mb"] < 50, result
     assert result["max_queue"] <= result["queue_bound"]
     time.sleep(0.5)
