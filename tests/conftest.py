@@ -252,15 +252,6 @@ def components():
         yield loaded
 
 
-@pytest.fixture(scope="session")
-def webcam_run(tmp_path_factory):
-    """python -m realtime --source webcam on this machine, which has no camera and no
-    microphone, once per session (it loads every model before it finds none): (process, --out)."""
-    out = tmp_path_factory.mktemp("webcam") / "x.jsonl"
-    proc = cli("--source", "webcam", "--duration", "2", "--out", out, done="error: ", timeout=240)
-    return proc, out
-
-
 def run_live(components, camera, mic, duration: float):
     """A live-mode run of a camera and a microphone (either may be None) for ``duration`` s:
     (estimates, summary, pipeline threads still alive after it)."""
@@ -290,62 +281,211 @@ def run_live(components, camera, mic, duration: float):
     return estimates, summary, threads
 
 
-class BackgroundRun:
-    """``python -m realtime`` started in a thread of its own, timed by ``finish``, while other
-    tests run in this process: on 2 cores its model loading and decoding overlap theirs."""
+class SecondLane:
+    """Processes whose outputs tests only read, run one at a time in a thread of their own
+    while the tests run in this process: on 2 cores their model loading and decoding
+    overlap the tests' work (one at a time, so each still has a core to itself and its
+    exit is timed fairly).
 
-    def __init__(self, args: list, done: str):
-        self.proc: subprocess.Popen | None = None
-        self.result: Finished | None = None
-        self.error: BaseException | None = None
-        self._args, self._done = args, done
-        self._thread = threading.Thread(target=self._run, name="example-run", daemon=True)
-        self._thread.start()
+    Each run is a function of its own folder (see LANE below) that starts its process with
+    ``launch`` and returns what the tests read. The runs the collected tests need are queued
+    in the order the tests first need them; a test that needs one waits for it."""
 
-    def _run(self) -> None:
+    def __init__(self):
+        self.folder = Path(tempfile.mkdtemp(prefix="dmd-test-runs-"))
+        self._queue: list[str] = []
+        self._done: dict[str, threading.Event] = {}
+        self._results: dict[str, object] = {}
+        self._errors: dict[str, BaseException] = {}
+        self._proc: subprocess.Popen | None = None
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def launch(self, args, module: str | None = "realtime") -> subprocess.Popen:
+        """``start``, remembered so that the session can end it if it ends first."""
+        return self.track(start(args, module))
+
+    def track(self, proc: subprocess.Popen) -> subprocess.Popen:
+        self._proc = proc
+        return proc
+
+    def queue(self, names: list[str]) -> None:
+        for name in names:
+            if name not in self._done:
+                self._queue.append(name)
+                self._done[name] = threading.Event()
+        if self._thread is None and self._queue:
+            self._thread = threading.Thread(target=self._work, name="second-lane", daemon=True)
+            self._thread.start()
+
+    def _work(self) -> None:
+        for name in self._queue:
+            if self._stopping:
+                break
+            self._run(name)
+
+    def _run(self, name: str) -> None:
+        folder = self.folder / name
+        folder.mkdir()
         try:
-            self.proc = start(self._args)
-            self.result = finish(self.proc, done=self._done)
+            self._results[name] = LANE[name](self, folder)
         except BaseException as exc:  # raised again in the test that waits for it
-            self.error = exc
+            self._errors[name] = exc
+        finally:
+            self._done[name].set()
 
-    def wait(self) -> Finished:
-        self._thread.join()
-        if self.error is not None:
-            raise self.error
-        return self.result
+    def wait(self, name: str):
+        if name not in self._done:  # not queued at collection (a fixture asked for late)
+            self._done[name] = threading.Event()
+            self._run(name)
+        self._done[name].wait()
+        if name in self._errors:
+            raise self._errors[name]
+        return self._results[name]
 
     def stop(self) -> None:
-        """End the process if the session ends first (Ctrl-C, -x)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-        self._thread.join(30)
+        """End the run under way if the session ends first (Ctrl-C, -x); start no other."""
+        self._stopping = True
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+        if self._thread is not None:
+            self._thread.join(30)
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
-_example: BackgroundRun | None = None
-_example_out: Path | None = None
+def _example(lane: SecondLane, folder: Path):
+    out = folder / "a.jsonl"
+    proc = finish(lane.launch(["--source", EXAMPLE, "--out", out, "--summary", out.with_suffix(".summary.json")]),
+                  done="real-time factor")
+    return out, proc
 
 
-def _start_example_run() -> BackgroundRun:
-    global _example, _example_out
-    if _example is None:
-        _example_out = Path(tempfile.mkdtemp(prefix="dmd-example-run-")) / "a.jsonl"
-        _example = BackgroundRun(["--source", EXAMPLE, "--out", _example_out, "--summary",
-                                  _example_out.with_suffix(".summary.json")], done="real-time factor")
-    return _example
+def _bad_checkpoint(lane: SecondLane, folder: Path):
+    # a folder without checkpoint.json: the run stops with one line before any model loads
+    proc = finish(lane.launch(["--source", EXAMPLE, "--checkpoint", folder, "--out", folder / "x.jsonl"]),
+                  done="error: ")
+    return folder / "x.jsonl", proc
+
+
+def _webcam(lane: SecondLane, folder: Path):
+    # this machine has no camera and no microphone; the run loads every model before it finds none
+    out = folder / "x.jsonl"
+    return finish(lane.launch(["--source", "webcam", "--duration", "2", "--out", out]), done="error: ",
+                  timeout=240), out
+
+
+def _interrupted(sig: int, records: int):
+    """The example at wall-clock pace (like a camera), sent ``sig`` once ``records`` windows are out."""
+
+    def run(lane: SecondLane, folder: Path):
+        out = folder / "live.jsonl"
+
+        def enough(_lines) -> bool:
+            return out.exists() and out.read_text().count("\n") >= records
+
+        proc = lane.launch(["--source", EXAMPLE, "--pace", "realtime", "--out", out, "--quiet"])
+        return out, finish(proc, timeout=120, interrupt_when=enough, sig=sig)
+
+    return run
+
+
+def _replayed_verbose(lane: SecondLane, folder: Path):
+    out = folder / "live.jsonl"
+    proc = lane.launch(["--source", TALKING_FACES / "face_5.mp4", "--pace", "realtime", "--out", out, "-v"])
+    return out, finish(proc, done="real-time factor", timeout=240)
+
+
+def _gui_screenshot(lane: SecondLane, folder: Path):
+    # python -m realtime --gui: the flag hands the command line to python -m gui, which
+    # plays the example, saves the window and exits
+    png = folder / "shot.png"
+    proc = lane.launch(["--gui", "--source", EXAMPLE, "--pace", "asap", "--screenshot", png, "--after", 6, "--quiet"])
+    return png, finish(proc, done="screenshot saved", timeout=300)
+
+
+def _sigterm_untrained(lane: SecondLane, folder: Path):
+    """The example through an untrained checkpoint of the live feature set (as fast as it
+    goes), sent SIGTERM at its first record; it must be gone within 5 s."""
+    made = subprocess.run([sys.executable, "tools/init_checkpoint.py", "--out", str(folder / "untrained")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr[-2000:]
+    out = folder / "r.jsonl"
+
+    def first_record(_lines) -> bool:
+        return out.exists() and out.stat().st_size > 0
+
+    proc = lane.launch(["--source", EXAMPLE, "--checkpoint", folder / "untrained", "--out", out, "--quiet"])
+    return out, finish(proc, timeout=240, interrupt_when=first_record, sig=signal.SIGTERM, bound=5.0)
+
+
+def _extraction(lane: SecondLane, folder: Path):
+    """python -m models.extract on ten talking clips (espeak-ng speech over a real face),
+    killed (SIGKILL) once 3 clips are cached, then run again to the end."""
+    from realtime.synth_media import astronaut_face, talking_clip
+    from tests.test_extract import make_corpus
+
+    face = astronaut_face()
+    clips, labels = make_corpus(folder, lambda path, i, text: talking_clip(
+        path, text, face, voice="en-us" if i % 2 else "en-gb", seed=i))
+    out = folder / "features.npz"
+    cache = folder / "features.npz.cache"
+    args = ["--videos", clips, "--labels", labels, "--out", out, "--quiet"]
+    proc = lane.track(subprocess.Popen([sys.executable, "-m", "models.extract", *map(str, args)], cwd=ROOT,
+                                       stderr=subprocess.DEVNULL))
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(list(cache.glob("*.npz"))) < 3:
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed = {"cached": {p.name: p.stat().st_mtime_ns for p in cache.glob("*.npz")}, "out_existed": out.exists()}
+    resumed = finish(lane.launch(args, module="models.extract"), done="clips extracted", timeout=600)
+    return clips, labels, out, cache, killed, resumed
+
+
+LANE = {
+    "example_run": _example,
+    "bad_checkpoint_run": _bad_checkpoint,
+    "webcam_run": _webcam,
+    "sigterm_run": _interrupted(signal.SIGTERM, 3),
+    "sigint_run": _interrupted(signal.SIGINT, 2),
+    "replayed_verbose_run": _replayed_verbose,
+    "gui_screenshot_run": _gui_screenshot,
+    "sigterm_untrained_run": _sigterm_untrained,
+    "extraction_run": _extraction,
+}
+"""The second lane's runs, each served to the tests by the session fixture of its name."""
+
+_lane: SecondLane | None = None
+
+
+def _second_lane() -> SecondLane:
+    global _lane
+    if _lane is None:
+        _lane = SecondLane()
+    return _lane
 
 
 def pytest_collection_finish(session):
-    """Start the README example's run as soon as the tests are known, if any needs it: it
-    runs beside the tests that come before the first one that reads it."""
-    if any("example_run" in getattr(item, "fixturenames", ()) for item in session.items):
-        _start_example_run()
+    """Queue the second lane's runs the collected tests need, in the order they need them:
+    each runs beside the tests that come before the first one that reads it."""
+    needed: list[str] = []
+    for item in session.items:
+        needed += [name for name in getattr(item, "fixturenames", ()) if name in LANE and name not in needed]
+    if needed:
+        _second_lane().queue(needed)
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if _example is not None:
-        _example.stop()
-        shutil.rmtree(_example_out.parent, ignore_errors=True)
+    if _lane is not None:
+        _lane.stop()
+
+
+def _lane_run(name: str):
+    """A second-lane run, checked for graphs left to their finalizers (see tests/exit_audit)."""
+    result = _second_lane().wait(name)
+    proc = next(part for part in result if isinstance(part, Finished))
+    assert "exit-audit:" not in proc.stderr, proc.stderr[-3000:]
+    return result
 
 
 @pytest.fixture(scope="session")
@@ -355,7 +495,56 @@ def example_run():
     from realtime.engine import DEFAULT_CHECKPOINT
 
     assert (DEFAULT_CHECKPOINT / "checkpoint.json").is_file(), "the bundled default model is missing"
-    proc = _start_example_run().wait()
-    assert "exit-audit:" not in proc.stderr, proc.stderr[-3000:]
+    out, proc = _lane_run("example_run")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return _example_out, proc
+    return out, proc
+
+
+@pytest.fixture(scope="session")
+def bad_checkpoint_run():
+    """python -m realtime with a --checkpoint folder that holds none: (--out path, process)."""
+    return _lane_run("bad_checkpoint_run")
+
+
+@pytest.fixture(scope="session")
+def webcam_run():
+    """python -m realtime --source webcam on this machine, which has no camera and no
+    microphone, once per session: (process, --out)."""
+    return _lane_run("webcam_run")
+
+
+@pytest.fixture(scope="session")
+def sigterm_run():
+    """The example at wall-clock pace, sent SIGTERM after 3 windows: (records path, process)."""
+    return _lane_run("sigterm_run")
+
+
+@pytest.fixture(scope="session")
+def sigint_run():
+    """The example at wall-clock pace, sent SIGINT (Ctrl-C) after 2 windows: (records path, process)."""
+    return _lane_run("sigint_run")
+
+
+@pytest.fixture(scope="session")
+def replayed_verbose_run():
+    """A real 5 s camera clip replayed at wall-clock pace, with -v: (records path, process)."""
+    return _lane_run("replayed_verbose_run")
+
+
+@pytest.fixture(scope="session")
+def gui_screenshot_run():
+    """python -m realtime --gui --screenshot on the example after 6 s, --quiet: (PNG path, process)."""
+    return _lane_run("gui_screenshot_run")
+
+
+@pytest.fixture(scope="session")
+def sigterm_untrained_run():
+    """The example through an untrained checkpoint, SIGTERM at its first record: (records path, process)."""
+    return _lane_run("sigterm_untrained_run")
+
+
+@pytest.fixture(scope="session")
+def extraction_run():
+    """python -m models.extract on ten talking clips, killed once 3 are cached and run again:
+    (clips folder, labels.csv, features, cache folder, what the kill left, the resumed process)."""
+    return _lane_run("extraction_run")

@@ -1,13 +1,12 @@
 """python -m realtime end to end on real media, with the bundled default model."""
 
 import json
-import signal
 
 import numpy as np
 import pytest
 
 from realtime.logs import NATIVE_NOISE
-from tests.conftest import EXAMPLE, EXIT_BOUND, SIGNAL_EXIT_BOUND, cli, finish, read_records, run_main, start
+from tests.conftest import EXAMPLE, EXIT_BOUND, SIGNAL_EXIT_BOUND, read_records, run_main
 
 EDGE_NAMES = {"V->L", "A->L", "L->V", "A->V", "L->A", "V->A"}
 
@@ -63,7 +62,7 @@ def _one_error_line(proc, fragment):
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], lines
 
 
-def test_bad_input_one_line_errors(media, tmp_path, capsys, caplog):
+def test_bad_input_one_line_errors(media, tmp_path, capsys, caplog, bad_checkpoint_run):
     def run(*args):  # these stop before any model is needed
         return run_main(None, capsys, caplog, *args)
 
@@ -72,10 +71,11 @@ def test_bad_input_one_line_errors(media, tmp_path, capsys, caplog):
     _one_error_line(run("--source", media["truncated"], "--out", tmp_path / "x.jsonl"), "truncated")
     _one_error_line(run("--source", EXAMPLE, "--device", "tpu"), "unknown --device")
     _one_error_line(run("--source", EXAMPLE, "--out", "/proc/nope/x.jsonl"), "cannot write")
-    # and in a process of its own: one line on stderr, nothing else (no native chatter either)
-    _one_error_line(cli("--source", EXAMPLE, "--checkpoint", tmp_path, "--out", tmp_path / "x.jsonl", done="error: "),
-                    "missing checkpoint.json")
-    assert not (tmp_path / "x.jsonl").exists()
+    # and in a process of its own (the second lane's, tests/conftest.py): one line on stderr,
+    # nothing else (no native chatter either)
+    out, proc = bad_checkpoint_run
+    _one_error_line(proc, "missing checkpoint.json")
+    assert proc.exit_lag < EXIT_BOUND and not out.exists()
 
 
 @pytest.mark.parametrize("key,present,absent", [
@@ -232,16 +232,9 @@ def test_plot_draws_the_run(example_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_keeps_finished_windows(tmp_path):
-    out = tmp_path / "live.jsonl"
-    proc = start(["--source", EXAMPLE, "--pace", "realtime", "--out", out, "--quiet"])
-
-    def three_records(_lines) -> bool:
-        return out.exists() and out.read_text().count("\n") >= 3
-
-    proc = finish(proc, timeout=120, interrupt_when=three_records, sig=signal.SIGTERM)
+def test_sigterm_keeps_finished_windows(sigterm_run):
+    out, proc = sigterm_run  # the example at wall-clock pace, SIGTERM after 3 windows (tests/conftest.py)
     assert proc.exit_lag < SIGNAL_EXIT_BOUND  # finish() fails first if it is not
-    assert "exit-audit:" not in proc.stderr, proc.stderr
     records = read_records(out)  # every line parses: the file is valid
     assert 3 <= len(records) < 37
     assert proc.returncode == 130

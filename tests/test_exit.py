@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from realtime.logs import NATIVE_NOISE
-from tests.conftest import EXIT_BOUND, TALKING_FACES, cli, finish, read_records, start
+from tests.conftest import EXIT_BOUND, cli, finish, read_records, start
 
 LINGER = """
 import sys, threading, time
@@ -90,11 +90,9 @@ def test_console_scripts_beside_python_m():
 
 
 @pytest.mark.slow
-def test_replayed_live_run_exits_promptly_and_verbose_brings_third_party_output_back(tmp_path):
+def test_replayed_live_run_exits_promptly_and_verbose_brings_third_party_output_back(replayed_verbose_run):
     """A clip replayed at wall-clock pace (the live path's clock, like a camera), with -v."""
-    out = tmp_path / "live.jsonl"
-    clip = TALKING_FACES / "face_5.mp4"
-    proc = cli("--source", clip, "--pace", "realtime", "--out", out, "-v", done="real-time factor", timeout=240)
+    out, proc = replayed_verbose_run  # tests/conftest.py
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.exit_lag < EXIT_BOUND
     records = read_records(out)

@@ -2,16 +2,11 @@
 
 import csv
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
 from realtime.logs import NATIVE_NOISE
-from tests.conftest import EXIT_BOUND, ROOT, cli, run_main
+from tests.conftest import EXIT_BOUND, run_main
 
 SENTENCES = [
     ("I love this, it is wonderful.", 2.5), ("What a great and happy day.", 2.2),
@@ -20,11 +15,6 @@ SENTENCES = [
     ("What a terrible, sad mess.", -2.2), ("I feel miserable and angry.", -2.4),
     ("That was a horrible failure.", -2.0), ("I am disgusted and upset.", -1.9),
 ]
-
-
-def run(module, *args, timeout=600, done=None):
-    """``python -m module args``, timed to its exit (tests.conftest.cli)."""
-    return cli(*args, module=module, timeout=timeout, done=done)
 
 
 def make_corpus(folder, make_clip) -> tuple:
@@ -46,13 +36,10 @@ def make_corpus(folder, make_clip) -> tuple:
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """Real talking clips: espeak-ng speech over a real face."""
-    from realtime.synth_media import astronaut_face, talking_clip
-
-    face = astronaut_face()
-    return make_corpus(tmp_path_factory.mktemp("corpus"), lambda path, i, text: talking_clip(
-        path, text, face, voice="en-us" if i % 2 else "en-gb", seed=i))
+def corpus(extraction_run):
+    """Real talking clips: espeak-ng speech over a real face (made in tests/conftest.py's
+    second lane, beside the tests before these): (clips folder, labels.csv)."""
+    return extraction_run[:2]
 
 
 @pytest.fixture
@@ -71,24 +58,10 @@ def extract_main(capsys, *args):
 
 
 @pytest.fixture(scope="module")
-def extraction(corpus, tmp_path_factory):
+def extraction(extraction_run):
     """python -m models.extract on the corpus, killed (SIGKILL) once 3 clips are cached, then
     run again to the end: one extraction serves the resume test and the round trip."""
-    clips, labels = corpus
-    folder = tmp_path_factory.mktemp("extract")
-    out = folder / "features.npz"
-    cache = folder / "features.npz.cache"
-    proc = subprocess.Popen([sys.executable, "-m", "models.extract", "--videos", str(clips), "--labels", str(labels),
-                             "--out", str(out), "--quiet"], cwd=ROOT, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and len(list(cache.glob("*.npz"))) < 3:
-        time.sleep(0.1)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    killed = {"cached": {p.name: p.stat().st_mtime_ns for p in cache.glob("*.npz")}, "out_existed": out.exists()}
-    resumed = run("models.extract", "--videos", clips, "--labels", labels, "--out", out, "--quiet",
-                  done="clips extracted")
-    return out, cache, killed, resumed
+    return extraction_run[2:]
 
 
 @pytest.mark.slow

@@ -221,10 +221,10 @@ def test_a_checkpoint_without_classes_still_serves_and_says_so(qtbot, tmp_path):
     release(plain_session)
 
 
-def test_screenshot_command(tmp_path):
-    png = tmp_path / "shot.png"
-    proc = cli("--source", EXAMPLE, "--pace", "asap", "--screenshot", png, "--after", 6, module="gui", timeout=300,
-               done="screenshot saved")
+def test_screenshot_command(gui_screenshot_run):
+    """--screenshot saves the window after 6 s of media and exits (the second lane's run,
+    tests/conftest.py: python -m realtime --gui, which hands its command line to python -m gui)."""
+    png, proc = gui_screenshot_run
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.exit_lag < EXIT_BOUND  # the window closes, its threads stop and the models close
     assert not [line for line in proc.stderr.splitlines() if NATIVE_NOISE.match(line)], proc.stderr
@@ -248,10 +248,10 @@ def test_no_display_is_a_one_line_error():
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "no display" in proc.stderr
 
 
-def test_realtime_gui_flag_opens_the_same_window(tmp_path):
-    png = tmp_path / "shot.png"
-    proc = cli("--gui", "--source", EXAMPLE, "--pace", "asap", "--screenshot", png, "--after", 4, "--quiet",
-               timeout=300)
+def test_realtime_gui_flag_opens_the_same_window(gui_screenshot_run):
+    """python -m realtime --gui opens the window (its screenshot, above) and names the options
+    the window does not take."""
+    png, proc = gui_screenshot_run
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "ignores --quiet" in proc.stderr and png.stat().st_size > 10_000
 

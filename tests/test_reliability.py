@@ -6,7 +6,6 @@ the real pipeline threads. Fakes stand in only for hardware this machine lacks.
 
 import json
 import os
-import signal
 import threading
 import time
 from fractions import Fraction
@@ -17,7 +16,7 @@ import pytest
 from realtime.engine import DEFAULT_CHECKPOINT
 from realtime.synth_media import RATE, astronaut_face, moving_face, speak
 from realtime.types import VideoFrame
-from tests.conftest import EXAMPLE, SIGNAL_EXIT_BOUND, TALKING_FACES, finish, read_records, run_live, run_main, start
+from tests.conftest import EXAMPLE, SIGNAL_EXIT_BOUND, TALKING_FACES, read_records, run_live, run_main
 
 pytestmark = pytest.mark.slow
 
@@ -268,14 +267,8 @@ def test_bad_checkpoints_give_one_line_errors(tmp_path, capsys, caplog):
         assert "Traceback" not in proc.stderr
 
 
-def test_ctrl_c_keeps_every_finished_window_and_existing_output_is_kept(tmp_path, components, capsys, caplog):
-    out = tmp_path / "live.jsonl"
-
-    def two_records(_lines) -> bool:
-        return out.exists() and out.read_text().count("\n") >= 2
-
-    proc = finish(start(["--source", EXAMPLE, "--pace", "realtime", "--out", out, "--quiet"]), timeout=120,
-                  interrupt_when=two_records, sig=signal.SIGINT)
+def test_ctrl_c_keeps_every_finished_window_and_existing_output_is_kept(sigint_run, components, capsys, caplog):
+    out, proc = sigint_run  # the example at wall-clock pace, Ctrl-C after 2 windows (tests/conftest.py)
     assert proc.exit_lag < SIGNAL_EXIT_BOUND  # Ctrl-C: gone within the bound, its models closed first
     assert proc.returncode == 130 and "Traceback" not in proc.stderr and "exit-audit:" not in proc.stderr
     records = read_records(out)  # every line is a whole JSON object
