@@ -243,6 +243,20 @@ def whisper():
     model.model.unload_model()
 
 
+def with_checkpoint(components, checkpoint: Path):
+    """``components`` with an engine for another checkpoint of the same feature spec: what a
+    fresh load of that checkpoint gives, without loading the extractors (face, voice, Whisper,
+    the text model) again. Never close it: its extractors are ``components``'."""
+    import dataclasses
+
+    from realtime.engine import InferenceEngine, find_checkpoint
+
+    engine = InferenceEngine(find_checkpoint(str(checkpoint)), components.engine.device, components.engine.text)
+    assert engine.spec == components.engine.spec, (engine.spec, components.engine.spec)
+    engine.warm_up()
+    return dataclasses.replace(components, engine=engine)
+
+
 @pytest.fixture(scope="session")
 def components():
     """The default models on the CPU, loaded once per test session and closed after it."""

@@ -190,19 +190,21 @@ def test_live_devices_through_the_window_are_released_on_close(qtbot, session):
     assert opened["mic"]._stop.is_set(), "the microphone was stopped"
 
 
-def test_a_checkpoint_without_classes_still_serves_and_says_so(qtbot, tmp_path):
+def test_a_checkpoint_without_classes_still_serves_and_says_so(qtbot, tmp_path, session):
     import subprocess
     import sys
 
-    from tests.conftest import ROOT
+    from tests.conftest import ROOT, TALKING_FACES, with_checkpoint
 
     plain = tmp_path / "plain"
     proc = subprocess.run([sys.executable, "tools/init_checkpoint.py", "--out", str(plain)], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    plain_session = Session()
-    window = MainWindow(SessionOptions(source=str(EXAMPLE), pace="asap", checkpoint=str(plain)),
-                        session=plain_session)
+    options = SessionOptions(source=str(TALKING_FACES / "face_5.mp4"), pace="asap", checkpoint=str(plain))
+    plain_session = Session()  # the plain checkpoint's engine on the suite's extractors, loaded already
+    plain_session._components = with_checkpoint(session._components, plain)
+    plain_session._components_key = options.models_key()
+    window = MainWindow(options, session=plain_session)
     qtbot.addWidget(window)
     window.show()
     record = tmp_path / "r.jsonl"
@@ -218,6 +220,7 @@ def test_a_checkpoint_without_classes_still_serves_and_says_so(qtbot, tmp_path):
     assert window.emotions.names == () and window.emotions.readings, "the bars say there are no emotions"
     window.close()
     qtbot.waitUntil(lambda: not running_threads(), timeout=10_000)
+    plain_session._components = None  # the suite's extractors: closed by their own fixture
     release(plain_session)
 
 

@@ -71,12 +71,11 @@ def untrained(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def small(untrained):
-    """The live models with the untrained checkpoint, loaded once for this module."""
-    from realtime.cli import component_args, load_components
+def small(untrained, components):
+    """The live models with the untrained checkpoint (the suite's extractors, loaded once per run)."""
+    from tests.conftest import with_checkpoint
 
-    with load_components(component_args(device="cpu", checkpoint=str(untrained))) as comps:
-        yield comps
+    return with_checkpoint(components, untrained)
 
 
 @pytest.fixture(scope="module")
