@@ -200,12 +200,8 @@ class Session(QObject):
 
     # ---- the run (its own thread) -----------------------------------------------------
     def _run(self, options: SessionOptions) -> None:
-        from models.checkpoint import CheckpointError
-        from models.loop import DeviceError
-        from realtime.cli import UsageError
-        from realtime.features.face import ModelNotFoundError
+        from models.errors import UserError
         from realtime.sinks import Summary
-        from realtime.sources.file import MediaError
 
         summary = Summary(source=options.source)
         try:
@@ -217,7 +213,7 @@ class Session(QObject):
             if self._stop.is_set():
                 return
             summary = self._run_pipeline(options, comps, summary)
-        except (UsageError, MediaError, CheckpointError, DeviceError, ModelNotFoundError) as exc:
+        except UserError as exc:
             self.failed.emit(str(exc))
         except Exception as exc:  # the window stays usable whatever a run does
             logger.exception("run failed")

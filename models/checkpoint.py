@@ -22,13 +22,14 @@ import torch
 
 from models import safejson
 from models.config import MODALITIES, ModelConfig
+from models.errors import UserError
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 CONFIG = "checkpoint.json"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be used; the message is one line naming the problem."""
 
 

@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from models.errors import UsageError
+
 MODALITIES: tuple[str, ...] = ("L", "A", "V")
 """Modality names in a fixed order: language (text), acoustic, visual."""
 HOMO_POOLING: tuple[str, ...] = ("flatten", "pool")
@@ -153,19 +155,19 @@ PRESETS: dict[str, dict] = {
 
 
 def load_preset(name_or_path: str) -> tuple[dict, dict]:
-    """Return (model overrides, train overrides) for a preset name or a JSON file."""
+    """Return (model overrides, train overrides) for a preset name or a JSON file (UsageError if neither)."""
     if name_or_path in PRESETS:
         preset = PRESETS[name_or_path]
         return dict(preset["model"]), dict(preset["train"])
     path = Path(name_or_path)
     if not path.is_file():
-        raise ValueError(
+        raise UsageError(
             f"config {name_or_path!r} is neither a preset ({', '.join(PRESETS)}) nor a file"
         )
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"config {path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        raise UsageError(f"config {path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
     if not isinstance(data, dict) or not set(data) <= {"model", "train"}:
-        raise ValueError(f"config {path}: expected an object with 'model' and/or 'train' keys")
+        raise UsageError(f"config {path}: expected an object with 'model' and/or 'train' keys")
     return dict(data.get("model", {})), dict(data.get("train", {}))

@@ -50,6 +50,7 @@ import numpy as np
 
 from models.data import DataError, save_arrays, save_dataset
 from models.emotions import EMODB_LETTERS, EMOTIONS, FER_FOLDERS, GOEMOTIONS_EKMAN, VALENCE
+from models.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -614,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         data, summary = build(args)
         save_dataset(out, data)
-    except DataError as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")

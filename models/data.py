@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from models.config import MODALITIES
+from models.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ KEYS = {"L": "text", "A": "audio", "V": "vision"}
 LENGTH_KEYS = {"A": "audio_lengths", "V": "vision_lengths"}
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A dataset file that cannot be used; the message is one line naming the problem."""
 
 

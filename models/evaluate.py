@@ -18,16 +18,17 @@ import math
 import sys
 
 from models import safejson
-from models.checkpoint import CheckpointError, load_checkpoint
+from models.checkpoint import load_checkpoint
 from models.corrkd import SUBSETS
-from models.data import PICKLE_NOTE, DataError, load_dataset
-from models.loop import DeviceError, evaluate, resolve_device
+from models.data import PICKLE_NOTE, load_dataset
+from models.errors import UsageError, UserError
+from models.loop import evaluate, resolve_device
 
 
 def run(args: argparse.Namespace) -> int:
     for rate in args.missing_rate:
         if not (math.isfinite(rate) and 0.0 <= rate <= 1.0):
-            raise ValueError(f"--missing-rate {rate}: must be within [0, 1]")
+            raise UsageError(f"--missing-rate {rate}: must be within [0, 1]")
     device = resolve_device(args.device)
     ckpt = load_checkpoint(args.checkpoint)
     dataset = load_dataset(args.data, splits=(args.split,))
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return run(args)
-    except (DataError, CheckpointError, DeviceError, ValueError) as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from models.data import DataError, save_arrays, save_dataset
+from models.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +151,24 @@ def _init_worker(options: dict) -> None:
     )
 
 
+def check_models(options: dict) -> None:
+    """ModelNotFoundError, in the calling process, for a model a worker could not load: a
+    pool whose initializer fails restarts its workers for ever instead of failing."""
+    from realtime.features.face import ModelNotFoundError, default_face_model
+    from realtime.features.speech import default_whisper_model
+    from realtime.features.text import default_text_model
+
+    face = Path(options.get("face_model") or default_face_model())
+    if not face.is_file():
+        raise ModelNotFoundError(f"face model '{face}' does not exist")
+    whisper = Path(options.get("whisper_model") or default_whisper_model())
+    if not (whisper / "model.bin").is_file():
+        raise ModelNotFoundError(f"'{whisper}' is not a CTranslate2 Whisper folder (no model.bin)")
+    text = Path(options.get("text_model") or default_text_model())
+    if not (text / "config.json").is_file():
+        raise ModelNotFoundError(f"'{text}' is not a transformer model folder (no config.json)")
+
+
 def _close_worker() -> None:
     """Close this process's MediaPipe graph explicitly: left to its finalizer at
     interpreter exit, the close can hang (issue 13)."""
@@ -253,6 +272,8 @@ def run(args: argparse.Namespace) -> int:
     failures: dict[int, str] = {}
     started = time.perf_counter()
     options = {"face_model": args.face_model, "whisper_model": args.whisper_model, "text_model": args.text_model}
+    if todo:
+        check_models(options)
     bar = tqdm(total=len(todo), unit="clip", desc="extract", disable=args.quiet)
     if args.workers <= 1:
         _init_worker(options)
@@ -355,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         return run(args)
-    except DataError as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

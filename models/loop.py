@@ -11,10 +11,11 @@ import torch
 from models.config import MODALITIES
 from models.corrkd import drop_missing, keep_subset
 from models.data import Split
+from models.errors import UserError
 from models.metrics import classification_metrics, regression_metrics
 
 
-class DeviceError(ValueError):
+class DeviceError(UserError, ValueError):
     """The requested device cannot be used."""
 
 

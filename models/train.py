@@ -27,12 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.checkpoint import CheckpointError, config_problem, load_checkpoint, save_checkpoint
+from models.checkpoint import config_problem, load_checkpoint, save_checkpoint
 from models.config import ModelConfig, TrainConfig, load_preset
 from models.corrkd import corrkd_losses, drop_missing
-from models.data import DataError, Dataset, load_dataset
+from models.data import Dataset, load_dataset
 from models.dmd import DMD
-from models.loop import DeviceError, batches, evaluate, resolve_device
+from models.errors import UsageError, UserError
+from models.loop import batches, evaluate, resolve_device
 from models.losses import dmd_losses
 
 logger = logging.getLogger(__name__)
@@ -206,24 +207,24 @@ def save_stage(out: Path, role: str, result: FitResult, dataset: Dataset, model_
 
 
 def check_out(out: Path, stage: str, overwrite: bool) -> None:
-    """ValueError unless ``out`` can take this run's checkpoints: a folder (or a new path)
+    """UsageError unless ``out`` can take this run's checkpoints: a folder (or a new path)
     where the stages to write do not exist yet, or ``overwrite``; checked before training."""
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out '{out}' is a file; name a folder (teacher/ and student/ go inside)")
+        raise UsageError(f"--out '{out}' is a file; name a folder (teacher/ and student/ go inside)")
     roles = {"both": ("teacher", "student")}.get(stage, (stage,))
     if not overwrite:
         existing = [role for role in roles if (out / role).exists()]
         if existing:
-            raise ValueError(f"--out '{out}' already holds {' and '.join(existing)}/; pass --overwrite to replace "
+            raise UsageError(f"--out '{out}' already holds {' and '.join(existing)}/; pass --overwrite to replace "
                              "it or choose another folder")
     if stage == "student" and not (out / "teacher").is_dir():
-        raise ValueError(f"--stage student needs a trained teacher in '{out / 'teacher'}'")
+        raise UsageError(f"--stage student needs a trained teacher in '{out / 'teacher'}'")
 
 
 def run(args: argparse.Namespace) -> int:
     for name, value, high in (("--epochs", args.epochs, EPOCHS_MAX), ("--batch-size", args.batch_size, BATCH_MAX)):
         if value is not None and not 1 <= value <= high:
-            raise ValueError(f"{name} must be from 1 to {high}, got {value}")
+            raise UsageError(f"{name} must be from 1 to {high}, got {value}")
     out = Path(args.out)
     check_out(out, args.stage, args.overwrite)
     device = resolve_device(args.device)
@@ -235,19 +236,19 @@ def run(args: argparse.Namespace) -> int:
         train_over["batch_size"] = args.batch_size
     problem = config_problem({"model": {**model_over, "dims": dataset.dims, "steps": dataset.steps}})
     if problem:
-        raise ValueError(f"config {args.config}: {problem}")
+        raise UsageError(f"config {args.config}: {problem}")
     try:
         train_cfg = TrainConfig.from_dict(train_over)
         model_cfg = model_config_for(dataset, model_over)
-    except (TypeError, ArithmeticError) as exc:  # unknown keys, heads 0, ...
-        raise ValueError(f"config {args.config}: {exc}") from None
+    except (TypeError, ValueError, ArithmeticError) as exc:  # unknown keys, heads 0, d not divisible by heads, ...
+        raise UsageError(f"config {args.config}: {exc}") from None
     problem = train_config_problem(train_cfg)
     if problem:
-        raise ValueError(f"config {args.config}: {problem}")
+        raise UsageError(f"config {args.config}: {problem}")
     try:  # made only once everything is known to be usable
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ValueError(f"cannot write --out '{out}': {exc.strerror}") from None
+        raise UsageError(f"cannot write --out '{out}': {exc.strerror}") from None
     progress = not args.quiet
     teacher_net = None
     if args.stage in ("teacher", "both"):
@@ -327,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return run(args)
-    except (DataError, CheckpointError, DeviceError, ValueError) as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -20,13 +20,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from models.errors import UsageError, UserError
 from realtime.sources.live import camera_index
 
 logger = logging.getLogger("realtime")
-
-
-class UsageError(ValueError):
-    """Bad arguments or input: exit code 2 with a one-line message."""
 
 
 EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_SOME_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -422,11 +419,7 @@ def _run(args: argparse.Namespace, components: Components | None) -> int:
 
     logs.configure(args.verbose)
     from models import safejson
-    from models.checkpoint import CheckpointError
-    from models.loop import DeviceError
-    from realtime.features.face import ModelNotFoundError
     from realtime.outputs import OutputLocks
-    from realtime.sinks import OutputError
     from realtime.sources.file import MediaError, media_files, probe
 
     comps = None
@@ -492,7 +485,7 @@ def _run(args: argparse.Namespace, components: Components | None) -> int:
                   + "; ".join(f"{p.name} ({why})" for p, why in failed), file=sys.stderr)
             return EXIT_BAD_INPUT if len(failed) == len(files) else EXIT_SOME_FAILED
         return EXIT_OK
-    except (UsageError, MediaError, CheckpointError, DeviceError, OutputError, ModelNotFoundError) as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -17,10 +17,12 @@ import logging
 import os
 from pathlib import Path
 
+from models.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 
-class OutputError(ValueError):
+class OutputError(UserError, ValueError):
     """An output that cannot be written; one line naming it."""
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from models.errors import UserError
+
 EMOTION_COLOURS: dict[str, str] = {
     "neutral": "#9e9e9e", "happy": "#f2b701", "sad": "#3969ac", "angry": "#e73f74",
     "fearful": "#7f3c8d", "disgusted": "#11a579", "surprised": "#f97b22",
@@ -22,7 +24,7 @@ EMOTION_COLOURS: dict[str, str] = {
 CHANNEL_COLOURS: dict[str, str] = {"face": "#4393c3", "audio": "#5aae61", "text": "#d6604d"}
 
 
-class PlotError(ValueError):
+class PlotError(UserError, ValueError):
     """A picture that cannot be written; one line naming it."""
 
 

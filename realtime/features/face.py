@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models.errors import UserError
 from realtime.types import FaceFrame, VideoFrame
 
 logger = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ _LEFT_EYE_TOP, _LEFT_EYE_BOTTOM, _RIGHT_EYE_TOP, _RIGHT_EYE_BOTTOM = 159, 145, 3
 _LEFT_CHEEK, _RIGHT_CHEEK = 234, 454
 
 
-class ModelNotFoundError(RuntimeError):
+class ModelNotFoundError(UserError, RuntimeError):
     """A model file that is neither given nor installed."""
 
 

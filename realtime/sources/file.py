@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models.errors import UserError
 from realtime.types import AudioChunk, VideoFrame
 
 logger = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ MEDIA_SUFFIXES = {".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".wav", ".fla
                   ".opus", ".aac", ".mpg", ".mpeg", ".ts", ".3gp"}
 
 
-class MediaError(ValueError):
+class MediaError(UserError, ValueError):
     """A file that cannot be used as media; the message is one line naming it."""
 
 

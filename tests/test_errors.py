@@ -1,0 +1,70 @@
+"""One kind of user error: every entry point reports it on one line with exit code 2,
+and a missing model is named before any work starts (issue 14)."""
+
+import json
+
+import pytest
+
+from models.errors import UserError
+
+
+def test_every_error_a_user_can_fix_is_a_user_error():
+    from models.checkpoint import CheckpointError
+    from models.data import DataError
+    from models.errors import UsageError
+    from models.loop import DeviceError
+    from realtime.cli import UsageError as CliUsageError
+    from realtime.features.face import ModelNotFoundError
+    from realtime.outputs import OutputError
+    from realtime.plot import PlotError
+    from realtime.sources.file import MediaError
+
+    for kind in (CheckpointError, DataError, UsageError, DeviceError, ModelNotFoundError, OutputError, PlotError,
+                 MediaError):
+        assert issubclass(kind, UserError), kind
+    assert CliUsageError is UsageError  # one class, wherever it is imported from
+    assert issubclass(DataError, ValueError) and issubclass(ModelNotFoundError, RuntimeError)  # old excepts hold
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_extraction_names_a_missing_model_before_any_clip(tmp_path, capsys, workers):
+    """A worker pool whose initializer fails restarts its workers for ever: the models are
+    checked in the calling process first."""
+    from models.extract import main
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    (clips / "a.mp4").write_bytes(b"")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,label,split\na.mp4,1.0,train\n")
+    code = main(["--videos", str(clips), "--labels", str(labels), "--out", str(tmp_path / "f.npz"), "--quiet",
+                 "--workers", str(workers), "--whisper-model", str(tmp_path / "no-such-whisper")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "no-such-whisper" in lines[0]
+
+
+@pytest.mark.parametrize("config, fragment", [
+    ({"model": {"d": 10, "heads": 3}}, "must divide"),
+    ({"model": {"no_such_key": 1}}, "no_such_key"),  # a TypeError inside
+    ({"train": {"lr": "fast"}}, "config"),
+])
+def test_a_bad_training_config_is_a_one_line_error(tmp_path, synthetic_pickle, capsys, config, fragment):
+    from models.train import main
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    code = main(["--data", str(synthetic_pickle), "--out", str(tmp_path / "o"), "--config", str(path), "--epochs", "1",
+                 "--quiet"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, lines
+    assert len(lines) == 1 and lines[0].startswith("error: config ") and fragment in lines[0]
+    assert not (tmp_path / "o").exists()  # nothing made before the config is known to be usable
+
+
+def test_evaluation_reports_a_bad_missing_rate_on_one_line(tmp_path, capsys):
+    from models.evaluate import main
+
+    code = main(["--checkpoint", str(tmp_path), "--data", str(tmp_path / "none.npz"), "--missing-rate", "1.5"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and lines == ["error: --missing-rate 1.5: must be within [0, 1]"]
