@@ -11,9 +11,9 @@ from tests.conftest import EXAMPLE, run_live
 
 
 def test_live_replay_gives_timely_records(components):
-    estimates, summary, threads = run_live(components, ReplayCamera(EXAMPLE), ReplayMicrophone(EXAMPLE), 9.0)
+    estimates, summary, threads = run_live(components, ReplayCamera(EXAMPLE), ReplayMicrophone(EXAMPLE), 6.5)
     assert not threads, "every worker thread stopped"
-    assert len(estimates) >= 8  # windows end at 4.0, 4.5, ... up to about 9 s
+    assert len(estimates) >= 5  # windows end at 4.0, 4.5, ... up to about 6.5 s
     ends = [e.t_end for e in estimates]
     assert ends == sorted(ends) and np.allclose(np.diff(ends), 0.5)
     assert np.median([e.modalities["face"] for e in estimates]) > 0.5
