@@ -314,6 +314,10 @@ class SecondLane:
         self._proc: subprocess.Popen | None = None
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self.seconds: dict[str, float] = {}
+        """Wall seconds of each finished run."""
+        self.waited = 0.0
+        """Seconds tests spent waiting for runs."""
 
     def launch(self, args, module: str | None = "realtime") -> subprocess.Popen:
         """``start``, remembered so that the session can end it if it ends first."""
@@ -341,18 +345,22 @@ class SecondLane:
     def _run(self, name: str) -> None:
         folder = self.folder / name
         folder.mkdir()
+        began = time.monotonic()
         try:
             self._results[name] = LANE[name](self, folder)
         except BaseException as exc:  # raised again in the test that waits for it
             self._errors[name] = exc
         finally:
+            self.seconds[name] = time.monotonic() - began
             self._done[name].set()
 
     def wait(self, name: str):
         if name not in self._done:  # not queued at collection (a fixture asked for late)
             self._done[name] = threading.Event()
             self._run(name)
+        began = time.monotonic()
         self._done[name].wait()
+        self.waited += time.monotonic() - began
         if name in self._errors:
             raise self._errors[name]
         return self._results[name]
@@ -487,6 +495,16 @@ def pytest_collection_finish(session):
         needed += [name for name in getattr(item, "fixturenames", ()) if name in LANE and name not in needed]
     if needed:
         _second_lane().queue(needed)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How long the second lane's runs took beside the tests, and how long tests waited for them."""
+    if _lane is not None and _lane.seconds:
+        terminalreporter.write_line(f"second lane: {len(_lane.seconds)} runs in {sum(_lane.seconds.values()):.0f} s "
+                                    f"beside the tests; tests waited {_lane.waited:.0f} s for them")
+        if terminalreporter.config.option.verbose > 0:
+            for name, seconds in _lane.seconds.items():
+                terminalreporter.write_line(f"  {seconds:6.1f} s  {name}")
 
 
 def pytest_sessionfinish(session, exitstatus):
