@@ -325,6 +325,10 @@ class SecondLane:
 
     def track(self, proc: subprocess.Popen) -> subprocess.Popen:
         self._proc = proc
+        if self._stopping:  # the session ended while this run was getting ready
+            proc.kill()
+            proc.wait()
+            raise RuntimeError("the test session has ended")
         return proc
 
     def queue(self, names: list[str]) -> None:
