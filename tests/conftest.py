@@ -429,21 +429,6 @@ def _gui_screenshot(lane: SecondLane, folder: Path):
     return png, finish(proc, done="screenshot saved", timeout=300)
 
 
-def _sigterm_untrained(lane: SecondLane, folder: Path):
-    """The example through an untrained checkpoint of the live feature set (as fast as it
-    goes), sent SIGTERM at its first record; it must be gone within 5 s."""
-    made = subprocess.run([sys.executable, "tools/init_checkpoint.py", "--out", str(folder / "untrained")], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
-    assert made.returncode == 0, made.stderr[-2000:]
-    out = folder / "r.jsonl"
-
-    def first_record(_lines) -> bool:
-        return out.exists() and out.stat().st_size > 0
-
-    proc = lane.launch(["--source", EXAMPLE, "--checkpoint", folder / "untrained", "--out", out, "--quiet"])
-    return out, finish(proc, timeout=240, interrupt_when=first_record, sig=signal.SIGTERM, bound=5.0)
-
-
 def _extraction(lane: SecondLane, folder: Path):
     """python -m models.extract on ten talking clips (espeak-ng speech over a real face),
     killed (SIGKILL) once 3 clips are cached, then run again to the end."""
@@ -476,7 +461,6 @@ LANE = {
     "sigint_run": _interrupted(signal.SIGINT, 2),
     "replayed_verbose_run": _replayed_verbose,
     "gui_screenshot_run": _gui_screenshot,
-    "sigterm_untrained_run": _sigterm_untrained,
     "extraction_run": _extraction,
 }
 """The second lane's runs, each served to the tests by the session fixture of its name."""
@@ -571,12 +555,6 @@ def replayed_verbose_run():
 def gui_screenshot_run():
     """python -m realtime --gui --screenshot on the example after 6 s, --quiet: (PNG path, process)."""
     return _lane_run("gui_screenshot_run")
-
-
-@pytest.fixture(scope="session")
-def sigterm_untrained_run():
-    """The example through an untrained checkpoint, SIGTERM at its first record: (records path, process)."""
-    return _lane_run("sigterm_untrained_run")
 
 
 @pytest.fixture(scope="session")

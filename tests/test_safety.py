@@ -432,8 +432,18 @@ def test_help_describes_every_option_of_every_command(monkeypatch):
 
 # ---- SIGTERM is honoured promptly -----------------------------------------------------------
 @pytest.mark.slow
-def test_sigterm_mid_run_ends_it_promptly(sigterm_untrained_run):
-    out, proc = sigterm_untrained_run  # SIGTERM at the first record, 5 s to exit (tests/conftest.py)
+def test_sigterm_mid_run_ends_it_promptly(untrained, tmp_path):
+    # in the foreground, not in tests/conftest.py's second lane: its 5 s bound holds when the
+    # run has a core to itself, and beside the other tests it was missed twice in three suites
+    from tests.conftest import finish, start
+
+    out = tmp_path / "r.jsonl"
+    proc = start(["--source", EXAMPLE, "--checkpoint", untrained, "--out", out, "--quiet"])
+
+    def first_record(_lines):
+        return out.exists() and out.stat().st_size > 0
+
+    proc = finish(proc, timeout=240, interrupt_when=first_record, sig=signal.SIGTERM, bound=5.0)
     assert proc.returncode == 130 and proc.exit_lag < 5.0
     assert strict_lines(out)
 
