@@ -191,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=128, help="training batch size")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for training")
     parser.add_argument("--seed", type=int, default=0, help="seed of sampling, pairing and training")
+    parser.add_argument("--train-seed", type=int,
+                        help="seed of pairing and training only (default: --seed): the spread over training runs "
+                             "on one corpus, whose extracted parts are reused")
     args = parser.parse_args(argv)
     if not 0.0 <= args.bystanders <= 1.0:  # the corpus options are checked by models.corpus
         parser.error("--bystanders must be within [0, 1]")
@@ -228,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     if corpus_main(corpus_args) != 0:
         return 2
     dataset = load_dataset(corpus)
-    dataset.splits["train"] = add_pairs(dataset.splits["train"], args.pairs, args.seed, args.bystanders)
+    train_seed = args.seed if args.train_seed is None else args.train_seed
+    dataset.splits["train"] = add_pairs(dataset.splits["train"], args.pairs, train_seed, args.bystanders)
     valid = dataset.splits["valid"]
     if args.valid_samples and len(valid) > args.valid_samples:  # model selection on a fixed subset
         pick = np.random.default_rng(args.seed).choice(len(valid), args.valid_samples, replace=False)
@@ -243,9 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     train_cfg = TrainConfig.from_dict(train_over)
     model_cfg = model_config_for(dataset, model_over)
     device = torch.device("cpu")
-    teacher = fit(dataset, model_cfg, train_cfg, device, seed=args.seed, progress=False)
+    teacher = fit(dataset, model_cfg, train_cfg, device, seed=train_seed, progress=False)
     print(f"teacher: best epoch {teacher.best_epoch} ({time.time() - started:.0f} s)", flush=True)
-    student = fit(dataset, model_cfg, train_cfg, device, teacher=teacher.net, seed=args.seed, progress=False)
+    student = fit(dataset, model_cfg, train_cfg, device, teacher=teacher.net, seed=train_seed, progress=False)
     print(f"student: best epoch {student.best_epoch} ({time.time() - started:.0f} s)", flush=True)
 
     test = dataset.splits["test"]
@@ -270,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         "excluded_evaluation_sentences": [Path(p).name for p in args.exclude],
         "train_config": train_cfg.to_dict(),
         "seed": args.seed,
+        "train_seed": train_seed,
         "teacher_best_epoch": teacher.best_epoch,
         "best_epoch": student.best_epoch,
         "valid_score": round(student.best_score, 4),
