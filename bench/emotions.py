@@ -38,13 +38,13 @@ import numpy as np
 
 from models.emotions import EMOTIONS
 from realtime.synth_media import write_wav as _write_wav
+from realtime.types import AUDIO_RATE as RATE
 
 ROOT = Path(__file__).resolve().parent.parent
 CK_CLASSES = {"happy": "happy", "sadness": "sad", "anger": "angry", "fear": "fearful", "disgust": "disgusted",
               "surprise": "surprised"}
 RAVDESS_CLASSES = {"01": "neutral", "03": "happy", "04": "sad", "05": "angry"}
 MELD_CLASSES = {"neutral": "neutral", "joy": "happy", "sadness": "sad", "anger": "angry", "surprise": "surprised"}
-RATE = 16000
 
 
 def _read_wav(path: Path) -> np.ndarray:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from realtime.types import AudioChunk, VideoFrame
+from realtime.types import AUDIO_RATE, AudioChunk, VideoFrame
 
 
 def _median_ms(call: Callable[[], object], repeat: int, warmup: int = 2) -> float:
@@ -83,7 +83,7 @@ def speech_rtf(video: Path) -> dict:
     out = {}
     for name, options in (("file", ASROptions.for_files()), ("live", ASROptions())):
         asr = StreamingTranscriber(model, options)
-        asr.insert_audio(AudioChunk(0.0, np.zeros(16000, np.float32), 16000))
+        asr.insert_audio(AudioChunk(0.0, np.zeros(AUDIO_RATE, np.float32), AUDIO_RATE))
         asr.process_iter()  # warm-up
         asr = StreamingTranscriber(model, options)
         started = time.perf_counter()

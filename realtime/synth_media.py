@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-RATE = 16000
+from realtime.types import AUDIO_RATE as RATE
 
 
 def speak(text: str, voice: str = "en-us", speed: int = 150, pitch: int = 50) -> np.ndarray:

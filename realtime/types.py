@@ -10,6 +10,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+AUDIO_RATE = 16000
+"""Hz of every audio chunk in the pipeline: what Whisper and the acoustic features take;
+file and device sources resample to it."""
+
 
 @dataclass(frozen=True)
 class VideoFrame:

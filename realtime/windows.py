@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from realtime.features.acoustic import ACOUSTIC_DIM
+from realtime.features.face import FACE_DIM
 from realtime.types import AcousticFrame, FaceFrame, Window, Word
 
 logger = logging.getLogger(__name__)
@@ -43,8 +45,8 @@ class WindowSpec:
     """Seconds between consecutive window ends."""
     face_steps: int = 32
     audio_steps: int = 40
-    face_dim: int = 59
-    audio_dim: int = 34
+    face_dim: int = FACE_DIM
+    audio_dim: int = ACOUSTIC_DIM
 
     def __post_init__(self) -> None:
         # inf and nan pass "> 0" checks one way or the other: an infinite hop made flush()

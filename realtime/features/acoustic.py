@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from realtime.types import AcousticFrame, AudioChunk
+from realtime.types import AUDIO_RATE, AcousticFrame, AudioChunk
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ ACOUSTIC_DIM = 2 * N_MFCC + 8
 
 @dataclass(frozen=True)
 class AcousticOptions:
-    rate: int = 16000
+    rate: int = AUDIO_RATE
     hop: int = 320
     """Samples between frames (20 ms at 16 kHz)."""
     n_fft: int = 512

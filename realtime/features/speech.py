@@ -25,11 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from realtime.types import AudioChunk, Word
+from realtime.types import AUDIO_RATE, AudioChunk, Word
 
 logger = logging.getLogger(__name__)
-
-RATE = 16000
 
 
 def default_whisper_model() -> Path:
@@ -199,7 +197,7 @@ class StreamingTranscriber:
 
     @property
     def buffered(self) -> float:
-        return len(self._audio) / RATE
+        return len(self._audio) / AUDIO_RATE
 
     def insert_audio(self, chunk: AudioChunk) -> None:
         if not self._t0_set:
@@ -208,12 +206,12 @@ class StreamingTranscriber:
         expected = self._buffer_end
         samples = np.asarray(chunk.samples, dtype=np.float32)
         if chunk.t > expected + 0.05:  # a capture gap: fill with silence to keep the clock
-            samples = np.concatenate([np.zeros(int(round((chunk.t - expected) * RATE)), np.float32), samples])
+            samples = np.concatenate([np.zeros(int(round((chunk.t - expected) * AUDIO_RATE)), np.float32), samples])
         self._audio = np.concatenate([self._audio, samples])
         self._new += len(samples)
 
     def ready(self) -> bool:
-        return self._new >= self.options.min_chunk * RATE
+        return self._new >= self.options.min_chunk * AUDIO_RATE
 
     def process_iter(self) -> list[Word]:
         """One transcription step; returns newly committed words (maybe none)."""
@@ -245,9 +243,9 @@ class StreamingTranscriber:
         wait = self.options.silence_commit
         if wait <= 0 or self._buffer_end - t < wait:
             return False
-        cut = int((t - self._t0 + 0.1) * RATE)  # word ends are often a little early
-        tail, speech = self._audio[cut:], self._audio[max(0, cut - 2 * RATE): cut]
-        if len(tail) < int(0.3 * RATE) or not len(speech):
+        cut = int((t - self._t0 + 0.1) * AUDIO_RATE)  # word ends are often a little early
+        tail, speech = self._audio[cut:], self._audio[max(0, cut - 2 * AUDIO_RATE): cut]
+        if len(tail) < int(0.3 * AUDIO_RATE) or not len(speech):
             return False
         level = 10 * np.log10(np.mean(tail ** 2) + 1e-12)
         speech_level = 10 * np.log10(np.mean(speech ** 2) + 1e-12)
@@ -255,7 +253,7 @@ class StreamingTranscriber:
 
     @property
     def _buffer_end(self) -> float:
-        return self._t0 + len(self._audio) / RATE
+        return self._t0 + len(self._audio) / AUDIO_RATE
 
     def _uncommitted(self, words: list[Word]) -> list[Word]:
         """The words of a hypothesis after what is committed: those starting after the last
@@ -303,7 +301,7 @@ class StreamingTranscriber:
             cut = self._buffer_end - 2.0  # keep 2 s: nothing was said before
         if self._hypothesis:
             cut = min(cut, self._hypothesis[0].start)
-        drop = int((cut - self._t0) * RATE)
+        drop = int((cut - self._t0) * AUDIO_RATE)
         if drop > 0:
             self._audio = self._audio[drop:]
-            self._t0 += drop / RATE
+            self._t0 += drop / AUDIO_RATE

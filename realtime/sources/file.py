@@ -18,11 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from models.errors import UserError
-from realtime.types import AudioChunk, VideoFrame
+from realtime.types import AUDIO_RATE, AudioChunk, VideoFrame
 
 logger = logging.getLogger(__name__)
 
-AUDIO_RATE = 16000
 MEDIA_SUFFIXES = {".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".wav", ".flac", ".m4a", ".mp3", ".ogg",
                   ".opus", ".aac", ".mpg", ".mpeg", ".ts", ".3gp"}
 

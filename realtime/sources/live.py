@@ -16,11 +16,10 @@ from typing import Protocol
 
 import numpy as np
 
-from realtime.types import AudioChunk, VideoFrame
+from realtime.types import AUDIO_RATE, AudioChunk, VideoFrame
 
 logger = logging.getLogger(__name__)
 
-RATE = 16000
 
 
 def camera_index(source: str) -> int | None:
@@ -79,12 +78,12 @@ class SoundDeviceMicrophone:
         try:
             import sounddevice as sd
 
-            sd.check_input_settings(device=device, channels=1, samplerate=RATE, dtype="float32")
+            sd.check_input_settings(device=device, channels=1, samplerate=AUDIO_RATE, dtype="float32")
         except Exception as exc:  # OSError (no PortAudio), PortAudioError, ValueError (no such device)
             raise DeviceUnavailable(f"microphone unavailable ({type(exc).__name__}: {exc})") from None
         self._sd = sd
         self._device = device
-        self._block = int(block * RATE)
+        self._block = int(block * AUDIO_RATE)
         self._stream = None
 
     def start(self, callback: Callable[[np.ndarray], None]) -> None:
@@ -92,7 +91,7 @@ class SoundDeviceMicrophone:
             callback(indata[:, 0].astype(np.float32).copy())
 
         try:
-            self._stream = self._sd.InputStream(device=self._device, channels=1, samplerate=RATE, dtype="float32",
+            self._stream = self._sd.InputStream(device=self._device, channels=1, samplerate=AUDIO_RATE, dtype="float32",
                                                 blocksize=self._block, callback=on_audio)
             self._stream.start()
         except Exception as exc:
@@ -142,13 +141,13 @@ def make_live_feed(camera: Camera | None, mic: Microphone | None, duration: floa
                 return
             now = state.clock()
             with mic_lock:
-                # the block ends now; its first sample was len/RATE earlier, unless that
+                # the block ends now; its first sample was len/AUDIO_RATE earlier, unless that
                 # would overlap the previous block
-                t = now - len(samples) / RATE
+                t = now - len(samples) / AUDIO_RATE
                 if mic_t[0] is not None and abs(t - mic_t[0]) < 0.1:
                     t = mic_t[0]
-                mic_t[0] = t + len(samples) / RATE
-            pipeline.route(AudioChunk(t=max(t, 0.0), samples=samples, rate=RATE))
+                mic_t[0] = t + len(samples) / AUDIO_RATE
+            pipeline.route(AudioChunk(t=max(t, 0.0), samples=samples, rate=AUDIO_RATE))
 
         microphone = mic
         if microphone is not None:
