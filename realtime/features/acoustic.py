@@ -92,8 +92,6 @@ class StreamNormalizer:
 class AcousticExtractor:
     """Turns audio chunks into AcousticFrames; keeps the samples a next frame still needs."""
 
-    dim = ACOUSTIC_DIM
-
     def __init__(self, options: AcousticOptions = AcousticOptions()):
         import librosa
 

@@ -75,8 +75,6 @@ def geometry(points: np.ndarray) -> np.ndarray:
 class FaceExtractor:
     """Turns video frames into FaceFrames; not thread-safe (one per worker)."""
 
-    dim = FACE_DIM
-
     def __init__(self, options: FaceOptions = FaceOptions()):
         import mediapipe as mp
         from mediapipe.tasks.python import BaseOptions, vision

@@ -176,10 +176,6 @@ class StreamingTranscriber:
         self._seen_until = t  # audio time covered by the last step
 
     @property
-    def committed(self) -> list[Word]:
-        return list(self._committed)
-
-    @property
     def tentative(self) -> list[Word]:
         """The last step's words not yet agreed on (they may still change)."""
         return list(self._hypothesis)

@@ -39,8 +39,6 @@ class TextOptions:
 class TextEmbedder:
     """Word lists -> (max_tokens, 384) token embeddings and a (max_tokens,) mask."""
 
-    dim = TEXT_DIM
-
     def __init__(self, options: TextOptions = TextOptions(), device: str = "cpu"):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -38,7 +38,6 @@ class MediaInfo:
     duration: float | None
     width: int = 0
     height: int = 0
-    fps: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -77,7 +76,6 @@ def probe(path: str | Path) -> MediaInfo:
                 path=path, has_video=video is not None, has_audio=audio is not None, duration=duration,
                 width=video.codec_context.width if video else 0,
                 height=video.codec_context.height if video else 0,
-                fps=float(video.average_rate) if video is not None and video.average_rate else 0.0,
             )
     except MediaError:
         raise
