@@ -475,6 +475,13 @@ def _second_lane() -> SecondLane:
     return _lane
 
 
+def pytest_collection_modifyitems(session, config, items):
+    """The tests that read a second-lane run go last, in their order: the lane then has the
+    in-process tests' whole time to run beside them, and tests seldom wait for it."""
+    readers = {id(item) for item in items if any(name in LANE for name in getattr(item, "fixturenames", ()))}
+    items[:] = [item for item in items if id(item) not in readers] + [item for item in items if id(item) in readers]
+
+
 def pytest_collection_finish(session):
     """Queue the second lane's runs the collected tests need, in the order they need them:
     each runs beside the tests that come before the first one that reads it."""
