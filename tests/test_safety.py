@@ -432,7 +432,7 @@ def test_help_describes_every_option_of_every_command(monkeypatch):
 
 # ---- SIGTERM is honoured promptly -----------------------------------------------------------
 @pytest.mark.slow
-def test_sigterm_mid_run_ends_it_promptly(untrained, tmp_path):
+def test_sigterm_mid_run_ends_it_promptly(untrained, tmp_path, lane_drained):
     # in the foreground, not in tests/conftest.py's second lane: its 5 s bound holds when the
     # run has a core to itself, and beside the other tests it was missed twice in three suites
     from tests.conftest import finish, start
@@ -450,7 +450,7 @@ def test_sigterm_mid_run_ends_it_promptly(untrained, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("delay", [1.0, 3.0, 6.0])
-def test_sigterm_in_any_phase_ends_cleanly(untrained, tmp_path, delay):
+def test_sigterm_in_any_phase_ends_cleanly(untrained, tmp_path, delay, lane_drained):
     """SIGTERM while modules import, models load or the run starts: exit 130 (or the
     signal itself before Python is up), never a traceback, no empty output left."""
     import time
