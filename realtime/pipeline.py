@@ -361,6 +361,10 @@ class Pipeline:
             summary.media_seconds += state.end_time
             for name, q in self.queues.items():
                 summary.dropped[name] = summary.dropped.get(name, 0) + q.dropped
+            # samples the window assembler refused: too late for any window still to come, or repeats
+            stats = self.assembler.stats
+            for name, count in (("late", stats.late), ("duplicate", stats.duplicates)):
+                summary.dropped[name] = summary.dropped.get(name, 0) + count
             summary.warnings.extend(state.failed.values())
             summary.speech_lags_ms.extend(1000.0 * lag for lag in self.speech_lags)
         return summary

@@ -189,6 +189,8 @@ def test_summary_json_matches_the_records(example_run):
     assert abs(summary["mean_sentiment"] - mean) < 1e-2
     assert abs(summary["coverage"]["face"] - sum(r["modalities"]["face"] for r in records) / len(records)) < 1e-2
     assert 0 < summary["real_time_factor"] < 10 and summary["media_seconds"] > 22
+    # a file is read in order: no sample reaches the windows late or twice
+    assert summary["dropped"]["late"] == 0 and summary["dropped"]["duplicate"] == 0
 
 
 @pytest.mark.slow
