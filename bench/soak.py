@@ -86,6 +86,6 @@ def soak(components, minutes: float, cache: Path) -> dict:
         "rss_growth_mb": round(float(np.median(last) - np.median(second)), 1),
         "rss_peak_mb": round(max(rss for _, rss in samples), 1),
         "rss_samples": [(round(t, 1), round(rss, 1)) for t, rss in samples[::step]],
-        "max_queue": max_queue, "queue_bound": options.queue_size,
+        "max_queue": max_queue, "queue_bound": options.queue_size, "dropped": dict(summary.dropped),
         "threads_left": [t.name for t in threading.enumerate() if t.name.startswith("realtime-")],
     }

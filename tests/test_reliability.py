@@ -297,7 +297,7 @@ def _rss_mb() -> float:
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc")
 def test_one_minute_stream_memory_is_flat_and_nothing_leaks(components, tmp_path):
     """A generated 1-minute talking stream, faster than real time: memory flat after warm-up,
-    queues within bounds, every thread gone. (30 minutes: python -m bench --only soak.)"""
+    nothing dropped, every thread gone. (30 minutes: python -m bench --only soak.)"""
     from bench.soak import soak
 
     threads_before = {t.ident for t in threading.enumerate()}
@@ -307,7 +307,8 @@ def test_one_minute_stream_memory_is_flat_and_nothing_leaks(components, tmp_path
     # (CTranslate2 keeps buffers per encoder input size) well into the first minute (measured
     # growth over one minute: -7 to +9 MB, and once over 25 MB)
     assert result["rss_growth_mb"] < 50, result
-    assert result["max_queue"] <= result["queue_bound"]
+    # a file at full speed waits for its workers: no frame dropped, no sample late or twice
+    assert not any(result["dropped"].values()), result["dropped"]
     time.sleep(0.5)
     leaked = [t.name for t in threading.enumerate() if t.ident not in threads_before and t.name.startswith("realtime")]
     assert not leaked
