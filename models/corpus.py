@@ -430,7 +430,7 @@ def extract_texts(items: list[tuple[str, str | None, float, str, str]], spec, te
     from realtime.features.text import TextEmbedder, TextOptions
 
     part = Part("L")
-    embedder = TextEmbedder(TextOptions(model_path=text_model, max_tokens=spec.text_tokens))
+    embedder = TextEmbedder(TextOptions(model_path=text_model, max_tokens=spec.text_tokens, encoder=spec.text_encoder))
     batch = 64
     for start in tqdm(range(0, len(items), batch), desc=source, unit="batch", leave=False):
         chunk = items[start:start + batch]
@@ -494,6 +494,7 @@ def describe(parts: dict[str, Part]) -> dict:
 
 def recipe(name: str, path: Path, args: argparse.Namespace, exclude: set[str]) -> dict:
     """What decides a source's extracted part: its folder, sampling, feature set, exclusions."""
+    from realtime.features.text import LEGACY_TEXT_ENCODER
     from realtime.featureset import FEATURE_SET_NAME
 
     out = {"folder": str(path.resolve()), "seed": args.seed, "feature_set": FEATURE_SET_NAME}
@@ -501,6 +502,8 @@ def recipe(name: str, path: Path, args: argparse.Namespace, exclude: set[str]) -
                 "texts": {"per_class": args.texts_per_class}, "sentences": {"count": args.sentences_count}}[name])
     if name == "voice" and args.voice_augment:  # absent when 0: parts made before the option stay valid
         out["augment"] = args.voice_augment
+    if name in ("texts", "sentences") and args.text_encoder != LEGACY_TEXT_ENCODER:
+        out["text_encoder"] = args.text_encoder  # absent for MiniLM: parts made before the option stay valid
     if name in ("texts", "sentences") and exclude:
         out["exclude_sha1"] = hashlib.sha1("\n".join(sorted(exclude)).encode()).hexdigest()
     return out
@@ -509,7 +512,7 @@ def recipe(name: str, path: Path, args: argparse.Namespace, exclude: set[str]) -
 def build(args: argparse.Namespace) -> dict:
     from realtime.featureset import FeatureSpec
 
-    spec = FeatureSpec()
+    spec = FeatureSpec(text_encoder=args.text_encoder)
     work = Path(args.work) if args.work else Path(args.out).with_name(Path(args.out).stem + ".parts")
     sources = {"faces": args.faces, "voice": args.voice, "texts": args.texts, "sentences": args.sentences}
     given = {k: Path(v) for k, v in sources.items() if v}
@@ -559,6 +562,8 @@ def build(args: argparse.Namespace) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from realtime.features.text import DEFAULT_TEXT_ENCODER, ENCODERS
+
     parser = argparse.ArgumentParser(prog="python -m models.corpus", description=__doc__.split("\n")[0],
                                      epilog="exit codes: 0 done (bad items are named and left out); 1 internal "
                                             "failure (a bug); 2 bad input or usage (a missing folder, no source)")
@@ -587,7 +592,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--voice-augment", type=int, default=0,
                         help="speed-perturbed replays of each training speaker (new voices; default 0)")
     parser.add_argument("--face-model", help="face_landmarker.task (default: the installed one)")
-    parser.add_argument("--text-model", help="MiniLM folder (default: the installed one)")
+    parser.add_argument("--text-encoder", choices=sorted(ENCODERS), default=DEFAULT_TEXT_ENCODER,
+                        help=f"sentence-transformer for the words (default {DEFAULT_TEXT_ENCODER})")
+    parser.add_argument("--text-model", help="folder of the --text-encoder model (default: the installed one)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every sampling choice")
     return parser
 

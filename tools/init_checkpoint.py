@@ -1,6 +1,6 @@
 """Write an untrained DMD checkpoint for the live feature set (pipeline tests, benchmarks).
 
-    python tools/init_checkpoint.py --out DIR [--seed S] [--classes negative neutral positive]
+    python tools/init_checkpoint.py --out DIR [--seed S] [--classes negative neutral positive] [--text-encoder minilm]
 
 Its predictions mean nothing; it exercises the real network on real features.
 """
@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from models.checkpoint import save_checkpoint  # noqa: E402
 from models.config import PRESETS, ModelConfig  # noqa: E402
 from models.dmd import DMD  # noqa: E402
+from realtime.features.text import DEFAULT_TEXT_ENCODER, ENCODERS  # noqa: E402
 from realtime.featureset import FeatureSpec  # noqa: E402
 
 
@@ -27,9 +28,11 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
     parser.add_argument("--classes", nargs="*", default=[],
                         help="emotion class names: adds a classification head (default: none)")
+    parser.add_argument("--text-encoder", choices=sorted(ENCODERS), default=DEFAULT_TEXT_ENCODER,
+                        help=f"the words' encoder its feature set names (default {DEFAULT_TEXT_ENCODER})")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
-    spec = FeatureSpec()
+    spec = FeatureSpec(text_encoder=args.text_encoder)
     cfg = ModelConfig(dims=spec.dims, steps=spec.steps, class_names=tuple(args.classes), **PRESETS["small"]["model"])
     save_checkpoint(args.out, DMD(cfg), cfg, spec.describe(), {"name": "untrained", "role": "untrained"})
     print(f"wrote {args.out}")

