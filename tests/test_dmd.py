@@ -158,9 +158,14 @@ def test_runs_on_cpu_in_bfloat16_and_float32():
     cfg = make_cfg()
     net = DMD(cfg).eval()
     inputs, masks = make_batch(cfg, batch=2)
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        out = net(inputs, masks)
-    assert torch.isfinite(out.sentiment.float()).all()
+    with torch.no_grad():
+        full = net(inputs, masks)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            half = net(inputs, masks)
+    assert full.sentiment.dtype == torch.float32 and torch.isfinite(full.sentiment).all()
+    assert torch.isfinite(half.sentiment.float()).all()
+    # bfloat16 keeps about 3 significant digits: the two agree to within that
+    torch.testing.assert_close(half.sentiment.float(), full.sentiment, atol=0.05, rtol=0.05)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")

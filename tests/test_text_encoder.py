@@ -26,7 +26,7 @@ def test_a_feature_set_names_its_encoder_and_older_checkpoints_keep_minilm():
     legacy["dims"]["L"] = 768
     assert FeatureSpec.from_checkpoint(legacy).text_encoder == "mpnet"
     with pytest.raises(UserError, match="unknown text encoder 'glove'"):
-        FeatureSpec(text_encoder="glove").dims
+        _ = FeatureSpec(text_encoder="glove").dims
 
 
 def test_mpnet_is_joined_once_from_its_packages_into_the_cache(tmp_path, monkeypatch):
