@@ -74,3 +74,20 @@ def test_an_unknown_encoder_on_the_command_line_is_a_usage_error(tmp_path):
                            str(tmp_path), "--text-encoder", "glove"], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 2 and "invalid choice: 'glove'" in proc.stderr
+
+
+def test_repeated_word_lists_are_embedded_once_and_the_memory_is_bounded():
+    embedder = TextEmbedder(TextOptions(encoder="minilm"))
+    calls = []
+    forward = embedder.model.forward
+    embedder.model.forward = lambda *a, **k: calls.append(k["input_ids"].shape[0]) or forward(*a, **k)
+    first, second = "I am so happy today".split(), "this is awful".split()
+    x, mask = embedder.embed_many([first, second, first, []])
+    again, _ = embedder.embed_many([second, first])
+    assert calls == [2]  # two distinct lists, one batch; the second call computed nothing
+    assert np.array_equal(again[0], x[1]) and np.array_equal(again[1], x[0]) and not x[3].any()
+    alone = TextEmbedder(TextOptions(encoder="minilm")).embed_many([first])[0]
+    assert np.allclose(alone[0], x[0], atol=1e-5)  # batching does not change a list's tokens
+    embedder.CACHE = 2
+    embedder.embed_many([["one"], ["two"], ["three"]])
+    assert len(embedder._cache) == 2
