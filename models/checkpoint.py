@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from models import safejson
-from models.config import MODALITIES, ModelConfig
+from models.config import ARCHITECTURES, MODALITIES, ModelConfig
 from models.errors import UserError
 
 FORMAT_VERSION = 1
@@ -48,10 +48,10 @@ class Checkpoint:
         return str(self.provenance.get("id", "unknown"))
 
     def build(self, device: str | torch.device = "cpu") -> torch.nn.Module:
-        """The DMD network with these weights, in eval mode on ``device``."""
-        from models.dmd import DMD
+        """The network the config names (DMD, or DHMD) with these weights, in eval mode on ``device``."""
+        from models.dhmd import network_for
 
-        net = DMD(self.model)
+        net = network_for(self.model)
         try:
             missing, unexpected = net.load_state_dict(self.state_dict, strict=False)
         except RuntimeError as exc:  # tensor shapes that differ from the config's
@@ -78,7 +78,7 @@ class Checkpoint:
             raise CheckpointError(f"{self.path}: steps {have.get('steps')} differ from the input's {steps}")
 
 
-POSITIVE_FIELDS = ("d", "heads", "cross_layers", "memory_layers", "gd_size_homo", "gd_size_hetero")
+POSITIVE_FIELDS = ("d", "heads", "cross_layers", "memory_layers", "gd_size_homo", "gd_size_hetero", "dict_atoms")
 """Model sizes that must be at least 1 (other integer fields may be 0)."""
 MAX_WINDOW = 600.0
 """Seconds: a longer feature window is not a setting anyone trained with."""
@@ -130,6 +130,11 @@ def config_problem(doc: dict) -> str | None:
                 return f"model.{name} must be a finite number >= 0, got {value!r}"
             if name.endswith("dropout") and value >= 1:
                 return f"model.{name} must be below 1, got {value!r}"
+    architecture = model.get("architecture", defaults["architecture"])
+    if architecture not in ARCHITECTURES:
+        return f"model.architecture must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}"
+    if "dict_tau" in model and not model["dict_tau"] > 0:
+        return f"model.dict_tau must be above 0, got {model['dict_tau']!r}"
     d, heads = model.get("d", defaults["d"]), model.get("heads", defaults["heads"])
     if d % heads:
         return f"model.heads ({heads}) must divide model.d ({d})"

@@ -17,11 +17,13 @@ from models.errors import UsageError
 MODALITIES: tuple[str, ...] = ("L", "A", "V")
 """Modality names in a fixed order: language (text), acoustic, visual."""
 HOMO_POOLING: tuple[str, ...] = ("flatten", "pool")
+ARCHITECTURES: tuple[str, ...] = ("dmd", "dhmd")
+"""The networks a config can build: DMD (models/dmd.py) or DHMD (models/dhmd.py)."""
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture of one DMD network."""
+    """Architecture of one DMD (or DHMD) network."""
 
     dims: dict[str, int]
     """Input feature size per modality, e.g. ``{"L": 768, "A": 5, "V": 20}``."""
@@ -45,13 +47,25 @@ class ModelConfig:
     text_dropout: float = 0.2
     gd_size_homo: int = 64
     gd_size_hetero: int = 32
-    gd_alpha: float = 1 / 8
+    gd_alpha: float = 1.0
+    """Scale of the edge scores before the softmax over edges. The authors' 1/8 leaves the
+    learned edges within 0.15-0.19 of 1/6 (models/graph_distill.py says why); checkpoints
+    saved with 1/8 keep it (their config records it)."""
     class_names: tuple[str, ...] = ()
     """Emotion class names for an optional classification head; empty: regression only."""
     homo_pooling: str = "flatten"
     """How a homogeneous head reads c_m: "flatten" (the paper: every step has its own
     weights) or "pool" (masked mean and max over present steps: the same weights
     wherever in the window a smile or a word falls)."""
+    architecture: str = "dmd"
+    """"dmd", or "dhmd": DMD plus the fine-grained stage, dictionaries in both spaces."""
+    decouple: bool = True
+    """False: no decoupling (an ablation): s_m = c_m = the projected input, so both branches
+    and both GD-Units read the same undecoupled features; train it with w_decouple 0."""
+    dict_atoms: int = 16
+    """DHMD: atoms in each of the two dictionaries (irrelevant and exclusive space)."""
+    dict_tau: float = 0.1
+    """DHMD: temperature of the activations, softmax(cos(feature, atom) / dict_tau)."""
 
     def __post_init__(self) -> None:
         for name in ("dims", "steps", "kernels"):
@@ -66,6 +80,11 @@ class ModelConfig:
         object.__setattr__(self, "class_names", tuple(self.class_names))
         if self.homo_pooling not in HOMO_POOLING:
             raise ValueError(f"model config: homo_pooling must be one of {HOMO_POOLING}, got {self.homo_pooling!r}")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"model config: architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
+        if self.dict_atoms < 1 or not self.dict_tau > 0:
+            raise ValueError(f"model config: dict_atoms must be >= 1 and dict_tau > 0, got {self.dict_atoms}, "
+                             f"{self.dict_tau}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -98,6 +117,10 @@ class TrainConfig:
     w_gd_hetero: float = 0.05
     w_decouple: float = 0.1
     w_margin_ortho: float = 0.1
+    w_dict_match: float = 0.05
+    """DHMD: weight of the dictionary matching loss (as the GD-Units' 0.05: both distil)."""
+    w_dict_fit: float = 0.1
+    """DHMD: weight of the dictionaries' rebuilding error (as the decoupling's 0.1)."""
     gd_reg: float = 10.0
     gd_loss_weights: tuple[float, float] = (1.0, 10.0)
     """Weights of the logit and representation distillation terms."""

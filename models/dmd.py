@@ -56,6 +56,7 @@ class DMDOutput:
     c_sim: dict[str, torch.Tensor]  # (B, d) c flattened and aligned, for the margin loss
     masks: dict[str, torch.Tensor]  # (B, T) the presence masks used
     present: torch.Tensor  # (B, 3) 1 where the modality has any present step
+    decoupled: bool  # False for the no-decoupling ablation (s_m = c_m = proj_m)
 
     def branch_predictions(self) -> dict[str, torch.Tensor]:
         """The seven branch predictions, (B,) each, named for records and the GUI."""
@@ -153,10 +154,13 @@ class DMD(nn.Module):
         def conv(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
             return layer(x.transpose(1, 2)).transpose(1, 2)
 
-        s = {m: conv(self.encoder_s[m], proj[m]) for m in MODALITIES}
-        c = {m: conv(self.encoder_c, proj[m]) for m in MODALITIES}
-        recon = {m: conv(self.decoder[m], torch.cat([s[m], c[m]], dim=2)) for m in MODALITIES}
-        s_r = {m: conv(self.encoder_s[m], recon[m]) for m in MODALITIES}
+        if cfg.decouple:
+            s = {m: conv(self.encoder_s[m], proj[m]) for m in MODALITIES}
+            c = {m: conv(self.encoder_c, proj[m]) for m in MODALITIES}
+            recon = {m: conv(self.decoder[m], torch.cat([s[m], c[m]], dim=2)) for m in MODALITIES}
+            s_r = {m: conv(self.encoder_s[m], recon[m]) for m in MODALITIES}
+        else:  # the ablation: one undecoupled feature feeds both branches; nothing to rebuild
+            s = c = recon = s_r = proj
         c_sim = {m: self.align_c[m](c[m].flatten(1)) for m in MODALITIES}
 
         # 3. homogeneous branch
@@ -200,4 +204,5 @@ class DMD(nn.Module):
             repr_homo=repr_homo, repr_hetero=repr_hetero,
             edges_homo=edges_homo, edges_hetero=edges_hetero, fused=fused,
             proj=proj, recon=recon, s=s, s_r=s_r, c=c, c_sim=c_sim, masks=masks, present=present,
+            decoupled=cfg.decouple,
         )

@@ -2,7 +2,8 @@
 
 total = task + w_gd_homo (homo logit + homo repr + reg) + w_gd_hetero (hetero logit +
 hetero repr + reg) + w_decouple (self-regression + reconstruction + w_margin_ortho
-(margin + orthogonality)).
+(margin + orthogonality)); for DHMD (models/dhmd.py) also + w_dict_match (matching in the
+irrelevant + the exclusive space) + w_dict_fit (both dictionaries' rebuilding error).
 
 Fixed here, kept in the authors' code: the homogeneous representation term is added (it
 was computed and dropped); the heterogeneous representation term pulls student to teacher
@@ -19,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from models.config import MODALITIES, TrainConfig
+from models.dhmd import DHMDOutput, dictionary_fit, matching_loss
 from models.dmd import SENTIMENT_RANGE, DMDOutput
 from models.graph_distill import GDLosses, distillation_losses
 
@@ -39,6 +41,10 @@ class DMDLosses:
     reconstruction: torch.Tensor
     margin: torch.Tensor
     orthogonality: torch.Tensor
+    dict_match: torch.Tensor
+    """DHMD's cross-modal dictionary matching, both spaces (0 for DMD)."""
+    dict_fit: torch.Tensor
+    """DHMD's dictionary rebuilding error, both spaces (0 for DMD)."""
     total: torch.Tensor
 
     def as_floats(self) -> dict[str, float]:
@@ -124,20 +130,28 @@ def dmd_losses(out: DMDOutput, labels: torch.Tensor, cfg: TrainConfig,
     feats = torch.cat([out.c_sim[m][keep[i]] for i, m in enumerate(MODALITIES)], dim=0)
     ids = torch.cat([sent_class[keep[i]] for i in range(len(MODALITIES))], dim=0)
     margin = margin_loss(feats, ids) if feats.size(0) > 2 else zero
-    orthogonality = sum(orthogonality_loss(out.s[m], out.c[m]) for m in MODALITIES)
+    # without decoupling (an ablation) s_m is c_m: their cosine is 1 by construction, not a loss
+    orthogonality = sum(orthogonality_loss(out.s[m], out.c[m]) for m in MODALITIES) if out.decoupled else zero
+
+    dict_match, dict_fit = zero, zero
+    if isinstance(out, DHMDOutput):
+        dict_match = (matching_loss("homo", out.atoms_homo, out.edges_homo, present)
+                      + matching_loss("hetero", out.atoms_hetero, out.edges_hetero, present))
+        dict_fit = dictionary_fit(out.dict_error_homo, out.masks) + dictionary_fit(out.dict_error_hetero, out.masks)
 
     total = (
         task + classes
         + cfg.w_gd_homo * (gd_homo.logit + gd_homo.repr + gd_homo.reg)
         + cfg.w_gd_hetero * (gd_hetero.logit + gd_hetero.repr + gd_hetero.reg)
         + cfg.w_decouple * (self_regression + reconstruction + cfg.w_margin_ortho * (margin + orthogonality))
+        + cfg.w_dict_match * dict_match + cfg.w_dict_fit * dict_fit
     )
     return DMDLosses(
         task=task, classes=classes,
         gd_homo_logit=gd_homo.logit, gd_homo_repr=gd_homo.repr, gd_homo_reg=gd_homo.reg,
         gd_hetero_logit=gd_hetero.logit, gd_hetero_repr=gd_hetero.repr, gd_hetero_reg=gd_hetero.reg,
         self_regression=self_regression, reconstruction=reconstruction,
-        margin=margin, orthogonality=orthogonality, total=total,
+        margin=margin, orthogonality=orthogonality, dict_match=dict_match, dict_fit=dict_fit, total=total,
     )
 
 
@@ -146,4 +160,4 @@ def _gd(out: DMDOutput, kind: str, cfg: TrainConfig) -> GDLosses:
         logits, reprs, edges = out.logits_homo, out.repr_homo, out.edges_homo
     else:
         logits, reprs, edges = out.logits_hetero, out.repr_hetero, out.edges_hetero
-    return distillation_losses(kind, logits, reprs, edges, cfg.gd_reg, cfg.gd_loss_weights)
+    return distillation_losses(kind, logits, reprs, edges, cfg.gd_reg, cfg.gd_loss_weights, out.present)

@@ -1,7 +1,7 @@
 """Train a DMD teacher on complete data and a CorrKD student on missing data.
 
     python -m models.train --data FILE --out DIR [--config mosi|mosei|small|PATH]
-        [--stage teacher|student|both] [--epochs N] [--device auto|cpu|cuda] [--seed S]
+        [--model dmd|dhmd] [--stage teacher|student|both] [--epochs N] [--device auto|cpu|cuda] [--seed S]
 
 Writes ``DIR/teacher`` and ``DIR/student``, each a checkpoint (best validation epoch only).
 The student is what ships: serve ``DIR/student`` (or ``DIR``, which resolves to it).
@@ -28,9 +28,10 @@ import numpy as np
 import torch
 
 from models.checkpoint import config_problem, load_checkpoint, save_checkpoint
-from models.config import ModelConfig, TrainConfig, load_preset
+from models.config import ARCHITECTURES, ModelConfig, TrainConfig, load_preset
 from models.corrkd import corrkd_losses, drop_missing
 from models.data import Dataset, load_dataset
+from models.dhmd import network_for
 from models.dmd import DMD
 from models.errors import UsageError, UserError
 from models.loop import batches, evaluate, resolve_device
@@ -106,7 +107,7 @@ def fit(dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig, device
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
-    net = DMD(model_cfg)
+    net = network_for(model_cfg)
     net.set_input_statistics(*input_statistics(dataset.splits["train"]))
     net = net.to(device)
     if teacher is not None:
@@ -188,7 +189,7 @@ def save_stage(out: Path, role: str, result: FitResult, dataset: Dataset, model_
                train_cfg: TrainConfig, device: torch.device, seed: int, extra: dict | None = None) -> Path:
     test = evaluate(result.net, dataset.splits["test"], device) if "test" in dataset.splits else {}
     provenance = {
-        "name": f"dmd-{role}",
+        "name": f"{model_cfg.architecture}-{role}",
         "role": role,
         "dataset": dataset.source,
         "dataset_meta": {k: v for k, v in dataset.meta.items() if isinstance(v, (str, int, float, bool))},
@@ -234,6 +235,8 @@ def run(args: argparse.Namespace) -> int:
         train_over["epochs"] = args.epochs
     if args.batch_size is not None:
         train_over["batch_size"] = args.batch_size
+    if args.model is not None:
+        model_over["architecture"] = args.model
     problem = config_problem({"model": {**model_over, "dims": dataset.dims, "steps": dataset.steps}})
     if problem:
         raise UsageError(f"config {args.config}: {problem}")
@@ -262,6 +265,9 @@ def run(args: argparse.Namespace) -> int:
             ckpt = load_checkpoint(out / "teacher")
             ckpt.check_features(dataset.feature_set, dataset.dims, dataset.steps)
             model_cfg = ckpt.model
+            if args.model is not None and args.model != model_cfg.architecture:
+                raise UsageError(f"--model {args.model}: the teacher in '{out / 'teacher'}' is "
+                                 f"{model_cfg.architecture}; a student starts from its teacher's weights")
             teacher_net = ckpt.build(device)
         result = fit(dataset, model_cfg, train_cfg, device, teacher=teacher_net, seed=args.seed, progress=progress)
         save_stage(out, "student", result, dataset, model_cfg, train_cfg, device, args.seed,
@@ -309,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", default="mosi",
                         help="preset (mosi, mosei, small) or a JSON file with 'model' and/or 'train' overrides "
                              "(default mosi)")
+    parser.add_argument("--model", choices=ARCHITECTURES,
+                        help="dmd (DMD, CVPR 2023) or dhmd (DHMD: DMD plus cross-modal dictionary matching, "
+                             "models/dhmd.py); default: the config's, which is dmd")
     parser.add_argument("--stage", choices=("teacher", "student", "both"), default="both",
                         help="teacher: DMD on complete data; student: CorrKD on missing data from --out/teacher; "
                              "both (default): one then the other")
