@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 
 from models.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from models.config import MODALITIES
-from models.graph_distill import EDGE_NAMES
+from models.graph_distill import EDGE_NAMES, EDGES
 from realtime.features.text import TextEmbedder
 from realtime.featureset import FEATURE_SET_NAME, FeatureSpec
 from realtime.types import CHANNELS, Estimate, Reading, Window
@@ -22,6 +23,38 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "default"
 _CHANNEL_OF = dict(zip(("V", "A", "L"), CHANNELS))
 """Record channel name of each model modality."""
 _BRANCH_MODALITY = {"L_homo": "L", "A_homo": "A", "V_homo": "V", "L_hetero": "L", "A_hetero": "A", "V_hetero": "V"}
+
+
+@dataclass
+class ModelEstimate(Estimate):
+    """An Estimate that also says which modalities its edges cover and, for a DHMD
+    checkpoint, each present modality's dictionary activations (docs/RECORDS.md)."""
+
+    edges_among: tuple[str, ...] = ()
+    """The modalities (L, A, V) the edges connect: those present in the window. With fewer
+    than two there is no edge, and ``edges`` holds empty sets."""
+    atoms: dict[str, dict[str, list[float]]] | None = None
+    """DHMD only: {"homo"|"hetero": {modality: activations over that space's atoms}} for
+    each present modality; None for a checkpoint without dictionaries."""
+
+    def record(self, all_channels: bool = False) -> dict:
+        """The record with ``edges_among`` after ``edges`` (and ``atoms`` when the checkpoint
+        has them). ``all_channels``: every edge and modality, null where absent, as a table needs."""
+        rec = super().record(all_channels)
+        edges = rec.pop("edges")
+        if all_channels:
+            edges = {kind: {name: e.get(name) for name in EDGE_NAMES} for kind, e in edges.items()}
+        out = {}
+        for key, value in rec.items():
+            out[key] = value
+            if key == "channels":
+                out["edges"] = edges
+                out["edges_among"] = list(self.edges_among)
+                if self.atoms is not None:
+                    out["atoms"] = {space: {m: (None if m not in acts else [round(a, 4) for a in acts[m]])
+                                            for m in MODALITIES if all_channels or m in acts}
+                                    for space, acts in self.atoms.items()}
+        return out
 
 
 def find_checkpoint(path: str | None) -> Checkpoint:
@@ -86,21 +119,29 @@ class InferenceEngine:
         channel_probs = ({m: _softmax(v) for m, v in out.channel_class_logits.items()}
                          if out.channel_class_logits is not None else None)
         channel_sentiment = {m: v.float().clamp(-3, 3).cpu().numpy().reshape(-1) for m, v in out.logits_homo.items()}
+        atoms = None
+        if hasattr(out, "atoms_homo"):  # a DHMD checkpoint: its dictionary activations
+            atoms = {"homo": {m: v.float().cpu().numpy() for m, v in out.atoms_homo.items()},
+                     "hetero": {m: v.float().cpu().numpy() for m, v in out.atoms_hetero.items()}}
         names = self.class_names
         estimates = []
         for i, win in enumerate(windows):
             has = dict(zip(MODALITIES, present[i]))
+            among = tuple(m for m in MODALITIES if has[m]) if sum(has.values()) >= 2 else ()
             channels = {
                 _CHANNEL_OF[m]: Reading(float(channel_sentiment[m][i]),
                                         None if channel_probs is None else _named(names, channel_probs[m][i]))
                 for m in MODALITIES if has[m]
             }
-            estimates.append(Estimate(
+            estimates.append(ModelEstimate(
                 t_start=win.t_start, t_end=win.t_end, sentiment=float(sentiment[i]),
                 emotions=None if probs is None else _named(names, probs[i]),
                 channels=channels,
-                edges={"homo": dict(zip(EDGE_NAMES, map(float, edges_homo[i]))),
-                       "hetero": dict(zip(EDGE_NAMES, map(float, edges_hetero[i])))},
+                edges={"homo": _present_edges(edges_homo[i], among),
+                       "hetero": _present_edges(edges_hetero[i], among)},
+                edges_among=among,
+                atoms=None if atoms is None else {
+                    space: {m: acts[m][i].tolist() for m in MODALITIES if has[m]} for space, acts in atoms.items()},
                 branches={k: _branch(k, v[i], has) for k, v in branches.items()},
                 modalities=win.coverage(),
                 words=[w.text for w in win.words],
@@ -108,6 +149,14 @@ class InferenceEngine:
                 landmarks=win.landmarks,
             ))
         return estimates
+
+
+def _present_edges(weights: np.ndarray, among: tuple[str, ...]) -> dict[str, float]:
+    """The edges whose teacher and student are both present, renormalised to sum to 1 (the
+    GD-Unit already gives the others 0; the sum guards against float drift)."""
+    kept = {name: float(w) for name, (t, s), w in zip(EDGE_NAMES, EDGES, weights) if t in among and s in among}
+    total = sum(kept.values())
+    return {k: v / total for k, v in kept.items()} if total > 0 else {k: 0.0 for k in kept}
 
 
 def _softmax(logits: torch.Tensor | None) -> np.ndarray | None:

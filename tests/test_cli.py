@@ -27,10 +27,15 @@ def check_record(rec):
         if rec["emotions"] is not None:
             assert list(reading["emotions"]) == list(rec["emotions"])
             assert abs(sum(reading["emotions"].values()) - 1) < 1e-3
+    # edges only among the modalities present in the window, and the record says which
+    present = [m for m, channel in (("L", "text"), ("A", "audio"), ("V", "face")) if rec["modalities"][channel] > 0]
+    among = present if len(present) >= 2 else []
+    assert rec["edges_among"] == among
     for kind in ("homo", "hetero"):
         edges = rec["edges"][kind]
-        assert set(edges) == EDGE_NAMES and all(v >= 0 for v in edges.values())
-        assert abs(sum(edges.values()) - 1) < 1e-3
+        assert set(edges) == {f"{t}->{s}" for t in among for s in among if t != s} <= EDGE_NAMES
+        assert all(v >= 0 for v in edges.values())
+        assert not edges or abs(sum(edges.values()) - 1) < 1e-3
     assert set(rec["modalities"]) == {"face", "audio", "text"}
     assert all(0.0 <= v <= 1.0 for v in rec["modalities"].values())
     assert all(v is None or -3 <= v <= 3 for v in rec["branches"].values())
