@@ -184,8 +184,10 @@ class History:
         self.sentiment.append(est.sentiment)
         for kind, weights in est.edges.items():
             series = self.edges.setdefault(kind, {})
-            for name, value in weights.items():
-                series.setdefault(name, deque(maxlen=self.maxlen)).append(value)
+            # an edge touching an absent modality is not in the record: a gap (NaN) in its
+            # timeline keeps every series one value per window
+            for name in EDGE_NAMES:
+                series.setdefault(name, deque(maxlen=self.maxlen)).append(weights.get(name, math.nan))
         names = list(est.emotions or {})
         for name, value in (est.emotions or {}).items():
             self.emotions.setdefault(name, deque(maxlen=self.maxlen)).append(value)
@@ -352,11 +354,56 @@ class EdgeTimeline(QWidget):
             values = series.get(name)
             if values:
                 y = np.fromiter(values, float)
-                curve.setData(t[-len(y):], y)
-                top = max(top, float(y.max()))
+                curve.setData(t[-len(y):], y, connect="finite")
+                if np.isfinite(y).any():
+                    top = max(top, float(np.nanmax(y)))
         right = max(t[-1], self.span)
         self.plot.setXRange(right - self.span, right, padding=0)
         self.plot.setYRange(0, min(1.0, top * 1.35), padding=0)  # headroom for the legend
+
+
+class AtomView(QWidget):
+    """DHMD's dictionary activations in one space: a row per modality (L, V, A), a cell per
+    atom, darker where the modality's features in the window lean on that atom; an absent
+    modality's row is empty. Beside each GD-Unit's graph when the checkpoint has dictionaries."""
+
+    def __init__(self, title: str, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.title = title
+        self.activations: dict[str, list[float]] = {}
+        self.setMinimumSize(180, 110)
+
+    def set_activations(self, activations: dict[str, list[float]]) -> None:
+        self.activations = {m: list(v) for m, v in activations.items() if v is not None}
+        self.update()
+
+    def paintEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        painter = QPainter(self)
+        painter.fillRect(self.rect(), QColor(255, 255, 255))
+        font = QFont(self.font())
+        font.setBold(True)
+        painter.setFont(font)
+        painter.setPen(QColor(30, 30, 30))
+        painter.drawText(QRectF(0, 2, self.width(), 18), Qt.AlignmentFlag.AlignHCenter, self.title)
+        atoms = max((len(v) for v in self.activations.values()), default=0)
+        left, top, row_h = 24.0, 26.0, max(12.0, (self.height() - 34.0) / 3)
+        cell_w = (self.width() - left - 6) / max(atoms, 1)
+        for r, m in enumerate(("L", "V", "A")):
+            y = top + r * row_h
+            painter.setPen(MODALITY_COLOURS[m].darker(120))
+            painter.drawText(QRectF(2, y, left - 4, row_h), Qt.AlignmentFlag.AlignCenter, m)
+            values = self.activations.get(m)
+            if not values:
+                painter.setPen(QColor(170, 170, 170))
+                painter.drawText(QRectF(left, y, self.width() - left, row_h), Qt.AlignmentFlag.AlignVCenter,
+                                 "absent")
+                continue
+            peak = max(values) or 1.0
+            for k, value in enumerate(values):
+                colour = QColor(MODALITY_COLOURS[m])
+                colour.setAlpha(int(25 + 230 * max(0.0, value) / peak))
+                painter.fillRect(QRectF(left + k * cell_w, y + 1, cell_w - 1, row_h - 2), colour)
+        painter.end()
 
 
 class TranscriptView(QTextBrowser):

@@ -27,6 +27,7 @@ from PyQt6.QtWidgets import (
 from gui.devices import list_cameras, list_microphones
 from gui.session import Health, Session, SessionOptions
 from gui.widgets import (
+    AtomView,
     EdgeTimeline,
     EmotionBars,
     GraphView,
@@ -115,8 +116,18 @@ class MainWindow(QMainWindow):
                        "hetero": GraphView("heterogeneous GD-Unit: teacher -> student")}
         self.edge_plots = {"homo": EdgeTimeline("homo", "homogeneous (shared space) edge weights"),
                            "hetero": EdgeTimeline("hetero", "heterogeneous (exclusive space) edge weights")}
+        # a DHMD checkpoint's dictionary activations, under each graph (hidden for DMD)
+        self.atom_views = {"homo": AtomView("irrelevant-space dictionary: activations"),
+                           "hetero": AtomView("exclusive-space dictionary: activations")}
         for row, kind in enumerate(("homo", "hetero"), start=1):
-            grid.addWidget(self.graphs[kind], row, 0)
+            cell = QWidget()
+            stack = QVBoxLayout(cell)
+            stack.setContentsMargins(0, 0, 0, 0)
+            stack.setSpacing(2)
+            stack.addWidget(self.graphs[kind], 3)
+            stack.addWidget(self.atom_views[kind], 2)
+            self.atom_views[kind].hide()
+            grid.addWidget(cell, row, 0)
             grid.addWidget(self.edge_plots[kind], row, 1)
         grid.setColumnStretch(0, 2)
         grid.setColumnStretch(1, 3)
@@ -371,6 +382,11 @@ class MainWindow(QMainWindow):
                 self.emotions.set_estimate(self.last)
                 for kind, graph in self.graphs.items():
                     graph.set_weights(self.last.edges.get(kind, {}))
+                atoms = getattr(self.last, "atoms", None)
+                for kind, view in self.atom_views.items():
+                    view.setVisible(atoms is not None)
+                    if atoms is not None:
+                        view.set_activations(atoms.get(kind, {}))
             self.sentiment.redraw(self.history)
             for plot in self.edge_plots.values():
                 plot.redraw(self.history)
