@@ -237,3 +237,34 @@ def test_face_only_windows_have_no_edges(dhmd_components, media, tmp_path, capsy
         rows = list(csv.DictReader(fh))
     assert rows and all(row[f"edges.homo.{name}"] == "" for row in rows for name in EDGE_NAMES)
     assert "atoms.homo.L" in rows[0] and all(row["atoms.homo.L"] == "" for row in rows)
+
+
+def test_window_shows_activations_beside_the_edges(qtbot, dhmd_components, tmp_path):
+    """The GUI draws each present modality's activations under each GD-Unit's graph."""
+    from gui.session import Session, SessionOptions
+    from gui.window import MainWindow, running_threads
+    from tests.conftest import TALKING_FACES
+
+    options = SessionOptions(source=str(TALKING_FACES / "face_5.mp4"), pace="asap")
+    session = Session()  # the DHMD engine on the suite's extractors, loaded already
+    session._components, session._components_key = dhmd_components, options.models_key()
+    window = MainWindow(options, session=session)
+    qtbot.addWidget(window)
+    window.show()
+    record = tmp_path / "r.jsonl"
+    window.record_to(record)
+    window.start()
+    qtbot.waitUntil(lambda: not window.session.running, timeout=240_000)
+    qtbot.wait(100)  # queued signals from the run's last moments
+    window.stop_recording()
+    last = read_records(record)[-1]
+    for space, view in window.atom_views.items():
+        assert view.isVisible()
+        assert set(view.activations) == set(last["atoms"][space])
+        for m, acts in last["atoms"][space].items():
+            assert view.activations[m] == pytest.approx(acts, abs=1e-3)
+        assert set(window.graphs[space].weights) == set(last["edges"][space])
+    window.close()
+    qtbot.waitUntil(lambda: not running_threads(), timeout=10_000)
+    session._components = None  # the suite's extractors: closed by their own fixture
+    session.close()
