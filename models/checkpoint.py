@@ -133,6 +133,8 @@ def config_problem(doc: dict) -> str | None:
     architecture = model.get("architecture", defaults["architecture"])
     if architecture not in ARCHITECTURES:
         return f"model.architecture must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}"
+    if not isinstance(model.get("decouple", True), bool):
+        return f"model.decouple must be true or false, got {model['decouple']!r}"
     if "dict_tau" in model and not model["dict_tau"] > 0:
         return f"model.dict_tau must be above 0, got {model['dict_tau']!r}"
     d, heads = model.get("d", defaults["d"]), model.get("heads", defaults["heads"])
