@@ -156,6 +156,20 @@ def test_checkpoint_round_trip(tmp_path):
     assert type(network_for(ModelConfig.from_dict(doc))) is DMD
 
 
+@pytest.mark.parametrize("field, value, reason", [
+    ("architecture", "dmd2", "architecture must be one of dmd, dhmd"),
+    ("dict_atoms", 0, "dict_atoms must be a positive integer"),
+    ("dict_tau", 0.0, "dict_tau must be above 0"),
+    ("decouple", "no", "decouple must be true or false"),
+])
+def test_a_bad_dhmd_config_is_one_line(field, value, reason):
+    from models.checkpoint import config_problem
+
+    doc = make_cfg().to_dict()
+    doc[field] = value
+    assert reason in config_problem({"model": doc})
+
+
 def test_train_cli_dhmd_with_classes(tmp_path):
     """python -m models.train --model dhmd: teacher and student, emotion classes and valence."""
     from models.synthetic import SyntheticSpec, make_synthetic
