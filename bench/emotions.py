@@ -32,11 +32,13 @@ import re
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from models.emotions import EMOTIONS
+from models.errors import UserError
 from realtime.synth_media import write_wav as _write_wav
 from realtime.types import AUDIO_RATE as RATE
 
@@ -54,14 +56,40 @@ def _read_wav(path: Path) -> np.ndarray:
     return y.astype(np.float32)
 
 
-def run_realtime(folder: Path, out: Path, checkpoint: str | None) -> float:
-    """``python -m realtime`` on a folder; returns its wall time."""
-    cmd = [sys.executable, "-m", "realtime", "--source", str(folder), "--out", str(out), "--overwrite", "--quiet"]
-    if checkpoint:
-        cmd += ["--checkpoint", checkpoint]
-    started = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=ROOT)
-    return time.perf_counter() - started
+@dataclass(frozen=True)
+class Runner:
+    """How a corpus's media become records: ``python -m realtime`` on the folder, or, with
+    ``score_only``, the records an earlier run of the same checkpoint left in the work folder."""
+
+    checkpoint: str | None
+    score_only: bool = False
+
+    def __call__(self, folder: Path, out: Path) -> float | None:
+        """Records of ``folder`` in ``out``; the CLI's wall time (None when only scoring)."""
+        if self.score_only:
+            self._check_records(out)
+            return None
+        cmd = [sys.executable, "-m", "realtime", "--source", str(folder), "--out", str(out), "--overwrite", "--quiet"]
+        if self.checkpoint:
+            cmd += ["--checkpoint", self.checkpoint]
+        started = time.perf_counter()
+        subprocess.run(cmd, check=True, cwd=ROOT)
+        return time.perf_counter() - started
+
+    def _check_records(self, out: Path) -> None:
+        from realtime.engine import find_checkpoint
+
+        want = find_checkpoint(self.checkpoint).id
+        found = {r.get("checkpoint") for path in sorted(out.glob("*.jsonl")) for r in read_records(path)[:1]}
+        if not found:
+            raise UserError(f"--score-only: no records in '{out}'; run without --score-only first")
+        if found != {want}:
+            raise UserError(f"--score-only: the records in '{out}' come from {', '.join(sorted(map(str, found)))}, "
+                            f"not from {want}")
+
+
+def _seconds(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 def read_records(path: Path) -> list[dict]:
@@ -105,7 +133,7 @@ def score(truth: list[str], readings: list[dict[str, float] | None], classes: li
 
 
 # ---- faces ---------------------------------------------------------------------------
-def faces(folder: Path, work: Path, checkpoint: str | None) -> dict:
+def faces(folder: Path, work: Path, run: Runner) -> dict:
     import cv2
 
     from realtime.synth_media import write_av
@@ -130,7 +158,7 @@ def faces(folder: Path, work: Path, checkpoint: str | None) -> dict:
                 write_av(out, None, (image for _ in range(30)), fps=10, size=(240, 240))
             labels[out.stem] = emotion
     results = work / "faces-out"
-    seconds = run_realtime(clips, results, checkpoint)
+    seconds = run(clips, results)
     truth, fused, face_only, valence = [], [], [], {}
     for stem, emotion in sorted(labels.items()):
         records = read_records(results / f"{stem}.jsonl")
@@ -142,13 +170,13 @@ def faces(folder: Path, work: Path, checkpoint: str | None) -> dict:
         if v is not None:
             valence.setdefault(emotion, []).append(v)
     classes = sorted(set(labels.values()), key=EMOTIONS.index)
-    return {"corpus": str(folder), "clips": len(labels), "seconds": round(seconds, 1),
+    return {"corpus": str(folder), "clips": len(labels), "seconds": _seconds(seconds),
             "fused": score(truth, fused, classes), "face_channel": score(truth, face_only, classes),
             "mean_valence": {k: round(float(np.mean(v)), 3) for k, v in valence.items()}}
 
 
 # ---- voice ---------------------------------------------------------------------------
-def voice(folder: Path, work: Path, checkpoint: str | None, actors: int, seed: int) -> dict:
+def voice(folder: Path, work: Path, run: Runner, actors: int, seed: int) -> dict:
     clips = work / "voice"
     clips.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -171,7 +199,7 @@ def voice(folder: Path, work: Path, checkpoint: str | None, actors: int, seed: i
             _write_wav(out, np.concatenate(parts))
         spans[actor.name] = rows
     results = work / "voice-out"
-    seconds = run_realtime(clips, results, checkpoint)
+    seconds = run(clips, results)
     truth, fused, audio_only = [], [], []
     for actor, rows in spans.items():
         records = read_records(results / f"{actor}.jsonl")
@@ -182,7 +210,7 @@ def voice(folder: Path, work: Path, checkpoint: str | None, actors: int, seed: i
             audio_only.append(mean_reading(inside, "audio")[0])
     classes = list(dict.fromkeys(RAVDESS_CLASSES.values()))
     return {"corpus": str(folder), "actors": [a.name for a in chosen], "clips": len(truth),
-            "seconds": round(seconds, 1), "fused": score(truth, fused, classes),
+            "seconds": _seconds(seconds), "fused": score(truth, fused, classes),
             "audio_channel": score(truth, audio_only, classes)}
 
 
@@ -205,7 +233,7 @@ def _clean(text: str) -> str:
     return re.sub(r"\s+", " ", text.encode("ascii", "ignore").decode()).strip()
 
 
-def dialogue(path: Path, work: Path, checkpoint: str | None, per_class: int, seed: int) -> dict:
+def dialogue(path: Path, work: Path, run: Runner, per_class: int, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     by_class: dict[str, list[str]] = {}
     with path.open(encoding="utf-8", newline="") as fh:
@@ -223,7 +251,7 @@ def dialogue(path: Path, work: Path, checkpoint: str | None, per_class: int, see
     clips = work / "dialogue"
     _speak_lines(lines, clips)
     results = work / "dialogue-out"
-    seconds = run_realtime(clips, results, checkpoint)
+    seconds = run(clips, results)
     truth, fused, text_only = [], [], []
     for name, emotion in sorted(labels.items()):
         records = read_records(results / f"{name}.jsonl")
@@ -231,11 +259,11 @@ def dialogue(path: Path, work: Path, checkpoint: str | None, per_class: int, see
         fused.append(mean_reading(records)[0])
         text_only.append(mean_reading(records, "text")[0])
     classes = [c for c in EMOTIONS if c in by_class]
-    return {"corpus": str(path), "lines": len(labels), "seconds": round(seconds, 1),
+    return {"corpus": str(path), "lines": len(labels), "seconds": _seconds(seconds),
             "fused": score(truth, fused, classes), "text_channel": score(truth, text_only, classes)}
 
 
-def valence(path: Path, work: Path, checkpoint: str | None, per_sign: int, seed: int) -> dict:
+def valence(path: Path, work: Path, run: Runner, per_sign: int, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     pos, neg = [], []
     with path.open(encoding="utf-8", newline="") as fh:
@@ -254,7 +282,7 @@ def valence(path: Path, work: Path, checkpoint: str | None, per_sign: int, seed:
     clips = work / "valence"
     _speak_lines(lines, clips)
     results = work / "valence-out"
-    seconds = run_realtime(clips, results, checkpoint)
+    seconds = run(clips, results)
     right, n, missing, words_right, words_n = 0, 0, 0, 0, 0
     for name, sign in labels.items():
         records = read_records(results / f"{name}.jsonl")
@@ -268,9 +296,20 @@ def valence(path: Path, work: Path, checkpoint: str | None, per_sign: int, seed:
             continue
         n += 1
         right += (v > 0) == (sign == "pos")
-    return {"corpus": str(path), "sentences": len(labels), "seconds": round(seconds, 1), "scored": n,
+    return {"corpus": str(path), "sentences": len(labels), "seconds": _seconds(seconds), "scored": n,
             "missing_reading": missing, "sign_accuracy": round(right / max(n, 1), 4),
             "text_channel_sign_accuracy": round(words_right / max(words_n, 1), 4)}
+
+
+def _measure(args: argparse.Namespace, run: Runner, results: dict) -> None:
+    if args.faces:
+        results["faces"] = faces(args.faces, args.work, run)
+    if args.voice:
+        results["voice"] = voice(args.voice, args.work, run, args.actors, args.seed)
+    if args.dialogue:
+        results["dialogue"] = dialogue(args.dialogue, args.work, run, args.lines_per_class, args.seed)
+    if args.valence:
+        results["valence"] = valence(args.valence, args.work, run, args.sentences_per_sign, args.seed)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -286,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lines-per-class", type=int, default=40, help="dialogue lines per emotion")
     parser.add_argument("--sentences-per-sign", type=int, default=100, help="opinion sentences per sign")
     parser.add_argument("--seed", type=int, default=0, help="seed of every sampling choice")
+    parser.add_argument("--score-only", action="store_true",
+                        help="score the records an earlier run of the same checkpoint left in --work, "
+                             "without running the CLI again (refuses records of another checkpoint)")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "emotions.json",
                         help="where the results go (JSON)")
     args = parser.parse_args(argv)
@@ -298,16 +340,14 @@ def main(argv: list[str] | None = None) -> int:
         print("error: give at least one of --faces, --voice, --dialogue, --valence", file=sys.stderr)
         return 2
     args.work.mkdir(parents=True, exist_ok=True)
+    run = Runner(args.checkpoint, args.score_only)
     results: dict = {"command": " ".join(["python -m bench.emotions"] + (argv if argv is not None else sys.argv[1:])),
                      "checkpoint": args.checkpoint or "bundled default"}
-    if args.faces:
-        results["faces"] = faces(args.faces, args.work, args.checkpoint)
-    if args.voice:
-        results["voice"] = voice(args.voice, args.work, args.checkpoint, args.actors, args.seed)
-    if args.dialogue:
-        results["dialogue"] = dialogue(args.dialogue, args.work, args.checkpoint, args.lines_per_class, args.seed)
-    if args.valence:
-        results["valence"] = valence(args.valence, args.work, args.checkpoint, args.sentences_per_sign, args.seed)
+    try:
+        _measure(args, run, results)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1) + "\n")
     floors = {"faces": ("fused", 0.50), "voice": ("fused", 0.40), "dialogue": ("fused", 0.35)}
