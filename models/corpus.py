@@ -431,15 +431,19 @@ def extract_texts(items: list[tuple[str, str | None, float, str, str]], spec, te
 
     part = Part("L")
     embedder = TextEmbedder(TextOptions(model_path=text_model, max_tokens=spec.text_tokens, encoder=spec.text_encoder))
+    x = np.zeros((len(items), spec.text_tokens, embedder.dim), np.float32)
+    mask = np.zeros((len(items), spec.text_tokens), np.float32)
+    # batches of texts of similar length: a batch is padded to its longest text
+    order = sorted(range(len(items)), key=lambda i: len(items[i][3]))
     batch = 64
     for start in tqdm(range(0, len(items), batch), desc=source, unit="batch", leave=False):
-        chunk = items[start:start + batch]
-        x, mask = embedder.embed_many([text.split() for _, _, _, text, _ in chunk])
-        for (split, emotion, valence, _, ident), xi, mi in zip(chunk, x, mask):
-            if mi.sum() == 0:
-                part.skip("empty")
-                continue
-            part.add(split, xi, mi, EMOTIONS.index(emotion) if emotion else -1, valence, f"{source}/{ident}")
+        rows = order[start:start + batch]
+        x[rows], mask[rows] = embedder.embed_many([items[i][3].split() for i in rows])
+    for (split, emotion, valence, _, ident), xi, mi in zip(items, x, mask):
+        if mi.sum() == 0:
+            part.skip("empty")
+            continue
+        part.add(split, xi, mi, EMOTIONS.index(emotion) if emotion else -1, valence, f"{source}/{ident}")
     return part
 
 
