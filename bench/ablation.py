@@ -110,8 +110,11 @@ def main(argv: list[str] | None = None) -> int:
                 for rate in RATES:
                     m = evaluate(result.net, test, device, missing_rate=rate, seed=100 + seed)
                     scores[f"{rate:.1f}"] = {k: m[k] for k in ("MAE", "Non0_F1_score", "Mult_acc_7", "Corr")}
-                results["runs"].append({"variant": name, "role": role, "seed": seed, "best_epoch": result.best_epoch,
-                                        "seconds": round(result.seconds, 1), "test": scores})
+                run = {"variant": name, "role": role, "seed": seed, "best_epoch": result.best_epoch,
+                       "seconds": round(result.seconds, 1), "test": scores}
+                if model_cfg.architecture == "dhmd":
+                    run["atoms"] = atom_statistics(result.net, test, device)
+                results["runs"].append(run)
             if seed == args.seeds[0] and name in ("dmd", "dmd-alpha-1/8"):
                 edges[name] = _test_edges(teacher.net, test, device)
             print(f"seed {seed} {name}: teacher MAE {results['runs'][-2]['test']['0.0']['MAE']:.3f}, student MAE "
@@ -189,7 +192,58 @@ def format_table(results: dict, variants: list[str]) -> str:
                     diff = np.array([r["test"][key]["MAE"] - base[r["seed"]]["test"][key]["MAE"] for r in runs])
                     cells.append(f"{diff.mean():+.3f} ± {diff.std():.3f}")
                 lines.append(f"| {name} | {role} | " + " | ".join(cells) + " |")
+    atoms = [r for r in results["runs"] if "atoms" in r]
+    if atoms:
+        lines += ["", "Dictionary activations on complete test data (models.dhmd), mean over seeds: agreement = mean "
+                  "Jensen-Shannon divergence between two modalities' activations of one window (0 = the same, "
+                  "ln 2 = 0.693 = disjoint); class gap = total variation between a modality's mean activations on "
+                  "negative and non-negative windows (0 = blind to the class); atoms used = perplexity of the mean "
+                  "activation (of K).", "",
+                  "| variant | role | space | agreement JS | class gap L / A / V | atoms used |",
+                  "|---|---|---|---|---|---|"]
+        for name in variants:
+            for role in ("teacher", "student"):
+                runs = [r["atoms"] for r in atoms if r["variant"] == name and r["role"] == role]
+                for space in ("homo", "hetero") if runs else ():
+                    js = np.mean([a[space]["agreement_js"] for a in runs])
+                    gap = " / ".join(f"{np.mean([a[space]['class_gap'][m] for a in runs]):.2f}" for m in "LAV")
+                    used = np.mean([a[space]["atoms_used"] for a in runs])
+                    lines.append(f"| {name} | {role} | {space} | {js:.3f} | {gap} | {used:.1f} |")
     return "\n".join(lines)
+
+
+def atom_statistics(net, split, device) -> dict:
+    """How a DHMD network's activations behave on complete data: cross-modal agreement
+    (mean JS divergence over modality pairs and windows), each modality's class gap (total
+    variation between its mean activations on negative and non-negative windows), and the
+    number of atoms in use (perplexity of the mean activation)."""
+    import torch
+
+    from models.loop import batches
+
+    acts: dict[str, dict[str, list]] = {"homo": {m: [] for m in "LAV"}, "hetero": {m: [] for m in "LAV"}}
+    net.eval()
+    with torch.no_grad():
+        for batch in batches(split, 64, device):
+            out = net(batch.inputs, batch.masks)
+            for m in "LAV":
+                acts["homo"][m].append(out.atoms_homo[m].cpu().numpy())
+                acts["hetero"][m].append(out.atoms_hetero[m].cpu().numpy())
+    negative = split.labels < 0
+    stats = {}
+    for space, per in acts.items():
+        a = {m: np.clip(np.concatenate(v), 1e-8, 1.0) for m, v in per.items()}
+        js = []
+        for x, y in (("L", "A"), ("L", "V"), ("A", "V")):
+            mid = (a[x] + a[y]) / 2
+            js.append(0.5 * (a[x] * np.log(a[x] / mid)).sum(1) + 0.5 * (a[y] * np.log(a[y] / mid)).sum(1))
+        mean = np.concatenate(list(a.values())).mean(0)
+        stats[space] = {
+            "agreement_js": float(np.mean(js)),
+            "class_gap": {m: float(0.5 * np.abs(a[m][negative].mean(0) - a[m][~negative].mean(0)).sum()) for m in a},
+            "atoms_used": float(np.exp(-(mean * np.log(mean)).sum())),
+        }
+    return stats
 
 
 def _test_edges(net, split, device) -> dict:
