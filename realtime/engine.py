@@ -68,7 +68,7 @@ def find_checkpoint(path: str | None) -> Checkpoint:
 
 
 class InferenceEngine:
-    """Runs the DMD checkpoint on windows and turns outputs into Estimates."""
+    """Runs the checkpoint (DMD or DHMD) on windows and turns outputs into Estimates."""
 
     def __init__(self, checkpoint: Checkpoint, device: torch.device, text: TextEmbedder):
         self.spec = FeatureSpec.from_checkpoint(checkpoint.feature_set)
