@@ -291,10 +291,15 @@ class StreamingTranscriber:
             temperature=0.0, max_new_tokens=int(8 * self.buffered) + 16,
         )
         out = []
+        end = self._buffer_end
         for segment in segments:
             for w in segment.words or []:
                 text = w.word.strip()
-                if text:
+                # a word of no duration at the buffer's very end was decoded from no audio:
+                # with beam 5, a stream's last second of silence came back as "thank you very
+                # much" eleven times over, every word at the same instant
+                hallucinated = w.end - w.start < 0.01 and self._t0 + w.start >= end - 0.1
+                if text and not hallucinated:
                     out.append(Word(start=self._t0 + w.start, end=self._t0 + w.end, text=text,
                                     probability=float(w.probability)))
         return out
