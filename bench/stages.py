@@ -99,12 +99,21 @@ def speech_rtf(video: Path) -> dict:
 
 
 def text_ms_per_window(words_per_window: int = 12) -> dict:
-    """MiniLM token embeddings of one window's words."""
-    from realtime.features.text import TextEmbedder
+    """Token embeddings of one window's new words, per encoder (its memory of recent word
+    lists emptied before each call, so every call runs the model)."""
+    from realtime.features.text import ENCODERS, TextEmbedder, TextOptions
 
-    text = TextEmbedder()
     words = ("this is terrible I hate it it is awful and I feel miserable " * 3).split()[:words_per_window]
-    return {"text_ms_per_window": round(_median_ms(lambda: text.embed_many([words]), repeat=30), 2)}
+    out = {}
+    for encoder in ENCODERS:
+        text = TextEmbedder(TextOptions(encoder=encoder))
+
+        def call(text=text):
+            text.clear_cache()
+            text.embed_many([words])
+
+        out[f"text_ms_per_window_{encoder}"] = round(_median_ms(call, repeat=30), 2)
+    return out
 
 
 def dmd_forward(device: str = "cpu", threads: int | None = None) -> dict:
