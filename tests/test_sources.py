@@ -193,3 +193,15 @@ def test_asr_hears_nothing_in_silence(whisper):
         if asr.ready():
             assert asr.process_iter() == []
     assert asr.finish() == []
+
+
+def test_words_whisper_could_not_time_keep_their_instant_and_their_order():
+    from realtime.features.speech import _unpile
+    from realtime.types import Word
+
+    piled = [Word(10.0, 10.4, "so"), Word(12.0, 12.0, "I"), Word(12.0, 12.0, "am"), Word(12.0, 12.0, "I"),
+             Word(12.5, 12.9, "happy")]
+    out = _unpile(piled)
+    assert [w.text for w in out] == ["so", "I", "am", "I", "happy"]
+    assert [round(w.start, 3) for w in out] == [10.0, 12.0, 12.001, 12.002, 12.5]
+    assert len({(round(w.start, 3), w.text) for w in out}) == 5  # no word is the repeat of another

@@ -169,6 +169,21 @@ def agree(old: list[Word], new: list[Word], slack: float = 0.5) -> tuple[list[Wo
     return agreed, new[j_settled:]
 
 
+def _unpile(words: list[Word]) -> list[Word]:
+    """Words Whisper could not time come back with no duration, piled on one instant (seen
+    with beam 5: fourteen words of three sentences at 49.86 s). They keep that instant, in
+    order, 1 ms apart: otherwise two of them with the same text ("I" ... "I") would be one
+    word twice at one time, and the window assembler would refuse the second as a repeat."""
+    out: list[Word] = []
+    for w in words:
+        prev = out[-1] if out else None
+        if prev is not None and w.end - w.start < 0.01 and w.start <= prev.start:
+            t = prev.start + 0.001
+            w = Word(start=t, end=max(t, w.end), text=w.text, probability=w.probability)
+        out.append(w)
+    return out
+
+
 class StreamingTranscriber:
     """Local-agreement streaming ASR over a rolling audio buffer."""
 
@@ -302,7 +317,7 @@ class StreamingTranscriber:
                 if text and not hallucinated:
                     out.append(Word(start=self._t0 + w.start, end=self._t0 + w.end, text=text,
                                     probability=float(w.probability)))
-        return out
+        return _unpile(out)
 
     def _trim(self) -> None:
         if self.buffered <= self.options.buffer_trim:
