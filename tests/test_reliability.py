@@ -295,17 +295,18 @@ def _rss_mb() -> float:
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc")
-def test_one_minute_stream_memory_is_flat_and_nothing_leaks(components, tmp_path):
-    """A generated 1-minute talking stream, faster than real time: memory flat after warm-up,
+def test_two_minute_stream_memory_is_flat_and_nothing_leaks(components, tmp_path):
+    """A generated 2-minute talking stream, faster than real time: memory flat after warm-up,
     nothing dropped, every thread gone. (30 minutes: python -m bench --only soak.)"""
     from bench.soak import soak
 
     threads_before = {t.ident for t in threading.enumerate()}
-    result = soak(components, minutes=1.0, cache=tmp_path)
-    assert result["windows"] >= 110
-    # the 2-minute test's bound: in a fresh process the allocators may still be warming up
-    # (CTranslate2 keeps buffers per encoder input size) well into the first minute (measured
-    # growth over one minute: -7 to +9 MB, and once over 25 MB)
+    result = soak(components, minutes=2.0, cache=tmp_path)
+    assert result["windows"] >= 220
+    # Two minutes, not one: the allocators warm up well into the first minute (CTranslate2
+    # keeps buffers per encoder input size, and beam 5 in file mode widens them; mpnet's per
+    # batch shape). Measured in the test process: one minute grew 80-100 MB, all of it a step
+    # near the end; two minutes grew 3.7 MB.
     assert result["rss_growth_mb"] < 50, result
     # a file at full speed waits for its workers: no frame dropped, no sample late or twice
     assert not any(result["dropped"].values()), result["dropped"]
