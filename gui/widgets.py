@@ -24,6 +24,17 @@ EDGE_STYLES = {name: (Qt.PenStyle.SolidLine if i % 2 == 0 else Qt.PenStyle.DashL
                for i, name in enumerate(sorted(EDGE_NAMES, key=lambda n: (n.split("->")[0], n)))}
 
 
+
+def _paint_title(painter: QPainter, widget: QWidget, title: str) -> QFont:
+    """A white background and the widget's bold title centred along its top; the bold font."""
+    painter.fillRect(widget.rect(), QColor(255, 255, 255))
+    font = QFont(widget.font())
+    font.setBold(True)
+    painter.setFont(font)
+    painter.setPen(QColor(30, 30, 30))
+    painter.drawText(QRectF(0, 2, widget.width(), 18), Qt.AlignmentFlag.AlignHCenter, title)
+    return font
+
 class VideoView(QWidget):
     """The newest analysed frame, scaled to fit, with the face landmarks drawn over it."""
 
@@ -101,12 +112,7 @@ class GraphView(QWidget):
     def paintEvent(self, event) -> None:
         painter = QPainter(self)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        painter.fillRect(self.rect(), QColor(255, 255, 255))
-        font = QFont(self.font())
-        font.setBold(True)
-        painter.setFont(font)
-        painter.setPen(QColor(30, 30, 30))
-        painter.drawText(QRectF(0, 2, self.width(), 18), Qt.AlignmentFlag.AlignHCenter, self.title)
+        font = _paint_title(painter, self, self.title)
         nodes = self._nodes()
         radius = 15.0
         label_font = QFont(self.font())
@@ -379,12 +385,7 @@ class AtomView(QWidget):
 
     def paintEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         painter = QPainter(self)
-        painter.fillRect(self.rect(), QColor(255, 255, 255))
-        font = QFont(self.font())
-        font.setBold(True)
-        painter.setFont(font)
-        painter.setPen(QColor(30, 30, 30))
-        painter.drawText(QRectF(0, 2, self.width(), 18), Qt.AlignmentFlag.AlignHCenter, self.title)
+        _paint_title(painter, self, self.title)
         atoms = max((len(v) for v in self.activations.values()), default=0)
         left, top, row_h = 24.0, 26.0, max(12.0, (self.height() - 34.0) / 3)
         cell_w = (self.width() - left - 6) / max(atoms, 1)
