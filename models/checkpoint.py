@@ -168,6 +168,9 @@ def config_problem(doc: dict) -> str | None:
     for name in ("face_steps", "audio_steps", "text_tokens"):
         if name in extractor and not _positive_int(extractor[name]):
             return f"feature_set.extractor.{name} must be a positive integer, got {extractor[name]!r}"
+    context = extractor.get("text_context", 0)
+    if not (isinstance(context, int) and not isinstance(context, bool) and context >= 0):
+        return f"feature_set.extractor.text_context must be a whole number of words, 0 or more, got {context!r}"
     if not isinstance(doc.get("provenance", {}), dict):
         return "'provenance' must be an object"
     return None

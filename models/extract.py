@@ -177,7 +177,7 @@ def extract_clip(path: Path) -> dict:
     """Features of one clip as one live-feature-set window centred on its speech."""
     from realtime.sources.file import FileSource
     from realtime.types import AudioChunk, VideoFrame
-    from realtime.windows import resample
+    from realtime.windows import resample, utterance_context
 
     w = _WORKER
     spec = w["spec"]
@@ -203,8 +203,10 @@ def extract_clip(path: Path) -> dict:
                          spec.dims["V"])
     a, a_mask = resample([f.t for f in audio], [f.features if f.voiced else None for f in audio], t_start, t_end,
                          spec.audio_steps, spec.dims["A"])
-    in_window = [x.text for x in words if t_start <= x.middle < t_end]
-    text, text_mask = w["text"].embed_many([in_window])
+    in_window = [x for x in words if t_start <= x.middle < t_end]
+    context = utterance_context([x for x in words if x.middle < t_start], in_window[0],
+                                spec.text_context) if in_window else []
+    text, text_mask = w["text"].embed_many([[x.text for x in context + in_window]])
     return {"text": text[0], "text_mask": text_mask[0], "audio": a, "audio_mask": a_mask, "vision": v,
             "vision_mask": v_mask, "words": " ".join(x.text for x in words), "duration": duration}
 

@@ -97,7 +97,7 @@ class InferenceEngine:
     def __call__(self, windows: list[Window]) -> list[Estimate]:
         if not windows:
             return []
-        text, text_mask = self.text.embed_many([[w.text for w in win.words] for win in windows])
+        text, text_mask = self.text.embed_many([win.text() for win in windows])
         inputs = {
             "L": torch.from_numpy(text),
             "A": torch.from_numpy(np.stack([w.audio for w in windows])),

@@ -14,6 +14,10 @@ from realtime.features.text import DEFAULT_TEXT_ENCODER, ENCODERS, LEGACY_TEXT_E
 from realtime.windows import WindowSpec
 
 FEATURE_SET_NAME = "live-v2"
+DEFAULT_TEXT_CONTEXT = 32
+"""Context words for new feature sets. Measured on the bench's never-seen spoken sentences
+(docs/MODEL_CARD.md): the words' valence reads better with the sentence so far than with
+the 4 s window's words alone."""
 """live-v2: acoustic features standardised per stream (live-v1 used raw levels)."""
 
 
@@ -27,6 +31,10 @@ class FeatureSpec:
     text_tokens: int = 24
     text_encoder: str = DEFAULT_TEXT_ENCODER
     """Which sentence-transformer embeds the words (realtime.features.text.ENCODERS)."""
+    text_context: int = DEFAULT_TEXT_CONTEXT
+    """Words of the same utterance before a window that the encoder reads with the window's
+    words (realtime.windows.utterance_context). Feature sets that name none read 0: only
+    the window's words, as before."""
 
     @property
     def dims(self) -> dict[str, int]:
@@ -45,7 +53,7 @@ class FeatureSpec:
 
     def window_spec(self, hop: float) -> WindowSpec:
         return WindowSpec(window=self.window, hop=hop, face_steps=self.face_steps, audio_steps=self.audio_steps,
-                          face_dim=FACE_DIM, audio_dim=ACOUSTIC_DIM)
+                          face_dim=FACE_DIM, audio_dim=ACOUSTIC_DIM, text_context=self.text_context)
 
     def describe(self) -> dict:
         """What a checkpoint stores as its feature set."""
@@ -58,7 +66,8 @@ class FeatureSpec:
         steps = feature_set.get("steps", {})
         return cls(window=float(ex.get("window", cls.window)), face_steps=int(steps.get("V", cls.face_steps)),
                    audio_steps=int(steps.get("A", cls.audio_steps)), text_tokens=int(steps.get("L", cls.text_tokens)),
-                   text_encoder=str(ex.get("text_encoder") or _encoder_of_width(feature_set)))
+                   text_encoder=str(ex.get("text_encoder") or _encoder_of_width(feature_set)),
+                   text_context=int(ex.get("text_context", 0)))  # checked by models.checkpoint
 
 
 def _encoder_of_width(feature_set: dict) -> str:

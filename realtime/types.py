@@ -90,8 +90,14 @@ class Window:
     audio: np.ndarray  # (S_A, d_A)
     audio_mask: np.ndarray  # (S_A,)
     words: list[Word] = field(default_factory=list)
+    context: list[Word] = field(default_factory=list)
+    """Words of the same utterance just before the window, read with its words (not in it)."""
     landmarks: np.ndarray | None = None
     """The latest face landmarks inside the window, for the GUI."""
+
+    def text(self) -> list[str]:
+        """What the words' encoder reads: the context, then the window's words."""
+        return [w.text for w in self.context + self.words] if self.words else []
 
     def coverage(self) -> dict[str, float]:
         """Fraction of the window each modality covers (text: 1 if any word, else 0)."""

@@ -4,7 +4,10 @@ A plain single-threaded object (push, step, flush, reset), testable with synthet
 timestamps and no sleeps. Windows cover [t_end - window, t_end) and end at window,
 window + hop, window + 2 hop, ... Each stream is resampled to a fixed number of steps:
 a step holds the mean of the samples that fall in it, and its mask is 1 when it has one.
-Words belong to the windows that contain their middle.
+Words belong to the windows that contain their middle. A window also carries, as
+``context``, up to ``text_context`` words of the same utterance said before it (no pause
+longer than ``UTTERANCE_PAUSE`` between them): the words' encoder reads the window's words
+in their sentence, as the corpora's whole sentences were read in training.
 
 File mode calls ``step()``: a window is closed only once every open stream has passed
 its end (deterministic output). Live mode calls ``step(until=now)``: windows close on
@@ -30,6 +33,9 @@ STREAMS = ("face", "audio", "text")
 SECONDS_RANGE = (1e-3, 1e6)
 """Window and hop lengths the assembler takes: beyond these, window ends computed as
 window + index x hop lose their precision (or all coincide)."""
+UTTERANCE_PAUSE = 1.5
+"""Seconds of silence between two words that end an utterance: words before such a pause
+are not a later window's context."""
 MAX_FLUSH_WINDOWS = 20_000
 """At most this many windows close at the end of the media (at the smallest --hop, 0.05 s,
 1,000 s of media past the last step: far more than any real tail)."""
@@ -47,6 +53,8 @@ class WindowSpec:
     audio_steps: int = 40
     face_dim: int = FACE_DIM
     audio_dim: int = ACOUSTIC_DIM
+    text_context: int = 0
+    """Words of the same utterance before a window that it carries as context (0: none)."""
 
     def __post_init__(self) -> None:
         # inf and nan pass "> 0" checks one way or the other: an infinite hop made flush()
@@ -57,6 +65,21 @@ class WindowSpec:
             raise ValueError(f"window ({self.window}) and hop ({self.hop}) must be finite, from {low:g} to {high:g} s")
         if self.face_steps < 1 or self.audio_steps < 1:
             raise ValueError("step counts must be at least 1")
+        if self.text_context < 0:
+            raise ValueError(f"text_context must be 0 or more words, got {self.text_context}")
+
+
+def utterance_context(earlier: list[Word], first: Word, limit: int) -> list[Word]:
+    """The last ``limit`` words of ``earlier`` (sorted by time) that lead up to ``first``
+    without a pause longer than ``UTTERANCE_PAUSE``: the start of ``first``'s utterance."""
+    out: list[Word] = []
+    following = first
+    for word in reversed(earlier):
+        if len(out) >= limit or following.start - word.end > UTTERANCE_PAUSE:
+            break
+        out.append(word)
+        following = word
+    return out[::-1]
 
 
 @dataclass
@@ -85,6 +108,7 @@ class WindowAssembler:
         # only progress and closed, like the others
         self._streams = {name: _Stream() for name in STREAMS}
         self._words: list[Word] = []
+        self._said: list[Word] = []  # the last text_context words pruned: later windows' context
         self._word_keys: set[tuple[float, str]] = set()
         self._next_index = 0
         self._landmarks: list[tuple[float, np.ndarray]] = []
@@ -123,6 +147,9 @@ class WindowAssembler:
 
     def push_words(self, words: list[Word]) -> None:
         for word in words:
+            if word.middle < self._next_start():
+                self.stats.late += 1  # every window that could hold it is already out
+                continue
             key = (round(word.start, 3), word.text)
             if key in self._word_keys:
                 self.stats.duplicates += 1
@@ -190,9 +217,13 @@ class WindowAssembler:
         face, face_mask = self._resample("face", t_start, t_end, spec.face_steps, spec.face_dim)
         audio, audio_mask = self._resample("audio", t_start, t_end, spec.audio_steps, spec.audio_dim)
         words = [w for w in self._words if t_start <= w.middle < t_end]
+        context = []
+        if words and spec.text_context:
+            earlier = self._said + [w for w in self._words if w.middle < t_start]
+            context = utterance_context(earlier, words[0], spec.text_context)
         marks = [lm for t, lm in self._landmarks if t_start <= t < t_end]
         window = Window(index=self._next_index, t_start=t_start, t_end=t_end, face=face, face_mask=face_mask,
-                        audio=audio, audio_mask=audio_mask, words=words,
+                        audio=audio, audio_mask=audio_mask, words=words, context=context,
                         landmarks=marks[-1] if marks else None)
         self._next_index += 1
         self._prune()
@@ -211,6 +242,8 @@ class WindowAssembler:
             del stream.times[:cut]
             del stream.values[:cut]
         if self._words and self._words[0].middle < start:
+            if self.spec.text_context:
+                self._said = (self._said + [w for w in self._words if w.middle < start])[-self.spec.text_context:]
             self._words = [w for w in self._words if w.middle >= start]
             self._word_keys = {(round(w.start, 3), w.text) for w in self._words}
         self._landmarks = [(t, lm) for t, lm in self._landmarks if t >= start]

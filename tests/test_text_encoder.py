@@ -29,6 +29,14 @@ def test_a_feature_set_names_its_encoder_and_older_checkpoints_keep_minilm():
         _ = FeatureSpec(text_encoder="glove").dims
 
 
+def test_a_feature_set_names_its_words_context_and_older_checkpoints_read_none():
+    spec = FeatureSpec(text_context=7)
+    assert FeatureSpec.from_checkpoint(spec.describe()) == spec and spec.window_spec(0.5).text_context == 7
+    legacy = spec.describe()
+    del legacy["extractor"]["text_context"]  # made before the choice: the window's words only
+    assert FeatureSpec.from_checkpoint(legacy).text_context == 0
+
+
 def test_mpnet_is_joined_once_from_its_packages_into_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("REALTIME_CACHE", str(tmp_path))
     folder = default_text_model("mpnet")

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from realtime.types import AcousticFrame, FaceFrame, Word
-from realtime.windows import WindowAssembler, WindowSpec, resample
+from realtime.windows import UTTERANCE_PAUSE, WindowAssembler, WindowSpec, resample
 
 SPEC = WindowSpec(window=2.0, hop=0.5, face_steps=8, audio_steps=10, face_dim=3, audio_dim=2)
 
@@ -37,6 +37,45 @@ def test_windows_wait_for_every_stream_then_cover_the_media():
     ends = [w.t_end for w in first + rest]
     assert ends == [2.0, 2.5, 3.0, 3.5, 4.0]
     assert all(np.isclose(b - a, SPEC.hop) for a, b in zip(ends, ends[1:]))
+
+
+def _speak(asm, words, until):
+    """Face and audio at 10 Hz up to ``until``, the words, then every stream closed."""
+    for i in range(int(until * 10)):
+        asm.push_face(face(i / 10))
+        asm.push_audio(audio(i / 10))
+    asm.push_words(words)
+    for name in ("face", "audio", "text"):
+        asm.close(name)
+    return asm.step() + asm.flush(end_time=until)
+
+
+def test_a_window_reads_its_words_in_their_utterance():
+    # one utterance word by word every 0.3 s, a pause longer than an utterance's, then another
+    first = [Word(0.3 * i, 0.3 * i + 0.2, f"a{i}") for i in range(12)]  # ends at 3.5 s
+    gap = first[-1].end + UTTERANCE_PAUSE + 0.5
+    second = [Word(gap + 0.3 * i, gap + 0.3 * i + 0.2, f"b{i}") for i in range(6)]
+    spec = WindowSpec(window=2.0, hop=0.5, face_steps=8, audio_steps=10, face_dim=3, audio_dim=2, text_context=4)
+    windows = _speak(WindowAssembler(spec), first + second, until=second[-1].end + 1.0)
+    plain = _speak(WindowAssembler(SPEC), first + second, until=second[-1].end + 1.0)
+    assert [w.words for w in windows] == [w.words for w in plain]  # context never changes what a window holds
+    seen = 0
+    for win in windows:
+        inside = [w.text for w in win.words]
+        context = [w.text for w in win.context]
+        assert win.text() == (context + inside if inside else [])
+        if not inside:
+            assert context == []  # no words, no text: the channel stays absent
+            continue
+        assert len(context) <= 4 and all(w.middle < win.t_start for w in win.context)
+        earlier = [w for w in first + second if w.middle < win.t_start]
+        head = win.words[0]
+        # the words just before the window, up to four, never across the long pause
+        same = [w.text for w in earlier if (w in first) == (head in first)]
+        assert context == same[-4:]
+        seen += bool(context)
+    assert seen >= 4  # windows inside both utterances had context
+    assert all(w.context == [] for w in plain)  # text_context 0: the window's words only
 
 
 def test_masks_follow_the_data():
