@@ -1,7 +1,8 @@
 """python -m bench: what each stage and the whole product cost on this machine.
 
     python -m bench                       # stages, end to end (example + 5-minute video), live replay
-    python -m bench --only stages         # any of: stages, file, live, long, soak, gpu
+    python -m bench --only stages         # any of: stages, file, live, long, soak, gpu, reference
+    python -m bench --only reference --reference-dmd ~/src/DMD   # ours beside the authors' DMD
     python -m bench --only soak --soak-minutes 30   # the long-run memory check
     python -m bench --json bench/results/mine.json
 
@@ -23,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "talking.mp4"
-PARTS = ("stages", "file", "live", "long", "soak", "gpu")
+PARTS = ("stages", "file", "live", "long", "soak", "gpu", "reference")
 
 # (key, label, floor, direction): the issue's floors on a 2-core CPU machine
 FLOORS = [
@@ -31,7 +32,9 @@ FLOORS = [
     ("long.rtf", "file pipeline real-time factor, generated long video (--minutes)", 0.5, "max"),
     ("live.latency_ms_p95", "live: window end -> record p95 (ms)", 200.0, "max"),
     ("live.speech_lag_ms_p95", "live: word end -> commit p95 (ms)", 2500.0, "max"),
-    ("stages.dmd_ms_batch1_cpu", "DMD student forward, batch 1, CPU (ms)", 15.0, "max"),
+    ("stages.dmd_ms_batch1_cpu", "DMD student forward, batch 1, CPU (ms)", 4.0, "max"),
+    ("reference.batch1.speedup", "DMD vs the authors' code, MOSI config, batch 1 (x)", 2.0, "min"),
+    ("reference.batch64.speedup", "DMD vs the authors' code, MOSI config, batch 64 (x)", 2.0, "min"),
     ("peak_rss_mb", "peak resident memory of a run (MB)", 2560.0, "max"),
     ("soak.rss_growth_mb", "soak: memory growth after warm-up (MB)", 50.0, "max"),
 ]
@@ -66,10 +69,12 @@ def table(results: dict) -> str:
     values = flat(results)
     values["peak_rss_mb"] = max((v for k, v in values.items() if k.endswith("peak_rss_mb")), default=None)
     lines = ["| measure | figure | floor | met |", "|---|---|---|---|"]
-    for key, label, floor, _ in FLOORS:
+    for key, label, floor, direction in FLOORS:
         v = values.get(key)
-        met = "" if v is None else ("yes" if v <= floor else "**no**")
-        lines.append(f"| {label} | {'-' if v is None else v} | <= {floor:g} | {met} |")
+        ok = None if v is None else (v <= floor if direction == "max" else v >= floor)
+        met = "" if ok is None else ("yes" if ok else "**no**")
+        bound = f"{'<=' if direction == 'max' else '>='} {floor:g}"
+        lines.append(f"| {label} | {'-' if v is None else v} | {bound} | {met} |")
     shown = {k for k, *_ in FLOORS}
     for key, v in values.items():
         if key not in shown and not key.startswith("machine."):
@@ -81,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0],
                                 epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad input or usage")
     p.add_argument("--only", nargs="+", choices=PARTS,
-                   help="run only these parts (default: all but soak; gpu only where CUDA is available)")
+                   help="run only these parts (default: all but soak; gpu only where CUDA is available; "
+                        "reference only with --reference-dmd)")
     p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "latest.json",
                    help="where every figure is written as JSON (default bench/results/latest.json)")
     p.add_argument("--video", type=Path, default=EXAMPLE, help="the short video (default: the example)")
@@ -90,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--soak-minutes", type=float, default=30.0,
                    help="length of the soak stream, 0.1 to 10080 minutes (default 30)")
     p.add_argument("--device", default="auto", help="device for the pipeline runs (auto, cpu, cuda)")
+    p.add_argument("--reference-dmd", type=Path, default=None, metavar="PATH",
+                   help="a local copy of the DMD authors' code (github.com/mdswyz/DMD) to time ours against; "
+                        "nothing is fetched (without it the reference part is skipped)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads for the reference part (default 2)")
     p.add_argument("--cache", type=Path, default=ROOT / "runs" / "bench", help="where generated videos are kept")
     args = p.parse_args(argv)
     for name, value, high in (("--minutes", args.minutes, 600.0), ("--soak-minutes", args.soak_minutes, 10080.0)):
@@ -99,8 +109,19 @@ def main(argv: list[str] | None = None) -> int:
     if not args.video.is_file():
         print(f"error: '{args.video}': no such file", file=sys.stderr)
         return 2
+    if args.threads < 1:
+        print(f"error: --threads must be at least 1, got {args.threads}", file=sys.stderr)
+        return 2
+    if args.reference_dmd is not None:
+        from bench.reference import reference_problem
+
+        problem = reference_problem(args.reference_dmd)
+        if problem:
+            print(f"error: --reference-dmd: {problem}", file=sys.stderr)
+            return 2
     # the soak (30 minutes of media) runs only when asked for
-    parts = args.only or [part for part in PARTS if part != "soak" and (part != "gpu" or _has_cuda())]
+    parts = args.only or [part for part in PARTS if part != "soak" and (part != "gpu" or _has_cuda())
+                          and (part != "reference" or args.reference_dmd is not None)]
     results: dict = {"machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     from bench import e2e, gpu, stages
 
@@ -121,6 +142,12 @@ def main(argv: list[str] | None = None) -> int:
 
             with load_components(component_args(device=args.device)) as comps:
                 results["soak"] = soak(comps, args.soak_minutes, args.cache)
+        elif part == "reference":
+            from bench.reference import compare
+
+            results["reference"] = compare(args.reference_dmd, threads=args.threads)
+            if "skipped" in results["reference"]:
+                print(f"bench: reference skipped: {results['reference']['skipped']}", file=sys.stderr)
         elif part == "gpu":
             results["gpu"] = gpu.dmd_sweep()
             if "skipped" not in results["gpu"]:

@@ -116,11 +116,14 @@ def text_ms_per_window(words_per_window: int = 12) -> dict:
     return out
 
 
-def dmd_forward(device: str = "cpu", threads: int | None = None) -> dict:
-    """The DMD student alone (no text embedding): ms at batch 1, windows/s at batch 64."""
+def dmd_forward(device: str = "cpu", threads: int | None = None, rounds: int = 7) -> dict:
+    """The bundled DMD student alone (no text embedding): ms at batch 1, windows/s at batch 64,
+    for the forward serving uses (models.fast.FastDMD) and the eager training forward, timed in
+    alternation (rounds of each in turn), medians over the rounds."""
     import torch
 
     from models.checkpoint import load_checkpoint
+    from models.fast import FastDMD
     from realtime.engine import DEFAULT_CHECKPOINT
     from realtime.featureset import FeatureSpec
 
@@ -129,6 +132,7 @@ def dmd_forward(device: str = "cpu", threads: int | None = None) -> dict:
     checkpoint = load_checkpoint(DEFAULT_CHECKPOINT)
     spec = FeatureSpec.from_checkpoint(checkpoint.feature_set)
     net = checkpoint.build(device)
+    fast = FastDMD(net)
     dev = torch.device(device)
 
     def batch(n: int):
@@ -137,20 +141,25 @@ def dmd_forward(device: str = "cpu", threads: int | None = None) -> dict:
         masks = {m: torch.ones(n, spec.steps[m]).to(dev) for m in ("L", "A", "V")}
         return inputs, masks
 
-    def timed(n: int, repeat: int) -> float:
+    def timed(n: int, repeat: int) -> dict[str, list[float]]:
         inputs, masks = batch(n)
+        calls = {"serving": lambda: fast(inputs, masks).sentiment.cpu(),
+                 "eager": lambda: net(inputs, masks).sentiment.cpu()}
+        times: dict[str, list[float]] = {name: [] for name in calls}
+        with torch.inference_mode():
+            for _ in range(rounds):
+                for name, call in calls.items():
+                    times[name].append(_median_ms(call, repeat=repeat, warmup=1))
+        return times
 
-        def call() -> None:
-            with torch.inference_mode():
-                out = net(inputs, masks)
-                out.sentiment.cpu()
-
-        return _median_ms(call, repeat=repeat, warmup=3)
-
-    one = timed(1, 200)
-    b64 = timed(64, 20)
-    return {f"dmd_ms_batch1_{device}": round(one, 2), f"dmd_windows_per_s_batch64_{device}": round(64000.0 / b64),
-            "torch_threads": torch.get_num_threads()}
+    one, b64 = timed(1, 30), timed(64, 2)
+    out = {}
+    for name, key in (("serving", "dmd"), ("eager", "dmd_eager")):
+        out[f"{key}_ms_batch1_{device}"] = round(statistics.median(one[name]), 2)
+        out[f"{key}_ms_batch1_{device}_range"] = [round(min(one[name]), 2), round(max(one[name]), 2)]
+        out[f"{key}_windows_per_s_batch64_{device}"] = round(64000.0 / statistics.median(b64[name]))
+    out["torch_threads"] = torch.get_num_threads()
+    return out
 
 
 def run(video: Path) -> dict:

@@ -1,0 +1,174 @@
+"""The inference-only forward (models/fast.py) gives what the training forward gives.
+
+Every output serving reads (realtime/engine.py: sentiment, class and channel logits, the
+seven branch predictions, both edge sets, presence, DHMD's activations) must equal the
+eager DMD/DHMD forward within TOLERANCE, for batch 1 and more, with steps and whole
+modalities missing, on the bundled checkpoint and on networks that take each of the fast
+path's code paths (stacked or one encoder at a time, one batched matmul or one per encoder).
+"""
+
+import pytest
+import torch
+
+from models import fast
+from models.checkpoint import load_checkpoint
+from models.config import MODALITIES, PRESETS, ModelConfig
+from models.dhmd import network_for
+from models.fast import FastDMD
+from realtime.engine import DEFAULT_CHECKPOINT
+
+TOLERANCE = {"rtol": 1e-4, "atol": 1e-4}
+"""float32: |fast - eager| <= 1e-4 + 1e-4 |eager| on every served output (logits,
+probabilities' inputs, edges, activations). Measured differences are 1e-7 to 1e-5."""
+
+
+def make_net(arch="dmd", steps=(12, 20, 16), pooling="pool", classes=("a", "b", "c"), **over):
+    torch.manual_seed(0)
+    cfg = ModelConfig(dims={"L": 24, "A": 8, "V": 10}, steps=dict(zip(MODALITIES, steps)), class_names=classes,
+                      homo_pooling=pooling, architecture=arch, **{**PRESETS["small"]["model"], **over})
+    return network_for(cfg).eval()
+
+
+def make_batch(cfg, batch, seed=0, missing=True):
+    """Random inputs; with ``missing``, random steps dropped and, for batch > 1, whole
+    modalities absent: sample 0 lacks L, sample 1 has only L (no edge), sample 2 has nothing."""
+    gen = torch.Generator().manual_seed(seed)
+    inputs = {m: torch.randn(batch, cfg.steps[m], cfg.dims[m], generator=gen) for m in MODALITIES}
+    masks = {m: torch.ones(batch, cfg.steps[m]) for m in MODALITIES}
+    if missing:
+        masks = {m: (torch.rand(batch, cfg.steps[m], generator=gen) > 0.3).float() for m in MODALITIES}
+        if batch > 1:
+            masks["L"][0] = 0
+            masks["A"][1] = masks["V"][1] = 0
+        if batch > 2:
+            for m in MODALITIES:
+                masks[m][2] = 0
+    return inputs, masks
+
+
+def served(out) -> dict[str, torch.Tensor]:
+    """Every tensor the engine reads from a forward's output, by name."""
+    got = {"sentiment": out.sentiment, "edges_homo": out.edges_homo, "edges_hetero": out.edges_hetero,
+           "present": out.present, **out.branch_predictions()}
+    if out.class_logits is not None:
+        got["class_logits"] = out.class_logits
+        got.update({f"channel_{m}": v for m, v in out.channel_class_logits.items()})
+    if getattr(out, "atoms_homo", None) is not None:
+        got.update({f"atoms_homo_{m}": v for m, v in out.atoms_homo.items()})
+        got.update({f"atoms_hetero_{m}": v for m, v in out.atoms_hetero.items()})
+    return got
+
+
+def assert_same(net, inputs, masks):
+    with torch.inference_mode():
+        eager = served(net(inputs, masks))
+        quick = served(FastDMD(net)(inputs, masks))
+    assert eager.keys() == quick.keys()
+    for name in eager:
+        torch.testing.assert_close(quick[name], eager[name], **TOLERANCE, msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+@pytest.mark.parametrize("missing", [False, True], ids=["complete", "missing"])
+def test_bundled_checkpoint(batch, missing):
+    net = load_checkpoint(DEFAULT_CHECKPOINT).build()
+    assert_same(net, *make_batch(net.cfg, batch, seed=batch, missing=missing))
+
+
+@pytest.mark.parametrize("arch", ["dmd", "dhmd"])
+@pytest.mark.parametrize("pooling", ["flatten", "pool"])
+@pytest.mark.parametrize("steps", [(12, 20, 16), (10, 10, 10)], ids=["unaligned", "aligned"])
+@pytest.mark.parametrize("batch", [1, 4])
+def test_matches_eager(arch, pooling, steps, batch):
+    net = make_net(arch, steps, pooling)
+    assert_same(net, *make_batch(net.cfg, batch, seed=batch))
+
+
+@pytest.mark.parametrize("arch", ["dmd", "dhmd"])
+def test_one_encoder_at_a_time(arch):
+    """Step counts too unequal to pad into one stack: every encoder runs alone."""
+    net = make_net(arch, steps=(4, 40, 6))
+    assert len(FastDMD(net).groups_d) == 9 and len(FastDMD(net).groups_mem) == 3
+    assert_same(net, *make_batch(net.cfg, 3))
+
+
+@pytest.mark.parametrize("arch", ["dmd", "dhmd"])
+def test_one_matmul_per_encoder_at_large_batch(arch):
+    """Past BATCHED_ROWS rows the stacked layers run one matmul per encoder."""
+    net = make_net(arch)
+    batch = fast.BATCHED_ROWS // 12 + 1
+    assert_same(net, *make_batch(net.cfg, batch))
+
+
+def test_without_decoupling_and_classes():
+    net = make_net(decouple=False, classes=())
+    assert_same(net, *make_batch(net.cfg, 4))
+
+
+def test_fast_forward_is_sensitive():
+    """The comparison would catch a divergence: a changed weight in one stacked encoder
+    (the V <- A crossmodal one, second layer) changes the served outputs beyond TOLERANCE."""
+    net = make_net("dhmd")
+    inputs, masks = make_batch(net.cfg, 4)
+    quick = FastDMD(net)
+    with torch.no_grad():
+        net.cross["VA"].layers[-1].ff[0].weight.mul_(1.5)
+    with torch.inference_mode():
+        eager, stale = served(net(inputs, masks)), served(quick(inputs, masks))
+    assert any(not torch.allclose(stale[k], eager[k], **TOLERANCE) for k in eager)
+
+
+def test_training_forward_unchanged_and_refused():
+    """The fast path serves eval-mode networks only; the training forward still returns
+    every training output (reconstructions included)."""
+    net = make_net("dhmd").train()
+    with pytest.raises(ValueError, match="eval"):
+        FastDMD(net)
+    out = net(*make_batch(net.cfg, 2))
+    assert out.recon["L"].requires_grad and out.dict_error_homo["A"].shape == (2, 20)
+
+
+def test_engine_records_match_the_eager_forward(components):
+    """The engine serves the fast path; its records equal those of the eager forward (the
+    network itself put in its place) within TOLERANCE, with a modality missing in one window."""
+    import numpy as np
+
+    from realtime.types import Window, Word
+
+    engine = components.engine
+    assert isinstance(engine.forward, FastDMD)
+    spec, rng = engine.spec, np.random.default_rng(0)
+    windows = [Window(index=i, t_start=float(i), t_end=float(i) + spec.window,
+                      face=rng.standard_normal((spec.face_steps, spec.dims["V"])).astype(np.float32),
+                      face_mask=np.full(spec.face_steps, float(i != 1), np.float32),
+                      audio=rng.standard_normal((spec.audio_steps, spec.dims["A"])).astype(np.float32),
+                      audio_mask=(rng.random(spec.audio_steps) > 0.2).astype(np.float32),
+                      words=[Word(i + 0.5, i + 0.9, "this"), Word(i + 1.0, i + 1.4, "is"),
+                             Word(i + 1.5, i + 1.9, "wonderful")])
+               for i in range(3)]
+    quick = [e.record() for e in engine(windows)]
+    fast_forward = engine.forward
+    try:
+        engine.forward = engine.net  # the session's engine: put the fast path back whatever happens
+        eager = [e.record() for e in engine(windows)]
+    finally:
+        engine.forward = fast_forward
+    assert [r["edges_among"] for r in quick] == [["L", "A", "V"], ["L", "A"], ["L", "A", "V"]]
+    for a, b in zip(quick, eager):
+        assert a.keys() == b.keys()
+        _assert_close_tree(a, b)
+
+
+def _assert_close_tree(a, b):
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for k in a:
+            _assert_close_tree(a[k], b[k])
+    elif isinstance(a, list):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            _assert_close_tree(x, y)
+    elif isinstance(a, float):
+        assert abs(a - b) <= TOLERANCE["atol"] + TOLERANCE["rtol"] * abs(b), (a, b)
+    else:
+        assert a == b
