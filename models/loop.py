@@ -43,11 +43,23 @@ class Batch:
 
 
 def batches(split: Split, batch_size: int, device: torch.device,
-            rng: np.random.Generator | None = None) -> Iterator[Batch]:
-    """Mini-batches in order, or shuffled when a generator is given."""
+            rng: np.random.Generator | None = None, shard: tuple[int, int] | None = None) -> Iterator[Batch]:
+    """Mini-batches in order, or shuffled when a generator is given.
+
+    shard=(rank, world_size): each batch is this rank's share of a global batch of
+    ``batch_size`` (every rank draws the same order from an equally seeded generator, so
+    the shares never overlap): the global batch's samples rank, rank + world_size, ... A
+    last batch smaller than world_size is topped up from the epoch's first samples, as
+    torch's DistributedSampler pads, so that every rank takes every step.
+    """
     order = np.arange(len(split)) if rng is None else rng.permutation(len(split))
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
+        if shard is not None:
+            rank, world_size = shard
+            if len(idx) < world_size:
+                idx = np.concatenate([idx, np.resize(order, world_size - len(idx))])
+            idx = idx[rank::world_size]
         yield Batch(
             inputs={m: torch.from_numpy(split.inputs[m][idx]).to(device) for m in MODALITIES},
             masks={m: torch.from_numpy(split.masks[m][idx]).to(device) for m in MODALITIES},

@@ -2,6 +2,13 @@
 
     python -m models.train --data FILE --out DIR [--config mosi|mosei|small|PATH]
         [--model dmd|dhmd] [--stage teacher|student|both] [--epochs N] [--device auto|cpu|cuda] [--seed S]
+        [--resume]
+
+    torchrun --standalone --nproc_per_node=N [--max-restarts=2] -m models.train ...
+
+Under torchrun each process trains a DDP replica on its share of every batch, rank 0
+logs and writes, each epoch's state is kept in ``DIR/resume/`` and a restart resumes from
+it (``--resume`` does the same in one process): docs/DISTRIBUTED.md.
 
 Writes ``DIR/teacher`` and ``DIR/student``, each a checkpoint (best validation epoch only).
 The student is what ships: serve ``DIR/student`` (or ``DIR``, which resolves to it).
@@ -9,7 +16,8 @@ A checkpoint that exists is replaced only with ``--overwrite``; each file of a c
 is written under a temporary name and renamed.
 
 Exit codes: 0 done, 1 internal failure (a bug), 2 bad input or usage (one line
-'error: ...'), 130 interrupted (the stage in progress is not saved).
+'error: ...'), 130 interrupted (the stage in progress is not saved, unless its epochs
+were kept: --resume or torchrun).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import copy
 import json
 import logging
 import math
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -27,11 +36,34 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.checkpoint import config_problem, load_checkpoint, save_checkpoint
+from models.checkpoint import Checkpoint, config_problem, load_checkpoint, save_checkpoint
 from models.config import ARCHITECTURES, ModelConfig, TrainConfig, load_preset
 from models.corrkd import corrkd_losses, drop_missing
 from models.data import Dataset, load_dataset
 from models.dhmd import network_for
+from models.distributed import (
+    RESUME_DIR,
+    RUN_FILE,
+    SINGLE,
+    EpochState,
+    Ranks,
+    broadcast,
+    comparable,
+    gather,
+    load_epoch_state,
+    mean_over_ranks,
+    numpy_state,
+    parameter_digest,
+    random_state,
+    ranks_from_env,
+    read_run_file,
+    save_epoch_state,
+    set_numpy_state,
+    set_random_state,
+    start,
+    stop,
+    write_run_file,
+)
 from models.dmd import DMD
 from models.errors import UsageError, UserError
 from models.loop import batches, evaluate, resolve_device
@@ -50,6 +82,8 @@ class FitResult:
     best_score: float
     history: list[dict]
     seconds: float
+    steps: int = 0
+    """Optimizer steps taken by this process in this run (not before a resume)."""
 
 
 def source_weights(ids: list[str]) -> np.ndarray:
@@ -93,20 +127,32 @@ def input_statistics(split) -> tuple[dict[str, torch.Tensor], dict[str, torch.Te
     return mean, std
 
 
+RANK_SEED_STRIDE = 7919
+"""Rank r > 0 seeds its dropout and missing-data draws with seed + r x this (rank 0 draws as
+a plain run does): the ranks' shares of a batch must not get the same masks."""
+
+
 def fit(dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig, device: torch.device,
-        teacher: DMD | None = None, seed: int = 0, progress: bool = True) -> FitResult:
+        teacher: DMD | None = None, seed: int = 0, progress: bool = True, ranks: Ranks = SINGLE,
+        state_path: Path | None = None) -> FitResult:
     """Train one network; a teacher given means CorrKD student training.
 
     The student starts from the teacher's weights, sees each batch with missing data
     simulated at a rate drawn from [0, missing_rate_max], and adds the three CorrKD
     losses against the teacher's view of the complete batch. Selection uses the
     validation split only (the authors' code scores the test split every epoch).
+
+    Under torchrun (``ranks``) every process trains a DDP replica on its share of each
+    global batch of ``batch_size``; rank 0 alone validates and the others take its score,
+    so that the learning rate, the best epoch and early stopping agree on every rank.
+    ``state_path``: rank 0 saves the epoch state there after every epoch, and the stage
+    goes on from it when it is there at the start.
     """
     from tqdm import tqdm
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed + RANK_SEED_STRIDE * ranks.rank)
     net = network_for(model_cfg)
     net.set_input_statistics(*input_statistics(dataset.splits["train"]))
     net = net.to(device)
@@ -115,6 +161,8 @@ def fit(dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig, device
         teacher = teacher.to(device).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
+    if ranks.rank:
+        torch.manual_seed(seed + RANK_SEED_STRIDE * ranks.rank)
     optimizer = torch.optim.Adam(net.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5,
                                                            patience=train_cfg.patience)
@@ -124,22 +172,52 @@ def fit(dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig, device
     start = time.perf_counter()
     role = "student" if teacher is not None else "teacher"
     draw = source_weights(train.ids) if train_cfg.balance_sources else None  # per-sample epoch draw
-    for epoch in range(1, train_cfg.epochs + 1):
-        net.train()
+    first_epoch, stopped, seconds_before, steps = 1, False, 0.0, 0
+    state = _read_epoch_state(state_path, ranks)
+    if state is not None:
+        net.load_state_dict(state.net)
+        optimizer.load_state_dict(state.optimizer)
+        scheduler.load_state_dict(state.scheduler)
+        set_numpy_state(rng, state.numpy_rng)
+        if len(state.random) == ranks.world_size:
+            set_random_state(state.random[ranks.rank], gen, device)
+        else:  # dropout and missing data then differ from an uninterrupted run's
+            logger.warning("%s: the epoch state comes from %d processes, this run has %d: its random draws go "
+                           "on from new seeds", role, len(state.random), ranks.world_size)
+            torch.manual_seed(seed + state.epoch + RANK_SEED_STRIDE * ranks.rank)
+            gen.manual_seed(seed + state.epoch + RANK_SEED_STRIDE * ranks.rank)
+        best_score, best_epoch, history = state.best_score, state.best_epoch, list(state.history)
+        best_state = state.best or None
+        first_epoch, stopped, seconds_before = state.epoch + 1, state.stopped, state.seconds
+        logger.info("%s: resuming after epoch %d (best epoch %d, valid score %.4f)", role, state.epoch,
+                    best_epoch, best_score)
+    step_net = net
+    if ranks.launched:  # made after any resume: DDP starts every replica from rank 0's weights
+        from torch.nn.parallel import DistributedDataParallel
+
+        # some parameters get no gradient in some steps (a branch whose loss weight is 0,
+        # a modality dropped from the whole batch); DDP must look for them or it waits forever
+        step_net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
+                                           find_unused_parameters=True)
+        logger.info("%s: %d processes, each %s of every batch of %d", role, ranks.world_size,
+                    f"1/{ranks.world_size}" if ranks.world_size > 1 else "all", train_cfg.batch_size)
+    # a resumed stage that had stopped early, or had run all its epochs, has none left
+    for epoch in range(first_epoch, first_epoch if stopped else train_cfg.epochs + 1):
+        step_net.train()
         sums: dict[str, float] = {}
         epoch_split = train
         if train_cfg.epoch_samples is not None and train_cfg.epoch_samples < len(train):
             epoch_split = train.subset(np.sort(rng.choice(len(train), train_cfg.epoch_samples, replace=False,
                                                           p=draw)))
         n_batches = math.ceil(len(epoch_split) / train_cfg.batch_size)
-        bar = tqdm(batches(epoch_split, train_cfg.batch_size, device, rng), total=n_batches, leave=False,
+        bar = tqdm(batches(epoch_split, train_cfg.batch_size, device, rng, ranks.shard), total=n_batches, leave=False,
                    desc=f"{role} epoch {epoch}", disable=not progress)
         for batch in bar:
             masks = batch.masks
             if teacher is not None:
                 rate = float(torch.rand((), generator=gen)) * train_cfg.missing_rate_max
                 masks = drop_missing(batch.masks, rate, gen)
-            out = net(batch.inputs, masks)
+            out = step_net(batch.inputs, masks)
             losses = dmd_losses(out, batch.labels, train_cfg, batch.class_labels, batch.channel_weights)
             loss = losses.total
             terms = losses.as_floats()
@@ -154,10 +232,14 @@ def fit(dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig, device
             loss.backward()
             torch.nn.utils.clip_grad_value_(net.parameters(), train_cfg.grad_clip)
             optimizer.step()
+            steps += 1
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v
             bar.set_postfix(loss=f"{terms['total']:.3f}")
-        score = _validation_score(net, dataset, device, student=teacher is not None)
+        sums = mean_over_ranks(sums, ranks)
+        # the unwrapped replica: rank 0 alone validates, with no collective in its forward
+        score = _validation_score(net, dataset, device, student=teacher is not None) if ranks.main else math.nan
+        score = broadcast(score, ranks)
         scheduler.step(score)
         record = {"epoch": epoch, "valid_score": round(score, 4),
                   **{k: round(v / n_batches, 4) for k, v in sums.items()}}
@@ -168,13 +250,42 @@ def fit(dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig, device
             best_state = copy.deepcopy(net.state_dict())
         logger.info("%s epoch %d: train loss %.4f, valid score %.4f%s", role, epoch, record.get("total", 0),
                     score, " (best)" if improved else "")
-        if epoch - best_epoch >= train_cfg.early_stop:
+        stopped = epoch - best_epoch >= train_cfg.early_stop
+        if ranks.launched:
+            _check_replicas(net, ranks, f"{role} epoch {epoch}")
+        if state_path is not None:
+            random = gather(random_state(gen, device), ranks)
+            if ranks.main:
+                save_epoch_state(state_path, EpochState(
+                    epoch=epoch, stopped=stopped, best_epoch=best_epoch, best_score=best_score, history=history,
+                    seconds=seconds_before + time.perf_counter() - start, net=net.state_dict(),
+                    best=best_state or {}, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                    numpy_rng=numpy_state(rng), random=random))
+        if stopped:
             logger.info("%s: no better validation score for %d epochs; stopping", role, train_cfg.early_stop)
             break
+    if ranks.launched:
+        logger.info("%s: %d optimizer steps in this process; replicas %s", role, steps,
+                    " ".join(gather(parameter_digest(net), ranks)))
     assert best_state is not None
     net.load_state_dict(best_state)
     return FitResult(net=net.eval(), best_epoch=best_epoch, best_score=best_score, history=history,
-                     seconds=time.perf_counter() - start)
+                     seconds=seconds_before + time.perf_counter() - start, steps=steps)
+
+
+def _read_epoch_state(path: Path | None, ranks: Ranks) -> EpochState | None:
+    """The epoch state at ``path`` as rank 0 reads it (only rank 0's machine need hold it), on every rank."""
+    if path is None:
+        return None
+    state = load_epoch_state(path) if ranks.main and path.is_file() else None
+    return broadcast(state, ranks)
+
+
+def _check_replicas(net: DMD, ranks: Ranks, when: str) -> None:
+    """RuntimeError (a bug: exit 1) unless every rank holds the same weights, bit for bit."""
+    digests = gather(parameter_digest(net), ranks)
+    if len(set(digests)) > 1:
+        raise RuntimeError(f"{when}: the replicas differ ({', '.join(digests)})")
 
 
 def feature_set_of(dataset: Dataset) -> dict:
@@ -207,28 +318,42 @@ def save_stage(out: Path, role: str, result: FitResult, dataset: Dataset, model_
     return path
 
 
-def check_out(out: Path, stage: str, overwrite: bool) -> None:
+def check_out(out: Path, stage: str, overwrite: bool, resuming: bool = False) -> None:
     """UsageError unless ``out`` can take this run's checkpoints: a folder (or a new path)
-    where the stages to write do not exist yet, or ``overwrite``; checked before training."""
+    where the stages to write do not exist yet, or ``overwrite``, or ``resuming`` the
+    interrupted run that wrote them; checked before training."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out '{out}' is a file; name a folder (teacher/ and student/ go inside)")
     roles = {"both": ("teacher", "student")}.get(stage, (stage,))
-    if not overwrite:
+    if not overwrite and not resuming:
         existing = [role for role in roles if (out / role).exists()]
         if existing:
             raise UsageError(f"--out '{out}' already holds {' and '.join(existing)}/; pass --overwrite to replace "
                              "it or choose another folder")
+        if (out / RESUME_DIR / RUN_FILE).exists():
+            raise UsageError(f"--out '{out}' holds an interrupted run ({RESUME_DIR}/); pass --resume to continue it "
+                             "or --overwrite to start again")
     if stage == "student" and not (out / "teacher").is_dir():
         raise UsageError(f"--stage student needs a trained teacher in '{out / 'teacher'}'")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, ranks: Ranks = SINGLE) -> int:
     for name, value, high in (("--epochs", args.epochs, EPOCHS_MAX), ("--batch-size", args.batch_size, BATCH_MAX)):
         if value is not None and not 1 <= value <= high:
             raise UsageError(f"{name} must be from 1 to {high}, got {value}")
+    if not 0 < args.dist_timeout <= DIST_TIMEOUT_MAX:
+        raise UsageError(f"--dist-timeout must be from 1 to {DIST_TIMEOUT_MAX} seconds, got {args.dist_timeout}")
     out = Path(args.out)
-    check_out(out, args.stage, args.overwrite)
+    resume_dir = out / RESUME_DIR
+    # epoch states are kept with --resume and under torchrun, whose restarts need them;
+    # a restart (torchrun --max-restarts) continues its own interrupted run
+    keep_state = args.resume or ranks.launched
+    resuming = (args.resume or ranks.restarts > 0) and (resume_dir / RUN_FILE).is_file()
+    if ranks.main:  # the other ranks never touch --out (on other machines it need not exist)
+        check_out(out, args.stage, args.overwrite, resuming)
     device = resolve_device(args.device)
+    if ranks.launched:
+        device = start(ranks, device, args.dist_timeout)
     dataset = load_dataset(args.data)
     model_over, train_over = load_preset(args.config)
     if args.epochs is not None:
@@ -248,33 +373,96 @@ def run(args: argparse.Namespace) -> int:
     problem = train_config_problem(train_cfg)
     if problem:
         raise UsageError(f"config {args.config}: {problem}")
-    try:  # made only once everything is known to be usable
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot write --out '{out}': {exc.strerror}") from None
-    progress = not args.quiet
+    done: list[str] = []
+    if ranks.main:
+        try:  # made only once everything is known to be usable
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot write --out '{out}': {exc.strerror}") from None
+        if keep_state:
+            done = _start_or_resume(resume_dir, resuming, {
+                "data": str(Path(args.data).resolve()), "stage": args.stage, "seed": args.seed,
+                "model": model_cfg.to_dict(), "train": train_cfg.to_dict()})
+    done = broadcast(done, ranks)
+    progress = not args.quiet and ranks.main
+    extra = {"distributed": {"world_size": ranks.world_size, "backend": _backend(device),
+                             "restarts": ranks.restarts}} if ranks.launched else {}
     teacher_net = None
-    if args.stage in ("teacher", "both"):
-        result = fit(dataset, model_cfg, train_cfg, device, seed=args.seed, progress=progress)
-        save_stage(out, "teacher", result, dataset, model_cfg, train_cfg, device, args.seed)
+    if args.stage in ("teacher", "both") and "teacher" in done:
+        logger.info("teacher: kept from the interrupted run (%s)", out / "teacher")
+    elif args.stage in ("teacher", "both"):
+        result = fit(dataset, model_cfg, train_cfg, device, seed=args.seed, progress=progress, ranks=ranks,
+                     state_path=resume_dir / "teacher.safetensors" if keep_state else None)
         teacher_net = result.net
-        print(f"teacher: best epoch {result.best_epoch}, valid score {result.best_score:.4f}, "
-              f"{result.seconds:.0f} s", file=sys.stderr)
+        if ranks.main:
+            save_stage(out, "teacher", result, dataset, model_cfg, train_cfg, device, args.seed, extra=extra)
+            if keep_state:
+                _finish_stage(resume_dir, "teacher")
+            print(f"teacher: best epoch {result.best_epoch}, valid score {result.best_score:.4f}, "
+                  f"{result.seconds:.0f} s", file=sys.stderr)
     if args.stage in ("student", "both"):
         if teacher_net is None:
-            ckpt = load_checkpoint(out / "teacher")
-            ckpt.check_features(dataset.feature_set, dataset.dims, dataset.steps)
-            model_cfg = ckpt.model
-            if args.model is not None and args.model != model_cfg.architecture:
-                raise UsageError(f"--model {args.model}: the teacher in '{out / 'teacher'}' is "
-                                 f"{model_cfg.architecture}; a student starts from its teacher's weights")
-            teacher_net = ckpt.build(device)
-        result = fit(dataset, model_cfg, train_cfg, device, teacher=teacher_net, seed=args.seed, progress=progress)
-        save_stage(out, "student", result, dataset, model_cfg, train_cfg, device, args.seed,
-                   extra={"teacher": str(out / "teacher")})
-        print(f"student: best epoch {result.best_epoch}, valid mean score {result.best_score:.4f}, "
-              f"{result.seconds:.0f} s", file=sys.stderr)
+            teacher_net, model_cfg = _trained_teacher(out, dataset, args.model, device, ranks)
+        result = fit(dataset, model_cfg, train_cfg, device, teacher=teacher_net, seed=args.seed, progress=progress,
+                     ranks=ranks, state_path=resume_dir / "student.safetensors" if keep_state else None)
+        if ranks.main:
+            save_stage(out, "student", result, dataset, model_cfg, train_cfg, device, args.seed,
+                       extra={"teacher": str(out / "teacher"), **extra})
+            if keep_state:
+                _finish_stage(resume_dir, "student")
+            print(f"student: best epoch {result.best_epoch}, valid mean score {result.best_score:.4f}, "
+                  f"{result.seconds:.0f} s", file=sys.stderr)
+    if ranks.main and keep_state:
+        shutil.rmtree(resume_dir, ignore_errors=True)  # the run is complete: nothing left to resume
     return 0
+
+
+def _backend(device: torch.device) -> str:
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def _start_or_resume(resume_dir: Path, resuming: bool, identity: dict) -> list[str]:
+    """The stages an interrupted run finished (UsageError if it had other settings), or, for
+    a new run, [] after recording its settings in ``resume_dir``."""
+    if resuming:
+        doc = read_run_file(resume_dir)
+        assert doc is not None
+        differ = [k for k in identity if comparable(identity[k]) != doc["identity"].get(k)]
+        if differ:
+            raise UsageError(f"{resume_dir}: the interrupted run had other settings ({', '.join(differ)}); "
+                             "rerun it as it was, or pass --overwrite without --resume to start again")
+        done = [role for role in doc.get("done", []) if role in ("teacher", "student")]
+        logger.info("resuming the interrupted run in %s (finished: %s)", resume_dir, ", ".join(done) or "none")
+        return done
+    shutil.rmtree(resume_dir, ignore_errors=True)  # an earlier run's, which --overwrite replaces
+    write_run_file(resume_dir, {"identity": identity, "done": []})
+    return []
+
+
+def _finish_stage(resume_dir: Path, role: str) -> None:
+    """Record a saved stage as finished, then drop its epoch state (a crash in between
+    resumes that stage after its last epoch and saves it again)."""
+    doc = read_run_file(resume_dir) or {"identity": {}, "done": []}
+    doc["done"] = [*doc.get("done", []), role]
+    write_run_file(resume_dir, doc)
+    (resume_dir / f"{role}.safetensors").unlink(missing_ok=True)
+
+
+def _trained_teacher(out: Path, dataset: Dataset, model: str | None, device: torch.device,
+                     ranks: Ranks) -> tuple[DMD, ModelConfig]:
+    """The teacher in ``out/teacher`` and its config, read by rank 0 and sent to every rank."""
+    ckpt = None
+    if ranks.main:
+        ckpt = load_checkpoint(out / "teacher")
+        ckpt.check_features(dataset.feature_set, dataset.dims, dataset.steps)
+        if model is not None and model != ckpt.model.architecture:
+            raise UsageError(f"--model {model}: the teacher in '{out / 'teacher'}' is "
+                             f"{ckpt.model.architecture}; a student starts from its teacher's weights")
+    if ranks.launched:
+        model_cfg, weights = broadcast((ckpt.model, ckpt.state_dict) if ckpt is not None else None, ranks)
+        if ckpt is None:
+            ckpt = Checkpoint(model=model_cfg, feature_set={}, provenance={}, state_dict=weights, path=out / "teacher")
+    return ckpt.build(device), ckpt.model
 
 
 def train_config_problem(cfg: TrainConfig) -> str | None:
@@ -297,6 +485,7 @@ def train_config_problem(cfg: TrainConfig) -> str | None:
 
 
 EPOCHS_MAX, BATCH_MAX = 100_000, 65_536
+DIST_TIMEOUT_MAX = 7 * 24 * 3600
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -304,7 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.split("\n")[0],
                                      epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad input or usage; "
-                                            "130 interrupted (nothing saved for the stage in progress)")
+                                            "130 interrupted (the stage in progress is lost, except its "
+                                            "finished epochs with --resume or under torchrun)")
     parser.add_argument("--data", required=True,
                         help=f"dataset: a .npz from models.extract, models.corpus or models.synthetic, or an MMSA "
                              f"feature pickle (.pkl). {PICKLE_NOTE}")
@@ -329,20 +519,42 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="random seed of weights, batches and missing data "
                                                             "(default 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep each epoch's state in --out/resume/ and continue an interrupted run from it "
+                             "(under torchrun the state is always kept, and a restart resumes; "
+                             "docs/DISTRIBUTED.md)")
+    parser.add_argument("--dist-timeout", type=float, default=1800,
+                        help="under torchrun: seconds a process waits for the others (at a batch, or while "
+                             "rank 0 validates and saves) before it fails (default 1800)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return run(args)
-    except UserError as exc:
+        ranks = ranks_from_env()
+    except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    # under torchrun, rank 0 speaks for all; the others say only warnings and errors
+    logging.basicConfig(level=logging.INFO if ranks.main else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s" if ranks.main
+                        else f"%(levelname)s %(name)s [rank {ranks.rank}]: %(message)s")
+    try:
+        return run(args, ranks)
+    except UserError as exc:
+        print(f"error: {exc}" if ranks.main else f"error: rank {ranks.rank}: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print("error: interrupted; nothing saved for the stage in progress", file=sys.stderr)
+        if args.resume or ranks.launched:
+            print(f"error: interrupted; --resume continues from the last finished epoch in {args.out}/{RESUME_DIR}",
+                  file=sys.stderr)
+        else:
+            print("error: interrupted; nothing saved for the stage in progress", file=sys.stderr)
         return 130
+    finally:
+        if ranks.launched:
+            stop()
 
 
 if __name__ == "__main__":
