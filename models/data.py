@@ -8,13 +8,13 @@ a dict of arrays over N samples:
   ``vision`` (N, T_v, d_v), ``regression_labels`` (N,), ``id`` (N,);
 * unaligned sets also carry ``audio_lengths`` and ``vision_lengths`` (N,).
 
-Files written by ``models.extract`` add ``text_mask``, ``audio_mask``, ``vision_mask``
+Files written by ``realtime.extract`` add ``text_mask``, ``audio_mask``, ``vision_mask``
 (N, T) per split, optionally ``class_labels`` (N,) with -1 for unknown, and a top-level
 ``meta`` dict (``feature_set``, ``class_names``, ...).
 
 A pickle runs code when it is loaded: a crafted ``.pkl`` can do anything the user can.
 MMSA's pickles stay readable because researchers have them, with a warning naming the
-file before it is opened; the project's own tools (models.extract, models.corpus,
+file before it is opened; the project's own tools (realtime.extract, realtime.corpus,
 models.synthetic) write only the pickle-free ``.npz`` below.
 
 The same content can live in a NumPy archive without pickles (``.npz``, written by

@@ -1,7 +1,7 @@
 """The one base class of the errors a user can fix.
 
 Every entry point (``python -m realtime``, the GUI, ``models.train``, ``models.evaluate``,
-``models.extract``, ``models.corpus``) catches :class:`UserError` in one place, prints
+``realtime.extract``, ``realtime.corpus``) catches :class:`UserError` in one place, prints
 ``error: <message>`` on one line and exits with code 2. Anything else is a bug and keeps
 its traceback (exit code 1). Each subclass also derives from the built-in error it
 replaced (``ValueError`` mostly), so existing ``except`` clauses keep working.

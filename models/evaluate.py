@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", required=True,
                         help="checkpoint folder, or a models.train output folder (its student is scored)")
     parser.add_argument("--data", required=True,
-                        help=f"dataset: a .npz (models.extract, models.corpus, models.synthetic) or an MMSA "
+                        help=f"dataset: a .npz (realtime.extract, realtime.corpus, models.synthetic) or an MMSA "
                              f"pickle (.pkl). {PICKLE_NOTE}")
     parser.add_argument("--split", default="test", choices=("train", "valid", "test"),
                         help="the split to score (default test)")

@@ -496,7 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
                                             "130 interrupted (the stage in progress is lost, except its "
                                             "finished epochs with --resume or under torchrun)")
     parser.add_argument("--data", required=True,
-                        help=f"dataset: a .npz from models.extract, models.corpus or models.synthetic, or an MMSA "
+                        help=f"dataset: a .npz from realtime.extract, realtime.corpus or models.synthetic, or an MMSA "
                              f"feature pickle (.pkl). {PICKLE_NOTE}")
     parser.add_argument("--out", required=True,
                         help="output folder (teacher/ and student/ inside); existing checkpoints there are "

@@ -399,12 +399,10 @@ def main(argv: list[str] | None = None, components: Components | None = None) ->
     """The command line; ``components``: models already loaded (tests, embedding callers),
     used instead of loading them and left open for their owner to close."""
     argv = list(argv if argv is not None else sys.argv[1:])
-    if "--gui" in argv:
-        # the window's own options (--screenshot, --record, ...) are the GUI parser's to read
-        from gui.__main__ import main as gui_main
-
-        return gui_main([a for a in argv if a != "--gui"], ignore_unknown=True)
     args = build_parser().parse_args(argv)
+    if args.gui:  # python -m realtime hands --gui to the window before this parser sees it
+        print("error: --gui is for the command line (python -m realtime --gui, or python -m gui)", file=sys.stderr)
+        return EXIT_BAD_INPUT
     # SIGTERM ends the run like Ctrl-C: finished windows are on disk, the file stays valid
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:

@@ -1,6 +1,6 @@
 """Build the emotion training corpus from unimodal labelled sources, with the live extractors.
 
-    python -m models.corpus --out corpus.npz [--faces FER_DIR] [--voice EMODB_DIR]
+    python -m realtime.corpus --out corpus.npz [--faces FER_DIR] [--voice EMODB_DIR]
         [--texts GOEMOTIONS_EKMAN_DIR] [--sentences VADER_DIR] [--work DIR] [--seed 0]
 
 No freely licensed corpus labels face, voice and words together, so each source supplies
@@ -462,7 +462,7 @@ def assemble(parts: dict[str, Part], spec, voice_valence_scale: float = 1.0, neu
     dims, steps = spec.dims, spec.steps
     key = {"L": "text", "A": "audio", "V": "vision"}
     data: dict = {"meta": {"feature_set": FEATURE_SET_NAME, "extractor": spec.describe()["extractor"],
-                           "class_names": list(EMOTIONS), "source": "models.corpus",
+                           "class_names": list(EMOTIONS), "source": "realtime.corpus",
                            "sources": sorted(parts)}}
     for s in SPLITS:
         n = sum(len(p.ids[s]) for p in parts.values())
@@ -568,7 +568,7 @@ def build(args: argparse.Namespace) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     from realtime.features.text import add_text_encoder_option
 
-    parser = argparse.ArgumentParser(prog="python -m models.corpus", description=__doc__.split("\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m realtime.corpus", description=__doc__.split("\n")[0],
                                      epilog="exit codes: 0 done (bad items are named and left out); 1 internal "
                                             "failure (a bug); 2 bad input or usage (a missing folder, no source)")
     parser.add_argument("--out", required=True, help="corpus file to write (.npz; a .json summary beside it)")

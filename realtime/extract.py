@@ -1,6 +1,6 @@
 """Turn labelled videos into an MMSA-style feature file (.npz) with the live extractors.
 
-    python -m models.extract --videos DIR --labels FILE --out features.npz [--workers N]
+    python -m realtime.extract --videos DIR --labels FILE --out features.npz [--workers N]
 
 The features come from ``realtime``'s workers (MediaPipe face, librosa acoustics,
 faster-whisper words, MiniLM tokens): the very code the live pipeline runs. Each clip
@@ -351,7 +351,7 @@ def check_out(out: Path, overwrite: bool) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from realtime.features.text import add_text_encoder_option
 
-    parser = argparse.ArgumentParser(prog="python -m models.extract", description=__doc__.split("\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m realtime.extract", description=__doc__.split("\n")[0],
                                      epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad input or usage; "
                                             "130 interrupted (finished clips are cached: run again to resume)")
     parser.add_argument("--videos", required=True, help="folder of clips (paths in --labels are relative to it)")

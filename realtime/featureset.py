@@ -1,6 +1,6 @@
 """The live feature set: what the extractors produce and what a checkpoint must match.
 
-One definition serves the live pipeline and dataset extraction (models.extract), so a
+One definition serves the live pipeline and dataset extraction (realtime.extract), so a
 model sees the same features in training and in use.
 """
 

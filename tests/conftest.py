@@ -437,7 +437,7 @@ def _gui_screenshot(lane: SecondLane, folder: Path):
 
 
 def _extraction(lane: SecondLane, folder: Path):
-    """python -m models.extract on ten talking clips (espeak-ng speech over a real face),
+    """python -m realtime.extract on ten talking clips (espeak-ng speech over a real face),
     killed (SIGKILL) once 3 clips are cached, then run again to the end."""
     from realtime.synth_media import astronaut_face, talking_clip
     from tests.test_extract import make_corpus
@@ -448,7 +448,7 @@ def _extraction(lane: SecondLane, folder: Path):
     out = folder / "features.npz"
     cache = folder / "features.npz.cache"
     args = ["--videos", clips, "--labels", labels, "--out", out, "--quiet"]
-    proc = lane.track(subprocess.Popen([sys.executable, "-m", "models.extract", *map(str, args)], cwd=ROOT,
+    proc = lane.track(subprocess.Popen([sys.executable, "-m", "realtime.extract", *map(str, args)], cwd=ROOT,
                                        stderr=subprocess.DEVNULL))
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and len(list(cache.glob("*.npz"))) < 3:
@@ -456,7 +456,7 @@ def _extraction(lane: SecondLane, folder: Path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     killed = {"cached": {p.name: p.stat().st_mtime_ns for p in cache.glob("*.npz")}, "out_existed": out.exists()}
-    resumed = finish(lane.launch(args, module="models.extract"), done="clips extracted", timeout=600)
+    resumed = finish(lane.launch(args, module="realtime.extract"), done="clips extracted", timeout=600)
     return clips, labels, out, cache, killed, resumed
 
 
@@ -581,6 +581,6 @@ def gui_screenshot_run():
 
 @pytest.fixture(scope="session")
 def extraction_run():
-    """python -m models.extract on ten talking clips, killed once 3 are cached and run again:
+    """python -m realtime.extract on ten talking clips, killed once 3 are cached and run again:
     (clips folder, labels.csv, features, cache folder, what the kill left, the resumed process)."""
     return _lane_run("extraction_run")

@@ -6,7 +6,7 @@ import logging
 import numpy as np
 import pytest
 
-from models.corpus import main as corpus_main
+from realtime.corpus import main as corpus_main
 from models.data import DataError, load_dataset
 from models.emotions import EMOTIONS
 

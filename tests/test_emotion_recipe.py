@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from models.config import ModelConfig
-from models.corpus import main as corpus_main
-from models.corpus import read_exclusions, text_key
+from realtime.corpus import main as corpus_main
+from realtime.corpus import read_exclusions, text_key
 from models.data import DataError, load_dataset
 from models.dmd import DMD
 
@@ -110,7 +110,7 @@ def test_evaluation_sentences_never_reach_the_corpus_and_a_cached_part_follows_i
 
 
 def test_speed_perturbation_changes_duration_and_pitch_together():
-    from models.corpus import _speed
+    from realtime.corpus import _speed
 
     rate = 16000
     t = np.arange(rate) / rate
@@ -123,7 +123,7 @@ def test_speed_perturbation_changes_duration_and_pitch_together():
 
 @pytest.mark.slow
 def test_voice_augmentation_adds_new_voices_for_training_speakers_only(tmp_path):
-    from models.corpus import extract_voice
+    from realtime.corpus import extract_voice
     from realtime.featureset import FeatureSpec
     from realtime.synth_media import speak, write_wav
 
@@ -243,7 +243,7 @@ def test_a_bystander_channel_gets_no_loss_from_the_pairs_label():
 
 
 def test_rated_sentences_near_zero_teach_neutral_only_when_asked():
-    from models.corpus import RATING_TO_MOSI, Part, assemble
+    from realtime.corpus import RATING_TO_MOSI, Part, assemble
     from models.emotions import EMOTIONS
     from realtime.featureset import FeatureSpec
 

@@ -30,7 +30,7 @@ def test_every_error_a_user_can_fix_is_a_user_error():
 def test_extraction_names_a_missing_model_before_any_clip(tmp_path, capsys, workers):
     """A worker pool whose initializer fails restarts its workers for ever: the models are
     checked in the calling process first."""
-    from models.extract import main
+    from realtime.extract import main
 
     clips = tmp_path / "clips"
     clips.mkdir()

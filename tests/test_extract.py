@@ -49,8 +49,8 @@ def layout(tmp_path):
 
 
 def extract_main(capsys, *args):
-    """python -m models.extract in this process (for its argument and label checks): (code, stderr)."""
-    from models.extract import main
+    """python -m realtime.extract in this process (for its argument and label checks): (code, stderr)."""
+    from realtime.extract import main
 
     capsys.readouterr()
     code = main([str(a) for a in args])
@@ -59,7 +59,7 @@ def extract_main(capsys, *args):
 
 @pytest.fixture(scope="module")
 def extraction(extraction_run):
-    """python -m models.extract on the corpus, killed (SIGKILL) once 3 clips are cached, then
+    """python -m realtime.extract on the corpus, killed (SIGKILL) once 3 clips are cached, then
     run again to the end: one extraction serves the resume test and the round trip."""
     return extraction_run[2:]
 
@@ -103,7 +103,7 @@ def test_extract_train_evaluate_serve(corpus, extraction, tmp_path, capsys, capl
 
 
 def test_split_by_speaker_without_a_split_column(layout):
-    from models.extract import assign_splits, read_labels
+    from realtime.extract import assign_splits, read_labels
 
     clips, labels = layout
     rows = list(csv.reader(labels.read_text().splitlines()))
@@ -155,7 +155,7 @@ def test_empty_folder(tmp_path, capsys):
 
 def test_mmsa_raw_layout(tmp_path):
     """label.csv as MMSA ships it: clips at DIR/<video_id>/<clip_id>.mp4, splits from 'mode'."""
-    from models.extract import assign_splits, read_labels
+    from realtime.extract import assign_splits, read_labels
 
     for vid, clip in (("vidA", "1"), ("vidA", "2"), ("vidB", "1")):
         (tmp_path / vid).mkdir(exist_ok=True)

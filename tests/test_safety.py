@@ -242,7 +242,7 @@ def test_records_never_hold_nan_or_infinity(tmp_path):
 
 # ---- 6. no code from data ------------------------------------------------------------------
 def test_the_extraction_cache_never_unpickles(tmp_path):
-    from models.extract import read_cache, write_cache
+    from realtime.extract import read_cache, write_cache
 
     entry = tmp_path / "entry.npz"
     features = {"text": np.zeros((3, 4), np.float32), "text_mask": np.ones(3, np.float32),
@@ -258,7 +258,7 @@ def test_the_extraction_cache_never_unpickles(tmp_path):
 
 
 def test_extract_writes_npz_only(tmp_path, capsys):
-    from models.extract import main
+    from realtime.extract import main
 
     (tmp_path / "v").mkdir()
     labels = tmp_path / "l.csv"
@@ -347,7 +347,7 @@ def test_train_options_are_checked_before_training(synthetic_pickle, tmp_path, c
 
 
 def test_labels_that_are_not_utf8_are_one_line(tmp_path, capsys):
-    from models.extract import main
+    from realtime.extract import main
 
     (tmp_path / "v").mkdir()
     labels = tmp_path / "l.csv"
@@ -419,7 +419,7 @@ def test_help_describes_every_option_of_every_command(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "tools"))
     monkeypatch.setattr(sys, "argv", ["x"])
     commands = {name: importlib.import_module(name).main for name in (
-        "realtime.cli", "gui.__main__", "models.train", "models.evaluate", "models.extract", "models.corpus",
+        "realtime.cli", "gui.__main__", "models.train", "models.evaluate", "realtime.extract", "realtime.corpus",
         "models.synthetic", "bench.__main__", "bench.missing_rates", "bench.emotions", "init_checkpoint",
         "build_default_model")}
     for name, main in commands.items():
@@ -427,8 +427,8 @@ def test_help_describes_every_option_of_every_command(monkeypatch):
         undescribed = [a.option_strings or a.dest for a in parser._actions if not a.help]
         assert not undescribed, f"{name}: {undescribed}"
         text = parser.format_help()
-        if name in ("realtime.cli", "models.train", "models.evaluate", "models.extract", "models.synthetic",
-                    "bench.__main__", "gui.__main__", "models.corpus", "bench.emotions", "build_default_model"):
+        if name in ("realtime.cli", "models.train", "models.evaluate", "realtime.extract", "models.synthetic",
+                    "bench.__main__", "gui.__main__", "realtime.corpus", "bench.emotions", "build_default_model"):
             assert "exit codes" in text, name
 
 

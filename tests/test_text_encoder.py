@@ -69,7 +69,7 @@ def test_a_model_folder_of_another_width_is_refused_in_one_line():
 
 
 def test_the_extraction_cache_is_kept_apart_per_encoder(tmp_path):
-    from models.extract import Clip, cache_path
+    from realtime.extract import Clip, cache_path
 
     clip_file = tmp_path / "a.mp4"
     clip_file.write_bytes(b"x")
@@ -78,7 +78,7 @@ def test_the_extraction_cache_is_kept_apart_per_encoder(tmp_path):
 
 
 def test_an_unknown_encoder_on_the_command_line_is_a_usage_error(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "models.corpus", "--out", str(tmp_path / "c.npz"), "--texts",
+    proc = subprocess.run([sys.executable, "-m", "realtime.corpus", "--out", str(tmp_path / "c.npz"), "--texts",
                            str(tmp_path), "--text-encoder", "glove"], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 2 and "invalid choice: 'glove'" in proc.stderr

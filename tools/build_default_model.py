@@ -4,7 +4,7 @@
         --texts GoEmotions/data/ekman/ --sentences ../shared/data/human_rated_sentences \
         [--work runs/default] [--pairs 3000] [--epochs 12] [--seed 0] [--install realtime/assets/default]
 
-1. builds the corpus with ``models.corpus`` (the live extractors; each source gives the
+1. builds the corpus with ``realtime.corpus`` (the live extractors; each source gives the
    channel it has, the others absent);
 2. optionally adds ``--pairs`` complete training samples, each joining a face, a voice and a
    sentence of the same emotion from different corpora (so the teacher sees all three
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="seed of pairing and training only (default: --seed): the spread over training runs "
                              "on one corpus, whose extracted parts are reused")
     args = parser.parse_args(argv)
-    if not 0.0 <= args.bystanders <= 1.0:  # the corpus options are checked by models.corpus
+    if not 0.0 <= args.bystanders <= 1.0:  # the corpus options are checked by realtime.corpus
         parser.error("--bystanders must be within [0, 1]")
     for name in ("pairs", "epochs", "epoch_samples", "valid_samples", "batch_size", "threads"):
         if getattr(args, name) < (0 if name == "pairs" else 1):
@@ -208,8 +208,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from models.checkpoint import save_checkpoint
     from models.config import TrainConfig, load_preset
-    from models.corpus import build_parser as corpus_parser
-    from models.corpus import main as corpus_main
+    from realtime.corpus import build_parser as corpus_parser
+    from realtime.corpus import main as corpus_main
     from models.data import load_dataset
     from models.train import feature_set_of, fit, model_config_for
 
