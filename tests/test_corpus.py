@@ -6,9 +6,9 @@ import logging
 import numpy as np
 import pytest
 
-from realtime.corpus import main as corpus_main
 from models.data import DataError, load_dataset
 from models.emotions import EMOTIONS
+from realtime.corpus import main as corpus_main
 
 
 def _face_images(folder, image, centre):

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from models.config import ModelConfig
-from realtime.corpus import main as corpus_main
-from realtime.corpus import read_exclusions, text_key
 from models.data import DataError, load_dataset
 from models.dmd import DMD
+from realtime.corpus import main as corpus_main
+from realtime.corpus import read_exclusions, text_key
 
 DIMS = {"L": 6, "A": 4, "V": 5}
 STEPS = {"L": 8, "A": 10, "V": 9}
@@ -243,8 +243,8 @@ def test_a_bystander_channel_gets_no_loss_from_the_pairs_label():
 
 
 def test_rated_sentences_near_zero_teach_neutral_only_when_asked():
-    from realtime.corpus import RATING_TO_MOSI, Part, assemble
     from models.emotions import EMOTIONS
+    from realtime.corpus import RATING_TO_MOSI, Part, assemble
     from realtime.featureset import FeatureSpec
 
     spec = FeatureSpec()

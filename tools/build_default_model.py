@@ -208,10 +208,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from models.checkpoint import save_checkpoint
     from models.config import TrainConfig, load_preset
-    from realtime.corpus import build_parser as corpus_parser
-    from realtime.corpus import main as corpus_main
     from models.data import load_dataset
     from models.train import feature_set_of, fit, model_config_for
+    from realtime.corpus import build_parser as corpus_parser
+    from realtime.corpus import main as corpus_main
 
     torch.set_flush_denormal(True)
     # one thread: the model is small and op-bound, and on a busy small machine a second thread
