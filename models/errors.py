@@ -16,3 +16,7 @@ class UserError(Exception):
 
 class UsageError(UserError, ValueError):
     """A bad option or combination of options."""
+
+
+class ModelNotFoundError(UserError, RuntimeError):
+    """A model file (face landmarker, Whisper, the words' encoder) neither given nor installed."""

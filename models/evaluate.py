@@ -21,8 +21,9 @@ from models import safejson
 from models.checkpoint import load_checkpoint
 from models.corrkd import SUBSETS
 from models.data import PICKLE_NOTE, load_dataset
+from models.device import resolve_device
 from models.errors import UsageError, UserError
-from models.loop import evaluate, resolve_device
+from models.loop import evaluate
 
 
 def run(args: argparse.Namespace) -> int:

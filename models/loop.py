@@ -1,4 +1,4 @@
-"""Batching, device choice and prediction over dataset splits (shared by train and evaluate)."""
+"""Batching and prediction over dataset splits (shared by train and evaluate)."""
 
 from __future__ import annotations
 
@@ -11,25 +11,7 @@ import torch
 from models.config import MODALITIES
 from models.corrkd import drop_missing, keep_subset
 from models.data import Split
-from models.errors import UserError
 from models.metrics import classification_metrics, regression_metrics
-
-
-class DeviceError(UserError, ValueError):
-    """The requested device cannot be used."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda if available else cpu; 'cuda' without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise DeviceError(f"--device {name}: no CUDA GPU is available (use --device cpu or auto)")
-        return torch.device(name)
-    raise DeviceError(f"unknown device {name!r}: use auto, cpu or cuda")
 
 
 @dataclass

@@ -40,6 +40,7 @@ from models.checkpoint import Checkpoint, config_problem, load_checkpoint, save_
 from models.config import ARCHITECTURES, ModelConfig, TrainConfig, load_preset
 from models.corrkd import corrkd_losses, drop_missing
 from models.data import Dataset, load_dataset
+from models.device import resolve_device
 from models.dhmd import network_for
 from models.distributed import (
     RESUME_DIR,
@@ -66,7 +67,7 @@ from models.distributed import (
 )
 from models.dmd import DMD
 from models.errors import UsageError, UserError
-from models.loop import batches, evaluate, resolve_device
+from models.loop import batches, evaluate
 from models.losses import dmd_losses
 
 logger = logging.getLogger(__name__)

@@ -190,7 +190,7 @@ def load_components(args: argparse.Namespace, live: bool = False) -> Components:
     """Load the checkpoint, the extractors and warm them up before the clock starts."""
     import torch
 
-    from models.loop import resolve_device
+    from models.device import resolve_device
     from realtime.engine import InferenceEngine, find_checkpoint
     from realtime.features.acoustic import AcousticExtractor
     from realtime.features.face import FaceExtractor, FaceOptions

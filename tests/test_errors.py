@@ -11,10 +11,9 @@ from models.errors import UserError
 def test_every_error_a_user_can_fix_is_a_user_error():
     from models.checkpoint import CheckpointError
     from models.data import DataError
-    from models.errors import UsageError
-    from models.loop import DeviceError
+    from models.device import DeviceError
+    from models.errors import ModelNotFoundError, UsageError
     from realtime.cli import UsageError as CliUsageError
-    from realtime.features.face import ModelNotFoundError
     from realtime.outputs import OutputError
     from realtime.plot import PlotError
     from realtime.sources.file import MediaError

@@ -235,7 +235,7 @@ def test_microphone_that_stalls_becomes_missing_audio(components):
 def test_cuda_asked_without_a_gpu_and_auto_falls_back(tmp_path, capsys, caplog):
     import torch
 
-    from models.loop import resolve_device
+    from models.device import resolve_device
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")

