@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None, ignore_unknown: bool = False) -> int:
         print("error: no display to open the window on (DISPLAY is not set); use --screenshot PATH, "
               "or python -m realtime for headless runs", file=sys.stderr)
         return 2
+    from PyQt6 import sip
     from PyQt6.QtWidgets import QApplication
 
     from gui.session import SessionOptions
@@ -98,6 +99,20 @@ def main(argv: list[str] | None = None, ignore_unknown: bool = False) -> int:
                           device=args.device, face_model=args.face_model, whisper_model=args.whisper_model,
                           text_model=args.text_model)
     window = MainWindow(base)
+    try:
+        return _run(app, window, args)
+    finally:
+        # Stop the run's threads and close the models now, not in finalizers at exit; then
+        # delete the window while the QApplication still exists. Left to the interpreter, the
+        # window (kept alive by its screenshot slot's reference cycle) went in the exit's
+        # final garbage collection, after the QApplication: exits took over 10 s on 2 busy
+        # cores, or crashed with SIGSEGV.
+        window.session.close()
+        sip.delete(window)
+
+
+def _run(app, window, args: argparse.Namespace) -> int:
+    """Show the window, start its run if a source is given, and run Qt's loop until it closes."""
     if args.record:
         window.record_to(args.record)
         if window.recorder is None:
@@ -121,13 +136,8 @@ def main(argv: list[str] | None = None, ignore_unknown: bool = False) -> int:
         window.screenshot_when(args.after, args.screenshot)
     if args.source:
         window.start()
-    try:
-        app.exec()
-    finally:
-        # stop the run's threads and close the models now, not in finalizers at exit
-        window.session.close()
+    app.exec()
     return result["code"]
-
 
 if __name__ == "__main__":
     sys.exit(main())
