@@ -139,5 +139,6 @@ def _run(app, window, args: argparse.Namespace) -> int:
     app.exec()
     return result["code"]
 
+
 if __name__ == "__main__":
     sys.exit(main())

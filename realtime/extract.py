@@ -3,7 +3,7 @@
     python -m realtime.extract --videos DIR --labels FILE --out features.npz [--workers N]
 
 The features come from ``realtime``'s workers (MediaPipe face, librosa acoustics,
-faster-whisper words, MiniLM tokens): the very code the live pipeline runs. Each clip
+faster-whisper words, the words' encoder the feature set names): the very code the live pipeline runs. Each clip
 gives one window of the live feature set, centred on its speech.
 
 Label layouts:
