@@ -2,8 +2,9 @@
 
 Threads live only here, at the edges: one per source, one per feature worker (face,
 acoustics, speech), joined by bounded queues; the thread that calls ``run`` (the CLI's
-main thread, the GUI's session thread) assembles windows, runs the model and writes records. File mode never drops and closes a window only when every
-stream has passed its end (deterministic). Live mode drops the oldest frames under load
+main thread, the GUI's session thread) assembles windows, runs the model and writes
+records. File mode never drops and closes a window only when every stream has passed its
+end (deterministic). Live mode drops the oldest frames under load
 (counted), closes windows on time, and keeps going when a device or worker fails: that
 modality becomes missing, with one warning.
 """
