@@ -98,3 +98,7 @@ def test_repeated_word_lists_are_embedded_once_and_the_memory_is_bounded():
     embedder.CACHE = 2
     embedder.embed_many([["one"], ["two"], ["three"]])
     assert len(embedder._cache) == 2
+    # a remembered list asked for after new ones in one batch, whose remembering evicts it
+    old = embedder.embed_many([["two"]])[0]
+    mixed, _ = embedder.embed_many([["four"], ["five"], ["two"]])
+    assert np.array_equal(mixed[2], old[0]) and len(embedder._cache) == 2

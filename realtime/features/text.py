@@ -210,9 +210,12 @@ class TextEmbedder:
                 if len(tokens) > steps:  # keep the start token and the most recent pieces with the end token
                     tokens = np.concatenate([tokens[:1], tokens[-(steps - 1):]])
                 fresh[key] = tokens.copy()
+        # every list's tokens before any is remembered: remembering evicts the oldest lists,
+        # and one of them may still be wanted further down this same batch
+        known = {key: fresh[key] if key in fresh else self._cache[key] for key in set(keys) if key}
         for i, key in enumerate(keys):
             if key:
-                tokens = fresh[key] if key in fresh else self._cache[key]
+                tokens = known[key]
                 self._remember(key, tokens)
                 out[i, : len(tokens)] = tokens
                 mask[i, : len(tokens)] = 1.0
