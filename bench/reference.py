@@ -113,7 +113,7 @@ def compare(root: Path | None, threads: int = 2, rounds: int = 7, batches: tuple
             "ours_eager": lambda x=x, masks=masks: ours(x, masks).sentiment,
             "ours": lambda x=x, masks=masks: fast(x, masks).sentiment,
         }
-        repeat = max(3, 60 // n)
+        repeat = max(1, 30 // n)
         times = {name: [] for name in calls}
         with torch.inference_mode():
             for call in calls.values():  # warm-up
