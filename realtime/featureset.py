@@ -32,7 +32,7 @@ class FeatureSpec:
     text_encoder: str = DEFAULT_TEXT_ENCODER
     """Which sentence-transformer embeds the words (realtime.features.text.ENCODERS)."""
     text_context: int = DEFAULT_TEXT_CONTEXT
-    """Words of the same utterance before a window that the encoder reads with the window's
+    """Words of the same sentence before a window that the encoder reads with the window's
     words (realtime.windows.utterance_context). Feature sets that name none read 0: only
     the window's words, as before."""
 

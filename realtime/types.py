@@ -91,7 +91,7 @@ class Window:
     audio_mask: np.ndarray  # (S_A,)
     words: list[Word] = field(default_factory=list)
     context: list[Word] = field(default_factory=list)
-    """Words of the same utterance just before the window, read with its words (not in it)."""
+    """Words of the same sentence just before the window, read with its words (not in it)."""
     landmarks: np.ndarray | None = None
     """The latest face landmarks inside the window, for the GUI."""
 

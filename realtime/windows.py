@@ -5,9 +5,9 @@ timestamps and no sleeps. Windows cover [t_end - window, t_end) and end at windo
 window + hop, window + 2 hop, ... Each stream is resampled to a fixed number of steps:
 a step holds the mean of the samples that fall in it, and its mask is 1 when it has one.
 Words belong to the windows that contain their middle. A window also carries, as
-``context``, up to ``text_context`` words of the same utterance said before it (no pause
-longer than ``UTTERANCE_PAUSE`` between them): the words' encoder reads the window's words
-in their sentence, as the corpora's whole sentences were read in training.
+``context``, up to ``text_context`` words of the same sentence said before it (no sentence
+end, no pause longer than ``UTTERANCE_PAUSE``, between them): the words' encoder reads the
+window's words in their sentence, as the corpora's whole sentences were read in training.
 
 File mode calls ``step()``: a window is closed only once every open stream has passed
 its end (deterministic output). Live mode calls ``step(until=now)``: windows close on
@@ -54,7 +54,7 @@ class WindowSpec:
     face_dim: int = FACE_DIM
     audio_dim: int = ACOUSTIC_DIM
     text_context: int = 0
-    """Words of the same utterance before a window that it carries as context (0: none)."""
+    """Words of the same sentence before a window that it carries as context (0: none)."""
 
     def __post_init__(self) -> None:
         # inf and nan pass "> 0" checks one way or the other: an infinite hop made flush()
@@ -69,13 +69,20 @@ class WindowSpec:
             raise ValueError(f"text_context must be 0 or more words, got {self.text_context}")
 
 
+SENTENCE_END = (".", "!", "?", "…")
+"""A word ending so (as the recogniser punctuates) ends its sentence: the next sentence's
+windows do not read it as their context."""
+
+
 def utterance_context(earlier: list[Word], first: Word, limit: int) -> list[Word]:
     """The last ``limit`` words of ``earlier`` (sorted by time) that lead up to ``first``
-    without a pause longer than ``UTTERANCE_PAUSE``: the start of ``first``'s utterance."""
+    within its sentence: no sentence end and no pause longer than ``UTTERANCE_PAUSE``
+    between them."""
     out: list[Word] = []
     following = first
     for word in reversed(earlier):
-        if len(out) >= limit or following.start - word.end > UTTERANCE_PAUSE:
+        if (len(out) >= limit or following.start - word.end > UTTERANCE_PAUSE
+                or word.text.rstrip("\"')»”").endswith(SENTENCE_END)):
             break
         out.append(word)
         following = word

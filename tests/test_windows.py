@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from realtime.types import AcousticFrame, FaceFrame, Word
-from realtime.windows import UTTERANCE_PAUSE, WindowAssembler, WindowSpec, resample
+from realtime.windows import UTTERANCE_PAUSE, WindowAssembler, WindowSpec, resample, utterance_context
 
 SPEC = WindowSpec(window=2.0, hop=0.5, face_steps=8, audio_steps=10, face_dim=3, audio_dim=2)
 
@@ -76,6 +76,20 @@ def test_a_window_reads_its_words_in_their_utterance():
         seen += bool(context)
     assert seen >= 4  # windows inside both utterances had context
     assert all(w.context == [] for w in plain)  # text_context 0: the window's words only
+
+
+def test_context_is_the_sentence_so_far():
+    def said(t, text):
+        return Word(t, t + 0.2, text)
+
+    earlier = [said(0.0, "I"), said(0.3, "hated"), said(0.6, "it."), said(0.9, "But"), said(1.2, "then")]
+    now = said(1.5, "it")
+    assert [w.text for w in utterance_context(earlier, now, 10)] == ["But", "then"]  # not the last sentence
+    assert [w.text for w in utterance_context(earlier, now, 1)] == ["then"]
+    assert utterance_context(earlier, said(1.4 + UTTERANCE_PAUSE + 0.1, "Later"), 10) == []  # after a pause
+    for end in ("Wow!", "Really?", '"No."', "so…"):
+        assert utterance_context([said(0.0, "a"), said(0.3, end)], said(0.6, "b"), 10) == []
+    assert [w.text for w in utterance_context([said(0.0, "Dr"), said(0.3, "no,")], now, 10)] == ["Dr", "no,"]
 
 
 def test_masks_follow_the_data():
