@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             results["long"] = e2e.file_pipeline(e2e.long_video(args.minutes, args.cache), args.device)
         elif part == "soak":
             from bench.soak import soak
-            from realtime.cli import component_args, load_components
+            from realtime.service import component_args, load_components
 
             with load_components(component_args(device=args.device)) as comps:
                 results["soak"] = soak(comps, args.soak_minutes, args.cache)

@@ -28,7 +28,7 @@ def rss_mb() -> float:
 
 
 def soak(components, minutes: float, cache: Path) -> dict:
-    """Run the stream through the pipeline with ``components`` (see realtime.cli); figures."""
+    """Run the stream through the pipeline with ``components`` (see realtime.service); figures."""
     from bench.e2e import long_video
     from realtime.features.speech import ASROptions, StreamingTranscriber
     from realtime.pipeline import Pipeline, PipelineOptions

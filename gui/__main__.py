@@ -15,7 +15,7 @@ import argparse
 import os
 import sys
 
-from realtime.cli import (
+from realtime.service import (
     AFTER_MAX,
     Parser,
     UsageError,

@@ -223,7 +223,7 @@ class Session(QObject):
             self.finished.emit(summary)
 
     def _load(self, options: SessionOptions):
-        from realtime.cli import component_args, load_components, set_window
+        from realtime.service import component_args, load_components, set_window
 
         if self._components is None or self._components_key != options.models_key():
             if self._components is not None:  # other models asked for: close the old ones now
@@ -275,7 +275,7 @@ class Session(QObject):
         return summary
 
     def _live_feed(self, options: SessionOptions):
-        from realtime.cli import UsageError
+        from realtime.service import UsageError
         from realtime.sources.live import make_live_feed, open_devices
 
         index = camera_index(options.source)

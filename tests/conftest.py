@@ -260,7 +260,7 @@ def with_checkpoint(components, checkpoint: Path):
 @pytest.fixture(scope="session")
 def components():
     """The default models on the CPU, loaded once per test session and closed after it."""
-    from realtime.cli import component_args, load_components
+    from realtime.service import component_args, load_components
 
     with load_components(component_args(device="cpu")) as loaded:
         yield loaded

