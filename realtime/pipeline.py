@@ -347,7 +347,13 @@ class Pipeline:
                     pending += self.assembler.step()
                     if len(pending) >= self.options.batch:
                         self._infer(pending, sinks, summary)
-            pending += self.assembler.flush(state.end_time)
+            if self._stopped_early():
+                # the window's stop in a file run: the windows every stream has passed are
+                # complete and kept; windows past them would read the streams whose workers
+                # stopped first as missing, and scoring them kept a stopped run busy for seconds
+                pending += self.assembler.step()
+            else:
+                pending += self.assembler.flush(state.end_time)
             self._infer(pending, sinks, summary)
         except KeyboardInterrupt:
             summary.interrupted = True
@@ -370,6 +376,10 @@ class Pipeline:
             summary.speech_lags_ms.extend(1000.0 * lag for lag in self.speech_lags)
         return summary
 
+    def _stopped_early(self) -> bool:
+        """A file run asked to stop (``stop``) before its media ended."""
+        return self.state.stop.is_set() and not self.options.live
+
     def _take(self, item, finished: set[str]) -> bool:
         """Feed one worker result to the assembler; True when the source has ended."""
         if isinstance(item, FaceFrame):
@@ -380,7 +390,8 @@ class Pipeline:
                 return True
             if item.final:
                 finished.add(item.stream)
-                self.assembler.close(item.stream)
+                if not self._stopped_early() or item.stream in self.state.failed:
+                    self.assembler.close(item.stream)  # stopped early, its progress stands
             else:
                 self.assembler.advance(item.stream, item.t)
         elif isinstance(item, list) and item and isinstance(item[0], AcousticFrame):

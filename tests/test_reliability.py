@@ -170,7 +170,7 @@ class FailingFace:
         return self.face(frame)
 
 
-def run_file_pipeline(components, path, sink_path, face=None, feed_error_at=None):
+def run_file_pipeline(components, path, sink_path, face=None, feed_error_at=None, stop_at=None):
     from realtime.features.speech import ASROptions, StreamingTranscriber
     from realtime.pipeline import Pipeline, PipelineOptions
     from realtime.sinks import JsonlSink, Summary
@@ -186,6 +186,9 @@ def run_file_pipeline(components, path, sink_path, face=None, feed_error_at=None
         for item in source:
             if feed_error_at is not None and getattr(item, "t", 0) > feed_error_at:
                 raise OSError("injected read error")
+            if stop_at is not None and getattr(item, "t", 0) > stop_at:
+                pipeline.stop()  # what the window's stop button does
+                return
             pipeline.route(item)
         pipeline.state.end_time = source.end_time
 
@@ -219,6 +222,22 @@ def test_a_source_that_fails_mid_run_keeps_what_was_read(components, tmp_path):
     records = read_records(out)
     assert records and 9.0 <= records[-1]["t_end"] <= 11.0
     assert len(summary.warnings) == 1 and "source failed" in summary.warnings[0]
+
+
+def test_a_file_run_stopped_early_keeps_its_complete_windows_as_the_full_run_has_them(components, example_run,
+                                                                                       tmp_path):
+    # a stop leaves each worker where it was: windows past the slowest stream would read the
+    # streams not yet processed as missing (and cost seconds to score after the stop)
+    full = {r["t_end"]: r for r in read_records(example_run[0])}
+    out = tmp_path / "r.jsonl"
+    summary, threads = run_file_pipeline(components, EXAMPLE, out, stop_at=12.0)
+    assert not threads and summary.warnings == []
+    records = read_records(out)
+    assert records and records[-1]["t_end"] <= 12.0 < max(full)
+    for r in records:
+        same = full[r["t_end"]]
+        assert r["modalities"] == same["modalities"] and r["words"] == same["words"], r["t_end"]
+        assert np.allclose(r["sentiment"], same["sentiment"], atol=1e-3)
 
 
 def test_microphone_that_stalls_becomes_missing_audio(components):
