@@ -170,7 +170,7 @@ class FailingFace:
         return self.face(frame)
 
 
-def run_file_pipeline(components, path, sink_path, face=None, feed_error_at=None, stop_at=None):
+def run_file_pipeline(components, path, sink_path, face=None, feed_error_at=None, stop_after=None):
     from realtime.features.speech import ASROptions, StreamingTranscriber
     from realtime.pipeline import Pipeline, PipelineOptions
     from realtime.sinks import JsonlSink, Summary
@@ -186,9 +186,6 @@ def run_file_pipeline(components, path, sink_path, face=None, feed_error_at=None
         for item in source:
             if feed_error_at is not None and getattr(item, "t", 0) > feed_error_at:
                 raise OSError("injected read error")
-            if stop_at is not None and getattr(item, "t", 0) > stop_at:
-                pipeline.stop()  # what the window's stop button does
-                return
             pipeline.route(item)
         pipeline.state.end_time = source.end_time
 
@@ -196,6 +193,8 @@ def run_file_pipeline(components, path, sink_path, face=None, feed_error_at=None
     try:
         with Pipeline(PipelineOptions(), components.engine, face or components.face, components.acoustic,
                       transcriber) as pipeline:
+            if stop_after is not None:  # what the window's stop button does, once it has shown a record
+                pipeline.on_estimate = lambda est: pipeline.stop() if est.t_end >= stop_after else None
             pipeline.run(feed, has_video=True, has_audio=True, sinks=[sink], summary=summary)
             threads = [t for t in pipeline._threads if t.is_alive()]
     finally:
@@ -230,10 +229,10 @@ def test_a_file_run_stopped_early_keeps_its_complete_windows_as_the_full_run_has
     # streams not yet processed as missing (and cost seconds to score after the stop)
     full = {r["t_end"]: r for r in read_records(example_run[0])}
     out = tmp_path / "r.jsonl"
-    summary, threads = run_file_pipeline(components, EXAMPLE, out, stop_at=12.0)
+    summary, threads = run_file_pipeline(components, EXAMPLE, out, stop_after=8.0)
     assert not threads and summary.warnings == []
     records = read_records(out)
-    assert records and records[-1]["t_end"] <= 12.0 < max(full)
+    assert records and records[-1]["t_end"] >= 8.0 and len(records) < len(full)
     for r in records:
         same = full[r["t_end"]]
         assert r["modalities"] == same["modalities"] and r["words"] == same["words"], r["t_end"]

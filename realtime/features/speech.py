@@ -100,6 +100,12 @@ def _context_model_class():
     return ContextWhisper
 
 
+WHISPER_SECONDS = 30.0
+"""What Whisper's encoder hears at most; audio beyond it in the buffer is not decoded."""
+MAX_NEW_TOKENS = 224
+"""Tokens one decoding step may write (Whisper's own default: half its 448-token context)."""
+
+
 def context_frames(seconds: float) -> int:
     """Encoder frames (100 per second) for a buffer: at least 2 s of padding, in 5 s steps, at most 30 s."""
     return min(3000, int(math.ceil((seconds + 2.0) / 5.0)) * 500)
@@ -241,9 +247,25 @@ class StreamingTranscriber:
             return []
         fresh = self._uncommitted(self._transcribe())
         self._new = 0
-        self._seen_until = self._buffer_end
+        # progress: the whole buffer, unless this pass wrote no word for a stretch of sound.
+        # Whisper sometimes skips seconds of speech (a repeat of its prompt, or the end of
+        # the buffer); a later pass writes them, and windows closed on a progress past them
+        # would lose them (37 of 260 words of the soak stream were)
+        start = max(self._t0, self.last_committed_end)
+        first = fresh[0].start if fresh else self._buffer_end
+        if first - start > 1.0 and self._sound_in(start, first):
+            heard = start
+        elif fresh and self._sound_in(fresh[-1].end, self._buffer_end):
+            heard = fresh[-1].end
+        else:
+            heard = self._buffer_end
+        self._seen_until = heard
         agreed, rest = agree(self._hypothesis, fresh)
-        if rest and self._silent_after(rest[-1].end):
+        # a hypothesis is committed unconfirmed when silence follows it, or when the buffer it
+        # holds back (the trim keeps its audio) would pass Whisper's 30 s at the next step:
+        # past them nothing is heard, no later pass confirms it, and the buffer grows for ever
+        held = self._buffer_end - rest[0].start + self.options.min_chunk if rest else 0.0
+        if rest and (self._silent_after(rest[-1].end) or held > WHISPER_SECONDS):
             agreed, rest = agreed + rest, []
         self._committed.extend(agreed)
         self._hypothesis = rest
@@ -258,6 +280,16 @@ class StreamingTranscriber:
         self._new = 0
         self._seen_until = self._buffer_end
         return rest
+
+    def _sound_in(self, a: float, b: float) -> bool:
+        """Whether any 0.1 s of the buffer between times ``a`` and ``b`` is above -40 dBFS."""
+        step = int(0.1 * AUDIO_RATE)
+        lo, hi = (max(0, int((t - self._t0) * AUDIO_RATE)) for t in (a + 0.1, b))
+        part = self._audio[lo:hi]
+        if len(part) < step:
+            return False
+        frames = part[: len(part) // step * step].reshape(-1, step)
+        return float(np.max(np.mean(frames ** 2, axis=1))) > 1e-4
 
     def _silent_after(self, t: float) -> bool:
         """Whether the buffer holds ``silence_commit`` seconds of silence after time ``t``:
@@ -303,7 +335,8 @@ class StreamingTranscriber:
             initial_prompt=prompt, without_timestamps=False,
             # one greedy pass with a bounded output: the default temperature fallback can
             # decode six times over (seconds) on a hallucinating buffer, stalling the stream
-            temperature=0.0, max_new_tokens=int(8 * self.buffered) + 16,
+            # (at most half of Whisper's 448 tokens: the prompt takes up to 30 words of the rest)
+            temperature=0.0, max_new_tokens=min(int(8 * self.buffered) + 16, MAX_NEW_TOKENS),
         )
         out = []
         end = self._buffer_end
