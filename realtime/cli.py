@@ -19,26 +19,20 @@ import time
 from pathlib import Path
 
 from models.errors import UsageError, UserError
-from realtime.service import (  # noqa: F401  (names older callers import from realtime.cli)
-    AFTER_MAX,
+from realtime.service import (
     DURATION_MAX,
     EXIT_BAD_INPUT,
-    EXIT_BUG,
     EXIT_CODES,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_SOME_FAILED,
-    HOP_RANGE,
-    WINDOW_RANGE,
     Components,
     Parser,
     add_model_options,
     check_model_options,
-    component_args,
     load_components,
     prog_name,
     seconds_option,
-    set_window,
     version_string,
 )
 from realtime.sources.live import camera_index

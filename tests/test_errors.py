@@ -13,9 +13,9 @@ def test_every_error_a_user_can_fix_is_a_user_error():
     from models.data import DataError
     from models.device import DeviceError
     from models.errors import ModelNotFoundError, UsageError
-    from realtime.cli import UsageError as CliUsageError
     from realtime.outputs import OutputError
     from realtime.plot import PlotError
+    from realtime.service import UsageError as CliUsageError
     from realtime.sources.file import MediaError
 
     for kind in (CheckpointError, DataError, UsageError, DeviceError, ModelNotFoundError, OutputError, PlotError,

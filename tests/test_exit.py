@@ -74,7 +74,7 @@ def test_native_lines_are_filtered_and_ours_kept(capfd):
 
 def test_console_scripts_beside_python_m():
     """dmd-emotion and dmd-emotion-gui are installed beside the interpreter and say their version."""
-    from realtime.cli import version_string
+    from realtime.service import version_string
 
     folder = Path(sys.executable).parent
     for name in ("dmd-emotion", "dmd-emotion-gui"):

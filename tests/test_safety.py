@@ -482,7 +482,7 @@ NUMBERS = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_f
 @given(hop=NUMBERS, window=st.one_of(st.none(), NUMBERS))
 def test_any_float_gives_a_clean_exit_2_or_a_bounded_run_of_json_lines(hop, window, clips, small, tmp_path_factory,
                                                                        capsys, caplog):
-    from realtime.cli import HOP_RANGE, WINDOW_RANGE
+    from realtime.service import HOP_RANGE, WINDOW_RANGE
 
     out = tmp_path_factory.mktemp("prop") / "r.jsonl"
     args = ["--source", clips / "clip.wav", "--out", out, "--quiet", "--hop", repr(hop)]
