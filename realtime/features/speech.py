@@ -104,6 +104,13 @@ WHISPER_SECONDS = 30.0
 """What Whisper's encoder hears at most; audio beyond it in the buffer is not decoded."""
 MAX_NEW_TOKENS = 224
 """Tokens one decoding step may write (Whisper's own default: half its 448-token context)."""
+SILENCE_DBFS = -40.0
+"""Audio below this level (mean power, dB of full scale) holds no speech."""
+
+
+def _dbfs(samples: np.ndarray, axis: int | None = None):
+    """Mean power in dB of full scale (per row with ``axis=1``)."""
+    return 10 * np.log10(np.mean(samples ** 2, axis=axis) + 1e-12)
 
 
 def context_frames(seconds: float) -> int:
@@ -281,29 +288,30 @@ class StreamingTranscriber:
         self._seen_until = self._buffer_end
         return rest
 
+    def _index(self, t: float) -> int:
+        """The buffer's sample at time ``t`` plus 0.1 s (word ends are often a little early)."""
+        return max(0, int((t - self._t0 + 0.1) * AUDIO_RATE))
+
     def _sound_in(self, a: float, b: float) -> bool:
-        """Whether any 0.1 s of the buffer between times ``a`` and ``b`` is above -40 dBFS."""
+        """Whether any 0.1 s of the buffer between times ``a`` and ``b`` is above SILENCE_DBFS."""
         step = int(0.1 * AUDIO_RATE)
-        lo, hi = (max(0, int((t - self._t0) * AUDIO_RATE)) for t in (a + 0.1, b))
-        part = self._audio[lo:hi]
+        part = self._audio[self._index(a): max(0, int((b - self._t0) * AUDIO_RATE))]
         if len(part) < step:
             return False
         frames = part[: len(part) // step * step].reshape(-1, step)
-        return float(np.max(np.mean(frames ** 2, axis=1))) > 1e-4
+        return bool(np.max(_dbfs(frames, axis=1)) > SILENCE_DBFS)
 
     def _silent_after(self, t: float) -> bool:
         """Whether the buffer holds ``silence_commit`` seconds of silence after time ``t``:
-        20 dB under the speech before it, and under -40 dBFS."""
+        20 dB under the speech before it, and under SILENCE_DBFS."""
         wait = self.options.silence_commit
         if wait <= 0 or self._buffer_end - t < wait:
             return False
-        cut = int((t - self._t0 + 0.1) * AUDIO_RATE)  # word ends are often a little early
+        cut = self._index(t)
         tail, speech = self._audio[cut:], self._audio[max(0, cut - 2 * AUDIO_RATE): cut]
         if len(tail) < int(0.3 * AUDIO_RATE) or not len(speech):
             return False
-        level = 10 * np.log10(np.mean(tail ** 2) + 1e-12)
-        speech_level = 10 * np.log10(np.mean(speech ** 2) + 1e-12)
-        return level < min(-40.0, speech_level - 20.0)
+        return _dbfs(tail) < min(SILENCE_DBFS, _dbfs(speech) - 20.0)
 
     @property
     def _buffer_end(self) -> float:
