@@ -37,8 +37,15 @@ import torch.nn.functional as F
 
 from models.config import MODALITIES
 from models.dmd import DMD
-from models.graph_distill import EDGES, GDUnit, edge_mask
-from models.layers import AttentionEncoder, ResidualHead, masked_max, masked_mean, sinusoidal_positions
+from models.graph_distill import EDGES, GDUnit, edge_weights
+from models.layers import (
+    AttentionEncoder,
+    ResidualHead,
+    key_padding,
+    masked_max,
+    masked_mean,
+    sinusoidal_positions,
+)
 
 PAD_LIMIT = 2.0
 """Group encoders of different lengths only while the padded work stays under this many
@@ -337,9 +344,7 @@ def _pad(x: torch.Tensor, steps: int) -> torch.Tensor:
 def _allowed(mask: torch.Tensor, steps: int) -> torch.Tensor:
     """(B, steps) bool: the keys a query may attend to (models.layers.key_padding, inverted:
     the present steps, or every real step of a row with none present; never padding)."""
-    present = mask > 0
-    present = present | ~present.any(dim=1, keepdim=True)
-    return _pad(present, steps)
+    return _pad(~key_padding(mask), steps)
 
 
 def _head(head: ResidualHead, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -361,10 +366,7 @@ def _edges(gd: GDUnit, logits: dict[str, torch.Tensor], reprs: dict[str, torch.T
     as_student = torch.matmul(z, w[0, :half])  # (B, 3)
     as_teacher = torch.matmul(z, w[0, half:])
     scores = as_student[:, _STUDENT] + as_teacher[:, _TEACHER] + gd.W_edge.bias  # (B, 6)
-    valid = edge_mask(present)
-    scores = (scores * gd.alpha).masked_fill(~valid, float("-inf"))
-    scores = torch.where(valid.any(dim=1, keepdim=True), scores, torch.zeros_like(scores))
-    return F.softmax(scores, dim=1) * valid.to(scores.dtype)
+    return edge_weights(scores, present, gd.alpha)
 
 
 def _activations(dictionary, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

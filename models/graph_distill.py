@@ -88,11 +88,17 @@ class GDUnit(nn.Module):
         """
         z = {m: torch.cat([self.W_logit(logits[m]), self.W_repr(reprs[m])], dim=1) for m in MODALITIES}
         scores = torch.cat([self.W_edge(torch.cat([z[s], z[t]], dim=1)) for t, s in EDGES], dim=1)
-        valid = edge_mask(present)
-        scores = (scores * self.alpha).masked_fill(~valid, float("-inf"))
-        # a row with no valid edge would be softmax over nothing (NaN): give it zeros
-        scores = torch.where(valid.any(dim=1, keepdim=True), scores, torch.zeros_like(scores))
-        return F.softmax(scores, dim=1) * valid.to(scores.dtype)
+        return edge_weights(scores, present, self.alpha)
+
+
+def edge_weights(scores: torch.Tensor, present: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Edge scores (B, 6) in EDGES order -> weights: softmax of alpha x score over the edges
+    among present modalities, 0 on the others (a row with fewer than two present is all 0)."""
+    valid = edge_mask(present)
+    scores = (scores * alpha).masked_fill(~valid, float("-inf"))
+    # a row with no valid edge would be softmax over nothing (NaN): give it zeros
+    scores = torch.where(valid.any(dim=1, keepdim=True), scores, torch.zeros_like(scores))
+    return F.softmax(scores, dim=1) * valid.to(scores.dtype)
 
 
 def edge_mask(present: torch.Tensor) -> torch.Tensor:
