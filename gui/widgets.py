@@ -24,7 +24,6 @@ EDGE_STYLES = {name: (Qt.PenStyle.SolidLine if i % 2 == 0 else Qt.PenStyle.DashL
                for i, name in enumerate(sorted(EDGE_NAMES, key=lambda n: (n.split("->")[0], n)))}
 
 
-
 def _paint_title(painter: QPainter, widget: QWidget, title: str) -> QFont:
     """A white background and the widget's bold title centred along its top; the bold font."""
     painter.fillRect(widget.rect(), QColor(255, 255, 255))
@@ -34,6 +33,7 @@ def _paint_title(painter: QPainter, widget: QWidget, title: str) -> QFont:
     painter.setPen(QColor(30, 30, 30))
     painter.drawText(QRectF(0, 2, widget.width(), 18), Qt.AlignmentFlag.AlignHCenter, title)
     return font
+
 
 class VideoView(QWidget):
     """The newest analysed frame, scaled to fit, with the face landmarks drawn over it."""

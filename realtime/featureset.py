@@ -14,11 +14,11 @@ from realtime.features.text import DEFAULT_TEXT_ENCODER, ENCODERS, LEGACY_TEXT_E
 from realtime.windows import WindowSpec
 
 FEATURE_SET_NAME = "live-v2"
+"""live-v2: acoustic features standardised per stream (live-v1 used raw levels)."""
 DEFAULT_TEXT_CONTEXT = 32
 """Context words for new feature sets. Measured on the bench's never-seen spoken sentences
 (docs/MODEL_CARD.md): the words' valence reads better with the sentence so far than with
 the 4 s window's words alone."""
-"""live-v2: acoustic features standardised per stream (live-v1 used raw levels)."""
 
 
 @dataclass(frozen=True)
