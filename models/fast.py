@@ -320,8 +320,9 @@ matmul with a broadcast bias was about 1.5x slower than separate ones at batch 6
 
 
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """x (G, N, i) @ weight (G, i, o) + bias (G, 1, o), per group."""
-    if x.size(1) < BATCHED_ROWS or x.size(0) == 1:
+    """x (G, N, i) @ weight (G, i, o) + bias (G, 1, o), per group (on a GPU always one batched
+    matmul: one kernel, and autocast applies to it, not to out= variants)."""
+    if x.size(1) < BATCHED_ROWS or x.size(0) == 1 or x.is_cuda:
         return torch.baddbmm(bias, x, weight)
     out = x.new_empty(x.size(0), x.size(1), weight.size(2))
     for g in range(x.size(0)):

@@ -12,6 +12,7 @@ import torch
 
 from models.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from models.config import MODALITIES
+from models.device import check_precision, float32_convolutions
 from models.fast import FastDMD
 from models.graph_distill import EDGE_NAMES, EDGES
 from realtime.features.text import TextEmbedder
@@ -71,7 +72,9 @@ def find_checkpoint(path: str | None) -> Checkpoint:
 class InferenceEngine:
     """Runs the checkpoint (DMD or DHMD) on windows and turns outputs into Estimates."""
 
-    def __init__(self, checkpoint: Checkpoint, device: torch.device, text: TextEmbedder):
+    def __init__(self, checkpoint: Checkpoint, device: torch.device, text: TextEmbedder,
+                 precision: str = "float32"):
+        check_precision(precision, device)
         self.spec = FeatureSpec.from_checkpoint(checkpoint.feature_set)
         checkpoint.check_features(FEATURE_SET_NAME, self.spec.dims, self.spec.steps)
         if text.options.max_tokens != self.spec.text_tokens:
@@ -79,6 +82,7 @@ class InferenceEngine:
                                   f"the text embedder gives {text.options.max_tokens}")
         self.checkpoint = checkpoint
         self.device = device
+        self.precision = precision
         self.net = checkpoint.build(device)
         # serving reads a few of the forward's outputs: the inference-only forward computes
         # only those (no decoders, no reconstruction), several times faster at batch 1
@@ -97,6 +101,13 @@ class InferenceEngine:
         self([dummy, dummy])
         logger.info("DMD warm-up on %s took %.2f s", self.device, time.perf_counter() - started)
 
+    def _to_device(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """On a GPU the host tensors are pinned first, so the copies run asynchronously
+        (the forward waits for them on the same stream); on the CPU they are used as they are."""
+        if self.device.type != "cuda":
+            return tensors
+        return {m: v.pin_memory().to(self.device, non_blocking=True) for m, v in tensors.items()}
+
     @torch.inference_mode()
     def __call__(self, windows: list[Window]) -> list[Estimate]:
         if not windows:
@@ -112,8 +123,9 @@ class InferenceEngine:
             "A": torch.from_numpy(np.stack([w.audio_mask for w in windows])),
             "V": torch.from_numpy(np.stack([w.face_mask for w in windows])),
         }
-        out = self.forward({m: v.to(self.device) for m, v in inputs.items()},
-                           {m: v.to(self.device) for m, v in masks.items()})
+        with float32_convolutions(), torch.autocast("cuda", dtype=torch.bfloat16,
+                                                    enabled=self.precision == "bfloat16"):
+            out = self.forward(self._to_device(inputs), self._to_device(masks))
         sentiment = out.sentiment.float().clamp(-3, 3).cpu().numpy()
         edges_homo = out.edges_homo.float().cpu().numpy()
         edges_hetero = out.edges_hetero.float().cpu().numpy()

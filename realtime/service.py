@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from models.device import PRECISIONS
 from models.errors import UsageError, UserError  # noqa: F401  (front ends catch them from here)
 
 logger = logging.getLogger("realtime")
@@ -95,6 +96,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", help="checkpoint folder (model.safetensors + checkpoint.json; a training "
                                         "output folder serves its student; default: the bundled model)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto: a GPU if any)")
+    p.add_argument("--precision", choices=PRECISIONS, default="float32",
+                   help="what the model computes in: bfloat16 on a CUDA device only (default float32)")
     p.add_argument("--window", type=float, help=f"window seconds, {WINDOW_RANGE[0]:g} to {WINDOW_RANGE[1]:g} "
                                                 "(default: the checkpoint's)")
     p.add_argument("--hop", type=float, default=0.5,
@@ -117,10 +120,10 @@ def check_model_options(args: argparse.Namespace) -> None:
 
 def component_args(device: str = "auto", checkpoint: str | None = None, window: float | None = None,
                    face_model: str | None = None, whisper_model: str | None = None,
-                   text_model: str | None = None) -> argparse.Namespace:
+                   text_model: str | None = None, precision: str = "float32") -> argparse.Namespace:
     """What ``load_components`` reads, for callers without a command line (GUI, bench, tests)."""
     return argparse.Namespace(device=device, checkpoint=checkpoint, window=window, face_model=face_model,
-                              whisper_model=whisper_model, text_model=text_model)
+                              whisper_model=whisper_model, text_model=text_model, precision=precision)
 
 
 def load_components(args: argparse.Namespace, live: bool = False) -> Components:
@@ -144,7 +147,7 @@ def load_components(args: argparse.Namespace, live: bool = False) -> Components:
 
     spec = FeatureSpec.from_checkpoint(checkpoint.feature_set)
     text = TextEmbedder(spec.text_options(args.text_model), device=str(device))
-    engine = InferenceEngine(checkpoint, device, text)
+    engine = InferenceEngine(checkpoint, device, text, precision=args.precision)
     if args.window is not None:
         set_window(engine, args.window)
     engine.warm_up()

@@ -172,3 +172,46 @@ def _assert_close_tree(a, b):
         assert abs(a - b) <= TOLERANCE["atol"] + TOLERANCE["rtol"] * abs(b), (a, b)
     else:
         assert a == b
+
+
+GPU_TOLERANCE = {"float32": 1e-3, "bfloat16": 0.05}
+"""On a GPU, against the CPU's float32 (absolute): float32 with cuDNN's TF32 off, as the engine
+serves, differed by 1e-5 on an H100; bfloat16 (autocast) by up to 0.007 in valence and 0.004
+in a probability (docs/PERFORMANCE.md, GPU). bfloat16 moves the edge weights further (up to
+0.16 on these random features): they are held to float32 only."""
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+@pytest.mark.parametrize("batch", [3, 64])  # 64: more rows than BATCHED_ROWS per encoder
+def test_bundled_checkpoint_served_on_the_gpu_like_the_cpu(precision, batch):
+    """Serving's forward on CUDA, in each precision the engine offers, gives the CPU's
+    valence and emotion probabilities (and in float32 its edges), modalities and steps missing."""
+    from models.device import float32_convolutions
+
+    checkpoint = load_checkpoint(DEFAULT_CHECKPOINT)
+    cpu = checkpoint.build()
+    inputs, masks = make_batch(cpu.cfg, batch, seed=3)
+    with torch.inference_mode():
+        ref = FastDMD(cpu)(inputs, masks)
+        with float32_convolutions(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+            got = FastDMD(checkpoint.build("cuda"))({m: v.cuda() for m, v in inputs.items()},
+                                                    {m: v.cuda() for m, v in masks.items()})
+    tol = {"rtol": 0.0, "atol": GPU_TOLERANCE[precision]}
+    torch.testing.assert_close(got.sentiment.float().cpu(), ref.sentiment, **tol)
+    torch.testing.assert_close(torch.softmax(got.class_logits.float().cpu(), 1), torch.softmax(ref.class_logits, 1),
+                               **tol)
+    if precision == "float32":
+        torch.testing.assert_close(got.edges_homo.cpu(), ref.edges_homo, **tol)
+        torch.testing.assert_close(got.edges_hetero.cpu(), ref.edges_hetero, **tol)
+
+
+def test_float32_convolutions_restores_the_flags():
+    cudnn = torch.backends.cudnn
+    before = (cudnn.enabled, cudnn.benchmark, cudnn.deterministic, cudnn.allow_tf32)
+    from models.device import float32_convolutions
+
+    with float32_convolutions():
+        assert not cudnn.allow_tf32
+        assert (cudnn.enabled, cudnn.benchmark, cudnn.deterministic) == before[:3]
+    assert (cudnn.enabled, cudnn.benchmark, cudnn.deterministic, cudnn.allow_tf32) == before

@@ -263,6 +263,12 @@ def test_cuda_asked_without_a_gpu_and_auto_falls_back(tmp_path, capsys, caplog):
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith("error: ") and "no CUDA GPU" in lines[-1]
     assert not (tmp_path / "r.jsonl").exists()
+    # half precision is for a GPU: asked on the CPU, a one-line error before anything runs
+    proc = run_main(None, capsys, caplog, "--source", EXAMPLE, "--precision", "bfloat16", "--out", tmp_path / "r.jsonl")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and "CUDA device only" in lines[-1], lines[-1]
+    assert not (tmp_path / "r.jsonl").exists()
 
 
 def test_bad_checkpoints_give_one_line_errors(tmp_path, capsys, caplog):
