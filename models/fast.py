@@ -29,6 +29,7 @@ network's weights (serving never does). Training never goes through here.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -46,6 +47,8 @@ from models.layers import (
     masked_mean,
     sinusoidal_positions,
 )
+
+logger = logging.getLogger(__name__)
 
 PAD_LIMIT = 2.0
 """Group encoders of different lengths only while the padded work stays under this many
@@ -156,7 +159,10 @@ class _Stack:
             kv = _linear(kv_in, p["w_kv"], p["b_kv"])  # (G, B*T, 2d)
             q = q.view(G * B, T, h, hd).transpose(1, 2)
             k, v = kv.view(G * B, T, 2, h, hd).permute(2, 0, 3, 1, 4)
-            att = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)  # (G*B, h, T, hd)
+            if torch.jit.is_tracing():
+                att = _explicit_attention(q, k, v, allowed)
+            else:
+                att = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)  # (G*B, h, T, hd)
             att = att.transpose(1, 2).reshape(G, B * T, d)
             x = x + _linear(att, p["w_o"], p["b_o"])
             ff = _linear(self._norm(x, p["ln_ff"]), p["w_1"], p["b_1"]).relu_()
@@ -164,12 +170,21 @@ class _Stack:
         return self._norm(x, self.ln_out).view(G, B, T, d) * keep
 
 
+RUNTIMES = ("auto", "torch", "onnxruntime")
+"""Who runs a window alone (batch 1) on the CPU: "onnxruntime" (models/onnx_forward.py, the
+same graph without torch's per-operator cost), "torch", or "auto": ONNX Runtime where the
+network is float32 on the CPU and the export works, else torch. Batches of more than one
+window, and every GPU forward, always run in torch."""
+
+
 class FastDMD:
     """The inference-only forward of a built DMD or DHMD network (in eval mode)."""
 
-    def __init__(self, net: DMD):
+    def __init__(self, net: DMD, runtime: str = "auto"):
         if net.training:
             raise ValueError("FastDMD serves a network in eval mode: call net.eval() first")
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime {runtime!r}: use one of {', '.join(RUNTIMES)}")
         self.net = net
         cfg = net.cfg
         self.cfg = cfg
@@ -198,6 +213,17 @@ class FastDMD:
         self.groups_mem = [[0, 1, 2]] if _padding_ratio(steps) <= PAD_LIMIT else [[0], [1], [2]]
         self.stacks_mem = [_Stack([memories[i] for i in g], [False] * len(g)) for g in self.groups_mem]
         self._positions: dict[tuple, torch.Tensor] = {}
+        self.onnx = None  # models.onnx_forward.OnnxForward serving batch 1, or None
+        weight = net.proj["L"].weight
+        if runtime == "onnxruntime" or (runtime == "auto" and weight.device.type == "cpu"
+                                        and weight.dtype == torch.float32):
+            from models.onnx_forward import build_session
+
+            self.onnx, why = build_session(self._forward, net, ServingOutput)
+            if self.onnx is None:
+                if runtime == "onnxruntime":
+                    raise RuntimeError(f"cannot serve in ONNX Runtime: {why}")
+                logger.warning("batch-1 forward stays in torch (about 2x slower): %s", why)
 
     # -- helpers -------------------------------------------------------------------------
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -225,8 +251,10 @@ class FastDMD:
             allowed = torch.stack([_allowed(key_mask[i], T) for i in group])  # (G, B, T)
             keep = torch.stack([_pad(x_mask[i].unsqueeze(-1), T) for i in group]) > 0
             G, B = xs.shape[:2]
-            # every key allowed (all steps present, nothing padded): no mask, SDPA's fastest path
-            mask = None if bool(allowed.all()) else allowed.view(G * B, 1, 1, T)
+            # every key allowed (all steps present, nothing padded): no mask, SDPA's fastest path;
+            # a traced graph keeps the mask (the trace would freeze this data-dependent choice)
+            tracing = torch.jit.is_tracing()
+            mask = None if not tracing and bool(allowed.all()) else allowed.view(G * B, 1, 1, T)
             y = stack(xs, src, mask, keep.to(xs.dtype))
             for j, i in enumerate(group):
                 out[i] = y[j, :, : x[i].size(1)]
@@ -236,13 +264,20 @@ class FastDMD:
     @torch.inference_mode()
     def __call__(self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> ServingOutput:
         """inputs[m]: (B, T_m, dims[m]); masks[m]: (B, T_m), 1 present, 0 missing."""
-        net, cfg = self.net, self.cfg
+        cfg = self.cfg
         for m in MODALITIES:
             x = inputs[m]
             if x.dim() != 3 or x.size(1) != cfg.steps[m] or x.size(2) != cfg.dims[m]:
                 raise ValueError(
                     f"modality {m}: expected (batch, {cfg.steps[m]}, {cfg.dims[m]}), got {tuple(x.shape)}"
                 )
+        if self.onnx is not None and self.onnx.serves(inputs, masks):
+            return self.onnx(inputs, masks)
+        return self._forward(inputs, masks)
+
+    def _forward(self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> ServingOutput:
+        """The forward in torch (also what models.onnx_forward traces)."""
+        net, cfg = self.net, self.cfg
         dtype = inputs["L"].dtype
         masks = {m: masks[m].to(dtype) for m in MODALITIES}
         present = torch.stack([(masks[m].sum(1) > 0).to(dtype) for m in MODALITIES], dim=1)  # (B, 3)
@@ -322,12 +357,24 @@ matmul with a broadcast bias was about 1.5x slower than separate ones at batch 6
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """x (G, N, i) @ weight (G, i, o) + bias (G, 1, o), per group (on a GPU always one batched
     matmul: one kernel, and autocast applies to it, not to out= variants)."""
-    if x.size(1) < BATCHED_ROWS or x.size(0) == 1 or x.is_cuda:
+    if x.size(1) < BATCHED_ROWS or x.size(0) == 1 or x.is_cuda or torch.jit.is_tracing():
         return torch.baddbmm(bias, x, weight)
     out = x.new_empty(x.size(0), x.size(1), weight.size(2))
     for g in range(x.size(0)):
         torch.addmm(bias[g], x[g], weight[g], out=out[g])
     return out
+
+
+def _explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                        allowed: torch.Tensor | None) -> torch.Tensor:
+    """scaled_dot_product_attention written out, for a traced graph: the exporter's own
+    rendering of it broadcasts the mask to every score and guards against rows with no key
+    (three full-size Where nodes per layer); here the mask is a (N, 1, 1, S) additive bias,
+    and no row lacks a key (models.layers.key_padding)."""
+    scores = torch.matmul(q, k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))
+    if allowed is not None:
+        scores = scores + torch.zeros_like(allowed, dtype=q.dtype).masked_fill(~allowed, float("-inf"))
+    return torch.matmul(scores.softmax(-1), v)
 
 
 def _padding_ratio(lengths: list[int]) -> float:

@@ -59,10 +59,13 @@ def served(out) -> dict[str, torch.Tensor]:
     return got
 
 
-def assert_same(net, inputs, masks):
+def assert_same(net, inputs, masks, runtime="torch"):
+    forward = FastDMD(net, runtime=runtime)
+    if runtime == "onnxruntime":
+        assert forward.onnx.serves(inputs, masks), "this batch would not reach ONNX Runtime"
     with torch.inference_mode():
         eager = served(net(inputs, masks))
-        quick = served(FastDMD(net)(inputs, masks))
+        quick = served(forward(inputs, masks))
     assert eager.keys() == quick.keys()
     for name in eager:
         torch.testing.assert_close(quick[name], eager[name], **TOLERANCE, msg=lambda m, n=name: f"{n}: {m}")
@@ -84,11 +87,68 @@ def test_matches_eager(arch, pooling, steps, batch):
     assert_same(net, *make_batch(net.cfg, batch, seed=batch))
 
 
+@pytest.fixture(scope="module")
+def bundled_onnx():
+    """The bundled student and its ONNX Runtime forward, exported once for the module."""
+    net = load_checkpoint(DEFAULT_CHECKPOINT).build()
+    return net, FastDMD(net, runtime="onnxruntime")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("missing", ["complete", "steps", "no_L", "only_L", "none"])
+def test_onnxruntime_bundled_checkpoint(bundled_onnx, missing, seed):
+    """One window in ONNX Runtime (what live serving runs) gives the eager forward's outputs,
+    with all, some, or none of each modality's steps present (one export serves every mask)."""
+    net, forward = bundled_onnx
+    inputs, masks = make_batch(net.cfg, 1, seed=seed, missing=missing != "complete")
+    drop = {"no_L": "L", "only_L": "AV", "none": "LAV"}.get(missing, "")
+    for m in drop:
+        masks[m].zero_()
+    assert forward.onnx.serves(inputs, masks)
+    with torch.inference_mode():
+        eager, quick = served(net(inputs, masks)), served(forward(inputs, masks))
+    assert eager.keys() == quick.keys()
+    for name in eager:
+        torch.testing.assert_close(quick[name], eager[name], **TOLERANCE, msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("arch", ["dmd", "dhmd"])
+@pytest.mark.parametrize("pooling", ["flatten", "pool"])
+def test_onnxruntime_matches_eager(arch, pooling):
+    """ONNX Runtime on the other code paths: DHMD's activations, flattened heads, unequal steps."""
+    net = make_net(arch, (12, 20, 16), pooling)
+    assert_same(net, *make_batch(net.cfg, 1, seed=1), runtime="onnxruntime")
+
+
+def test_onnxruntime_serves_one_window_only():
+    """Batches of more than one window (and other dtypes) run in torch: same outputs either way."""
+    net = make_net("dmd")
+    forward = FastDMD(net)  # auto: ONNX Runtime for batch 1 here (CPU, float32)
+    assert forward.onnx is not None
+    inputs, masks = make_batch(net.cfg, 3)
+    assert not forward.onnx.serves(inputs, masks)
+    assert forward.onnx.serves({m: v[:1] for m, v in inputs.items()}, {m: v[:1] for m, v in masks.items()})
+    assert not forward.onnx.serves({m: v[:1].double() for m, v in inputs.items()}, masks)
+    with torch.inference_mode():
+        one = served(forward({m: v[1:2] for m, v in inputs.items()}, {m: v[1:2] for m, v in masks.items()}))
+        batch = served(forward(inputs, masks))
+    for name in one:
+        torch.testing.assert_close(one[name][0], batch[name][1], **TOLERANCE, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_runtime_choice():
+    net = make_net("dmd")
+    assert FastDMD(net, runtime="torch").onnx is None
+    with pytest.raises(ValueError, match="runtime"):
+        FastDMD(net, runtime="tensorrt")
+
+
 @pytest.mark.parametrize("arch", ["dmd", "dhmd"])
 def test_one_encoder_at_a_time(arch):
     """Step counts too unequal to pad into one stack: every encoder runs alone."""
     net = make_net(arch, steps=(4, 40, 6))
-    assert len(FastDMD(net).groups_d) == 9 and len(FastDMD(net).groups_mem) == 3
+    forward = FastDMD(net, runtime="torch")
+    assert len(forward.groups_d) == 9 and len(forward.groups_mem) == 3
     assert_same(net, *make_batch(net.cfg, 3))
 
 
@@ -110,7 +170,7 @@ def test_fast_forward_is_sensitive():
     (the V <- A crossmodal one, second layer) changes the served outputs beyond TOLERANCE."""
     net = make_net("dhmd")
     inputs, masks = make_batch(net.cfg, 4)
-    quick = FastDMD(net)
+    quick = FastDMD(net, runtime="torch")
     with torch.no_grad():
         net.cross["VA"].layers[-1].ff[0].weight.mul_(1.5)
     with torch.inference_mode():
