@@ -118,8 +118,9 @@ def text_ms_per_window(words_per_window: int = 12) -> dict:
 
 def dmd_forward(device: str = "cpu", threads: int | None = None, rounds: int = 7) -> dict:
     """The bundled DMD student alone (no text embedding): ms at batch 1, windows/s at batch 64,
-    for the forward serving uses (models.fast.FastDMD) and the eager training forward, timed in
-    alternation (rounds of each in turn), medians over the rounds."""
+    for the forward serving uses (models.fast.FastDMD: ONNX Runtime for one CPU window), the
+    same forward kept in torch, and the eager training forward, timed in alternation (rounds
+    of each in turn), medians over the rounds."""
     import torch
 
     from models.checkpoint import load_checkpoint
@@ -132,7 +133,8 @@ def dmd_forward(device: str = "cpu", threads: int | None = None, rounds: int = 7
     checkpoint = load_checkpoint(DEFAULT_CHECKPOINT)
     spec = FeatureSpec.from_checkpoint(checkpoint.feature_set)
     net = checkpoint.build(device)
-    fast = FastDMD(net)
+    fast = FastDMD(net)  # as the engine builds it: ONNX Runtime for one CPU window
+    fast_torch = FastDMD(net, runtime="torch")
     dev = torch.device(device)
 
     def batch(n: int):
@@ -144,6 +146,7 @@ def dmd_forward(device: str = "cpu", threads: int | None = None, rounds: int = 7
     def timed(n: int, repeat: int) -> dict[str, list[float]]:
         inputs, masks = batch(n)
         calls = {"serving": lambda: fast(inputs, masks).sentiment.cpu(),
+                 "serving_torch": lambda: fast_torch(inputs, masks).sentiment.cpu(),
                  "eager": lambda: net(inputs, masks).sentiment.cpu()}
         times: dict[str, list[float]] = {name: [] for name in calls}
         with torch.inference_mode():
@@ -154,7 +157,7 @@ def dmd_forward(device: str = "cpu", threads: int | None = None, rounds: int = 7
 
     one, b64 = timed(1, 30), timed(64, 2)
     out = {}
-    for name, key in (("serving", "dmd"), ("eager", "dmd_eager")):
+    for name, key in (("serving", "dmd"), ("serving_torch", "dmd_torch"), ("eager", "dmd_eager")):
         out[f"{key}_ms_batch1_{device}"] = round(statistics.median(one[name]), 2)
         out[f"{key}_ms_batch1_{device}_range"] = [round(min(one[name]), 2), round(max(one[name]), 2)]
         out[f"{key}_windows_per_s_batch64_{device}"] = round(64000.0 / statistics.median(b64[name]))

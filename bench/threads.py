@@ -1,7 +1,8 @@
 """How the bundled student's serving forward scales with CPU threads: windows per second at
 batch 1 and 64 for 1, 2, 4, ... threads, up to the machine's cores. Each thread count is
 timed in its own child process (torch's thread pool is fixed once it has run), medians
-over rounds."""
+over rounds; beside it (``torch_ms``) the same forward kept in torch, in alternation (one
+window is served by ONNX Runtime on one thread whatever the count: models/onnx_forward.py)."""
 
 from __future__ import annotations
 
@@ -49,25 +50,32 @@ def _measure(threads: int, batches: list[int], rounds: int) -> list[dict]:
     torch.set_num_threads(threads)
     checkpoint = load_checkpoint(DEFAULT_CHECKPOINT)
     spec = FeatureSpec.from_checkpoint(checkpoint.feature_set)
-    forward = FastDMD(checkpoint.build())
+    net = checkpoint.build()
+    # serving's forward as the engine builds it (one CPU window in ONNX Runtime) and the
+    # same forward kept in torch, timed in alternation
+    forwards = {"ms": FastDMD(net), "torch_ms": FastDMD(net, runtime="torch")}
     out = []
     for n in batches:
         g = torch.Generator().manual_seed(n)
         inputs = {m: torch.randn(n, spec.steps[m], spec.dims[m], generator=g) for m in ("L", "A", "V")}
         masks = {m: torch.ones(n, spec.steps[m]) for m in ("L", "A", "V")}
         repeat = max(2, 64 // n)
-        times = []
+        times: dict[str, list[float]] = {name: [] for name in forwards}
         with torch.inference_mode():
-            forward(inputs, masks)
+            for forward in forwards.values():
+                forward(inputs, masks)
             for _ in range(rounds):
-                started = time.perf_counter()
-                for _ in range(repeat):
-                    forward(inputs, masks)
-                times.append((time.perf_counter() - started) / repeat)
-        ms = 1000.0 * statistics.median(times)
-        out.append({"threads": torch.get_num_threads(), "batch": n, "ms": round(ms, 2),
-                    "ms_range": [round(1000.0 * min(times), 2), round(1000.0 * max(times), 2)],
-                    "windows_per_s": round(1000.0 * n / ms)})
+                for name, forward in forwards.items():
+                    started = time.perf_counter()
+                    for _ in range(repeat):
+                        forward(inputs, masks)
+                    times[name].append(1000.0 * (time.perf_counter() - started) / repeat)
+        row = {"threads": torch.get_num_threads(), "batch": n}
+        for name, t in times.items():
+            row[name] = round(statistics.median(t), 2)
+            row[f"{name}_range"] = [round(min(t), 2), round(max(t), 2)]
+        row["windows_per_s"] = round(1000.0 * n / row["ms"])
+        out.append(row)
     return out
 
 
