@@ -13,9 +13,17 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from models.device import PRECISIONS
 from models.errors import UsageError, UserError  # noqa: F401  (front ends catch them from here)
+
+if TYPE_CHECKING:  # torch, MediaPipe, librosa and CTranslate2 load with the models, not with this module
+    from faster_whisper import WhisperModel
+
+    from realtime.engine import InferenceEngine
+    from realtime.features.acoustic import AcousticExtractor
+    from realtime.features.face import FaceExtractor
 
 logger = logging.getLogger("realtime")
 
@@ -45,12 +53,15 @@ def seconds_option(name: str, value: float, low: float, high: float) -> None:
 
 @dataclass(frozen=True)
 class Components:
-    """Everything loaded once and shared by every file of a run."""
+    """Everything loaded once and shared by every file of a run (``load_components``);
+    ``realtime.run.build_run`` readies them for each run."""
 
-    engine: object
-    face: object
-    acoustic: object
-    whisper: object
+    engine: InferenceEngine
+    face: FaceExtractor
+    acoustic: AcousticExtractor
+    whisper: WhisperModel
+    """faster-whisper's model (``realtime.features.speech.load_whisper``); each run streams
+    through it with a transcriber of its own."""
 
     def close(self) -> None:
         """Release the models that hold native threads (the MediaPipe graph, CTranslate2's
