@@ -30,20 +30,15 @@ def rss_mb() -> float:
 def soak(components, minutes: float, cache: Path) -> dict:
     """Run the stream through the pipeline with ``components`` (see realtime.service); figures."""
     from bench.e2e import long_video
-    from realtime.features.speech import ASROptions, StreamingTranscriber
-    from realtime.pipeline import Pipeline, PipelineOptions
+    from realtime.run import RunOptions, build_run
     from realtime.sinks import Summary
-    from realtime.sources.file import FileSource
+    from realtime.sources.file import FileFeed
 
     path = long_video(minutes, cache, fps=10, size=(320, 240), name="soak.mkv")
-    source = FileSource(path)
-    components.acoustic.reset()
-    components.face.new_stream()
     summary = Summary(source=str(path))
     samples: list[tuple[float, float]] = []  # (media seconds done, rss)
     max_queue = 0
     done = threading.Event()
-    options = PipelineOptions()
 
     class Count:
         t = 0.0
@@ -54,14 +49,9 @@ def soak(components, minutes: float, cache: Path) -> dict:
         def close(self) -> None:
             pass
 
-    def feed(pipeline) -> None:
-        for item in source:
-            pipeline.route(item)
-        pipeline.state.end_time = source.end_time
-
     started = time.perf_counter()
-    with Pipeline(options, components.engine, components.face, components.acoustic,
-                  StreamingTranscriber(components.whisper, ASROptions.for_files())) as pipeline:
+    with build_run(components, FileFeed(path), RunOptions()) as run:
+        pipeline = run.pipeline
 
         def watch() -> None:
             nonlocal max_queue
@@ -71,7 +61,7 @@ def soak(components, minutes: float, cache: Path) -> dict:
 
         watcher = threading.Thread(target=watch, name="soak-watch", daemon=True)
         watcher.start()
-        pipeline.run(feed, has_video=True, has_audio=True, sinks=[Count()], summary=summary)
+        run.run([Count()], summary)
         done.set()
         watcher.join()
     wall = time.perf_counter() - started
@@ -86,6 +76,6 @@ def soak(components, minutes: float, cache: Path) -> dict:
         "rss_growth_mb": round(float(np.median(last) - np.median(second)), 1),
         "rss_peak_mb": round(max(rss for _, rss in samples), 1),
         "rss_samples": [(round(t, 1), round(rss, 1)) for t, rss in samples[::step]],
-        "max_queue": max_queue, "queue_bound": options.queue_size, "dropped": dict(summary.dropped),
+        "max_queue": max_queue, "queue_bound": pipeline.options.queue_size, "dropped": dict(summary.dropped),
         "threads_left": [t.name for t in threading.enumerate() if t.name.startswith("realtime-")],
     }

@@ -242,41 +242,32 @@ class Session(QObject):
         return comps
 
     def _run_pipeline(self, options: SessionOptions, comps, summary):
-        from realtime.features.speech import ASROptions, StreamingTranscriber
-        from realtime.pipeline import Pipeline, PipelineOptions
+        from realtime.run import RunOptions, build_run
 
-        # a file played at media speed runs like a camera: windows close on the run clock
-        live_clock = options.live or options.pace == "realtime"
-        asr = ASROptions(model_path=options.whisper_model) if live_clock else \
-            ASROptions.for_files(options.whisper_model)
-        comps.acoustic.reset()
-        comps.face.new_stream()
+        feed = self._live_feed(options) if options.live else self._file_feed(options)
 
         def on_estimate(est: Estimate) -> None:
             if est.latency_ms is not None:
                 self._latencies.append(est.latency_ms)
             self.estimate.emit(est)
 
-        pipeline = Pipeline(PipelineOptions(live=live_clock, hop=options.hop), comps.engine, comps.face,
-                            comps.acoustic, StreamingTranscriber(comps.whisper, asr), on_estimate=on_estimate,
-                            on_face=self.view.on_face, on_transcript=self.view.on_transcript)
-        if options.live:
-            feed, has_video, has_audio = self._live_feed(options)
-        else:
-            feed, has_video, has_audio = self._file_feed(options, pipeline)
-        self._pipeline = pipeline
+        # a file played at media speed runs like a camera: windows close on the run clock
+        run_options = RunOptions(live=options.live or options.pace == "realtime", hop=options.hop)
+        run = build_run(comps, feed, run_options, on_estimate=on_estimate, on_face=self.view.on_face,
+                        on_transcript=self.view.on_transcript)
+        self._pipeline = run.pipeline
         if self._paused:
-            pipeline.state.pause()
+            run.pipeline.state.pause()
         if self._stop.is_set():
             return summary
         self.message.emit(f"running {options.source if options.live else Path(options.source).name}")
-        with pipeline:
-            pipeline.run(feed, has_video=has_video, has_audio=has_audio, sinks=[], summary=summary)
+        with run:
+            run.run(summary=summary)
         return summary
 
     def _live_feed(self, options: SessionOptions):
         from realtime.service import UsageError
-        from realtime.sources.live import make_live_feed, open_devices
+        from realtime.sources.live import LiveFeed, open_devices
 
         index = camera_index(options.source)
         camera, mic = (self._open_devices or open_devices)(index, options.microphone)
@@ -290,32 +281,16 @@ class Session(QObject):
                          "microphone": mic_state}
         if camera is None and mic is None:
             raise UsageError(f"camera {index} cannot be opened and no microphone is available")
-        return make_live_feed(camera, mic), camera is not None, mic is not None
+        return LiveFeed(camera, mic, name=options.source)
 
-    def _file_feed(self, options: SessionOptions, pipeline):
-        from realtime.sources.file import FileOptions, FileSource
+    def _file_feed(self, options: SessionOptions):
+        from realtime.sources.file import FileFeed, FileOptions
 
-        state = pipeline.state
-        realtime = options.pace == "realtime"
-        source = FileSource(Path(options.source), FileOptions(pace=options.pace),
-                            clock=state.clock if realtime else None)
-        info = source.info
+        feed = FileFeed(Path(options.source), FileOptions(pace=options.pace))
+        info = feed.info
         self._devices = {"camera": f"file {info.path.name}", "microphone": f"file {info.path.name}"}
         if not info.has_video:
             self.message.emit(f"'{info.path.name}' has no video stream; running audio + text only")
         if not info.has_audio:
             self.message.emit(f"'{info.path.name}' has no audio stream; running face only")
-
-        def feed(pipeline) -> None:
-            if realtime:
-                state.clock_start = state.paused_since or time.monotonic()  # media time 0 is now
-            for item in source:
-                while state.paused and not state.stop.is_set():
-                    time.sleep(0.02)  # hold the input while paused (asap pace has no clock to stop)
-                if state.stop.is_set():
-                    break
-                pipeline.route(item)
-            state.end_time = max(state.end_time, source.end_time)
-
-        return feed, info.has_video, info.has_audio
-
+        return feed

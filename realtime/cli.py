@@ -15,7 +15,6 @@ import argparse
 import logging
 import signal
 import sys
-import time
 from pathlib import Path
 
 from models.errors import UsageError, UserError
@@ -101,22 +100,16 @@ def _output_mode(args: argparse.Namespace) -> str:
 
 def run_file(path: Path, out: Path | None, args: argparse.Namespace, comps: Components):
     """One media file through the pipeline; returns its Summary."""
-    from realtime.features.speech import ASROptions, StreamingTranscriber
-    from realtime.pipeline import Pipeline, PipelineOptions
+    from realtime.run import RunOptions, build_run
     from realtime.sinks import Summary, make_sink
-    from realtime.sources.file import FileOptions, FileSource
+    from realtime.sources.file import FileFeed, FileOptions
 
-    source = FileSource(path, FileOptions(pace=args.pace))
-    info = source.info
+    feed = FileFeed(path, FileOptions(pace=args.pace))
+    info = feed.info
     if not info.has_video:
         logger.warning("'%s' has no video stream; running audio + text only", path)
     if not info.has_audio:
         logger.warning("'%s' has no audio stream; running face only", path)
-    live = args.pace == "realtime"
-    asr_options = ASROptions(model_path=args.whisper_model) if live else ASROptions.for_files(args.whisper_model)
-    transcriber = StreamingTranscriber(comps.whisper, asr_options)
-    comps.acoustic.reset()
-    comps.face.new_stream()  # each file's clock starts at 0 again
     sinks = [make_sink(out, _output_mode(args))] if out is not None else []
     summary = Summary(source=str(path), keep_records=bool(args.plot))
     bar = _progress(args, info.duration)
@@ -127,50 +120,35 @@ def run_file(path: Path, out: Path | None, args: argparse.Namespace, comps: Comp
             bar.set_postfix_str(f"sentiment {est.sentiment:+.2f}")
             bar.refresh()
 
-    def feed(pipeline: Pipeline) -> None:
-        if live:
-            pipeline.state.clock_start = time.monotonic()
-        for item in source:
-            if pipeline.state.stop.is_set():
-                break
-            pipeline.route(item)
-        pipeline.state.end_time = max(pipeline.state.end_time, source.end_time)
-
+    options = RunOptions(live=args.pace == "realtime", hop=args.hop)
     try:
-        with Pipeline(PipelineOptions(live=live, hop=args.hop), comps.engine, comps.face, comps.acoustic,
-                      transcriber, on_estimate=on_estimate) as pipeline:
-            pipeline.run(feed, has_video=info.has_video, has_audio=info.has_audio, sinks=sinks, summary=summary)
+        with build_run(comps, feed, options, on_estimate=on_estimate) as run:
+            run.run(sinks, summary)
     finally:
         for sink in sinks:
             sink.close()
         if bar is not None:
             bar.close()
-    if source.decode_errors:
-        summary.warnings.append(f"{source.decode_errors} decode errors")
+    if feed.decode_errors:
+        summary.warnings.append(f"{feed.decode_errors} decode errors")
     return summary
 
 
 def run_live(args: argparse.Namespace, comps: Components):
-    from realtime.features.speech import ASROptions, StreamingTranscriber
-    from realtime.pipeline import Pipeline, PipelineOptions
+    from realtime.run import RunOptions, build_run
     from realtime.sinks import Summary, make_sink
-    from realtime.sources.live import make_live_feed, open_devices
+    from realtime.sources.live import LiveFeed, open_devices
 
     out = Path(args.out) if args.out else None
     sinks = [make_sink(out, _output_mode(args))] if out is not None else []
     summary = Summary(source=f"camera {args.source}", keep_records=bool(args.plot))
-    transcriber = StreamingTranscriber(comps.whisper, ASROptions(model_path=args.whisper_model))
-    comps.acoustic.reset()
-    comps.face.new_stream()  # a new stream's timestamps, as every other run starts
     camera, mic = open_devices(camera_index(args.source), None if args.no_microphone else (args.microphone or ""))
     if camera is None and mic is None:
         raise UsageError("no camera and no microphone could be opened")
-    feed = make_live_feed(camera, mic, args.duration)
-    has_video, has_audio = camera is not None, mic is not None
+    feed = LiveFeed(camera, mic, args.duration, name=summary.source)
     try:
-        with Pipeline(PipelineOptions(live=True, hop=args.hop), comps.engine, comps.face, comps.acoustic,
-                      transcriber) as pipeline:
-            pipeline.run(feed, has_video=has_video, has_audio=has_audio, sinks=sinks, summary=summary)
+        with build_run(comps, feed, RunOptions(live=True, hop=args.hop)) as run:
+            run.run(sinks, summary)
     finally:
         for sink in sinks:
             sink.close()

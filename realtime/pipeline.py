@@ -121,6 +121,10 @@ class RunState:
         now = self.paused_since if self.paused_since is not None else time.monotonic()
         return now - self.clock_start
 
+    def start_clock(self) -> None:
+        """The run clock reads 0 now (or, in a pause, until the pause ends)."""
+        self.clock_start = self.paused_since if self.paused_since is not None else time.monotonic()
+
     @property
     def paused(self) -> bool:
         return self.paused_since is not None
@@ -134,6 +138,55 @@ class RunState:
         if self.paused_since is not None:
             self.clock_start += time.monotonic() - self.paused_since
             self.paused_since = None
+
+
+class Inlet:
+    """What a feed may do to the run it feeds, and all it sees of it (a feed never holds
+    the pipeline): hand over what it captured, end its streams, give one up, read the run
+    clock, see a stop or a pause, and say how far its media reached."""
+
+    def __init__(self, queues: dict[str, BoundedQueue], state: RunState, fail: Callable[[str, str], None]):
+        self._queues = queues
+        self._state = state
+        self._fail = fail
+
+    def route(self, item: VideoFrame | AudioChunk) -> None:
+        """Hand a captured item to the workers that need it (file runs: waits while they are busy)."""
+        stop = self._state.stop
+        if isinstance(item, VideoFrame):
+            self._queues["face"].put(item, stop)
+        else:
+            self._queues["audio"].put(item, stop)
+            self._queues["text"].put(item, stop)
+            self._state.end_time = max(self._state.end_time, item.t_end)
+
+    def end(self, streams: Iterable[str]) -> None:
+        """No more input for ``streams`` ('face', 'audio', 'text'); the run ends them all
+        itself when the feed returns."""
+        for stream in streams:
+            self._queues[stream].put(END, self._state.stop)
+
+    def fail(self, stream: str, message: str) -> None:
+        """Give up ``stream`` (a device that cannot go on): one warning, kept in the summary.
+        The feed still ends that stream's input with ``end``."""
+        self._fail(stream, message)
+
+    def clock(self) -> float:
+        """Seconds on the run clock (it started when the feed did; it stands still in a pause)."""
+        return self._state.clock()
+
+    def reached(self, t: float) -> None:
+        """The input has covered media up to ``t`` seconds (where the last windows end)."""
+        self._state.end_time = max(self._state.end_time, t)
+
+    @property
+    def stopped(self) -> bool:
+        """The run was asked to stop: the feed should return."""
+        return self._state.stop.is_set()
+
+    @property
+    def paused(self) -> bool:
+        return self._state.paused
 
 
 class Pipeline:
@@ -168,6 +221,8 @@ class Pipeline:
             "text": BoundedQueue(options.queue_size, drop_oldest=live),
         }
         self.out = BoundedQueue(max(options.queue_size, 1024), drop_oldest=False)
+        self.inlet = Inlet(self.queues, self.state, self._fail)
+        """The feed's side of the run (see ``run``)."""
         self.assembler = WindowAssembler(engine.spec.window_spec(options.hop))
 
     # ---- lifecycle -----------------------------------------------------------------
@@ -294,41 +349,28 @@ class Pipeline:
                 self.queues[stream].closed = True
         return running
 
-    def route(self, item: VideoFrame | AudioChunk) -> None:
-        """Hand a captured item to the workers that need it."""
-        stop = self.state.stop
-        if isinstance(item, VideoFrame):
-            self.queues["face"].put(item, stop)
-        else:
-            self.queues["audio"].put(item, stop)
-            self.queues["text"].put(item, stop)
-            self.state.end_time = max(self.state.end_time, item.t_end)
-
-    def end_input(self, streams: Iterable[str]) -> None:
-        for stream in streams:
-            self.queues[stream].put(END, self.state.stop)
-
     # ---- the run -----------------------------------------------------------------
-    def run(self, feed: Callable[[Pipeline], None], has_video: bool, has_audio: bool, sinks: list[Sink],
+    def run(self, feed: Callable[[Inlet], None], has_video: bool, has_audio: bool, sinks: list[Sink],
             summary: Summary) -> Summary:
-        """Run until the feed ends (or a stop); ``feed`` pushes items with ``route``.
+        """Run until the feed ends (or a stop); ``feed(inlet)`` pushes items with ``inlet.route``.
 
-        ``feed`` runs in its own thread and must call ``end_input`` for the streams it
-        ended (or let the pipeline do it when it returns).
+        ``feed`` runs in its own thread; the run clock starts as it does. When it returns,
+        every stream's input ends. (Runs are built by ``realtime.run.build_run``.)
         """
         state = self.state
         running = self._start_workers(has_video, has_audio)
 
         def feeder() -> None:
             try:
-                feed(self)
+                feed(self.inlet)
             except Exception as exc:
                 self._fail("source", f"source failed ({type(exc).__name__}: {exc}); stopping input")
             finally:
-                self.end_input(running)
+                self.inlet.end(running)
                 self.out.put(Mark("source", state.end_time, final=True), state.stop)
 
         started = time.perf_counter()
+        state.start_clock()  # media time 0 is now, for a camera and a file at realtime pace alike
         self._start("source", feeder)
         finished: set[str] = set()
         pending: list = []

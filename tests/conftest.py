@@ -269,10 +269,8 @@ def components():
 def run_live(components, camera, mic, duration: float):
     """A live-mode run of a camera and a microphone (either may be None) for ``duration`` s:
     (estimates, summary, pipeline threads still alive after it)."""
-    from realtime.features.speech import ASROptions, StreamingTranscriber
-    from realtime.pipeline import Pipeline, PipelineOptions
-    from realtime.sinks import Summary
-    from realtime.sources.live import make_live_feed
+    from realtime.run import RunOptions, build_run
+    from realtime.sources.live import LiveFeed
 
     estimates = []
 
@@ -283,15 +281,9 @@ def run_live(components, camera, mic, duration: float):
         def close(self):
             pass
 
-    summary = Summary(source="replay")
-    components.acoustic.reset()
-    components.face.new_stream()
-    transcriber = StreamingTranscriber(components.whisper, ASROptions())
-    with Pipeline(PipelineOptions(live=True), components.engine, components.face, components.acoustic,
-                  transcriber) as pipeline:
-        pipeline.run(make_live_feed(camera, mic, duration), has_video=camera is not None,
-                     has_audio=mic is not None, sinks=[Collect()], summary=summary)
-        threads = list(pipeline._threads)
+    with build_run(components, LiveFeed(camera, mic, duration, name="replay"), RunOptions(live=True)) as run:
+        summary = run.run([Collect()])
+        threads = list(run.pipeline._threads)
     return estimates, summary, threads
 
 

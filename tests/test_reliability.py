@@ -163,6 +163,9 @@ class FailingFace:
     def __init__(self, face, after: int):
         self.face, self.after, self.calls = face, after, 0
 
+    def new_stream(self) -> None:
+        self.face.new_stream()
+
     def __call__(self, frame):
         self.calls += 1
         if self.calls > self.after:
@@ -170,33 +173,39 @@ class FailingFace:
         return self.face(frame)
 
 
-def run_file_pipeline(components, path, sink_path, face=None, feed_error_at=None, stop_after=None):
-    from realtime.features.speech import ASROptions, StreamingTranscriber
-    from realtime.pipeline import Pipeline, PipelineOptions
-    from realtime.sinks import JsonlSink, Summary
-    from realtime.sources.file import FileSource
+class FailingFeed:
+    """A file's feed whose reads fail past media time ``at`` (a disk or network error)."""
 
-    source = FileSource(path)
-    components.acoustic.reset()
-    components.face.new_stream()
-    summary = Summary(source=str(path))
-    sink = JsonlSink(sink_path, "overwrite")
+    def __init__(self, path, at: float):
+        from realtime.sources.file import FileFeed
 
-    def feed(pipeline):
-        for item in source:
-            if feed_error_at is not None and getattr(item, "t", 0) > feed_error_at:
+        self.file, self.at = FileFeed(path), at
+        self.name, self.has_video, self.has_audio = self.file.name, self.file.has_video, self.file.has_audio
+
+    def __call__(self, inlet) -> None:
+        for item in self.file.source:
+            if item.t > self.at:
                 raise OSError("injected read error")
-            pipeline.route(item)
-        pipeline.state.end_time = source.end_time
+            inlet.route(item)
 
-    transcriber = StreamingTranscriber(components.whisper, ASROptions.for_files())
+
+def run_file_pipeline(components, path, sink_path, face=None, feed_error_at=None, stop_after=None):
+    import dataclasses
+
+    from realtime.run import RunOptions, build_run
+    from realtime.sinks import JsonlSink
+    from realtime.sources.file import FileFeed
+
+    if face is not None:
+        components = dataclasses.replace(components, face=face)
+    feed = FileFeed(path) if feed_error_at is None else FailingFeed(path, feed_error_at)
+    sink = JsonlSink(sink_path, "overwrite")
+    # what the window's stop button does, once it has shown a record
+    on_estimate = None if stop_after is None else lambda est: run.stop() if est.t_end >= stop_after else None
     try:
-        with Pipeline(PipelineOptions(), components.engine, face or components.face, components.acoustic,
-                      transcriber) as pipeline:
-            if stop_after is not None:  # what the window's stop button does, once it has shown a record
-                pipeline.on_estimate = lambda est: pipeline.stop() if est.t_end >= stop_after else None
-            pipeline.run(feed, has_video=True, has_audio=True, sinks=[sink], summary=summary)
-            threads = [t for t in pipeline._threads if t.is_alive()]
+        with build_run(components, feed, RunOptions(), on_estimate=on_estimate) as run:
+            summary = run.run([sink])
+            threads = [t for t in run.pipeline._threads if t.is_alive()]
     finally:
         sink.close()
     return summary, threads

@@ -97,25 +97,26 @@ def _scaled_size(width: int, height: int, max_side: int) -> tuple[int, int]:
 class FileSource:
     """Yields VideoFrame and AudioChunk objects in presentation order from one file."""
 
-    def __init__(self, path: str | Path, options: FileOptions = FileOptions(),
-                 clock: Callable[[], float] | None = None):
-        """``clock``: with realtime pace, the run clock (seconds) that items wait for; it
-        may stand still (a paused run). Default: wall time since iteration began."""
+    def __init__(self, path: str | Path, options: FileOptions = FileOptions()):
         if options.pace not in ("asap", "realtime"):
             raise ValueError(f"unknown pace {options.pace!r}: use asap or realtime")
         self.info = probe(path)
         self.options = options
         self.decode_errors = 0
         self.end_time = 0.0
-        self._clock = clock
 
     def __iter__(self) -> Iterator[VideoFrame | AudioChunk]:
+        return self.read()
+
+    def read(self, clock: Callable[[], float] | None = None) -> Iterator[VideoFrame | AudioChunk]:
+        """The items; ``clock``: with realtime pace, the clock (seconds) they wait for, which
+        may stand still (a paused run's). Default: wall time since reading began."""
         import av
 
         opts = self.options
         info = self.info
         start_wall = time.monotonic()
-        clock = self._clock or (lambda: time.monotonic() - start_wall)
+        clock = clock or (lambda: time.monotonic() - start_wall)
         container = av.open(str(info.path), timeout=10)
         try:
             streams = [s for s in (container.streams.video[:1] + container.streams.audio[:1])]
@@ -229,6 +230,33 @@ class FileSource:
             return
         while (delay := t - clock()) > 0:
             time.sleep(min(delay, 0.05))
+
+
+class FileFeed:
+    """A media file as a run's input (see ``realtime.run.build_run``): decoded items go to
+    the run's inlet as fast as its workers take them (``asap``), or on the run clock
+    (``realtime``), which stands still while the run is paused."""
+
+    def __init__(self, path: str | Path, options: FileOptions = FileOptions()):
+        self.source = FileSource(path, options)
+        self.info = self.source.info
+        self.name = str(path)
+        self.has_video = self.info.has_video
+        self.has_audio = self.info.has_audio
+
+    @property
+    def decode_errors(self) -> int:
+        return self.source.decode_errors
+
+    def __call__(self, inlet) -> None:
+        realtime = self.source.options.pace == "realtime"
+        for item in self.source.read(inlet.clock if realtime else None):
+            while inlet.paused and not inlet.stopped:
+                time.sleep(0.02)  # hold the input while paused (asap pace has no clock to stop)
+            if inlet.stopped:
+                break
+            inlet.route(item)
+        inlet.reached(self.source.end_time)
 
 
 def _mono(frame) -> np.ndarray:

@@ -121,13 +121,27 @@ def open_devices(camera_index: int | None, microphone: str | None):
     return camera, mic
 
 
-def make_live_feed(camera: Camera | None, mic: Microphone | None, duration: float | None = None,
-                   video_fps: float = 10.0, stall_timeout: float = 2.0):
-    """A pipeline feed (see Pipeline.run) for live devices, stamping the run clock."""
+class LiveFeed:
+    """A camera and a microphone (either may be None) as a run's input (see
+    ``realtime.run.build_run``), stamped with the run clock. The camera is read in the
+    feed's thread; the microphone delivers from its own. A device that fails to start or
+    stops delivering for ``stall_timeout`` seconds is given up: its modality goes missing
+    with one warning and the run goes on."""
 
-    def feed(pipeline) -> None:
-        state = pipeline.state
-        cam = camera
+    def __init__(self, camera: Camera | None, mic: Microphone | None, duration: float | None = None,
+                 video_fps: float = 10.0, stall_timeout: float = 2.0, name: str = "live"):
+        self.camera = camera
+        self.mic = mic
+        self.duration = duration
+        self.video_fps = video_fps
+        self.stall_timeout = stall_timeout
+        self.name = name
+        self.has_video = camera is not None
+        self.has_audio = mic is not None
+
+    def __call__(self, inlet) -> None:
+        duration, stall_timeout = self.duration, self.stall_timeout
+        cam = self.camera
         mic_lock = threading.Lock()
         mic_t = [None]  # capture time of the next microphone sample
 
@@ -135,11 +149,11 @@ def make_live_feed(camera: Camera | None, mic: Microphone | None, duration: floa
 
         def on_audio(samples: np.ndarray) -> None:
             last_audio[0] = time.monotonic()
-            if state.paused:  # a paused run's clock stands still: what is heard meanwhile is let go
+            if inlet.paused:  # a paused run's clock stands still: what is heard meanwhile is let go
                 with mic_lock:
                     mic_t[0] = None
                 return
-            now = state.clock()
+            now = inlet.clock()
             with mic_lock:
                 # the block ends now; its first sample was len/AUDIO_RATE earlier, unless that
                 # would overlap the previous block
@@ -147,36 +161,36 @@ def make_live_feed(camera: Camera | None, mic: Microphone | None, duration: floa
                 if mic_t[0] is not None and abs(t - mic_t[0]) < 0.1:
                     t = mic_t[0]
                 mic_t[0] = t + len(samples) / AUDIO_RATE
-            pipeline.route(AudioChunk(t=max(t, 0.0), samples=samples, rate=AUDIO_RATE))
+            inlet.route(AudioChunk(t=max(t, 0.0), samples=samples, rate=AUDIO_RATE))
 
-        microphone = mic
+        microphone = self.mic
         if microphone is not None:
             try:
                 microphone.start(on_audio)
                 last_audio[0] = time.monotonic()
             except DeviceUnavailable as exc:
-                pipeline._fail("audio", f"{exc}; running without audio and text")
-                pipeline.end_input(["audio", "text"])
+                inlet.fail("audio", f"{exc}; running without audio and text")
+                inlet.end(["audio", "text"])
                 microphone = None
 
         def check_microphone() -> None:
             """A microphone silent past ``stall_timeout`` (no callbacks at all, not quiet audio)
             is closed: its modality becomes missing with one warning."""
             nonlocal microphone
-            if microphone is None or state.paused or time.monotonic() - last_audio[0] <= stall_timeout:
+            if microphone is None or inlet.paused or time.monotonic() - last_audio[0] <= stall_timeout:
                 return
-            pipeline._fail("audio", f"microphone stopped delivering audio at {state.clock():.1f} s; "
-                                    "running without audio and text")
+            inlet.fail("audio", f"microphone stopped delivering audio at {inlet.clock():.1f} s; "
+                                "running without audio and text")
             microphone.stop()
             microphone = None
-            pipeline.end_input(["audio", "text"])
+            inlet.end(["audio", "text"])
 
-        period = 1.0 / video_fps
+        period = 1.0 / self.video_fps
         last_slot = -1
         last_frame = time.monotonic()
         try:
-            while not state.stop.is_set():
-                now = state.clock()
+            while not inlet.stopped:
+                now = inlet.clock()
                 if duration is not None and now >= duration:
                     break
                 check_microphone()
@@ -184,16 +198,16 @@ def make_live_feed(camera: Camera | None, mic: Microphone | None, duration: floa
                     time.sleep(0.05)
                     continue
                 image = cam.read()
-                t = state.clock()
-                if state.paused:
+                t = inlet.clock()
+                if inlet.paused:
                     last_frame = time.monotonic()
                     continue
                 if image is None:
                     if time.monotonic() - last_frame > stall_timeout:
-                        pipeline._fail("face", f"camera stopped delivering frames at {t:.1f} s; running without face")
+                        inlet.fail("face", f"camera stopped delivering frames at {t:.1f} s; running without face")
                         cam.close()
                         cam = None
-                        pipeline.end_input(["face"])
+                        inlet.end(["face"])
                     else:
                         time.sleep(0.01)
                     continue
@@ -202,13 +216,11 @@ def make_live_feed(camera: Camera | None, mic: Microphone | None, duration: floa
                 if slot == last_slot:
                     continue
                 last_slot = slot
-                pipeline.route(VideoFrame(t=t, image=image))
-                state.end_time = max(state.end_time, t)
+                inlet.route(VideoFrame(t=t, image=image))
+                inlet.reached(t)
         finally:
             if microphone is not None:
                 microphone.stop()
             if cam is not None:
                 cam.close()
-            state.end_time = max(state.end_time, state.clock())
-
-    return feed
+            inlet.reached(inlet.clock())

@@ -1,0 +1,105 @@
+"""Where a run is built: loaded models, an input and options -> a pipeline ready to run.
+
+The command line (file and live), the window, the bench's soak and the tests all build
+their runs here, so every run starts the same way: a new face stream (timestamps start
+again), the acoustic extractor reset, a transcriber of its own with the live or the file
+options, and the pipeline's options from ``RunOptions``. The input is a feed
+(``realtime.sources.file.FileFeed``, ``realtime.sources.live.LiveFeed``, or any object
+with the same four members) that sees the run only through its ``Inlet``.
+
+    with build_run(components, FileFeed(path), RunOptions(hop=0.5)) as run:
+        summary = run.run(sinks=[JsonlSink(out, "refuse")])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from realtime.pipeline import Inlet, Pipeline
+    from realtime.service import Components
+    from realtime.sinks import Sink, Summary
+    from realtime.types import Estimate, FaceFrame, VideoFrame, Word
+
+
+class Feed(Protocol):
+    """A run's input. ``__call__`` runs in a thread of its own and pushes items through the
+    inlet until its media ends, the run stops, or its devices fail."""
+
+    name: str
+    """What the summary calls the input."""
+    has_video: bool
+    """A face worker starts only for an input with video."""
+    has_audio: bool
+    """Acoustic and speech workers start only for an input with audio."""
+
+    def __call__(self, inlet: Inlet) -> None: ...
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run goes (the models are ``Components``; the input a ``Feed``)."""
+
+    live: bool = False
+    """Close windows on the run clock, drop the oldest frames under load, and let Whisper
+    step often and greedily: a camera, or a file played at media speed (``--pace realtime``).
+    Otherwise a window closes once every stream has passed it, nothing is dropped, and
+    Whisper steps on 8 s of audio with beam 5: two runs of a file give the same records."""
+    hop: float = 0.5
+    """Seconds between windows."""
+    batch: int = 16
+    """Windows per model call, at most."""
+
+
+class Run:
+    """A pipeline wired to its feed, from ``build_run``: call ``run`` once, inside ``with``
+    (leaving it stops every thread, idempotently). ``pipeline`` is there for what watches
+    a run (the window's health strip, pause; the soak's queue depths)."""
+
+    def __init__(self, pipeline: Pipeline, feed: Feed):
+        self.pipeline = pipeline
+        self.feed = feed
+
+    def run(self, sinks: Sequence[Sink] = (), summary: Summary | None = None) -> Summary:
+        """Run until the feed ends or a stop; every estimate goes to ``sinks`` (not closed
+        here) and into ``summary`` (default: a new one named after the feed), returned."""
+        from realtime.sinks import Summary
+
+        summary = summary if summary is not None else Summary(source=self.feed.name)
+        return self.pipeline.run(self.feed, has_video=self.feed.has_video, has_audio=self.feed.has_audio,
+                                 sinks=list(sinks), summary=summary)
+
+    def stop(self) -> None:
+        """Ask the run to end (from any thread): input stops, finished windows are kept."""
+        self.pipeline.stop()
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.pipeline.shutdown()
+
+
+def build_run(components: Components, feed: Feed, options: RunOptions = RunOptions(),
+              on_estimate: Callable[[Estimate], None] | None = None,
+              on_face: Callable[[VideoFrame, FaceFrame], None] | None = None,
+              on_transcript: Callable[[list[Word], list[Word]], None] | None = None) -> Run:
+    """Ready ``components`` for a new input and wire ``feed`` to a pipeline; see ``Run``.
+
+    ``on_estimate`` runs in the thread that calls ``Run.run``; ``on_face`` (each analysed
+    frame with its face) and ``on_transcript`` (new committed words, the current uncommitted
+    ones) run in worker threads and must only hand data over.
+    """
+    from realtime.features.speech import ASROptions, StreamingTranscriber
+    from realtime.pipeline import Pipeline, PipelineOptions
+
+    components.face.new_stream()  # the input's clock starts at 0 again
+    components.acoustic.reset()
+    asr = ASROptions() if options.live else ASROptions.for_files()
+    pipeline = Pipeline(PipelineOptions(live=options.live, hop=options.hop, batch=options.batch),
+                        components.engine, components.face, components.acoustic,
+                        StreamingTranscriber(components.whisper, asr),
+                        on_estimate=on_estimate, on_face=on_face, on_transcript=on_transcript)
+    return Run(pipeline, feed)
