@@ -1,0 +1,62 @@
+"""How a run is built (realtime.run) and what a feed sees of it (realtime.pipeline.Inlet)."""
+
+import time
+
+import numpy as np
+import pytest
+
+from realtime.pipeline import WORKERS, BoundedQueue, Inlet, RunState
+from realtime.types import AudioChunk, VideoFrame
+from tests.conftest import EXAMPLE
+
+
+def test_a_run_takes_the_options_of_its_mode(components):
+    from realtime.run import RunOptions, build_run
+    from realtime.sources.file import FileFeed
+
+    feed = FileFeed(EXAMPLE)
+    for live, beam, steps in ((False, 5, 8.0), (True, 1, 0.5)):
+        with build_run(components, feed, RunOptions(live=live, hop=1.0, batch=4)) as run:
+            pipeline = run.pipeline
+            assert (pipeline.options.live, pipeline.options.hop, pipeline.options.batch) == (live, 1.0, 4)
+            # file: Whisper hears long stretches with beam 5 (the same records every run); live: short greedy steps
+            assert (pipeline.transcriber.options.beam_size, pipeline.transcriber.options.min_chunk) == (beam, steps)
+            assert all(q.drop_oldest is live for q in pipeline.queues.values())
+            assert pipeline.assembler.spec.hop == 1.0
+
+
+def test_the_inlet_routes_ends_and_gives_up_streams():
+    queues = {name: BoundedQueue(8, drop_oldest=False) for name in WORKERS}
+    state = RunState()
+    failed = []
+    inlet = Inlet(queues, state, lambda stream, message: failed.append((stream, message)))
+    frame = VideoFrame(t=0.3, image=np.zeros((2, 2, 3), np.uint8))
+    chunk = AudioChunk(t=0.0, samples=np.zeros(1600, np.float32), rate=16000)
+    inlet.route(frame)
+    inlet.route(chunk)
+    assert queues["face"].take_waiting() == ([frame], False)
+    assert queues["audio"].take_waiting() == ([chunk], False) and queues["text"].take_waiting() == ([chunk], False)
+    assert state.end_time == pytest.approx(0.1)  # audio's end; a frame's time counts once the feed says so
+    inlet.reached(2.0)
+    inlet.reached(1.0)
+    assert state.end_time == 2.0
+    inlet.end(["face"])
+    assert queues["face"].take_waiting() == ([], True) and queues["audio"].take_waiting() == ([], False)
+    inlet.fail("audio", "microphone gone")
+    assert failed == [("audio", "microphone gone")]
+    assert not inlet.stopped and not inlet.paused
+    state.pause()
+    assert inlet.paused
+    state.stop.set()
+    assert inlet.stopped
+
+
+def test_a_run_paused_before_its_clock_starts_reads_zero_until_resumed():
+    # the window may be paused before its run starts: the pause leaves no gap in the timeline
+    state = RunState()
+    state.pause()
+    state.start_clock()
+    time.sleep(0.6)
+    assert state.clock() == 0.0
+    state.resume()
+    assert 0.0 <= state.clock() < 0.5  # not the 0.6 s of the pause (loose: a loaded machine)
