@@ -30,6 +30,7 @@ from models.losses import sentiment_classes
 SUBSETS: tuple[tuple[str, ...], ...] = (("L",), ("A",), ("V",), ("L", "A"), ("L", "V"), ("A", "V"))
 SUBSET_WEIGHTS = (2.0, 3.0, 3.0, 1.0, 1.0, 3.0)
 SENTIMENT_BINS = torch.arange(-3, 4, dtype=torch.float32)
+_SUBSET_KEEPS = torch.tensor([[m in subset for m in MODALITIES] for subset in SUBSETS])  # (6, 3) bool
 
 
 def drop_missing(masks: dict[str, torch.Tensor], rate: float, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -45,9 +46,10 @@ def drop_missing(masks: dict[str, torch.Tensor], rate: float, generator: torch.G
     device = any_mask.device
     drop_whole = torch.rand(batch, generator=generator) < rate
     choice = torch.multinomial(torch.tensor(SUBSET_WEIGHTS), batch, replacement=True, generator=generator)
+    keep_modalities = ~drop_whole.unsqueeze(1) | _SUBSET_KEEPS[choice]  # (B, 3)
     out = {}
-    for m in MODALITIES:
-        keep_modality = torch.tensor([not drop_whole[i] or m in SUBSETS[choice[i]] for i in range(batch)])
+    for j, m in enumerate(MODALITIES):
+        keep_modality = keep_modalities[:, j]
         keep_steps = torch.rand(masks[m].shape, generator=generator) >= rate
         keep = (keep_steps & keep_modality.unsqueeze(1)).to(device)
         out[m] = masks[m] * keep.to(masks[m].dtype)
@@ -116,7 +118,7 @@ def decoupled_kl(p_student: torch.Tensor, p_teacher: torch.Tensor, target: torch
     return tckd + nckd
 
 
-def response_consistency_loss(student: DMDOutput, teacher: DMDOutput, labels: torch.Tensor,
+def response_consistency_loss(student: DMDOutput, teacher: DMDOutput | TeacherResponse, labels: torch.Tensor,
                               class_labels: torch.Tensor | None) -> torch.Tensor:
     """Decoupled KD on the sentiment response (and the emotion head's, when present)."""
     target = (sentiment_classes(labels) + SENTIMENT_RANGE).long()
@@ -144,6 +146,15 @@ SENTIMENT_RANGE_INT = int(SENTIMENT_RANGE)
 
 
 @dataclass
+class TeacherResponse:
+    """What the CorrKD losses read of the teacher's forward on the complete batch."""
+
+    fused: torch.Tensor  # (B, 9d) the representation before the output layer
+    sentiment: torch.Tensor  # (B,)
+    class_logits: torch.Tensor | None  # (B, n_classes) or None
+
+
+@dataclass
 class CorrKDLosses:
     sample: torch.Tensor
     prototype: torch.Tensor
@@ -153,7 +164,7 @@ class CorrKDLosses:
         return weights[0] * self.sample + weights[1] * self.prototype + weights[2] * self.response
 
 
-def corrkd_losses(student: DMDOutput, teacher: DMDOutput, labels: torch.Tensor,
+def corrkd_losses(student: DMDOutput, teacher: DMDOutput | TeacherResponse, labels: torch.Tensor,
                   class_labels: torch.Tensor | None, tau: float) -> CorrKDLosses:
     """The three CorrKD terms for a student on missing data and a teacher on complete data."""
     return CorrKDLosses(

@@ -42,15 +42,20 @@ def batches(split: Split, batch_size: int, device: torch.device,
             if len(idx) < world_size:
                 idx = np.concatenate([idx, np.resize(order, world_size - len(idx))])
             idx = idx[rank::world_size]
-        yield Batch(
-            inputs={m: torch.from_numpy(split.inputs[m][idx]).to(device) for m in MODALITIES},
-            masks={m: torch.from_numpy(split.masks[m][idx]).to(device) for m in MODALITIES},
-            labels=torch.from_numpy(split.labels[idx]).to(device),
-            class_labels=None if split.class_labels is None else torch.from_numpy(split.class_labels[idx]).to(device),
-            index=idx,
-            channel_weights=None if split.channel_weights is None
-            else torch.from_numpy(split.channel_weights[idx]).to(device),
-        )
+        yield batch_of(split, idx, device)
+
+
+def batch_of(split: Split, idx: np.ndarray, device: torch.device) -> Batch:
+    """The samples ``idx`` of a split as one batch on ``device``."""
+    return Batch(
+        inputs={m: torch.from_numpy(split.inputs[m][idx]).to(device) for m in MODALITIES},
+        masks={m: torch.from_numpy(split.masks[m][idx]).to(device) for m in MODALITIES},
+        labels=torch.from_numpy(split.labels[idx]).to(device),
+        class_labels=None if split.class_labels is None else torch.from_numpy(split.class_labels[idx]).to(device),
+        index=idx,
+        channel_weights=None if split.channel_weights is None
+        else torch.from_numpy(split.channel_weights[idx]).to(device),
+    )
 
 
 @torch.no_grad()

@@ -69,6 +69,7 @@ from models.dmd import DMD
 from models.errors import UsageError, UserError
 from models.loop import batches, evaluate
 from models.losses import dmd_losses
+from models.teacher_cache import TeacherCache
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +149,9 @@ def fit(dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig, device
     so that the learning rate, the best epoch and early stopping agree on every rank.
     ``state_path``: rank 0 saves the epoch state there after every epoch, and the stage
     goes on from it when it is there at the start.
+
+    The frozen teacher's response to each complete training sample is computed once per
+    stage (models/teacher_cache.py), not in every epoch.
     """
     from tqdm import tqdm
 
@@ -164,6 +168,9 @@ def fit(dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig, device
             p.requires_grad_(False)
     if ranks.rank:
         torch.manual_seed(seed + RANK_SEED_STRIDE * ranks.rank)
+    # the frozen teacher's view of each complete training sample, the same in every epoch
+    teacher_cache = TeacherCache(teacher, dataset.splits["train"], device, train_cfg.batch_size) \
+        if teacher is not None else None
     optimizer = torch.optim.Adam(net.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5,
                                                            patience=train_cfg.patience)
@@ -206,10 +213,10 @@ def fit(dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig, device
     for epoch in range(first_epoch, first_epoch if stopped else train_cfg.epochs + 1):
         step_net.train()
         sums: dict[str, float] = {}
-        epoch_split = train
+        epoch_split, rows = train, np.arange(len(train))  # rows: the epoch's samples in the training split
         if train_cfg.epoch_samples is not None and train_cfg.epoch_samples < len(train):
-            epoch_split = train.subset(np.sort(rng.choice(len(train), train_cfg.epoch_samples, replace=False,
-                                                          p=draw)))
+            rows = np.sort(rng.choice(len(train), train_cfg.epoch_samples, replace=False, p=draw))
+            epoch_split = train.subset(rows)
         n_batches = math.ceil(len(epoch_split) / train_cfg.batch_size)
         bar = tqdm(batches(epoch_split, train_cfg.batch_size, device, rng, ranks.shard), total=n_batches, leave=False,
                    desc=f"{role} epoch {epoch}", disable=not progress)
@@ -222,9 +229,8 @@ def fit(dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig, device
             losses = dmd_losses(out, batch.labels, train_cfg, batch.class_labels, batch.channel_weights)
             loss = losses.total
             terms = losses.as_floats()
-            if teacher is not None:
-                with torch.no_grad():
-                    t_out = teacher(batch.inputs, batch.masks)
+            if teacher_cache is not None:
+                t_out = teacher_cache(batch, rows[batch.index])
                 kd = corrkd_losses(out, t_out, batch.labels, batch.class_labels, train_cfg.corrkd_tau)
                 loss = loss + kd.total(train_cfg.w_corrkd)
                 terms.update(kd_sample=float(kd.sample.detach()), kd_prototype=float(kd.prototype.detach()),
