@@ -69,6 +69,7 @@ from models.dmd import DMD
 from models.errors import UsageError, UserError
 from models.loop import batches, evaluate
 from models.losses import dmd_losses
+from models.progress import Progress, on_terminal
 from models.teacher_cache import TeacherCache
 
 logger = logging.getLogger(__name__)
@@ -148,13 +149,12 @@ def fit(dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig, device
     global batch of ``batch_size``; rank 0 alone validates and the others take its score,
     so that the learning rate, the best epoch and early stopping agree on every rank.
     ``state_path``: rank 0 saves the epoch state there after every epoch, and the stage
-    goes on from it when it is there at the start.
+    goes on from it when it is there at the start. ``progress``: show the stage's and the
+    epoch's bars (the caller decides where: ``run`` shows them on rank 0's terminal only).
 
     The frozen teacher's response to each complete training sample is computed once per
     stage (models/teacher_cache.py), not in every epoch.
     """
-    from tqdm import tqdm
-
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed + RANK_SEED_STRIDE * ranks.rank)
@@ -209,68 +209,69 @@ def fit(dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig, device
                                            find_unused_parameters=True)
         logger.info("%s: %d processes, each %s of every batch of %d", role, ranks.world_size,
                     f"1/{ranks.world_size}" if ranks.world_size > 1 else "all", train_cfg.batch_size)
-    # a resumed stage that had stopped early, or had run all its epochs, has none left
-    for epoch in range(first_epoch, first_epoch if stopped else train_cfg.epochs + 1):
-        step_net.train()
-        sums: dict[str, float] = {}
-        epoch_split, rows = train, np.arange(len(train))  # rows: the epoch's samples in the training split
-        if train_cfg.epoch_samples is not None and train_cfg.epoch_samples < len(train):
-            rows = np.sort(rng.choice(len(train), train_cfg.epoch_samples, replace=False, p=draw))
-            epoch_split = train.subset(rows)
-        n_batches = math.ceil(len(epoch_split) / train_cfg.batch_size)
-        bar = tqdm(batches(epoch_split, train_cfg.batch_size, device, rng, ranks.shard), total=n_batches, leave=False,
-                   desc=f"{role} epoch {epoch}", disable=not progress)
-        for batch in bar:
-            masks = batch.masks
-            if teacher is not None:
-                rate = float(torch.rand((), generator=gen)) * train_cfg.missing_rate_max
-                masks = drop_missing(batch.masks, rate, gen)
-            out = step_net(batch.inputs, masks)
-            losses = dmd_losses(out, batch.labels, train_cfg, batch.class_labels, batch.channel_weights)
-            loss = losses.total
-            terms = losses.as_floats()
-            if teacher_cache is not None:
-                t_out = teacher_cache(batch, rows[batch.index])
-                kd = corrkd_losses(out, t_out, batch.labels, batch.class_labels, train_cfg.corrkd_tau)
-                loss = loss + kd.total(train_cfg.w_corrkd)
-                terms.update(kd_sample=float(kd.sample.detach()), kd_prototype=float(kd.prototype.detach()),
-                             kd_response=float(kd.response.detach()))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_value_(net.parameters(), train_cfg.grad_clip)
-            optimizer.step()
-            steps += 1
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + v
-            bar.set_postfix(loss=f"{terms['total']:.3f}")
-        sums = mean_over_ranks(sums, ranks)
-        # the unwrapped replica: rank 0 alone validates, with no collective in its forward
-        score = _validation_score(net, dataset, device, student=teacher is not None) if ranks.main else math.nan
-        score = broadcast(score, ranks)
-        scheduler.step(score)
-        record = {"epoch": epoch, "valid_score": round(score, 4),
-                  **{k: round(v / n_batches, 4) for k, v in sums.items()}}
-        history.append(record)
-        improved = score < best_score
-        if improved:
-            best_score, best_epoch = score, epoch
-            best_state = copy.deepcopy(net.state_dict())
-        logger.info("%s epoch %d: train loss %.4f, valid score %.4f%s", role, epoch, record.get("total", 0),
-                    score, " (best)" if improved else "")
-        stopped = epoch - best_epoch >= train_cfg.early_stop
-        if ranks.launched:
-            _check_replicas(net, ranks, f"{role} epoch {epoch}")
-        if state_path is not None:
-            random = gather(random_state(gen, device), ranks)
-            if ranks.main:
-                save_epoch_state(state_path, EpochState(
-                    epoch=epoch, stopped=stopped, best_epoch=best_epoch, best_score=best_score, history=history,
-                    seconds=seconds_before + time.perf_counter() - start, net=net.state_dict(),
-                    best=best_state or {}, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                    numpy_rng=numpy_state(rng), random=random))
-        if stopped:
-            logger.info("%s: no better validation score for %d epochs; stopping", role, train_cfg.early_stop)
-            break
+    with Progress(role, train_cfg.epochs, first_epoch - 1, progress) as bars:
+        # a resumed stage that had stopped early, or had run all its epochs, has none left
+        for epoch in range(first_epoch, first_epoch if stopped else train_cfg.epochs + 1):
+            step_net.train()
+            sums: dict[str, float] = {}
+            epoch_split, rows = train, np.arange(len(train))  # rows: the epoch's samples in the training split
+            if train_cfg.epoch_samples is not None and train_cfg.epoch_samples < len(train):
+                rows = np.sort(rng.choice(len(train), train_cfg.epoch_samples, replace=False, p=draw))
+                epoch_split = train.subset(rows)
+            n_batches = math.ceil(len(epoch_split) / train_cfg.batch_size)
+            bar = bars.epoch(batches(epoch_split, train_cfg.batch_size, device, rng, ranks.shard), n_batches, epoch)
+            for batch in bar:
+                masks = batch.masks
+                if teacher is not None:
+                    rate = float(torch.rand((), generator=gen)) * train_cfg.missing_rate_max
+                    masks = drop_missing(batch.masks, rate, gen)
+                out = step_net(batch.inputs, masks)
+                losses = dmd_losses(out, batch.labels, train_cfg, batch.class_labels, batch.channel_weights)
+                loss = losses.total
+                terms = losses.as_floats()
+                if teacher_cache is not None:
+                    t_out = teacher_cache(batch, rows[batch.index])
+                    kd = corrkd_losses(out, t_out, batch.labels, batch.class_labels, train_cfg.corrkd_tau)
+                    loss = loss + kd.total(train_cfg.w_corrkd)
+                    terms.update(kd_sample=float(kd.sample.detach()), kd_prototype=float(kd.prototype.detach()),
+                                 kd_response=float(kd.response.detach()))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_value_(net.parameters(), train_cfg.grad_clip)
+                optimizer.step()
+                steps += 1
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                bar.set_postfix(loss=f"{terms['total']:.3f}")
+            sums = mean_over_ranks(sums, ranks)
+            # the unwrapped replica: rank 0 alone validates, with no collective in its forward
+            score = _validation_score(net, dataset, device, student=teacher is not None) if ranks.main else math.nan
+            score = broadcast(score, ranks)
+            scheduler.step(score)
+            record = {"epoch": epoch, "valid_score": round(score, 4),
+                      **{k: round(v / n_batches, 4) for k, v in sums.items()}}
+            history.append(record)
+            improved = score < best_score
+            if improved:
+                best_score, best_epoch = score, epoch
+                best_state = copy.deepcopy(net.state_dict())
+            logger.info("%s epoch %d: train loss %.4f, valid score %.4f%s", role, epoch, record.get("total", 0),
+                        score, " (best)" if improved else "")
+            bars.epoch_done(best_score)
+            stopped = epoch - best_epoch >= train_cfg.early_stop
+            if ranks.launched:
+                _check_replicas(net, ranks, f"{role} epoch {epoch}")
+            if state_path is not None:
+                random = gather(random_state(gen, device), ranks)
+                if ranks.main:
+                    save_epoch_state(state_path, EpochState(
+                        epoch=epoch, stopped=stopped, best_epoch=best_epoch, best_score=best_score, history=history,
+                        seconds=seconds_before + time.perf_counter() - start, net=net.state_dict(),
+                        best=best_state or {}, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                        numpy_rng=numpy_state(rng), random=random))
+            if stopped:
+                logger.info("%s: no better validation score for %d epochs; stopping", role, train_cfg.early_stop)
+                break
     if ranks.launched:
         logger.info("%s: %d optimizer steps in this process; replicas %s", role, steps,
                     " ".join(gather(parameter_digest(net), ranks)))
@@ -391,7 +392,7 @@ def run(args: argparse.Namespace, ranks: Ranks = SINGLE) -> int:
                 "data": str(Path(args.data).resolve()), "stage": args.stage, "seed": args.seed,
                 "model": model_cfg.to_dict(), "train": train_cfg.to_dict()})
     done = broadcast(done, ranks)
-    progress = not args.quiet and ranks.main
+    progress = not args.quiet and ranks.main and on_terminal()  # bars on rank 0's terminal, never in a log
     extra = {"distributed": {"world_size": ranks.world_size, "backend": _backend(device),
                              "restarts": ranks.restarts}} if ranks.launched else {}
     teacher_net = None

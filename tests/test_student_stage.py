@@ -1,8 +1,10 @@
 """The CorrKD student stage's cost (issue 15): the frozen teacher sees each training sample
 once per stage, with the responses the per-batch forward gave; missing data is drawn as
-before. Timings live in the report, not here."""
+before; progress bars show on a terminal only. Timings live in the report, not here."""
 
 import dataclasses
+import io
+import os
 
 import numpy as np
 import pytest
@@ -15,7 +17,7 @@ from models.dmd import DMD
 from models.loop import batches
 from models.synthetic import SyntheticSpec, make_synthetic
 from models.teacher_cache import TeacherCache
-from models.train import fit, input_statistics, model_config_for
+from models.train import fit, input_statistics, main, model_config_for
 
 CPU = torch.device("cpu")
 RESPONSE_TOLERANCE = 1e-6
@@ -166,3 +168,35 @@ def test_a_resumed_student_goes_on_as_if_never_stopped(tiny, tmp_path):
                   state_path=state)
     assert resumed.steps == 2 and resumed.history == whole.history
     assert parameter_digest(resumed.net) == parameter_digest(whole.net)
+
+
+def test_progress_bars_only_on_a_terminal():
+    from models.progress import on_terminal
+
+    assert not on_terminal(io.StringIO())
+    leader, follower = os.openpty()
+    try:
+        with os.fdopen(follower, "w", closefd=False) as tty:
+            assert on_terminal(tty)
+    finally:
+        os.close(leader)
+        os.close(follower)
+
+
+def test_a_training_run_shows_its_time_left_on_a_terminal(tiny, tmp_path, capsys, monkeypatch):
+    import models.train
+
+    args = ["--data", str(tiny), "--out", str(tmp_path / "run"), "--config", "small", "--epochs", "1",
+            "--device", "cpu"]
+    assert main(args) == 0
+    captured = capsys.readouterr()  # not a terminal: no bar
+    assert "left" not in captured.err and "\r" not in captured.err
+    monkeypatch.setattr(models.train, "on_terminal", lambda: True)
+    assert main([*args, "--overwrite"]) == 0
+    err = capsys.readouterr().err
+    for bar in ("teacher: epoch 0/1", "teacher epoch 1: 0/2", "student: epoch 0/1", "student epoch 1: 0/2"):
+        assert bar in err, (bar, err[-2000:])
+    assert " left" in err
+    monkeypatch.setattr(models.train, "on_terminal", lambda: True)
+    assert main([*args, "--overwrite", "--quiet"]) == 0
+    assert "left" not in capsys.readouterr().err
