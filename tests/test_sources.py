@@ -183,6 +183,51 @@ def test_silence_after_an_utterance_commits_it_in_one_step(whisper):
     assert asr.process_iter() == [] and asr.tentative
 
 
+class CountingWhisper:
+    """The real Whisper model, counting its transcriptions (the transcriber also sets its
+    encoder context on it: passed through)."""
+
+    def __init__(self, model):
+        object.__setattr__(self, "model", model)
+        object.__setattr__(self, "calls", 0)
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def __setattr__(self, name, value):
+        setattr(self.model, name, value)
+
+    def transcribe(self, *args, **kwargs):
+        object.__setattr__(self, "calls", self.calls + 1)
+        return self.model.transcribe(*args, **kwargs)
+
+
+def test_silence_after_an_utterance_costs_no_transcription(whisper):
+    """Live steps over one spoken sentence and then 6 s of silence: the sentence is
+    committed, its audio leaves the buffer, and the silent steps run no Whisper at all
+    while the transcriber's progress keeps up with the audio (windows close on time)."""
+    from realtime.features.speech import ASROptions, StreamingTranscriber
+
+    chunks = split(EXAMPLE)[1]
+    sentence = chunks[8:56]  # 0.8-5.6 s: "I love this wonderful day. Everything is great and I am so happy."
+    silence = [AudioChunk(5.6 + 0.1 * i, np.zeros(1600, np.float32), 16000) for i in range(60)]
+    counting = CountingWhisper(whisper)
+    asr = StreamingTranscriber(counting, ASROptions(min_chunk=0.5))  # the live setting
+    words, calls_at = [], {}
+    for chunk in sentence + silence:
+        asr.insert_audio(chunk)
+        if asr.ready():
+            words += asr.process_iter()
+            calls_at[round(chunk.t_end, 1)] = counting.calls
+    text = [w.text.lower().strip(".,") for w in words]
+    assert "wonderful" in text and "happy" in text, text
+    assert asr.tentative == [] and asr.buffered <= 1.0, "the finished sentence left the buffer"
+    later = [calls for t, calls in calls_at.items() if t >= 7.0]
+    assert len(later) >= 8 and later[0] == later[-1], calls_at  # no transcription in the silence
+    assert asr.progress >= 11.6 - 0.6  # within a step of the audio's end
+    assert asr.finish() == []
+
+
 def test_asr_hears_nothing_in_silence(whisper):
     from realtime.features.speech import ASROptions, StreamingTranscriber
 

@@ -104,6 +104,9 @@ WHISPER_SECONDS = 30.0
 """What Whisper's encoder hears at most; audio beyond it in the buffer is not decoded."""
 MAX_NEW_TOKENS = 224
 """Tokens one decoding step may write (Whisper's own default: half its 448-token context)."""
+QUIET_KEPT = 0.5
+"""Seconds of quiet kept at the buffer's start when silence lets it be cut: the onset of a
+next word that starts under the level measure stays heard."""
 SILENCE_DBFS = -40.0
 """Audio below this level (mean power, dB of full scale) holds no speech."""
 
@@ -252,6 +255,13 @@ class StreamingTranscriber:
         """One transcription step; returns newly committed words (maybe none)."""
         if not len(self._audio):
             return []
+        if not self._hypothesis and not self._sound_in(self._t0 - 0.1, self._buffer_end):
+            # nothing pending and only silence buffered: nothing to hear, so no Whisper step
+            # (a quiet microphone costs a level measure per step, not a transcription)
+            self._new = 0
+            self._seen_until = self._buffer_end
+            self._cut(self._buffer_end - QUIET_KEPT)
+            return []
         fresh = self._uncommitted(self._transcribe())
         self._new = 0
         # progress: the whole buffer, unless this pass wrote no word for a stretch of sound.
@@ -361,6 +371,14 @@ class StreamingTranscriber:
         return _unpile(out)
 
     def _trim(self) -> None:
+        if (not self._hypothesis and self.last_committed_end > self._t0
+                and self._silent_after(self.last_committed_end)):
+            # everything heard is committed and silence follows: the utterance is over, and
+            # the next step need not transcribe it again (its words are the prompt). Without
+            # this cut every step re-read up to buffer_trim seconds of finished speech: a step
+            # took 0.3 s on a fresh buffer and 0.7-2 s on a 12 s one (2 cores)
+            self._cut(max(self.last_committed_end, self._buffer_end - QUIET_KEPT))
+            return
         if self.buffered <= self.options.buffer_trim:
             return
         if self._committed and self.last_committed_end > self._t0:
@@ -369,7 +387,11 @@ class StreamingTranscriber:
             cut = self._buffer_end - 2.0  # keep 2 s: nothing was said before
         if self._hypothesis:
             cut = min(cut, self._hypothesis[0].start)
-        drop = int((cut - self._t0) * AUDIO_RATE)
+        self._cut(cut)
+
+    def _cut(self, t: float) -> None:
+        """Drop the buffer's audio before time ``t``."""
+        drop = int((t - self._t0) * AUDIO_RATE)
         if drop > 0:
             self._audio = self._audio[drop:]
             self._t0 += drop / AUDIO_RATE
