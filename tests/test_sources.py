@@ -202,14 +202,17 @@ class CountingWhisper:
         return self.model.transcribe(*args, **kwargs)
 
 
-def test_silence_after_an_utterance_costs_no_transcription(whisper):
+@pytest.mark.parametrize("gain", [1.0, 0.05], ids=["voice", "quiet-voice"])
+def test_silence_after_an_utterance_costs_no_transcription(whisper, gain):
     """Live steps over one spoken sentence and then 6 s of silence: the sentence is
     committed, its audio leaves the buffer, and the silent steps run no Whisper at all
-    while the transcriber's progress keeps up with the audio (windows close on time)."""
+    while the transcriber's progress keeps up with the audio (windows close on time).
+    The same sentence 26 dB quieter (mean -49 dBFS) is still heard, not taken for silence."""
     from realtime.features.speech import ASROptions, StreamingTranscriber
 
     chunks = split(EXAMPLE)[1]
-    sentence = chunks[8:56]  # 0.8-5.6 s: "I love this wonderful day. Everything is great and I am so happy."
+    # 0.8-5.6 s: "I love this wonderful day. Everything is great and I am so happy."
+    sentence = [AudioChunk(c.t, c.samples * gain, 16000) for c in chunks[8:56]]
     silence = [AudioChunk(5.6 + 0.1 * i, np.zeros(1600, np.float32), 16000) for i in range(60)]
     counting = CountingWhisper(whisper)
     asr = StreamingTranscriber(counting, ASROptions(min_chunk=0.5))  # the live setting

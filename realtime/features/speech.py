@@ -109,6 +109,10 @@ QUIET_KEPT = 0.5
 next word that starts under the level measure stays heard."""
 SILENCE_DBFS = -40.0
 """Audio below this level (mean power, dB of full scale) holds no speech."""
+QUIET_DBFS = -50.0
+"""A step whose whole buffer stays under this level (every 0.1 s of it) runs no Whisper:
+10 dB under SILENCE_DBFS, so a quiet speaker is still transcribed (a sentence 26 dB under
+the example's voice is: tests/test_sources.py); a muted microphone or a quiet room is not."""
 
 
 def _dbfs(samples: np.ndarray, axis: int | None = None):
@@ -255,7 +259,7 @@ class StreamingTranscriber:
         """One transcription step; returns newly committed words (maybe none)."""
         if not len(self._audio):
             return []
-        if not self._hypothesis and not self._sound_in(self._t0 - 0.1, self._buffer_end):
+        if not self._hypothesis and not self._sound_in(self._t0 - 0.1, self._buffer_end, QUIET_DBFS):
             # nothing pending and only silence buffered: nothing to hear, so no Whisper step
             # (a quiet microphone costs a level measure per step, not a transcription)
             self._new = 0
@@ -302,14 +306,14 @@ class StreamingTranscriber:
         """The buffer's sample at time ``t`` plus 0.1 s (word ends are often a little early)."""
         return max(0, int((t - self._t0 + 0.1) * AUDIO_RATE))
 
-    def _sound_in(self, a: float, b: float) -> bool:
-        """Whether any 0.1 s of the buffer between times ``a`` and ``b`` is above SILENCE_DBFS."""
+    def _sound_in(self, a: float, b: float, level: float = SILENCE_DBFS) -> bool:
+        """Whether any 0.1 s of the buffer between times ``a`` and ``b`` is above ``level`` (dBFS)."""
         step = int(0.1 * AUDIO_RATE)
         part = self._audio[self._index(a): max(0, int((b - self._t0) * AUDIO_RATE))]
         if len(part) < step:
             return False
         frames = part[: len(part) // step * step].reshape(-1, step)
-        return bool(np.max(_dbfs(frames, axis=1)) > SILENCE_DBFS)
+        return bool(np.max(_dbfs(frames, axis=1)) > level)
 
     def _silent_after(self, t: float) -> bool:
         """Whether the buffer holds ``silence_commit`` seconds of silence after time ``t``:
