@@ -98,7 +98,8 @@ class InferenceEngine:
                        audio=np.zeros((self.spec.audio_steps, self.spec.dims["A"]), np.float32),
                        audio_mask=np.ones(self.spec.audio_steps, np.float32),
                        words=[])
-        self([dummy, dummy])
+        self([dummy])  # one window: serving's ONNX Runtime session runs its first (slow) call here
+        self([dummy, dummy])  # and a batch: the torch path
         logger.info("DMD warm-up on %s took %.2f s", self.device, time.perf_counter() - started)
 
     def _to_device(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
