@@ -346,9 +346,12 @@ def check_out(out: Path, stage: str, overwrite: bool, resuming: bool = False) ->
 
 
 def run(args: argparse.Namespace, ranks: Ranks = SINGLE) -> int:
-    for name, value, high in (("--epochs", args.epochs, EPOCHS_MAX), ("--batch-size", args.batch_size, BATCH_MAX)):
+    for name, value, high in (("--epochs", args.epochs, EPOCHS_MAX), ("--batch-size", args.batch_size, BATCH_MAX),
+                              ("--threads", args.threads, THREADS_MAX)):
         if value is not None and not 1 <= value <= high:
             raise UsageError(f"{name} must be from 1 to {high}, got {value}")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     if not 0 < args.dist_timeout <= DIST_TIMEOUT_MAX:
         raise UsageError(f"--dist-timeout must be from 1 to {DIST_TIMEOUT_MAX} seconds, got {args.dist_timeout}")
     out = Path(args.out)
@@ -492,7 +495,7 @@ def train_config_problem(cfg: TrainConfig) -> str | None:
     return None
 
 
-EPOCHS_MAX, BATCH_MAX = 100_000, 65_536
+EPOCHS_MAX, BATCH_MAX, THREADS_MAX = 100_000, 65_536, 1024
 DIST_TIMEOUT_MAX = 7 * 24 * 3600
 
 
@@ -524,6 +527,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int,
                         help="samples per batch, 1 to 65536 (default: the preset's)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto: a GPU if any)")
+    parser.add_argument("--threads", type=int,
+                        help="torch CPU threads, 1 to 1024 (default: torch's, one per core); on cores shared "
+                             "with other work 1 is often faster: idle threads busy-wait")
     parser.add_argument("--seed", type=int, default=0, help="random seed of weights, batches and missing data "
                                                             "(default 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -332,7 +332,7 @@ def test_train_options_are_checked_before_training(synthetic_pickle, tmp_path, c
 
     out = str(tmp_path / "m")
     for args, fragment in ((["--epochs", "0"], "--epochs"), (["--batch-size", "0"], "--batch-size"),
-                           (["--epochs", "-3"], "--epochs")):
+                           (["--epochs", "-3"], "--epochs"), (["--threads", "0"], "--threads")):
         code, err = train("--out", out, *args)
         assert code == 2 and err.strip().splitlines()[-1].startswith("error: ") and fragment in err, err
     a_file = tmp_path / "file"
@@ -344,6 +344,22 @@ def test_train_options_are_checked_before_training(synthetic_pickle, tmp_path, c
     (tmp_path / "m" / "teacher" / "note").write_text("mine")
     code, err = train("--out", out, "--epochs", "1")
     assert code == 2 and "--overwrite" in err and (tmp_path / "m" / "teacher" / "note").read_text() == "mine"
+
+
+def test_train_threads_option_sets_torchs_threads(synthetic_pickle, tmp_path, capsys):
+    import torch
+
+    from models.train import main
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        code = main(["--data", str(synthetic_pickle), "--config", "small", "--device", "cpu", "--quiet",
+                     "--stage", "teacher", "--epochs", "1", "--threads", "1", "--out", str(tmp_path / "m")])
+        assert code == 0, capsys.readouterr().err
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_labels_that_are_not_utf8_are_one_line(tmp_path, capsys):
