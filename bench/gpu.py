@@ -46,7 +46,7 @@ def dmd_sweep(device: str = "cuda", batches: tuple[int, ...] = BATCHES, repeat: 
     import torch
 
     from models.checkpoint import load_checkpoint
-    from models.device import float32_convolutions
+    from models.device import computing_in
     from models.fast import FastDMD
     from realtime.engine import DEFAULT_CHECKPOINT
     from realtime.featureset import FeatureSpec
@@ -65,8 +65,7 @@ def dmd_sweep(device: str = "cuda", batches: tuple[int, ...] = BATCHES, repeat: 
         for name, forward in forwards.items():
             for dtype in DTYPES:
                 def call(forward=forward, inputs=inputs, masks=masks, dtype=dtype):
-                    with torch.inference_mode(), float32_convolutions(), torch.autocast(
-                            "cuda", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
+                    with torch.inference_mode(), computing_in(dtype):
                         return forward(inputs, masks).sentiment
 
                 ms = _timed_ms(call, repeat)
@@ -90,7 +89,7 @@ def agreement(checkpoint, device: str = "cuda", n: int = 512) -> dict:
     valence and emotion probabilities, and how often the leading emotion is the same."""
     import torch
 
-    from models.device import float32_convolutions
+    from models.device import computing_in
     from models.fast import FastDMD
     from realtime.featureset import FeatureSpec
 
@@ -102,7 +101,7 @@ def agreement(checkpoint, device: str = "cuda", n: int = 512) -> dict:
         gpu = FastDMD(checkpoint.build(device))
         on = ({m: v.to(device) for m, v in inputs.items()}, {m: v.to(device) for m, v in masks.items()})
         for dtype in DTYPES:
-            with float32_convolutions(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
+            with computing_in(dtype):
                 got = gpu(*on)
             row = {"valence_max_abs": float((got.sentiment.float().cpu() - ref.sentiment).abs().max()),
                    "edges_max_abs": float((got.edges_homo.float().cpu() - ref.edges_homo).abs().max())}

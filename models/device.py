@@ -44,6 +44,17 @@ def check_precision(precision: str, device: torch.device) -> None:
         raise DeviceError(f"--precision {precision} runs on a CUDA device only (this run uses {device.type})")
 
 
+def computing_in(precision: str) -> contextlib.ExitStack:
+    """The block serving's forward runs in: float32 convolutions (below) and, for
+    ``precision`` "bfloat16", CUDA autocast to bfloat16 (see check_precision)."""
+    import torch
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(float32_convolutions())
+    stack.enter_context(torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bfloat16"))
+    return stack
+
+
 def float32_convolutions() -> contextlib.AbstractContextManager:
     """cuDNN without TF32 inside the block (restored after): on a GPU its convolutions then
     compute in float32 as the CPU does. With TF32 (PyTorch's default for cuDNN) the served

@@ -12,7 +12,7 @@ import torch
 
 from models.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from models.config import MODALITIES
-from models.device import check_precision, float32_convolutions
+from models.device import check_precision, computing_in
 from models.fast import FastDMD
 from models.graph_distill import EDGE_NAMES, EDGES
 from realtime.features.text import TextEmbedder
@@ -124,8 +124,7 @@ class InferenceEngine:
             "A": torch.from_numpy(np.stack([w.audio_mask for w in windows])),
             "V": torch.from_numpy(np.stack([w.face_mask for w in windows])),
         }
-        with float32_convolutions(), torch.autocast("cuda", dtype=torch.bfloat16,
-                                                    enabled=self.precision == "bfloat16"):
+        with computing_in(self.precision):
             out = self.forward(self._to_device(inputs), self._to_device(masks))
         sentiment = out.sentiment.float().clamp(-3, 3).cpu().numpy()
         edges_homo = out.edges_homo.float().cpu().numpy()

@@ -247,14 +247,14 @@ in a probability (docs/PERFORMANCE.md, GPU). bfloat16 moves the edge weights fur
 def test_bundled_checkpoint_served_on_the_gpu_like_the_cpu(precision, batch):
     """Serving's forward on CUDA, in each precision the engine offers, gives the CPU's
     valence and emotion probabilities (and in float32 its edges), modalities and steps missing."""
-    from models.device import float32_convolutions
+    from models.device import computing_in
 
     checkpoint = load_checkpoint(DEFAULT_CHECKPOINT)
     cpu = checkpoint.build()
     inputs, masks = make_batch(cpu.cfg, batch, seed=3)
     with torch.inference_mode():
         ref = FastDMD(cpu)(inputs, masks)
-        with float32_convolutions(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+        with computing_in(precision):
             got = FastDMD(checkpoint.build("cuda"))({m: v.cuda() for m, v in inputs.items()},
                                                     {m: v.cuda() for m, v in masks.items()})
     tol = {"rtol": 0.0, "atol": GPU_TOLERANCE[precision]}
