@@ -24,7 +24,6 @@ from __future__ import annotations
 import importlib.util
 import statistics
 import sys
-import time
 import types
 from pathlib import Path
 
@@ -94,6 +93,7 @@ def compare(root: Path | None, threads: int = 2, rounds: int = 7, batches: tuple
         return {"skipped": "no local copy of mdswyz/DMD given (--reference-dmd PATH)"}
     import torch
 
+    from bench.stages import alternated_ms
     from models.config import MODALITIES
     from models.dmd import DMD
     from models.fast import FastDMD
@@ -116,18 +116,8 @@ def compare(root: Path | None, threads: int = 2, rounds: int = 7, batches: tuple
             "ours": lambda x=x, masks=masks: fast(x, masks).sentiment,
             "ours_torch": lambda x=x, masks=masks: fast_torch(x, masks).sentiment,
         }
-        repeat = max(1, 30 // n)
-        times = {name: [] for name in calls}
         with torch.inference_mode():
-            for call in calls.values():  # warm-up
-                call()
-                call()
-            for _ in range(rounds):
-                for name, call in calls.items():
-                    started = time.perf_counter()
-                    for _ in range(repeat):
-                        call()
-                    times[name].append(1000.0 * (time.perf_counter() - started) / repeat)
+            times = alternated_ms(calls, rounds, repeat=max(1, 30 // n), warmup=2)
         ms = {name: statistics.median(t) for name, t in times.items()}
         out[f"batch{n}"] = {
             **{f"{name}_ms": round(v, 2) for name, v in ms.items()},

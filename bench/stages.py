@@ -27,6 +27,24 @@ def _median_ms(call: Callable[[], object], repeat: int, warmup: int = 2) -> floa
     return statistics.median(times)
 
 
+def alternated_ms(calls: dict[str, Callable[[], object]], rounds: int, repeat: int,
+                  warmup: int = 1) -> dict[str, list[float]]:
+    """ms per call of each of ``calls``, timed in turn round after round (so a busy
+    neighbour slows them alike): each round's figure is the mean of ``repeat`` calls;
+    ``warmup`` untimed calls of each first."""
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            started = time.perf_counter()
+            for _ in range(repeat):
+                call()
+            times[name].append(1000.0 * (time.perf_counter() - started) / repeat)
+    return times
+
+
 def _decode(video: Path, fps: float = 10.0, max_side: int = 640):
     from realtime.sources.file import FileOptions, FileSource
 

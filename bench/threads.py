@@ -38,10 +38,10 @@ def scaling(batches: tuple[int, ...] = (1, 64), rounds: int = 5) -> dict:
 
 def _measure(threads: int, batches: list[int], rounds: int) -> list[dict]:
     import statistics
-    import time
 
     import torch
 
+    from bench.stages import alternated_ms
     from models.checkpoint import load_checkpoint
     from models.fast import FastDMD
     from realtime.engine import DEFAULT_CHECKPOINT
@@ -59,17 +59,10 @@ def _measure(threads: int, batches: list[int], rounds: int) -> list[dict]:
         g = torch.Generator().manual_seed(n)
         inputs = {m: torch.randn(n, spec.steps[m], spec.dims[m], generator=g) for m in ("L", "A", "V")}
         masks = {m: torch.ones(n, spec.steps[m]) for m in ("L", "A", "V")}
-        repeat = max(2, 64 // n)
-        times: dict[str, list[float]] = {name: [] for name in forwards}
+        calls = {name: (lambda forward=forward, inputs=inputs, masks=masks: forward(inputs, masks))
+                 for name, forward in forwards.items()}
         with torch.inference_mode():
-            for forward in forwards.values():
-                forward(inputs, masks)
-            for _ in range(rounds):
-                for name, forward in forwards.items():
-                    started = time.perf_counter()
-                    for _ in range(repeat):
-                        forward(inputs, masks)
-                    times[name].append(1000.0 * (time.perf_counter() - started) / repeat)
+            times = alternated_ms(calls, rounds, repeat=max(2, 64 // n), warmup=1)
         row = {"threads": torch.get_num_threads(), "batch": n}
         for name, t in times.items():
             row[name] = round(statistics.median(t), 2)
