@@ -4,7 +4,8 @@
         [--variants dmd dmd-no-gd dmd-no-decouple dhmd dhmd-fit-only dmd-alpha-1/8] [--out runs/ablation]
         [--edges-figure docs/edges-spread.png] [--threads 1]
     python -m bench.ablation --corpus runs/default/corpus.npz [--corpus-train 2000 --corpus-valid 400
-        --corpus-test 1000] [--corpus-pairs 0] [--data-seed 0] [--seeds 0 1 2] [--epochs 6] ...
+        --corpus-test 1000] [--corpus-pairs 0] [--corpus-seed 0] [--seeds 0 1 2] [--epochs 6]
+        [--edges-figure PNG --corpus-edge-windows 600] ...
     python -m bench.ablation --table-from runs/ablation/results.json runs/ablation-more/results.json
 
 One synthetic set (models.synthetic, data seed 0) gives the same train/valid/test split to
@@ -31,7 +32,10 @@ and MAE, from models.loop.evaluate.
 
 ``--edges-figure`` also draws the teacher's homogeneous and heterogeneous edge weights per
 test window, split by the label's sign, for DMD with the authors' alpha 1/8 and with
-alpha 1 (first seed): the spread of the edges before and after the fix of issue 16.
+alpha 1 (first seed): the spread of the edges before and after the fix of issue 16 (the
+numbers in --out/edges.npz). With ``--corpus``, whose windows hold one channel each and so
+have no edge, the edges are drawn by emotion on ``--corpus-edge-windows`` complete windows
+that the recipe's pairing builds from the kept test rows.
 
 Exit codes: 0 done, 1 internal failure (a bug), 2 bad usage or input (one line 'error: ...').
 """
@@ -121,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus-pairs", type=int, default=0,
                         help="with --corpus: complete cross-corpus training samples added as the default model's "
                              "recipe does (default 0; without them no sample has an edge)")
+    parser.add_argument("--corpus-edge-windows", type=int, default=0,
+                        help="with --corpus and --edges-figure: complete windows built from the kept test rows as "
+                             "the recipe builds its pairs, on which the edges are drawn by emotion (a corpus's own "
+                             "windows hold one channel each and have no edges)")
     parser.add_argument("--corpus-seed", type=int, default=0,
                         help="with --corpus: seed of the samples kept and of the pairs (default 0)")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
@@ -147,9 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.edges_figure is not None and not {"dmd", "dmd-alpha-1/8"} <= set(args.variants):
         print("error: --edges-figure needs the variants dmd and dmd-alpha-1/8", file=sys.stderr)
         return 2
-    if args.edges_figure is not None and args.corpus is not None:
-        print("error: --edges-figure draws the synthetic test windows; a corpus's windows hold one channel each "
-              "and have no edges", file=sys.stderr)
+    if args.edges_figure is not None and args.corpus is not None and args.corpus_edge_windows < 8:
+        print("error: --edges-figure with --corpus needs --corpus-edge-windows of 8 or more: a corpus's own windows "
+              "hold one channel each and have no edges", file=sys.stderr)
         return 2
 
     import torch
@@ -187,6 +195,12 @@ def main(argv: list[str] | None = None) -> int:
         base_model.update(CORPUS_MODEL)
         keys = CORPUS_METRICS
     test = dataset.splits["test"]
+    edge_split = test
+    if args.corpus is not None and args.edges_figure is not None:
+        # the recipe's pairing on the kept test rows, with a seed of its own: complete windows to draw
+        paired = _add_pairs()(test, args.corpus_edge_windows, args.corpus_seed + 1)
+        edge_split = paired.subset(np.arange(len(test), len(paired)))
+        data["edge_windows"] = args.corpus_edge_windows
     device = torch.device("cpu")
     results: dict = {"command": command, "data": data, "epochs": args.epochs, "seeds": args.seeds, "runs": []}
     headline = keys[0] if args.corpus is None else "Class_macro_F1"
@@ -210,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
                     run["atoms"] = atom_statistics(result.net, test, device)
                 results["runs"].append(run)
             if seed == args.seeds[0] and name in ("dmd", "dmd-alpha-1/8") and args.edges_figure is not None:
-                edges[name] = _test_edges(teacher.net, test, device)
+                edges[name] = _test_edges(teacher.net, edge_split, device)
             t, s = results["runs"][-2]["test"], results["runs"][-1]["test"]
             print(f"seed {seed} {name}: teacher {headline} {_number(t['0.0'][headline]):.3f}, student {headline} "
                   f"at 0.5 {_number(s['0.5'][headline]):.3f} ({time.perf_counter() - started:.0f} s)",
@@ -220,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "table.md").write_text(table + "\n")
     print(table)
     if args.edges_figure is not None:
-        edges_figure(edges, args.edges_figure)
+        edges_figure(edges, args.edges_figure, dataset.class_names if args.corpus is not None else ())
+        np.savez(args.out / "edges.npz", **{f"{name}.{k}": v for name, e in edges.items() for k, v in e.items()})
         print(f"edges figure written to {args.edges_figure}", file=sys.stderr)
     return 0
 
@@ -467,7 +482,7 @@ def atom_statistics(net, split, device) -> dict:
 
 
 def _test_edges(net, split, device) -> dict:
-    """Per-window edges (N, 6) of both GD-Units on complete test data, and the labels."""
+    """Per-window edges (N, 6) of both GD-Units on complete data, the labels and the classes."""
     import torch
 
     from models.loop import batches
@@ -479,12 +494,15 @@ def _test_edges(net, split, device) -> dict:
             out = net(batch.inputs, batch.masks)
             homo.append(out.edges_homo.cpu().numpy())
             hetero.append(out.edges_hetero.cpu().numpy())
-    return {"homo": np.concatenate(homo), "hetero": np.concatenate(hetero), "labels": split.labels.copy()}
+    classes = split.class_labels if split.class_labels is not None else np.full(len(split), -1)
+    return {"homo": np.concatenate(homo), "hetero": np.concatenate(hetero), "labels": split.labels.copy(),
+            "classes": classes.copy()}
 
 
-def edges_figure(edges: dict[str, dict], path: Path) -> None:
+def edges_figure(edges: dict[str, dict], path: Path, class_names: tuple[str, ...] = ()) -> None:
     """Box plots of each edge's weight over test windows, negative and non-negative labels
-    side by side: rows homo/hetero, columns alpha 1/8 (before) and alpha 1 (after)."""
+    side by side (with ``class_names``: one box per emotion): rows homo/hetero, columns
+    alpha 1/8 (before) and alpha 1 (after)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -492,19 +510,26 @@ def edges_figure(edges: dict[str, dict], path: Path) -> None:
 
     from models.graph_distill import EDGE_NAMES
 
-    fig, axes = plt.subplots(2, 2, figsize=(11, 6.5), sharey=True)
+    fig, axes = plt.subplots(2, 2, figsize=(14, 7.5) if class_names else (11, 6.5), sharey=True)
     columns = (("dmd-alpha-1/8", "before: alpha 1/8 (the authors')"), ("dmd", "after: alpha 1"))
     for col, (name, title) in enumerate(columns):
         data = edges[name]
-        negative = data["labels"] < 0
+        if class_names:
+            palette = plt.get_cmap("tab10").colors
+            groups = [(data["classes"] == k, palette[k % 10], f"{c} (n={int((data['classes'] == k).sum())})")
+                      for k, c in enumerate(class_names) if (data["classes"] == k).any()]
+        else:
+            negative = data["labels"] < 0
+            groups = [(negative, "#c0504d", "negative label"), (~negative, "#4f81bd", "non-negative label")]
+        step = min(0.36, 0.84 / len(groups))  # two groups: boxes at -0.18 and +0.18, 0.3 wide
         for row, kind in enumerate(("homo", "hetero")):
             ax = axes[row, col]
             values = data[kind]
             x = np.arange(len(EDGE_NAMES))
-            for offset, group, colour, label in ((-0.18, negative, "#c0504d", "negative label"),
-                                                 (0.18, ~negative, "#4f81bd", "non-negative label")):
+            for j, (group, colour, label) in enumerate(groups):
+                offset = (j - (len(groups) - 1) / 2) * step
                 box = ax.boxplot([values[group, i] for i in range(len(EDGE_NAMES))], positions=x + offset,
-                                 widths=0.3, patch_artist=True, showfliers=False)
+                                 widths=step * 5 / 6, patch_artist=True, showfliers=False)
                 for patch in box["boxes"]:
                     patch.set_facecolor(colour)
                     patch.set_alpha(0.6)
@@ -515,9 +540,10 @@ def edges_figure(edges: dict[str, dict], path: Path) -> None:
             if col == 0:
                 ax.set_ylabel("edge weight per test window")
             if row == 0 and col == 0:
-                ax.legend(loc="upper left", fontsize=8)
-    fig.suptitle("DMD teacher edges on the synthetic test set (boxes: quartiles over windows; dotted: 1/6)",
-                 fontsize=11)
+                ax.legend(loc="upper left", fontsize=8, ncol=2 if class_names else 1)
+    where = ("complete test windows of the emotion corpora (a face, a voice and words of one emotion)"
+             if class_names else "the synthetic test set")
+    fig.suptitle(f"DMD teacher edges on {where} (boxes: quartiles over windows; dotted: 1/6)", fontsize=11)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)

@@ -119,3 +119,21 @@ def test_a_corpus_without_classes_is_refused_in_one_line(tmp_path, capsys):
     assert main(["--corpus", str(path), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "class" in err
+
+
+def test_the_edges_figure_on_a_corpus_draws_complete_windows_by_emotion(corpus, tmp_path):
+    out = tmp_path / "run"
+    figure = tmp_path / "edges.png"
+    args = ["--corpus", str(corpus), "--corpus-train", "40", "--corpus-valid", "16", "--corpus-test", "32",
+            "--corpus-pairs", "8", "--seeds", "0", "--epochs", "1", "--variants", "dmd", "dmd-alpha-1/8",
+            "--out", str(out), "--threads", "1", "--edges-figure", str(figure)]
+    assert main(args) == 2  # a corpus's own windows hold one channel: no edge to draw
+    assert main([*args, "--corpus-edge-windows", "12"]) == 0
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with np.load(out / "edges.npz") as edges:
+        for name in ("dmd", "dmd-alpha-1/8"):
+            for space in ("homo", "hetero"):
+                weights = edges[f"{name}.{space}"]
+                # every window holds all three channels: six edges that sum to 1
+                assert weights.shape == (12, 6) and np.allclose(weights.sum(1), 1, atol=1e-5)
+            assert (edges[f"{name}.classes"] >= 0).all()
