@@ -43,7 +43,7 @@ import logging
 import re
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -244,13 +244,42 @@ def _read_audio(path: Path) -> np.ndarray | None:
     return np.concatenate(chunks) if chunks else None
 
 
-def extract_voice(folder: Path, spec, copies: int, seed: int, augment: int = 0) -> Part:
+@dataclass(frozen=True)
+class VoiceLevels:
+    """How loud each voice clip is made before extraction.
+
+    The EmoDB copy this project trains on was peak-normalised clip by clip (every clip's
+    peak is 0.93-1.00 of full scale), which inverts loudness: a shouted clip, with its high
+    peaks, ends up quieter on average than a sad one (mean power: angry -20.2 dBFS, sad
+    -16.5). A channel trained on that learns "loud means sad". So each clip is first set to
+    one mean power (``level``, dBFS), then each training speaker's clips get a random gain
+    of up to ``jitter`` dB either way, so that no clip's level says anything about its
+    emotion; validation and test speakers are only levelled. ``level`` None keeps the
+    recorded levels (a copy that was never normalised)."""
+
+    level: float | None = -26.0
+    jitter: float = 6.0
+
+    def apply(self, y: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+        gain = 1.0
+        if self.level is not None:
+            power = float(np.sqrt(np.mean(np.square(y, dtype=np.float64))))
+            if power > 1e-6:
+                gain = 10 ** (self.level / 20) / power
+        if rng is not None and self.jitter > 0:
+            gain *= 10 ** (float(rng.uniform(-self.jitter, self.jitter)) / 20)
+        return np.clip(y * gain, -1.0, 1.0).astype(np.float32) if gain != 1.0 else y
+
+
+def extract_voice(folder: Path, spec, copies: int, seed: int, augment: int = 0,
+                  levels: VoiceLevels = VoiceLevels()) -> Part:
     """Each speaker's clips as one stream, twice (the first pass fills the statistics).
 
     With ``augment`` > 0, each training speaker's stream is also replayed that many times
     speed-perturbed (resampled by a factor in 0.85..1.15, which moves pitch, formants and
     tempo together, as a different vocal tract would): new voices for the channel to learn
-    from, each normalised as its own stream. Validation and test speakers stay as recorded.
+    from, each normalised as its own stream. Validation and test speakers stay as recorded
+    (levelled only: ``VoiceLevels``).
     """
     from tqdm import tqdm
 
@@ -269,10 +298,12 @@ def extract_voice(folder: Path, spec, copies: int, seed: int, augment: int = 0) 
         audio = [a for a in audio if a[2] is not None and len(a[2]) > rate // 4]
         if not audio:
             continue
-        _speaker_windows(part, extractor, audio, split, copies if split == "train" else 1, spec, rng, "")
+        jitter = rng if split == "train" else None
+        levelled = [(emotion, path, levels.apply(y, jitter)) for emotion, path, y in audio]
+        _speaker_windows(part, extractor, levelled, split, copies if split == "train" else 1, spec, rng, "")
         for _ in range(augment if split == "train" else 0):
             factor = float(rng.uniform(0.85, 1.15))
-            perturbed = [(emotion, path, _speed(y, factor)) for emotion, path, y in audio]
+            perturbed = [(emotion, path, levels.apply(_speed(y, factor), jitter)) for emotion, path, y in audio]
             _speaker_windows(part, extractor, perturbed, split, 1, spec, rng, f"~speed{factor:.2f}")
     return part
 
@@ -506,11 +537,18 @@ def recipe(name: str, path: Path, args: argparse.Namespace, exclude: set[str]) -
                 "texts": {"per_class": args.texts_per_class}, "sentences": {"count": args.sentences_count}}[name])
     if name == "voice" and args.voice_augment:  # absent when 0: parts made before the option stay valid
         out["augment"] = args.voice_augment
+    if name == "voice":
+        out["levels"] = asdict(voice_levels(args))
     if name in ("texts", "sentences") and args.text_encoder != LEGACY_TEXT_ENCODER:
         out["text_encoder"] = args.text_encoder  # absent for MiniLM: parts made before the option stay valid
     if name in ("texts", "sentences") and exclude:
         out["exclude_sha1"] = hashlib.sha1("\n".join(sorted(exclude)).encode()).hexdigest()
     return out
+
+
+def voice_levels(args: argparse.Namespace) -> VoiceLevels:
+    return VoiceLevels(level=None if args.voice_level == "recorded" else float(args.voice_level),
+                       jitter=args.voice_gain_jitter)
 
 
 def build(args: argparse.Namespace) -> dict:
@@ -542,7 +580,7 @@ def build(args: argparse.Namespace) -> dict:
         if name == "faces":
             part = extract_faces(path, args.faces_per_class, args.seed, spec, args.face_model)
         elif name == "voice":
-            part = extract_voice(path, spec, args.voice_copies, args.seed, args.voice_augment)
+            part = extract_voice(path, spec, args.voice_copies, args.seed, args.voice_augment, voice_levels(args))
         elif name == "texts":
             rows = goemotions_rows(path, args.texts_per_class, rng)
             rows, excluded = _without(rows, exclude)
@@ -595,6 +633,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "the class neutral (default 0: none)")
     parser.add_argument("--voice-augment", type=int, default=0,
                         help="speed-perturbed replays of each training speaker (new voices; default 0)")
+    parser.add_argument("--voice-level", default="-26", metavar="DBFS",
+                        help="mean power every voice clip is set to before extraction, in dB of full scale, or "
+                             "'recorded' to keep each clip's level (default -26: the EmoDB copy was peak-normalised "
+                             "clip by clip, which makes shouting quieter than sadness)")
+    parser.add_argument("--voice-gain-jitter", type=float, default=6.0, metavar="DB",
+                        help="random gain of up to this many dB either way on each training speaker's clips, so "
+                             "that a clip's level says nothing of its emotion (default 6; 0: none)")
     parser.add_argument("--face-model", help="face_landmarker.task (default: the installed one)")
     add_text_encoder_option(parser, "sentence-transformer for the words")
     parser.add_argument("--text-model", help="folder of the --text-encoder model (default: the installed one)")
@@ -613,6 +658,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not 0.0 <= args.neutral_below <= 4.0:
         print("error: --neutral-below must be within [0, 4]", file=sys.stderr)
+        return 2
+    if args.voice_level != "recorded":
+        try:
+            level = float(args.voice_level)
+        except ValueError:
+            level = float("nan")
+        if not -60.0 <= level <= 0.0:
+            print(f"error: --voice-level must be 'recorded' or a level from -60 to 0 dBFS, got '{args.voice_level}'",
+                  file=sys.stderr)
+            return 2
+    if not 0.0 <= args.voice_gain_jitter <= 20.0:
+        print("error: --voice-gain-jitter must be within [0, 20] dB", file=sys.stderr)
         return 2
     for name in ("faces_per_class", "texts_per_class", "sentences_count", "voice_copies"):
         if getattr(args, name) < 1:

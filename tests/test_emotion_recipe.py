@@ -143,6 +143,63 @@ def test_voice_augmentation_adds_new_voices_for_training_speakers_only(tmp_path)
     assert not np.allclose(plain_x[:2], new_x[:2])  # a different voice reads differently
 
 
+def test_voice_levels_set_one_mean_power_and_jitter_only_when_given_a_generator():
+    from realtime.corpus import VoiceLevels
+
+    rng = np.random.default_rng(0)
+    clip = (0.3 * np.sin(np.arange(16000) / 7.0)).astype(np.float32)
+
+    def dbfs(y):
+        return 10 * np.log10(np.mean(np.square(y, dtype=np.float64)))
+
+    levels = VoiceLevels(level=-26.0, jitter=6.0)
+    assert dbfs(levels.apply(clip, None)) == pytest.approx(-26.0, abs=0.01)
+    assert dbfs(levels.apply(0.1 * clip, None)) == pytest.approx(-26.0, abs=0.01)  # the recorded level is gone
+    jittered = [dbfs(levels.apply(clip, rng)) for _ in range(200)]
+    assert -32.0 <= min(jittered) < -30.0 and -22.0 < max(jittered) <= -20.0  # up to 6 dB either way
+    assert VoiceLevels(level=None, jitter=0.0).apply(clip, rng) is clip  # recorded levels kept
+    loud = VoiceLevels(level=-3.0, jitter=6.0).apply(clip, rng)
+    assert np.abs(loud).max() <= 1.0  # never past full scale
+
+
+@pytest.mark.slow
+def test_a_held_out_clips_features_do_not_depend_on_the_level_it_was_recorded_at(tmp_path):
+    """The EmoDB copy was peak-normalised clip by clip, so clip levels lie about emotion:
+    levelled, a quieter copy of one clip reads exactly as the original; kept as recorded,
+    it does not."""
+    from realtime.corpus import VoiceLevels, extract_voice
+    from realtime.featureset import FeatureSpec
+    from realtime.synth_media import speak, write_wav
+
+    clips = [("W", speak("We will meet again tomorrow.", "en-us", 180)),
+             ("T", speak("The cat sat on the mat today.", "en-us", 120))]
+    for name, quiet in (("as-is", 1.0), ("quieter", 0.2)):
+        folder = tmp_path / name
+        folder.mkdir()
+        for i, (letter, y) in enumerate(clips):  # speaker 03 is held out (test)
+            write_wav(folder / f"03a0{i}{letter}a.wav", y * (quiet if letter == "T" else 1.0))
+
+    def test_features(name, levels):
+        part = extract_voice(tmp_path / name, FeatureSpec(), copies=1, seed=0, levels=levels)
+        return dict(zip(part.ids["test"], part.features["test"]))
+
+    levelled = [test_features(name, VoiceLevels()) for name in ("as-is", "quieter")]
+    recorded = [test_features(name, VoiceLevels(level=None, jitter=0.0)) for name in ("as-is", "quieter")]
+    assert levelled[0].keys() == levelled[1].keys() == recorded[1].keys() and len(levelled[0]) == 2
+    moved = {name: max(np.abs(pair[0][k] - pair[1][k]).max() for k in pair[0])
+             for name, pair in (("levelled", levelled), ("recorded", recorded))}
+    # what is left (0.28 measured, against 3.2) is the quiet copy's 16-bit rounding near the silence threshold
+    assert moved["recorded"] > 1.0 and moved["levelled"] < 0.15 * moved["recorded"], moved
+
+
+def test_the_corpus_builder_refuses_a_voice_level_it_cannot_use(tmp_path, capsys):
+    (tmp_path / "v").mkdir()
+    for bad in (["--voice-level", "loud"], ["--voice-level", "3"], ["--voice-gain-jitter", "-1"]):
+        assert corpus_main(["--out", str(tmp_path / "c.npz"), "--voice", str(tmp_path / "v"), *bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: --voice-")
+
+
 def test_balanced_draws_give_each_source_a_square_root_share():
     from models.train import source_weights
 

@@ -178,6 +178,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="rated sentences, all splits (default: all of VADER's 18,500 that have 3 to 40 words)")
     parser.add_argument("--voice-augment", type=int, default=4,
                         help="speed-perturbed replays of each training speaker's voice (default 4)")
+    parser.add_argument("--voice-level", default="-26", metavar="DBFS",
+                        help="mean power each voice clip is set to before extraction, or 'recorded' (default -26: "
+                             "the EmoDB copy was peak-normalised clip by clip; see python -m realtime.corpus --help)")
+    parser.add_argument("--voice-gain-jitter", type=float, default=6.0, metavar="DB",
+                        help="random gain of up to this many dB on each training speaker's clips (default 6)")
     parser.add_argument("--voice-valence-scale", type=float, default=0.25,
                         help="scale of the voice samples' valence targets (default 0.25: a voice alone moves "
                              "valence only a little; acted speech tells arousal, not valence)")
@@ -222,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     corpus = args.work / "corpus.npz"
     corpus_args = ["--out", str(corpus), "--seed", str(args.seed), "--faces-per-class", str(args.faces_per_class),
                    "--texts-per-class", str(args.texts_per_class), "--sentences-count", str(args.sentences_count),
-                   "--voice-augment", str(args.voice_augment),
+                   "--voice-augment", str(args.voice_augment), "--voice-level", args.voice_level,
+                   "--voice-gain-jitter", str(args.voice_gain_jitter),
                    "--voice-valence-scale", str(args.voice_valence_scale), "--neutral-below", str(args.neutral_below),
                    "--text-encoder", args.text_encoder]
     for name in ("faces", "voice", "texts", "sentences"):
@@ -274,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         "voice_valence_scale": args.voice_valence_scale,
         "neutral_below": args.neutral_below,
         "voice_augment": args.voice_augment,
+        "voice_level": args.voice_level,
+        "voice_gain_jitter": args.voice_gain_jitter,
         "excluded_evaluation_sentences": [Path(p).name for p in args.exclude],
         "train_config": train_cfg.to_dict(),
         "seed": args.seed,
