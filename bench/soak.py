@@ -51,13 +51,13 @@ def soak(components, minutes: float, cache: Path) -> dict:
 
     started = time.perf_counter()
     with build_run(components, FileFeed(path), RunOptions()) as run:
-        pipeline = run.pipeline
+        bound = max(run.status().bounds.values())
 
         def watch() -> None:
             nonlocal max_queue
             while not done.wait(0.5):
                 samples.append((Count.t, rss_mb()))
-                max_queue = max([max_queue] + [q._q.qsize() for q in pipeline.queues.values()])
+                max_queue = max([max_queue, *run.status().queued.values()])
 
         watcher = threading.Thread(target=watch, name="soak-watch", daemon=True)
         watcher.start()
@@ -76,6 +76,6 @@ def soak(components, minutes: float, cache: Path) -> dict:
         "rss_growth_mb": round(float(np.median(last) - np.median(second)), 1),
         "rss_peak_mb": round(max(rss for _, rss in samples), 1),
         "rss_samples": [(round(t, 1), round(rss, 1)) for t, rss in samples[::step]],
-        "max_queue": max_queue, "queue_bound": pipeline.options.queue_size, "dropped": dict(summary.dropped),
+        "max_queue": max_queue, "queue_bound": bound, "dropped": dict(summary.dropped),
         "threads_left": [t.name for t in threading.enumerate() if t.name.startswith("realtime-")],
     }

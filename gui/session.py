@@ -125,7 +125,7 @@ class Session(QObject):
         self.options: SessionOptions | None = None
         self._components = None
         self._components_key: tuple | None = None
-        self._pipeline = None
+        self._current = None  # the realtime.run.Run in progress
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._paused = False
@@ -151,13 +151,13 @@ class Session(QObject):
 
     def pause(self) -> None:
         self._paused = True
-        if self._pipeline is not None:
-            self._pipeline.state.pause()
+        if self._current is not None:
+            self._current.pause()
 
     def resume(self) -> None:
         self._paused = False
-        if self._pipeline is not None:
-            self._pipeline.state.resume()
+        if self._current is not None:
+            self._current.resume()
 
     @property
     def paused(self) -> bool:
@@ -180,19 +180,20 @@ class Session(QObject):
         """End the run and wait for its threads (finished windows are still delivered)."""
         self._stop.set()
         self._paused = False
-        pipeline = self._pipeline
-        if pipeline is not None:
-            pipeline.stop()
+        run = self._current
+        if run is not None:
+            run.stop()
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 logger.warning("the pipeline did not stop within %.0f s", timeout)
 
     def health(self) -> Health:
-        pipeline = self._pipeline
-        failed = dict(pipeline.state.failed) if pipeline is not None else {}
-        dropped = {name: q.dropped for name, q in pipeline.queues.items()} if pipeline is not None else {}
-        lags = list(pipeline.speech_lags[-30:]) if pipeline is not None else []
+        run = self._current
+        status = run.status() if run is not None else None
+        failed = status.failed if status is not None else {}
+        dropped = status.dropped if status is not None else {}
+        lags = status.speech_lags if status is not None else ()
         latencies = list(self._latencies)
         return Health(running=self.running, paused=self._paused, failed=failed, dropped=dropped,
                       face_fps=self.view.face_fps(), speech_lag=float(np.median(lags)) if lags else None,
@@ -219,7 +220,7 @@ class Session(QObject):
             logger.exception("run failed")
             self.failed.emit(f"internal error: {type(exc).__name__}: {exc}")
         finally:
-            self._pipeline = None
+            self._current = None
             self.finished.emit(summary)
 
     def _load(self, options: SessionOptions):
@@ -255,9 +256,9 @@ class Session(QObject):
         run_options = RunOptions(live=options.live or options.pace == "realtime", hop=options.hop)
         run = build_run(comps, feed, run_options, on_estimate=on_estimate, on_face=self.view.on_face,
                         on_transcript=self.view.on_transcript)
-        self._pipeline = run.pipeline
+        self._current = run
         if self._paused:
-            run.pipeline.state.pause()
+            run.pause()
         if self._stop.is_set():
             return summary
         self.message.emit(f"running {options.source if options.live else Path(options.source).name}")

@@ -2,7 +2,8 @@
 
 Threads live only here, at the edges: one per source, one per feature worker (face,
 acoustics, speech), joined by bounded queues; the thread that calls ``run`` (the CLI's
-main thread, the GUI's session thread) assembles windows, runs the model and writes
+main thread, the GUI's session thread) drives the run's ``StreamCore`` (realtime/core.py:
+routing, when windows close, batching and inference) with the run clock, and writes
 records. File mode never drops and closes a window only when every stream has passed its
 end (deterministic). Live mode drops the oldest frames under load
 (counted), closes windows on time, and keeps going when a device or worker fails: that
@@ -20,13 +21,14 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from realtime.core import StreamCore
 from realtime.engine import InferenceEngine
 from realtime.features.acoustic import AcousticExtractor
 from realtime.features.face import FaceExtractor
 from realtime.features.speech import StreamingTranscriber
+from realtime.run import RunOptions, RunStatus
 from realtime.sinks import Sink, Summary
-from realtime.types import AcousticFrame, AudioChunk, Estimate, FaceFrame, Mark, VideoFrame, Word
-from realtime.windows import WindowAssembler
+from realtime.types import AudioChunk, Estimate, FaceFrame, Mark, VideoFrame, Word
 
 logger = logging.getLogger(__name__)
 
@@ -35,23 +37,19 @@ _EMPTY = object()
 WORKERS = ("face", "audio", "text")
 INTERRUPT_GRACE = 0.5
 """Seconds an interrupted run spends scoring the windows already complete."""
+SPEECH_LAGS_SHOWN = 30
+"""Words whose lag ``status`` reports (the latest)."""
 
 
 @dataclass(frozen=True)
-class PipelineOptions:
-    """How the pipeline runs (the engine and the extractors are built by the caller)."""
+class PipelineOptions(RunOptions):
+    """A run's options (``RunOptions``: live, hop, batch, close_grace) and how its threads
+    hold what passes between them (the engine and the extractors are built by the caller)."""
 
-    live: bool = False
-    """Live: close windows on time and drop the oldest frames under load."""
-    hop: float = 0.5
-    batch: int = 16
-    """File mode: windows per model call."""
     queue_size: int = 256
     """File mode queue bound (the source waits when a worker lags)."""
     live_face_queue: int = 2
     """Live: frames waiting for the face worker before the oldest is dropped."""
-    close_grace: float = 0.05
-    """Live: seconds after a window's end before it is closed (late face/audio frames)."""
     join_timeout: float = 5.0
 
 
@@ -63,6 +61,7 @@ class BoundedQueue:
 
     def __init__(self, maxsize: int, drop_oldest: bool):
         self._q: queue.Queue = queue.Queue(maxsize=maxsize)
+        self.maxsize = maxsize
         self.drop_oldest = drop_oldest
         self.dropped = 0
         self.closed = False
@@ -86,6 +85,10 @@ class BoundedQueue:
             except queue.Full:
                 if stop.is_set() and item is not END:
                     return
+
+    def qsize(self) -> int:
+        """Items waiting now (approximate while other threads put and get)."""
+        return self._q.qsize()
 
     def get(self, timeout: float = 0.1):
         try:
@@ -211,8 +214,6 @@ class Pipeline:
         self.on_transcript = on_transcript
         self.state = RunState()
         self._ended: set[str] = set()
-        self.speech_lags: list[float] = []
-        """Live: seconds from each word's end to its arrival here."""
         self._threads: list[threading.Thread] = []
         live = options.live
         self.queues = {
@@ -223,7 +224,10 @@ class Pipeline:
         self.out = BoundedQueue(max(options.queue_size, 1024), drop_oldest=False)
         self.inlet = Inlet(self.queues, self.state, self._fail)
         """The feed's side of the run (see ``run``)."""
-        self.assembler = WindowAssembler(engine.spec.window_spec(options.hop))
+        self.spec = engine.spec.window_spec(options.hop)
+        """The windows' geometry (the engine's feature spec at this hop)."""
+        self.core: StreamCore | None = None
+        """The run's routing, window closing and inference (built when ``run`` starts)."""
 
     # ---- lifecycle -----------------------------------------------------------------
     def __enter__(self) -> Pipeline:
@@ -257,6 +261,17 @@ class Pipeline:
         if stream not in self.state.failed:
             self.state.failed[stream] = message
             logger.warning("%s", message)
+
+    def status(self) -> RunStatus:
+        """What the run shows whoever watches it (from any thread)."""
+        core = self.core
+        return RunStatus(
+            paused=self.state.paused, failed=dict(self.state.failed),
+            dropped={name: q.dropped for name, q in self.queues.items()},
+            queued={name: q.qsize() for name, q in self.queues.items()},
+            bounds={name: q.maxsize for name, q in self.queues.items()},
+            speech_lags=tuple(core.speech_lags[-SPEECH_LAGS_SHOWN:]) if core is not None else (),
+            threads=tuple(t.name for t in self._threads if t.is_alive()))
 
     # ---- workers -----------------------------------------------------------------
     def _worker(self, stream: str, process: Callable[[object], Iterable], finish: Callable[[], Iterable]) -> None:
@@ -332,7 +347,8 @@ class Pipeline:
             yield words
 
     def _start_workers(self, has_video: bool, has_audio: bool) -> set[str]:
-        """Start the workers the input allows; returns the streams that will run."""
+        """Start the workers the input allows; returns the streams that will run (the
+        others are closed in the core from the start)."""
         running = set()
         if has_video and self.face is not None:
             self._start("face", lambda: self._worker("face", self._face_process, lambda: ()))
@@ -345,7 +361,6 @@ class Pipeline:
                 running.add("text")
         for stream in WORKERS:
             if stream not in running:
-                self.assembler.close(stream)
                 self.queues[stream].closed = True
         return running
 
@@ -359,6 +374,7 @@ class Pipeline:
         """
         state = self.state
         running = self._start_workers(has_video, has_audio)
+        core = self.core = StreamCore(self.spec, self.engine, self.options, running)
 
         def feeder() -> None:
             try:
@@ -372,38 +388,31 @@ class Pipeline:
         started = time.perf_counter()
         state.start_clock()  # media time 0 is now, for a camera and a file at realtime pace alike
         self._start("source", feeder)
-        finished: set[str] = set()
-        pending: list = []
-        source_done = False
         try:
-            while not (source_done and finished >= running) or (state.paused and not state.stop.is_set()):
+            while not core.done or (state.paused and not state.stop.is_set()):
                 item = self.out.get(timeout=0.05)
                 if item is not _EMPTY:
-                    source_done |= self._take(item, finished)
+                    self._tell(core)
+                    core.take(item, state.clock())
                 if state.paused:  # results wait; the workers finish what they hold
                     continue
-                if self.options.live:
-                    pending += self.assembler.step(until=state.clock() - self.options.close_grace)
-                    self._infer(pending, sinks, summary)
-                else:
-                    pending += self.assembler.step()
-                    if len(pending) >= self.options.batch:
-                        self._infer(pending, sinks, summary)
-            if self._stopped_early():
-                # the window's stop in a file run: the windows every stream has passed are
-                # complete and kept; windows past them would read the streams whose workers
-                # stopped first as missing, and scoring them kept a stopped run busy for seconds
-                pending += self.assembler.step()
-            else:
-                pending += self.assembler.flush(state.end_time)
-            self._infer(pending, sinks, summary)
+                now = state.clock()
+                while estimates := core.step(now):
+                    self._deliver(estimates, sinks, summary)
+            self._tell(core)
+            core.finish(state.end_time)
+            while estimates := core.step():
+                self._deliver(estimates, sinks, summary)
         except KeyboardInterrupt:
             summary.interrupted = True
             # windows already complete are kept, as many as fit in INTERRUPT_GRACE: a stop
             # must be honoured within a second whatever is queued (issue 17)
-            self._infer(pending, sinks, summary, deadline=time.perf_counter() + INTERRUPT_GRACE)
-            if pending:
-                summary.warnings.append(f"{len(pending)} complete windows not scored: interrupted")
+            core.finish(interrupted=True)
+            deadline = time.perf_counter() + INTERRUPT_GRACE
+            while time.perf_counter() < deadline and (estimates := core.step()):
+                self._deliver(estimates, sinks, summary)
+            if core.waiting:
+                summary.warnings.append(f"{core.waiting} complete windows not scored: interrupted")
         finally:
             self.shutdown()
             summary.wall_seconds += time.perf_counter() - started
@@ -411,51 +420,27 @@ class Pipeline:
             for name, q in self.queues.items():
                 summary.dropped[name] = summary.dropped.get(name, 0) + q.dropped
             # samples the window assembler refused: too late for any window still to come, or repeats
-            stats = self.assembler.stats
+            stats = core.assembler.stats
             for name, count in (("late", stats.late), ("duplicate", stats.duplicates)):
                 summary.dropped[name] = summary.dropped.get(name, 0) + count
             summary.warnings.extend(state.failed.values())
-            summary.speech_lags_ms.extend(1000.0 * lag for lag in self.speech_lags)
+            summary.speech_lags_ms.extend(1000.0 * lag for lag in core.speech_lags)
         return summary
 
-    def _stopped_early(self) -> bool:
-        """A file run asked to stop (``stop``) before its media ended."""
-        return self.state.stop.is_set() and not self.options.live
+    def _tell(self, core: StreamCore) -> None:
+        """Hand the core what other threads decided: a stop, the streams given up."""
+        if self.state.stop.is_set():
+            core.stop()
+        for stream in list(self.state.failed):
+            core.fail(stream)
 
-    def _take(self, item, finished: set[str]) -> bool:
-        """Feed one worker result to the assembler; True when the source has ended."""
-        if isinstance(item, FaceFrame):
-            self.assembler.push_face(item)
-        elif isinstance(item, Mark):
-            if item.stream == "source":
-                self.state.end_time = max(self.state.end_time, item.t)
-                return True
-            if item.final:
-                finished.add(item.stream)
-                if not self._stopped_early() or item.stream in self.state.failed:
-                    self.assembler.close(item.stream)  # stopped early, its progress stands
-            else:
-                self.assembler.advance(item.stream, item.t)
-        elif isinstance(item, list) and item and isinstance(item[0], AcousticFrame):
-            for frame in item:
-                self.assembler.push_audio(frame)
-        elif isinstance(item, list) and item and isinstance(item[0], Word):
-            self.assembler.push_words(item)
+    def _deliver(self, estimates: list[Estimate], sinks: list[Sink], summary: Summary) -> None:
+        for est in estimates:
             if self.options.live:
-                now = self.state.clock()
-                self.speech_lags.extend(now - w.end for w in item)
-        return False
-
-    def _infer(self, pending: list, sinks: list[Sink], summary: Summary, deadline: float | None = None) -> None:
-        while pending and (deadline is None or time.perf_counter() < deadline):
-            batch, pending[:] = pending[: self.options.batch], pending[self.options.batch:]
-            estimates = self.engine(batch)
-            for est in estimates:
-                if self.options.live:
-                    # a window closed early by the end of input is ready before its end: 0
-                    est.latency_ms = max(0.0, 1000.0 * (self.state.clock() - est.t_end))
-                for sink in sinks:
-                    sink.write(est)
-                summary.add(est)
-                if self.on_estimate is not None:
-                    self.on_estimate(est)
+                # a window closed early by the end of input is ready before its end: 0
+                est.latency_ms = max(0.0, 1000.0 * (self.state.clock() - est.t_end))
+            for sink in sinks:
+                sink.write(est)
+            summary.add(est)
+            if self.on_estimate is not None:
+                self.on_estimate(est)

@@ -14,7 +14,7 @@ with the same four members) that sees the run only through its ``Inlet``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -51,15 +51,38 @@ class RunOptions:
     """Seconds between windows."""
     batch: int = 16
     """Windows per model call, at most."""
+    close_grace: float = 0.05
+    """Live: seconds past a window's end before it closes (frames still on their way)."""
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """A run as whoever watches it sees it (the window's health strip, the soak): a copy,
+    taken from any thread."""
+
+    paused: bool
+    failed: dict[str, str]
+    """Stream ('face', 'audio', 'text', 'source') -> the warning that gave it up."""
+    dropped: dict[str, int]
+    """Worker queue ('face', 'audio', 'text') -> items dropped so far (live runs drop the oldest)."""
+    queued: dict[str, int]
+    """Worker queue -> items waiting in it now."""
+    bounds: dict[str, int]
+    """Worker queue -> how many items it holds at most."""
+    speech_lags: tuple[float, ...]
+    """Live: seconds from each of the latest words' end to its arrival at the windows."""
+    threads: tuple[str, ...]
+    """The run's threads still alive (none once it has ended)."""
 
 
 class Run:
     """A pipeline wired to its feed, from ``build_run``: call ``run`` once, inside ``with``
-    (leaving it stops every thread, idempotently). ``pipeline`` is there for what watches
-    a run (the window's health strip, pause; the soak's queue depths)."""
+    (leaving it stops every thread, idempotently). What watches a run reads ``status()``
+    and may ``pause``, ``resume`` or ``stop`` it, from any thread."""
 
     def __init__(self, pipeline: Pipeline, feed: Feed):
         self.pipeline = pipeline
+        """The run's internals, for tests; what watches a run uses ``status``."""
         self.feed = feed
 
     def run(self, sinks: Sequence[Sink] = (), summary: Summary | None = None) -> Summary:
@@ -74,6 +97,18 @@ class Run:
     def stop(self) -> None:
         """Ask the run to end (from any thread): input stops, finished windows are kept."""
         self.pipeline.stop()
+
+    def pause(self) -> None:
+        """Freeze the run clock (from any thread; also before ``run``): no window closes
+        on time, and the clock resumes where it stopped."""
+        self.pipeline.state.pause()
+
+    def resume(self) -> None:
+        self.pipeline.state.resume()
+
+    def status(self) -> RunStatus:
+        """What the run shows now (from any thread)."""
+        return self.pipeline.status()
 
     def __enter__(self) -> Run:
         return self
@@ -98,8 +133,7 @@ def build_run(components: Components, feed: Feed, options: RunOptions = RunOptio
     components.face.new_stream()  # the input's clock starts at 0 again
     components.acoustic.reset()
     asr = ASROptions() if options.live else ASROptions.for_files()
-    pipeline = Pipeline(PipelineOptions(live=options.live, hop=options.hop, batch=options.batch),
-                        components.engine, components.face, components.acoustic,
+    pipeline = Pipeline(PipelineOptions(**asdict(options)), components.engine, components.face, components.acoustic,
                         StreamingTranscriber(components.whisper, asr),
                         on_estimate=on_estimate, on_face=on_face, on_transcript=on_transcript)
     return Run(pipeline, feed)

@@ -283,7 +283,7 @@ def run_live(components, camera, mic, duration: float):
 
     with build_run(components, LiveFeed(camera, mic, duration, name="replay"), RunOptions(live=True)) as run:
         summary = run.run([Collect()])
-        threads = list(run.pipeline._threads)
+        threads = list(run.status().threads)
     return estimates, summary, threads
 
 

@@ -22,7 +22,7 @@ def test_a_run_takes_the_options_of_its_mode(components):
             # file: Whisper hears long stretches with beam 5 (the same records every run); live: short greedy steps
             assert (pipeline.transcriber.options.beam_size, pipeline.transcriber.options.min_chunk) == (beam, steps)
             assert all(q.drop_oldest is live for q in pipeline.queues.values())
-            assert pipeline.assembler.spec.hop == 1.0
+            assert pipeline.spec.hop == 1.0
 
 
 def test_the_inlet_routes_ends_and_gives_up_streams():

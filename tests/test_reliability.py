@@ -205,7 +205,7 @@ def run_file_pipeline(components, path, sink_path, face=None, feed_error_at=None
     try:
         with build_run(components, feed, RunOptions(), on_estimate=on_estimate) as run:
             summary = run.run([sink])
-            threads = [t for t in run.pipeline._threads if t.is_alive()]
+            threads = list(run.status().threads)
     finally:
         sink.close()
     return summary, threads
