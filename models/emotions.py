@@ -46,6 +46,13 @@ GOEMOTIONS_EKMAN: dict[str, str] = {
 }
 """GoEmotions' Ekman grouping (data/ekman/labels.txt)."""
 
+XED_LABELS: dict[str, str | None] = {
+    "1": "angry", "2": None, "3": "disgusted", "4": "fearful", "5": "happy", "6": "sad", "7": "surprised", "8": None,
+}
+"""XED's English annotations (Plutchik's eight, numbered alphabetically): anticipation (2)
+and trust (8) have no Ekman category and are left out; its neutral lines come in a file
+of their own."""
+
 
 def class_index(name: str) -> int:
     """Index of a category in EMOTIONS; ValueError naming the known ones otherwise."""

@@ -1,7 +1,7 @@
 """Build the emotion training corpus from unimodal labelled sources, with the live extractors.
 
     python -m realtime.corpus --out corpus.npz [--faces FER_DIR] [--voice EMODB_DIR]
-        [--texts GOEMOTIONS_EKMAN_DIR] [--sentences VADER_DIR] [--work DIR] [--seed 0]
+        [--texts GOEMOTIONS_EKMAN_DIR] [--sentences VADER_DIR] [--subtitles XED_DIR] [--work DIR] [--seed 0]
 
 No freely licensed corpus labels face, voice and words together, so each source supplies
 the channel it has and the others are absent (masked), which the DMD student is built to
@@ -19,6 +19,9 @@ tolerate. Every feature comes from ``realtime``'s workers, the code the live pip
   only, embedded by ``TextEmbedder`` as a window's words would be.
 * sentences (VADER's ``*GroundTruth*.txt``): valence from about 20 human ratings each, no
   emotion class (-1): they teach the words' valence.
+* subtitles (XED's ``en-annotated.tsv`` and ``neu_en.txt``): English movie subtitle lines,
+  spoken dialogue as a conversation's words are, with one emotion each (Plutchik's
+  anticipation and trust have no class here); split by a hash of the line's text.
 
 Writes a NumPy archive without pickles (``models.data`` reads it) and a JSON sidecar
 with the counts, sources and splits. Each source is extracted once into ``--work`` and
@@ -49,7 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from models.data import DataError, save_arrays, save_dataset
-from models.emotions import EMODB_LETTERS, EMOTIONS, FER_FOLDERS, GOEMOTIONS_EKMAN, VALENCE
+from models.emotions import EMODB_LETTERS, EMOTIONS, FER_FOLDERS, GOEMOTIONS_EKMAN, VALENCE, XED_LABELS
 from models.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -61,6 +64,8 @@ FACE_SIZE = 192
 EMODB_SPLIT = {"03": "test", "08": "test", "09": "valid", "10": "valid"}
 """EmoDB speakers held out (03 and 10 male, 08 and 09 female); the other six train."""
 SPLITS = ("train", "valid", "test")
+WORDS = ("texts", "sentences", "subtitles")
+"""The sources that train the words."""
 
 
 @dataclass
@@ -394,6 +399,75 @@ def goemotions_rows(folder: Path, per_class: int, rng: np.random.Generator) -> l
     return out
 
 
+XED_FILES = ("en-annotated.tsv", "neu_en.txt")
+
+
+def subtitle_rows(folder: Path, per_class: int, rng: np.random.Generator) -> tuple[list[tuple[str, str, str, str]],
+                                                                                  dict[str, int]]:
+    """(split, emotion, text, id) from XED's English subtitle lines, and what was left out.
+
+    ``en-annotated.tsv`` holds ``line<TAB>labels`` (Plutchik's eight, ``models.emotions.
+    XED_LABELS``); ``neu_en.txt`` holds ``label<TAB>line``, every one neutral. Only lines
+    with a single label that has an Ekman category are kept, each text once. XED has no
+    split: a line's split comes from a hash of its text, so a line that recurs (subtitles
+    repeat "Yes." and "Thank you.") never sits on both sides."""
+    _need_folder(folder, "subtitles")
+    for name in XED_FILES:
+        if not (folder / name).is_file():
+            raise DataError(f"--subtitles '{folder}': no {name} (expected XED's AnnotatedData folder)")
+    left_out: dict[str, int] = {}
+    by_class: dict[tuple[str, str], list] = {}
+    seen: set[str] = set()
+
+    def keep(text: str, emotion: str, ident: str) -> None:
+        key = text_key(text)
+        if not key or key in seen:
+            left_out["repeated line"] = left_out.get("repeated line", 0) + (1 if key else 0)
+            return
+        seen.add(key)
+        split = sentence_split(key)
+        by_class.setdefault((split, emotion), []).append((split, emotion, text, ident))
+
+    path = folder / "en-annotated.tsv"
+    for line_no, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        text, _, labels = line.rpartition("\t")
+        codes = [c.strip() for c in labels.split(",") if c.strip()]
+        if not text.strip() or not codes or any(c not in XED_LABELS for c in codes):
+            logger.warning("subtitles: %s line %d has no text or an unknown label %r; left out", path, line_no, labels)
+            left_out["unknown label"] = left_out.get("unknown label", 0) + 1
+            continue
+        if len(codes) > 1:
+            left_out["several emotions"] = left_out.get("several emotions", 0) + 1
+            continue
+        emotion = XED_LABELS[codes[0]]
+        if emotion is None:
+            left_out["anticipation or trust"] = left_out.get("anticipation or trust", 0) + 1
+            continue
+        keep(_subtitle_text(text), emotion, f"en:{line_no}")
+    path = folder / "neu_en.txt"
+    for line_no, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        _, tab, text = line.partition("\t")
+        if not tab or not text.strip():
+            logger.warning("subtitles: %s line %d is not 'label<TAB>line'; left out", path, line_no)
+            left_out["unknown label"] = left_out.get("unknown label", 0) + 1
+            continue
+        keep(_subtitle_text(text), "neutral", f"neu:{line_no}")
+    out = []
+    for (split, _), rows in sorted(by_class.items()):
+        out.extend(_subsample(rows, per_class if split == "train" else max(1, per_class // 4), rng))
+    return out, left_out
+
+
+def _subtitle_text(text: str) -> str:
+    """A subtitle line as speech recognition would write it: XED's anonymising placeholders
+    ("[PERSON]") left out, its tokenised punctuation ("where 's the kid ?") joined again."""
+    text = re.sub(r"\[[A-Z]+\]", " ", text)
+    text = re.sub(r"\s+([?!.,;:])", r"\1", text)
+    text = re.sub(r"\s+('(s|re|ve|ll|d|m|t)\b|n't\b)", r"\1", text)
+    text = re.sub(r"[,;:]+([.?!])", r"\1", text)
+    return re.sub(r"\s+", " ", text).strip(" ,*-")
+
+
 def read_rated_sentences(folder: Path) -> list[tuple[str, float, str]]:
     """(id, rating in [-4, 4], sentence) from every *GroundTruth*.txt file (VADER's layout)."""
     _need_folder(folder, "sentences")
@@ -534,14 +608,15 @@ def recipe(name: str, path: Path, args: argparse.Namespace, exclude: set[str]) -
 
     out = {"folder": str(path.resolve()), "seed": args.seed, "feature_set": FEATURE_SET_NAME}
     out.update({"faces": {"per_class": args.faces_per_class}, "voice": {"copies": args.voice_copies},
-                "texts": {"per_class": args.texts_per_class}, "sentences": {"count": args.sentences_count}}[name])
+                "texts": {"per_class": args.texts_per_class}, "sentences": {"count": args.sentences_count},
+                "subtitles": {"per_class": args.subtitles_per_class}}[name])
     if name == "voice" and args.voice_augment:  # absent when 0: parts made before the option stay valid
         out["augment"] = args.voice_augment
     if name == "voice":
         out["levels"] = asdict(voice_levels(args))
-    if name in ("texts", "sentences") and args.text_encoder != LEGACY_TEXT_ENCODER:
+    if name in WORDS and args.text_encoder != LEGACY_TEXT_ENCODER:
         out["text_encoder"] = args.text_encoder  # absent for MiniLM: parts made before the option stay valid
-    if name in ("texts", "sentences") and exclude:
+    if name in WORDS and exclude:
         out["exclude_sha1"] = hashlib.sha1("\n".join(sorted(exclude)).encode()).hexdigest()
     return out
 
@@ -556,10 +631,11 @@ def build(args: argparse.Namespace) -> dict:
 
     spec = FeatureSpec(text_encoder=args.text_encoder)
     work = Path(args.work) if args.work else Path(args.out).with_name(Path(args.out).stem + ".parts")
-    sources = {"faces": args.faces, "voice": args.voice, "texts": args.texts, "sentences": args.sentences}
+    sources = {"faces": args.faces, "voice": args.voice, "texts": args.texts, "sentences": args.sentences,
+               "subtitles": args.subtitles}
     given = {k: Path(v) for k, v in sources.items() if v}
     if not given:
-        raise DataError("give at least one source: --faces, --voice, --texts or --sentences")
+        raise DataError("give at least one source: --faces, --voice, --texts, --sentences or --subtitles")
     for name, path in given.items():
         _need_folder(path, name)  # every folder checked before any work
     exclude = read_exclusions(args.exclude)
@@ -586,6 +662,12 @@ def build(args: argparse.Namespace) -> dict:
             rows, excluded = _without(rows, exclude)
             part = extract_texts([(s, e, VALENCE[e], t, i) for s, e, t, i in rows], spec, args.text_model,
                                  "goemotions")
+        elif name == "subtitles":
+            rows, left_out = subtitle_rows(path, args.subtitles_per_class, rng)
+            rows, excluded = _without(rows, exclude)
+            part = extract_texts([(s, e, VALENCE[e], t, i) for s, e, t, i in rows], spec, args.text_model, "xed")
+            for reason, count in left_out.items():
+                part.skipped[reason] = count
         else:
             rows = read_rated_sentences(path)
             rows = [r for r in rows if 3 <= len(r[2].split()) <= 40]
@@ -614,12 +696,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--voice", help="folder of EmoDB .wav files (emotion from the file name)")
     parser.add_argument("--texts", help="GoEmotions' data/ekman folder (labels.txt, train/dev/test.tsv)")
     parser.add_argument("--sentences", help="folder of VADER *GroundTruth*.txt files (human valence ratings)")
+    parser.add_argument("--subtitles", help="XED's AnnotatedData folder (en-annotated.tsv, neu_en.txt): English "
+                                            "movie subtitle lines labelled with emotions")
     parser.add_argument("--work", help="folder for each source's extracted features (default: <out>.parts)")
     parser.add_argument("--faces-per-class", type=int, default=700,
                         help="training images per class (a quarter of that for validation and test)")
     parser.add_argument("--texts-per-class", type=int, default=1200,
                         help="training comments per class (a quarter of that for validation and test)")
     parser.add_argument("--sentences-count", type=int, default=4000, help="rated sentences to use, all splits")
+    parser.add_argument("--subtitles-per-class", type=int, default=1200,
+                        help="training subtitle lines per class (a quarter of that for validation and test)")
     parser.add_argument("--voice-copies", type=int, default=4,
                         help="windows per training clip, shifted in time (voice corpora are small)")
     parser.add_argument("--exclude", action="append", default=[], metavar="FILE",
@@ -671,7 +757,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 0.0 <= args.voice_gain_jitter <= 20.0:
         print("error: --voice-gain-jitter must be within [0, 20] dB", file=sys.stderr)
         return 2
-    for name in ("faces_per_class", "texts_per_class", "sentences_count", "voice_copies"):
+    for name in ("faces_per_class", "texts_per_class", "sentences_count", "voice_copies", "subtitles_per_class"):
         if getattr(args, name) < 1:
             print(f"error: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
             return 2

@@ -63,6 +63,39 @@ def _sentences(folder):
     (folder / "tweets_GroundTruth.txt").write_text("\n".join(lines) + "\n")
 
 
+XED_LINES = [  # line, labels: anger 1, anticipation 2, disgust 3, fear 4, joy 5, sadness 6, surprise 7, trust 8
+    ("Get out of my house , [PERSON] !", "1"), ("I can't believe we won !", "5"), ("She is gone forever .", "6"),
+    ("What ? You did what ?", "7"), ("That smell makes me sick .", "3"), ("Please do n't hurt me .", "4"),
+    ("I will see you tomorrow then .", "2"), ("Trust me , it works .", "8"), ("You liar , I hate you !", "1, 6"),
+    ("A line with a label nobody knows .", "12"), ("I can't believe we won!", "5"),  # the same line again
+]
+XED_NEUTRAL = ["9\tThe train leaves at nine .", "9\tPass the salt , please .", "no tab on this line"]
+
+
+def _subtitles(folder):
+    folder.mkdir()
+    (folder / "en-annotated.tsv").write_text("\n".join(f"{t}\t{labels}" for t, labels in XED_LINES) + "\n")
+    (folder / "neu_en.txt").write_text("\n".join(XED_NEUTRAL) + "\n")
+
+
+def test_subtitle_lines_keep_one_ekman_emotion_each_read_as_speech_and_split_by_their_text(tmp_path, caplog):
+    from realtime.corpus import subtitle_rows, text_key
+
+    _subtitles(tmp_path / "xed")
+    with caplog.at_level(logging.WARNING):
+        rows, left_out = subtitle_rows(tmp_path / "xed", 100, np.random.default_rng(0))
+    assert "unknown label '12'" in caplog.text and "neu_en.txt line 3" in caplog.text
+    by_text = {text: emotion for _, emotion, text, _ in rows}
+    assert by_text == {"Get out of my house!": "angry", "I can't believe we won!": "happy",
+                       "She is gone forever.": "sad", "What? You did what?": "surprised",
+                       "That smell makes me sick.": "disgusted", "Please don't hurt me.": "fearful",
+                       "The train leaves at nine.": "neutral", "Pass the salt, please.": "neutral"}
+    assert left_out == {"anticipation or trust": 2, "several emotions": 1, "unknown label": 2, "repeated line": 1}
+    again, _ = subtitle_rows(tmp_path / "xed", 100, np.random.default_rng(5))
+    split_of = {text_key(t): s for s, _, t, _ in rows}
+    assert all(split_of[text_key(t)] == s for s, _, t, _ in again)  # a line's split is its text's, not a draw's
+
+
 @pytest.fixture(scope="module")
 def tiny_sources(tmp_path_factory):
     from realtime.synth_media import astronaut_face
@@ -73,6 +106,7 @@ def tiny_sources(tmp_path_factory):
     _voice_clips(root / "voice")
     _texts(root / "ekman")
     _sentences(root / "vader")
+    _subtitles(root / "xed")
     return root
 
 
@@ -81,6 +115,7 @@ def test_builder_on_a_tiny_corpus(tiny_sources, tmp_path, caplog):
     out = tmp_path / "corpus.npz"
     argv = ["--out", str(out), "--faces", str(tiny_sources / "faces"), "--voice", str(tiny_sources / "voice"),
             "--texts", str(tiny_sources / "ekman"), "--sentences", str(tiny_sources / "vader"),
+            "--subtitles", str(tiny_sources / "xed"),
             "--voice-copies", "2", "--faces-per-class", "10", "--texts-per-class", "10"]
     with caplog.at_level(logging.WARNING):
         assert corpus_main(argv) == 0
@@ -112,6 +147,13 @@ def test_builder_on_a_tiny_corpus(tiny_sources, tmp_path, caplog):
     assert texts.sum() == 5 and present["L"][texts].all()
     happy = train.class_labels == EMOTIONS.index("happy")
     assert (train.labels[happy & texts] > 0).all() and (train.labels[(train.class_labels == 3) & texts] < 0).all()
+    # subtitles: words only, each kept line in one split, with its emotion's valence
+    every = [(i, split.class_labels[k], split.masks["L"][k].max(), split.masks["A"][k].max())
+             for split in data.splits.values() for k, i in enumerate(split.ids) if i.startswith("xed/")]
+    assert len(every) == 8 and all(text > 0 and voice == 0 for _, _, text, voice in every)
+    assert sorted(EMOTIONS[c] for _, c, _, _ in every) == sorted(
+        ["angry", "happy", "sad", "surprised", "disgusted", "fearful", "neutral", "neutral"])
+    assert summary["subtitles"]["left_out"]["anticipation or trust"] == 2
     # rated sentences: valence only, on MOSI's scale
     vader = np.char.startswith(ids.astype(str), "vader/")
     assert (train.class_labels[vader] == -1).all() and np.abs(train.labels[vader]).max() <= 3.0

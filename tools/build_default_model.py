@@ -47,6 +47,10 @@ SOURCES = {
               "split": "the corpus's own train / dev / test files; single-label comments only"},
     "sentences": {"modality": "L", "prefix": "vader/", "corpus": "VADER human-rated sentences (valence only)",
                   "licence": "MIT (Hutto & Gilbert 2014)", "split": "by sentence id hash, 80/10/10"},
+    "subtitles": {"modality": "L", "prefix": "xed/",
+                  "corpus": "XED, English movie subtitle lines (Plutchik annotations; anticipation and trust left out)",
+                  "licence": "CC BY 4.0 (Helsinki-NLP/XED; Öhman et al., COLING 2020)",
+                  "split": "by a hash of the line's text, 80/10/10; single-label lines only, each text once"},
 }
 
 
@@ -76,7 +80,7 @@ def add_pairs(split, n: int, seed: int, bystanders: float = 0.0):
     sources = source_of(split.ids)
     neutral = EMOTIONS.index("neutral")
     pools = {}
-    for names, m in ((["faces"], "V"), (["voice"], "A"), (["texts", "sentences"], "L")):
+    for names, m in ((["faces"], "V"), (["voice"], "A"), (["texts", "sentences", "subtitles"], "L")):
         for c in range(len(EMOTIONS)):
             pools[(m, c)] = np.flatnonzero(np.isin(sources, names) & (split.class_labels == c))
     classes = [c for c in range(len(EMOTIONS)) if len(pools[("V", c)]) and len(pools[("L", c)])]
@@ -160,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--voice", help="EmoDB .wav folder")
     parser.add_argument("--texts", help="GoEmotions data/ekman folder")
     parser.add_argument("--sentences", help="VADER *GroundTruth*.txt folder")
+    parser.add_argument("--subtitles", help="XED AnnotatedData folder (en-annotated.tsv, neu_en.txt)")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "default",
                         help="working folder: the corpus, each source's features, the checkpoints and report.json")
     parser.add_argument("--install", type=Path, default=ROOT / "realtime" / "assets" / "default",
@@ -174,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--valid-samples", type=int, default=1500, help="validation samples used for selection")
     parser.add_argument("--faces-per-class", type=int, default=1000, help="training images per class")
     parser.add_argument("--texts-per-class", type=int, default=1500, help="training comments per class")
+    parser.add_argument("--subtitles-per-class", type=int, default=1500, help="training subtitle lines per class")
     parser.add_argument("--sentences-count", type=int, default=20000,
                         help="rated sentences, all splits (default: all of VADER's 18,500 that have 3 to 40 words)")
     parser.add_argument("--voice-augment", type=int, default=4,
@@ -227,11 +233,12 @@ def main(argv: list[str] | None = None) -> int:
     corpus = args.work / "corpus.npz"
     corpus_args = ["--out", str(corpus), "--seed", str(args.seed), "--faces-per-class", str(args.faces_per_class),
                    "--texts-per-class", str(args.texts_per_class), "--sentences-count", str(args.sentences_count),
+                   "--subtitles-per-class", str(args.subtitles_per_class),
                    "--voice-augment", str(args.voice_augment), "--voice-level", args.voice_level,
                    "--voice-gain-jitter", str(args.voice_gain_jitter),
                    "--voice-valence-scale", str(args.voice_valence_scale), "--neutral-below", str(args.neutral_below),
                    "--text-encoder", args.text_encoder]
-    for name in ("faces", "voice", "texts", "sentences"):
+    for name in ("faces", "voice", "texts", "sentences", "subtitles"):
         if getattr(args, name):
             corpus_args += [f"--{name}", getattr(args, name)]
     for path in args.exclude:
@@ -271,8 +278,9 @@ def main(argv: list[str] | None = None) -> int:
         "description": ("Default model: seven emotions (neutral, happy, sad, angry, fearful, disgusted, surprised) "
                         "and valence, learned from unimodal human-labelled corpora through the live extractors: "
                         "faces from FER2013 photographs, voice from EmoDB's acted German speech (per-stream "
-                        "normalised), words from GoEmotions comments and VADER's human-rated sentences. Each corpus "
-                        "trains the channel it has; the others are absent. See docs/MODEL_CARD.md."),
+                        "normalised), words from GoEmotions comments, "
+                        f"{'XED movie subtitles, ' if args.subtitles else ''}and VADER's human-rated sentences. "
+                        "Each corpus trains the channel it has; the others are absent. See docs/MODEL_CARD.md."),
         "corpora": {name: {**{k: v for k, v in SOURCES[name].items() if k != "prefix"}, **summary.get(name, {})}
                     for name in SOURCES if name in summary},
         "pairs": args.pairs,
