@@ -228,14 +228,14 @@ def test_model_card_tables_come_from_the_checkpoint_and_the_bench(tmp_path, caps
     assert capsys.readouterr().err.startswith("error: ")
 
 
-def _tiny_split():
+def _tiny_split(extra: tuple = ()):
     from models.data import Split
     from models.emotions import EMOTIONS
 
     rows = [("fer", c) for c in ("neutral", "happy", "surprised")] + [("emodb", c) for c in ("neutral", "happy")] \
-        + [("goemotions", c) for c in ("neutral", "happy", "surprised")]
+        + [("goemotions", c) for c in ("neutral", "happy", "surprised")] + list(extra)
     n = len(rows)
-    modality = {"fer": "V", "emodb": "A", "goemotions": "L"}
+    modality = {"fer": "V", "emodb": "A", "goemotions": "L", "xed": "L"}
     inputs = {m: np.zeros((n, STEPS[m], DIMS[m]), np.float32) for m in DIMS}
     masks = {m: np.zeros((n, STEPS[m]), np.float32) for m in DIMS}
     for i, (src, _) in enumerate(rows):
@@ -279,6 +279,15 @@ def test_pairs_fill_a_missing_emotion_with_a_neutral_bystander_and_bystanders_do
     calm = pairs[mixed.class_labels[pairs] == EMOTIONS.index("neutral")]
     assert (mixed.channel_weights[calm] == 1).all()
     assert mixed.subset(np.array(emotional[:3])).channel_weights.shape == (3, 3)
+
+
+def test_pairs_take_their_words_from_the_subtitles_too():
+    from models.emotions import EMOTIONS
+
+    split = _tiny_split(extra=(("fer", "sad"), ("xed", "sad")))  # samples 8 and 9: sad words only in XED
+    out = _tool("build_default_model").add_pairs(split, 80, seed=0)
+    sad = np.arange(len(split), len(out))[out.class_labels[len(split):] == EMOTIONS.index("sad")]
+    assert len(sad) and (out.inputs["L"][sad, 0, 0] == 10).all() and (out.inputs["V"][sad, 0, 0] == 9).all()
 
 
 def test_a_bystander_channel_gets_no_loss_from_the_pairs_label():
