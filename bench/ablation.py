@@ -5,7 +5,7 @@
         [--edges-figure docs/edges-spread.png] [--threads 1]
     python -m bench.ablation --corpus runs/default/corpus.npz [--corpus-train 2000 --corpus-valid 400
         --corpus-test 1000] [--corpus-pairs 0] [--corpus-seed 0] [--seeds 0 1 2] [--epochs 6]
-        [--edges-figure PNG --corpus-edge-windows 600] ...
+        [--edges-figure PNG --corpus-edge-windows 600 --teachers-only] ...
     python -m bench.ablation --table-from runs/ablation/results.json runs/ablation-more/results.json
 
 One synthetic set (models.synthetic, data seed 0) gives the same train/valid/test split to
@@ -136,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/ablation"),
                         help="folder for the data, results.json and table.md (default runs/ablation)")
     parser.add_argument("--edges-figure", type=Path, help="also draw the edges' spread before/after (PNG)")
+    parser.add_argument("--teachers-only", action="store_true",
+                        help="train and score the teachers only (the edges figure needs no student)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--table-from", type=Path, nargs="+", metavar="RESULTS",
                         help="print the table of saved results.json files (pooled) and train nothing")
@@ -212,8 +214,11 @@ def main(argv: list[str] | None = None) -> int:
             model_cfg = model_config_for(dataset, {**base_model, **model_over})
             train_cfg = TrainConfig.from_dict({**base_train, **train_over})
             teacher = fit(dataset, model_cfg, train_cfg, device, seed=seed, progress=False)
-            student = fit(dataset, model_cfg, train_cfg, device, teacher=teacher.net, seed=seed, progress=False)
-            for role, result in (("teacher", teacher), ("student", student)):
+            fits = [("teacher", teacher)]
+            if not args.teachers_only:
+                fits.append(("student", fit(dataset, model_cfg, train_cfg, device, teacher=teacher.net, seed=seed,
+                                            progress=False)))
+            for role, result in fits:
                 scores = {}
                 for rate in RATES:
                     m = evaluate(result.net, test, device, missing_rate=rate, seed=100 + seed)
@@ -225,9 +230,11 @@ def main(argv: list[str] | None = None) -> int:
                 results["runs"].append(run)
             if seed == args.seeds[0] and name in ("dmd", "dmd-alpha-1/8") and args.edges_figure is not None:
                 edges[name] = _test_edges(teacher.net, edge_split, device)
-            t, s = results["runs"][-2]["test"], results["runs"][-1]["test"]
-            print(f"seed {seed} {name}: teacher {headline} {_number(t['0.0'][headline]):.3f}, student {headline} "
-                  f"at 0.5 {_number(s['0.5'][headline]):.3f} ({time.perf_counter() - started:.0f} s)",
+            scored = {run["role"]: run["test"] for run in results["runs"][-len(fits):]}
+            said = f"seed {seed} {name}: teacher {headline} {_number(scored['teacher']['0.0'][headline]):.3f}"
+            if "student" in scored:
+                said += f", student {headline} at 0.5 {_number(scored['student']['0.5'][headline]):.3f}"
+            print(f"{said} ({time.perf_counter() - started:.0f} s)",
                   file=sys.stderr, flush=True)
             (args.out / "results.json").write_text(safejson.dumps(results, indent=1) + "\n")
     table = format_table(results, args.variants)

@@ -126,10 +126,12 @@ def test_the_edges_figure_on_a_corpus_draws_complete_windows_by_emotion(corpus, 
     figure = tmp_path / "edges.png"
     args = ["--corpus", str(corpus), "--corpus-train", "40", "--corpus-valid", "16", "--corpus-test", "32",
             "--corpus-pairs", "8", "--seeds", "0", "--epochs", "1", "--variants", "dmd", "dmd-alpha-1/8",
-            "--out", str(out), "--threads", "1", "--edges-figure", str(figure)]
+            "--out", str(out), "--threads", "1", "--edges-figure", str(figure), "--teachers-only"]
     assert main(args) == 2  # a corpus's own windows hold one channel: no edge to draw
     assert main([*args, "--corpus-edge-windows", "12"]) == 0
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert [(r["variant"], r["role"]) for r in runs] == [("dmd", "teacher"), ("dmd-alpha-1/8", "teacher")]
     with np.load(out / "edges.npz") as edges:
         for name in ("dmd", "dmd-alpha-1/8"):
             for space in ("homo", "hetero"):
