@@ -553,11 +553,15 @@ def extract_texts(items: list[tuple[str, str | None, float, str, str]], spec, te
 
 
 # ---- assembling ----------------------------------------------------------------------
-def assemble(parts: dict[str, Part], spec, voice_valence_scale: float = 1.0, neutral_below: float = 0.0) -> dict:
+def assemble(parts: dict[str, Part], spec, voice_valence_scale: float = 1.0, neutral_below: float = 0.0,
+             subtitles_valence_scale: float = 1.0) -> dict:
     """One MMSA-style dict (models.data) from parts: each sample has one modality present.
 
     The voice's valence targets (its emotion's typical valence) are multiplied by
     ``voice_valence_scale``: acted emotional speech tells arousal far better than valence.
+    Subtitle lines' targets (also their emotion's typical valence, not a rating) are
+    multiplied by ``subtitles_valence_scale``, so that they teach the words' emotions more
+    than their valence, which the rated sentences measure.
     A rated sentence whose mean rating lies within ``neutral_below`` of 0 (VADER's [-4, 4]
     scale) also teaches the class "neutral": GoEmotions' neutral comments are Reddit talk,
     and a words head taught by them alone reads plain statements ("The train leaves at
@@ -578,13 +582,14 @@ def assemble(parts: dict[str, Part], spec, voice_valence_scale: float = 1.0, neu
         labels, classes, ids, source = [], [], [], []
         row = 0
         neutral, calm = EMOTIONS.index("neutral"), neutral_below * RATING_TO_MOSI
+        scale = {"voice": voice_valence_scale, "subtitles": subtitles_valence_scale}
         for name, part in sorted(parts.items()):
             m = part.modality
             for x, mask, cls, val, ident in zip(part.features[s], part.masks[s], part.classes[s],
                                                 part.valence[s], part.ids[s]):
                 split[key[m]][row] = x
                 split[key[m] + "_mask"][row] = mask
-                labels.append(val * voice_valence_scale if name == "voice" else val)
+                labels.append(val * scale.get(name, 1.0))
                 classes.append(neutral if name == "sentences" and cls < 0 and abs(val) < calm else cls)
                 ids.append(ident)
                 source.append(name)
@@ -682,7 +687,8 @@ def build(args: argparse.Namespace) -> dict:
         part.save(cache)
         parts[name] = part
         logger.info("%s: %s in %.0f s", name, part.counts(), time.perf_counter() - started)
-    return assemble(parts, spec, args.voice_valence_scale, args.neutral_below), describe(parts)
+    return (assemble(parts, spec, args.voice_valence_scale, args.neutral_below, args.subtitles_valence_scale),
+            describe(parts))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -706,6 +712,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sentences-count", type=int, default=4000, help="rated sentences to use, all splits")
     parser.add_argument("--subtitles-per-class", type=int, default=1200,
                         help="training subtitle lines per class (a quarter of that for validation and test)")
+    parser.add_argument("--subtitles-valence-scale", type=float, default=1.0,
+                        help="multiply the subtitle lines' valence targets (their emotion's typical valence) by this, "
+                             "0 to 1 (default 1)")
     parser.add_argument("--voice-copies", type=int, default=4,
                         help="windows per training clip, shifted in time (voice corpora are small)")
     parser.add_argument("--exclude", action="append", default=[], metavar="FILE",
@@ -736,6 +745,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not 0.0 <= args.subtitles_valence_scale <= 1.0:
+        print("error: --subtitles-valence-scale must be within [0, 1]", file=sys.stderr)
+        return 2
     if not 0.0 <= args.voice_valence_scale <= 1.0:
         print("error: --voice-valence-scale must be within [0, 1]", file=sys.stderr)
         return 2

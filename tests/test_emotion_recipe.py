@@ -281,6 +281,25 @@ def test_pairs_fill_a_missing_emotion_with_a_neutral_bystander_and_bystanders_do
     assert mixed.subset(np.array(emotional[:3])).channel_weights.shape == (3, 3)
 
 
+def test_subtitle_and_voice_valence_targets_are_scaled_and_the_rest_kept():
+    from models.emotions import EMOTIONS, VALENCE
+    from realtime.corpus import Part, assemble
+    from realtime.featureset import FeatureSpec
+
+    spec = FeatureSpec()
+    parts = {}
+    for name, modality in (("subtitles", "L"), ("texts", "L"), ("voice", "A")):
+        part = Part(modality)
+        for split in ("train", "valid", "test"):
+            x = np.ones((spec.steps[modality], spec.dims[modality]), np.float32)
+            part.add(split, x, np.ones(spec.steps[modality]), EMOTIONS.index("happy"), VALENCE["happy"], f"{name}/1")
+        parts[name] = part
+    data = assemble(parts, spec, voice_valence_scale=0.5, subtitles_valence_scale=0.25)
+    got = dict(zip(data["train"]["source"], data["train"]["regression_labels"]))
+    assert got == pytest.approx({"subtitles": 0.25 * VALENCE["happy"], "texts": VALENCE["happy"],
+                                 "voice": 0.5 * VALENCE["happy"]})
+
+
 def test_pairs_take_their_words_from_the_subtitles_too():
     from models.emotions import EMOTIONS
 

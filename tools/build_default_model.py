@@ -180,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--faces-per-class", type=int, default=1000, help="training images per class")
     parser.add_argument("--texts-per-class", type=int, default=1500, help="training comments per class")
     parser.add_argument("--subtitles-per-class", type=int, default=1500, help="training subtitle lines per class")
+    parser.add_argument("--subtitles-valence-scale", type=float, default=0.25,
+                        help="scale of the subtitle lines' valence targets (default 0.25: they teach the words' "
+                             "emotions; the rated sentences teach valence)")
     parser.add_argument("--sentences-count", type=int, default=20000,
                         help="rated sentences, all splits (default: all of VADER's 18,500 that have 3 to 40 words)")
     parser.add_argument("--voice-augment", type=int, default=4,
@@ -234,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     corpus_args = ["--out", str(corpus), "--seed", str(args.seed), "--faces-per-class", str(args.faces_per_class),
                    "--texts-per-class", str(args.texts_per_class), "--sentences-count", str(args.sentences_count),
                    "--subtitles-per-class", str(args.subtitles_per_class),
+                   "--subtitles-valence-scale", str(args.subtitles_valence_scale),
                    "--voice-augment", str(args.voice_augment), "--voice-level", args.voice_level,
                    "--voice-gain-jitter", str(args.voice_gain_jitter),
                    "--voice-valence-scale", str(args.voice_valence_scale), "--neutral-below", str(args.neutral_below),
@@ -286,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         "pairs": args.pairs,
         "bystanders": args.bystanders,
         "voice_valence_scale": args.voice_valence_scale,
+        "subtitles_valence_scale": args.subtitles_valence_scale,
         "neutral_below": args.neutral_below,
         "voice_augment": args.voice_augment,
         "voice_level": args.voice_level,
