@@ -46,6 +46,7 @@ import logging
 import re
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -303,12 +304,12 @@ def extract_voice(folder: Path, spec, copies: int, seed: int, augment: int = 0,
         audio = [a for a in audio if a[2] is not None and len(a[2]) > rate // 4]
         if not audio:
             continue
-        jitter = rng if split == "train" else None
-        levelled = [(emotion, path, levels.apply(y, jitter)) for emotion, path, y in audio]
+        gains = rng if split == "train" else None  # held-out speakers are levelled, not jittered
+        levelled = [(emotion, path, levels.apply(y, gains)) for emotion, path, y in audio]
         _speaker_windows(part, extractor, levelled, split, copies if split == "train" else 1, spec, rng, "")
         for _ in range(augment if split == "train" else 0):
             factor = float(rng.uniform(0.85, 1.15))
-            perturbed = [(emotion, path, levels.apply(_speed(y, factor), jitter)) for emotion, path, y in audio]
+            perturbed = [(emotion, path, levels.apply(_speed(y, factor), gains)) for emotion, path, y in audio]
             _speaker_windows(part, extractor, perturbed, split, 1, spec, rng, f"~speed{factor:.2f}")
     return part
 
@@ -415,14 +416,16 @@ def subtitle_rows(folder: Path, per_class: int, rng: np.random.Generator) -> tup
     for name in XED_FILES:
         if not (folder / name).is_file():
             raise DataError(f"--subtitles '{folder}': no {name} (expected XED's AnnotatedData folder)")
-    left_out: dict[str, int] = {}
+    left_out: Counter[str] = Counter()
     by_class: dict[tuple[str, str], list] = {}
     seen: set[str] = set()
 
     def keep(text: str, emotion: str, ident: str) -> None:
         key = text_key(text)
-        if not key or key in seen:
-            left_out["repeated line"] = left_out.get("repeated line", 0) + (1 if key else 0)
+        if not key:  # nothing but placeholders and punctuation
+            return
+        if key in seen:
+            left_out["repeated line"] += 1
             return
         seen.add(key)
         split = sentence_split(key)
@@ -434,14 +437,14 @@ def subtitle_rows(folder: Path, per_class: int, rng: np.random.Generator) -> tup
         codes = [c.strip() for c in labels.split(",") if c.strip()]
         if not text.strip() or not codes or any(c not in XED_LABELS for c in codes):
             logger.warning("subtitles: %s line %d has no text or an unknown label %r; left out", path, line_no, labels)
-            left_out["unknown label"] = left_out.get("unknown label", 0) + 1
+            left_out["unknown label"] += 1
             continue
         if len(codes) > 1:
-            left_out["several emotions"] = left_out.get("several emotions", 0) + 1
+            left_out["several emotions"] += 1
             continue
         emotion = XED_LABELS[codes[0]]
         if emotion is None:
-            left_out["anticipation or trust"] = left_out.get("anticipation or trust", 0) + 1
+            left_out["anticipation or trust"] += 1
             continue
         keep(_subtitle_text(text), emotion, f"en:{line_no}")
     path = folder / "neu_en.txt"
@@ -449,13 +452,13 @@ def subtitle_rows(folder: Path, per_class: int, rng: np.random.Generator) -> tup
         _, tab, text = line.partition("\t")
         if not tab or not text.strip():
             logger.warning("subtitles: %s line %d is not 'label<TAB>line'; left out", path, line_no)
-            left_out["unknown label"] = left_out.get("unknown label", 0) + 1
+            left_out["unknown label"] += 1
             continue
         keep(_subtitle_text(text), "neutral", f"neu:{line_no}")
     out = []
     for (split, _), rows in sorted(by_class.items()):
         out.extend(_subsample(rows, per_class if split == "train" else max(1, per_class // 4), rng))
-    return out, left_out
+    return out, dict(left_out)
 
 
 def _subtitle_text(text: str) -> str:
@@ -671,8 +674,7 @@ def build(args: argparse.Namespace) -> dict:
             rows, left_out = subtitle_rows(path, args.subtitles_per_class, rng)
             rows, excluded = _without(rows, exclude)
             part = extract_texts([(s, e, VALENCE[e], t, i) for s, e, t, i in rows], spec, args.text_model, "xed")
-            for reason, count in left_out.items():
-                part.skipped[reason] = count
+            part.skipped.update(left_out)
         else:
             rows = read_rated_sentences(path)
             rows = [r for r in rows if 3 <= len(r[2].split()) <= 40]

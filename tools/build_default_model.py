@@ -73,6 +73,7 @@ def add_pairs(split, n: int, seed: int, bystanders: float = 0.0):
     from models.config import MODALITIES
     from models.data import Split
     from models.emotions import EMOTIONS, VALENCE
+    from realtime.corpus import WORDS
 
     if n <= 0:
         return split
@@ -80,7 +81,7 @@ def add_pairs(split, n: int, seed: int, bystanders: float = 0.0):
     sources = source_of(split.ids)
     neutral = EMOTIONS.index("neutral")
     pools = {}
-    for names, m in ((["faces"], "V"), (["voice"], "A"), (["texts", "sentences", "subtitles"], "L")):
+    for names, m in ((["faces"], "V"), (["voice"], "A"), (WORDS, "L")):
         for c in range(len(EMOTIONS)):
             pools[(m, c)] = np.flatnonzero(np.isin(sources, names) & (split.class_labels == c))
     classes = [c for c in range(len(EMOTIONS)) if len(pools[("V", c)]) and len(pools[("L", c)])]
