@@ -21,7 +21,7 @@ to --out (table.md, results.json, updated after each fit).
 channel its corpus gives). Each split is cut to a fixed sample, stratified by source and
 class and drawn with ``--data-seed``, so every variant and training seed sees the same
 rows (their ids are written to --out/subset.json); ``--corpus-pairs`` adds complete
-training samples as the default model's recipe does (tools/build_default_model.py
+training samples as the default model's recipe does (realtime.recipe
 add_pairs): on unimodal samples there is no edge, so without pairs the graph units and
 DHMD's matching have nothing to act on. The recipe's pooled homogeneous heads are used.
 Scores: 7-class accuracy and macro F1 of the emotion head, valence sign accuracy (Non0)
@@ -49,6 +49,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from realtime.recipe import add_pairs
 
 VARIANTS: dict[str, tuple[dict, dict, str]] = {
     "dmd": ({}, {}, "DMD as configured here (GD-Units, decoupling, alpha 1)"),
@@ -84,7 +86,7 @@ class CorpusCut:
     """Test samples kept: the scores."""
     pairs: int
     """Complete training samples added, a face, a voice and words of one emotion from the
-    kept training samples (tools/build_default_model.add_pairs); 0: none."""
+    kept training samples (realtime.recipe.add_pairs); 0: none."""
     seed: int
     """Seed of the samples kept and of the pairs: the same rows for every variant and training seed."""
 
@@ -200,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     edge_split = test
     if args.corpus is not None and args.edges_figure is not None:
         # the recipe's pairing on the kept test rows, with a seed of its own: complete windows to draw
-        paired = _add_pairs()(test, args.corpus_edge_windows, args.corpus_seed + 1)
+        paired = add_pairs(test, args.corpus_edge_windows, args.corpus_seed + 1)
         edge_split = paired.subset(np.arange(len(test), len(paired)))
         data["edge_windows"] = args.corpus_edge_windows
     device = torch.device("cpu")
@@ -265,7 +267,7 @@ def corpus_dataset(cut: CorpusCut):
     del full.splits  # the whole corpus (GBs) is not needed past here
     kept = {name: list(split.ids) for name, split in splits.items()}
     if cut.pairs:
-        splits["train"] = _add_pairs()(splits["train"], cut.pairs, cut.seed)
+        splits["train"] = add_pairs(splits["train"], cut.pairs, cut.seed)
     dataset = Dataset(splits=splits, feature_set=full.feature_set, class_names=full.class_names, meta=full.meta,
                       source=full.source)
     data = {"corpus": str(cut.path), "train": cut.train, "valid": cut.valid, "test": cut.test, "pairs": cut.pairs,
@@ -309,17 +311,6 @@ def _counts(ids: list[str], class_labels: np.ndarray, class_names: tuple[str, ..
         counts.setdefault(source, {})
         counts[source][name] = counts[source].get(name, 0) + 1
     return counts
-
-
-def _add_pairs():
-    """tools/build_default_model.add_pairs: the recipe's own pairing, not a copy of it."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parent.parent / "tools" / "build_default_model.py"
-    spec = importlib.util.spec_from_file_location("build_default_model", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.add_pairs
 
 
 def _number(value) -> float:

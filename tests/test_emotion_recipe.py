@@ -10,6 +10,7 @@ from models.data import DataError, load_dataset
 from models.dmd import DMD
 from realtime.corpus import main as corpus_main
 from realtime.corpus import read_exclusions, text_key
+from realtime.recipe import add_pairs
 
 DIMS = {"L": 6, "A": 4, "V": 5}
 STEPS = {"L": 8, "A": 10, "V": 9}
@@ -264,7 +265,7 @@ def test_pairs_fill_a_missing_emotion_with_a_neutral_bystander_and_bystanders_do
     from models.emotions import EMOTIONS
 
     split = _tiny_split()
-    out = _tool("build_default_model").add_pairs(split, 60, seed=0, bystanders=0.0)
+    out = add_pairs(split, 60, seed=0, bystanders=0.0)
     pairs = np.arange(len(split), len(out))
     assert out.channel_weights.shape == (len(out), 3) and (out.channel_weights[: len(split)] == 1).all()
     a = MODALITIES.index("A")
@@ -273,7 +274,7 @@ def test_pairs_fill_a_missing_emotion_with_a_neutral_bystander_and_bystanders_do
     assert (out.inputs["A"][surprised, 0, 0] == 4).all()  # the one neutral voice (sample 4)
     others = np.setdiff1d(pairs, surprised)
     assert (out.channel_weights[others] == 1).all()
-    mixed = _tool("build_default_model").add_pairs(split, 60, seed=0, bystanders=1.0)
+    mixed = add_pairs(split, 60, seed=0, bystanders=1.0)
     emotional = pairs[mixed.class_labels[pairs] != EMOTIONS.index("neutral")]
     assert ((mixed.channel_weights[emotional] == 0).sum(1) >= 1).all()
     calm = pairs[mixed.class_labels[pairs] == EMOTIONS.index("neutral")]
@@ -304,7 +305,7 @@ def test_pairs_take_their_words_from_the_subtitles_too():
     from models.emotions import EMOTIONS
 
     split = _tiny_split(extra=(("fer", "sad"), ("xed", "sad")))  # samples 8 and 9: sad words only in XED
-    out = _tool("build_default_model").add_pairs(split, 80, seed=0)
+    out = add_pairs(split, 80, seed=0)
     sad = np.arange(len(split), len(out))[out.class_labels[len(split):] == EMOTIONS.index("sad")]
     assert len(sad) and (out.inputs["L"][sad, 0, 0] == 10).all() and (out.inputs["V"][sad, 0, 0] == 9).all()
 
