@@ -138,6 +138,10 @@ class TrainConfig:
     corpus) in proportion to the square root of its size rather than its size, so a
     small corpus (a few actors' voices) is not drowned by a large one (thousands of
     sentences). Ids without '/' form one source: the draw stays uniform."""
+    source_groups: dict[str, str] = field(default_factory=dict)
+    """With balance_sources: sources counted as one, e.g. {"xed": "goemotions"}: two corpora
+    teaching the same thing (the words' emotions) share one square-root share, within which
+    each sample is drawn alike, instead of each taking a share from every other source."""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -89,10 +89,11 @@ class FitResult:
     """Optimizer steps taken by this process in this run (not before a resume)."""
 
 
-def source_weights(ids: list[str]) -> np.ndarray:
-    """Per-sample draw probabilities giving each source (id before its first '/') a share
-    proportional to the square root of its size."""
-    sources = np.array([i.split("/", 1)[0] if "/" in i else "" for i in ids])
+def source_weights(ids: list[str], groups: dict[str, str] | None = None) -> np.ndarray:
+    """Per-sample draw probabilities giving each source (id before its first '/', or the
+    group ``groups`` puts it in) a share proportional to the square root of its size."""
+    groups = groups or {}
+    sources = np.array([groups.get(s, s) for s in (i.split("/", 1)[0] if "/" in i else "" for i in ids)])
     _, inverse, counts = np.unique(sources, return_inverse=True, return_counts=True)
     weights = 1.0 / np.sqrt(counts[inverse])
     return weights / weights.sum()
@@ -179,7 +180,8 @@ def fit(dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig, device
     history: list[dict] = []
     start = time.perf_counter()
     role = "student" if teacher is not None else "teacher"
-    draw = source_weights(train.ids) if train_cfg.balance_sources else None  # per-sample epoch draw
+    # per-sample epoch draw
+    draw = source_weights(train.ids, train_cfg.source_groups) if train_cfg.balance_sources else None
     first_epoch, stopped, seconds_before, steps = 1, False, 0.0, 0
     state = _read_epoch_state(state_path, ranks)
     if state is not None:

@@ -209,6 +209,13 @@ def test_balanced_draws_give_each_source_a_square_root_share():
     assert w.sum() == pytest.approx(1.0)
     assert w[:400].sum() == pytest.approx(20 / 35) and w[400:425].sum() == pytest.approx(5 / 35)
     assert np.allclose(source_weights(["a", "b", "c"]), 1 / 3)  # no sources named: uniform
+    # grouped: 'other' (300) joins 'big' (400); the group of 700 takes one square-root share
+    ids = [f"big/{i}" for i in range(400)] + [f"other/{i}" for i in range(300)] + [f"small/{i}" for i in range(25)]
+    w = source_weights(ids, {"other": "big"})
+    group = np.sqrt(700)
+    assert w[:700].sum() == pytest.approx(group / (group + 5))
+    assert np.allclose(w[:700], w[0])  # alike within the group
+    assert w[700:].sum() == pytest.approx(5 / (group + 5))
 
 
 def test_model_card_tables_come_from_the_checkpoint_and_the_bench(tmp_path, capsys):

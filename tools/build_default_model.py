@@ -107,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subtitles-valence-scale", type=float, default=0.25,
                         help="scale of the subtitle lines' valence targets (default 0.25: they teach the words' "
                              "emotions; the rated sentences teach valence)")
+    parser.add_argument("--subtitles-share", choices=("words", "own"), default="words",
+                        help="in the balanced draw, the subtitle lines share the GoEmotions comments' share "
+                             "(words, default: both teach the words' emotions) or take their own (own: every other "
+                             "source's share shrinks by a fifth)")
     parser.add_argument("--sentences-count", type=int, default=20000,
                         help="rated sentences, all splits (default: all of VADER's 18,500 that have 3 to 40 words)")
     parser.add_argument("--voice-augment", type=int, default=4,
@@ -190,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     model_over["homo_pooling"] = args.homo_pooling
     train_over.update(epochs=args.epochs, epoch_samples=args.epoch_samples, batch_size=args.batch_size,
                      early_stop=4, balance_sources=True)
+    if args.subtitles and args.subtitles_share == "words":
+        words = SOURCES["texts"]["prefix"].rstrip("/")
+        train_over["source_groups"] = {SOURCES["subtitles"]["prefix"].rstrip("/"): words}
     train_cfg = TrainConfig.from_dict(train_over)
     model_cfg = model_config_for(dataset, model_over)
     device = torch.device("cpu")
