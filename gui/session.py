@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -224,7 +224,7 @@ class Session(QObject):
             self.finished.emit(summary)
 
     def _load(self, options: SessionOptions):
-        from realtime.service import component_args, load_components, set_window
+        from realtime.service import component_args, load_components
 
         if self._components is None or self._components_key != options.models_key():
             if self._components is not None:  # other models asked for: close the old ones now
@@ -238,9 +238,8 @@ class Session(QObject):
             self._components_key = options.models_key()
             logger.info("models loaded in %.1f s", time.perf_counter() - started)
         comps = self._components
-        engine = comps.engine
-        set_window(engine, options.window)
-        return comps
+        # this run's window, on the loaded models: an engine of its own, nothing rewritten
+        return replace(comps, engine=comps.engine.with_window(options.window))
 
     def _run_pipeline(self, options: SessionOptions, comps, summary):
         from realtime.run import RunOptions, build_run

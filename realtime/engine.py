@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass
@@ -70,16 +71,21 @@ def find_checkpoint(path: str | None) -> Checkpoint:
 
 
 class InferenceEngine:
-    """Runs the checkpoint (DMD or DHMD) on windows and turns outputs into Estimates."""
+    """Runs the checkpoint (DMD or DHMD) on windows and turns outputs into Estimates.
+
+    ``window``: seconds per window (the same step counts; None: the checkpoint's), warned
+    about when it is not the checkpoint's; ``with_window`` gives an engine on the same
+    models with another. ``spec`` is fixed once built: runs read their geometry from it."""
 
     def __init__(self, checkpoint: Checkpoint, device: torch.device, text: TextEmbedder,
-                 precision: str = "float32"):
+                 precision: str = "float32", window: float | None = None):
         check_precision(precision, device)
-        self.spec = FeatureSpec.from_checkpoint(checkpoint.feature_set)
-        checkpoint.check_features(FEATURE_SET_NAME, self.spec.dims, self.spec.steps)
-        if text.options.max_tokens != self.spec.text_tokens:
-            raise CheckpointError(f"{checkpoint.path}: expects {self.spec.text_tokens} text tokens, "
+        trained = FeatureSpec.from_checkpoint(checkpoint.feature_set)
+        checkpoint.check_features(FEATURE_SET_NAME, trained.dims, trained.steps)
+        if text.options.max_tokens != trained.text_tokens:
+            raise CheckpointError(f"{checkpoint.path}: expects {trained.text_tokens} text tokens, "
                                   f"the text embedder gives {text.options.max_tokens}")
+        self.spec = _with_window(trained, window)
         self.checkpoint = checkpoint
         self.device = device
         self.precision = precision
@@ -89,6 +95,16 @@ class InferenceEngine:
         self.forward = FastDMD(self.net)
         self.text = text
         self.class_names = tuple(checkpoint.model.class_names)
+
+    def with_window(self, window: float | None) -> InferenceEngine:
+        """This engine (the same network, text embedder and device) cutting windows of
+        ``window`` seconds (None: the checkpoint's); itself when that is its window already."""
+        spec = _with_window(FeatureSpec.from_checkpoint(self.checkpoint.feature_set), window)
+        if spec == self.spec:
+            return self
+        other = copy.copy(self)
+        other.spec = spec
+        return other
 
     def warm_up(self) -> None:
         started = time.perf_counter()
@@ -165,6 +181,14 @@ class InferenceEngine:
                 landmarks=win.landmarks,
             ))
         return estimates
+
+
+def _with_window(trained: FeatureSpec, window: float | None) -> FeatureSpec:
+    if window is None or abs(window - trained.window) <= 1e-9:
+        return trained
+    logger.warning("--window %.2f differs from the checkpoint's %.2f s: the model sees a different time scale",
+                   window, trained.window)
+    return trained.with_window(window)
 
 
 def _present_edges(weights: np.ndarray, among: tuple[str, ...]) -> dict[str, float]:

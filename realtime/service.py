@@ -158,9 +158,7 @@ def load_components(args: argparse.Namespace, live: bool = False) -> Components:
 
     spec = FeatureSpec.from_checkpoint(checkpoint.feature_set)
     text = TextEmbedder(spec.text_options(args.text_model), device=str(device))
-    engine = InferenceEngine(checkpoint, device, text, precision=args.precision)
-    if args.window is not None:
-        set_window(engine, args.window)
+    engine = InferenceEngine(checkpoint, device, text, precision=args.precision, window=args.window)
     engine.warm_up()
     face = FaceExtractor(FaceOptions(model_path=args.face_model))
     acoustic = AcousticExtractor()
@@ -168,15 +166,3 @@ def load_components(args: argparse.Namespace, live: bool = False) -> Components:
     whisper = load_whisper(ASROptions(model_path=args.whisper_model))
     return Components(engine=engine, face=face, acoustic=acoustic, whisper=whisper)
 
-
-def set_window(engine, window: float | None) -> None:
-    """Cut windows of ``window`` seconds (same step counts; None: the checkpoint's); warns
-    when it is not the checkpoint's."""
-    from realtime.featureset import FeatureSpec
-
-    trained = FeatureSpec.from_checkpoint(engine.checkpoint.feature_set)
-    window = trained.window if window is None else window
-    if abs(window - trained.window) > 1e-9:
-        logger.warning("--window %.2f differs from the checkpoint's %.2f s: the model sees a different time scale",
-                       window, trained.window)
-    engine.spec = trained.with_window(window)

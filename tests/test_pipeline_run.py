@@ -60,3 +60,23 @@ def test_a_run_paused_before_its_clock_starts_reads_zero_until_resumed():
     assert state.clock() == 0.0
     state.resume()
     assert 0.0 <= state.clock() < 0.5  # not the 0.6 s of the pause (loose: a loaded machine)
+
+
+def test_a_window_length_is_built_into_an_engine_not_written_into_it(components, caplog):
+    import dataclasses
+
+    from realtime.run import RunOptions, build_run
+    from realtime.sources.file import FileFeed
+
+    engine = components.engine
+    trained = engine.spec.window
+    assert engine.with_window(None) is engine and engine.with_window(trained) is engine
+    with caplog.at_level("WARNING", logger="realtime.engine"):
+        other = engine.with_window(trained + 1.0)
+    assert "differs from the checkpoint's" in caplog.text
+    # the same models, another geometry; the loaded engine keeps its own
+    assert other.net is engine.net and other.text is engine.text
+    assert other.spec.window == trained + 1.0 and engine.spec.window == trained
+    assert other.spec.face_steps == engine.spec.face_steps
+    with build_run(dataclasses.replace(components, engine=other), FileFeed(EXAMPLE), RunOptions(hop=1.0)) as run:
+        assert run.pipeline.spec.window == trained + 1.0
