@@ -7,7 +7,10 @@ routing, when windows close, batching and inference) with the run clock, and wri
 records. File mode never drops and closes a window only when every stream has passed its
 end (deterministic). Live mode drops the oldest frames under load
 (counted), closes windows on time, and keeps going when a device or worker fails: that
-modality becomes missing, with one warning.
+modality becomes missing, with one warning. In live mode the text worker also embeds the
+word lists of the windows about to close (realtime/features/words_ahead.py), so that the
+engine finds them ready; in file mode the engine embeds each batch's lists itself (the
+batch decides their last bits, and two runs must give the same records).
 """
 
 from __future__ import annotations
@@ -19,13 +22,15 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from realtime.core import StreamCore
 from realtime.engine import InferenceEngine
 from realtime.features.acoustic import AcousticExtractor
 from realtime.features.face import FaceExtractor
 from realtime.features.speech import StreamingTranscriber
+from realtime.features.text import EmbedCounts
+from realtime.features.words_ahead import WordsAhead
 from realtime.run import RunOptions, RunStatus
 from realtime.sinks import Sink, Summary
 from realtime.types import AudioChunk, Estimate, FaceFrame, Mark, VideoFrame, Word
@@ -51,6 +56,10 @@ class PipelineOptions(RunOptions):
     live_face_queue: int = 2
     """Live: frames waiting for the face worker before the oldest is dropped."""
     join_timeout: float = 5.0
+    embed_ahead: bool = True
+    """Live: the text worker embeds the word lists of the windows about to close (see
+    ``realtime.features.words_ahead``); off, the engine embeds every list as its window
+    is scored (for measuring what it saves)."""
 
 
 class BoundedQueue:
@@ -228,6 +237,8 @@ class Pipeline:
         """The windows' geometry (the engine's feature spec at this hop)."""
         self.core: StreamCore | None = None
         """The run's routing, window closing and inference (built when ``run`` starts)."""
+        self._ahead = WordsAhead(self.spec) if live and options.embed_ahead and transcriber is not None else None
+        self._last_step: float | None = None  # run clock at the text worker's last step
 
     # ---- lifecycle -----------------------------------------------------------------
     def __enter__(self) -> Pipeline:
@@ -338,6 +349,25 @@ class Pipeline:
             if words:
                 yield words
             yield Mark("text", asr.progress)
+            if self._ahead is not None:  # the words are on their way to the core; now their lists
+                self._embed_ahead(words)
+
+    def _embed_ahead(self, words: list[Word]) -> None:
+        """Live: embed the word lists of the windows that close before the next step.
+
+        The next step is expected as far ahead as this one came after the last (at least a
+        hop); a window closes ``close_grace`` after its end. Lists already remembered cost
+        nothing, so a step that brought no words usually embeds nothing. If the engine asks
+        for a list while it is being embedded, it waits for it (the embedder's lock) and
+        finds it remembered."""
+        now = self.state.clock()
+        ahead = max(self.spec.hop, now - self._last_step) if self._last_step is not None else 2 * self.spec.hop
+        self._last_step = now
+        self._ahead.push(words)
+        grace = self.options.close_grace
+        lists = self._ahead.lists(since=now - grace, until=now + ahead - grace)
+        if lists:
+            self.engine.text.embed_ahead(lists)
 
     def _asr_finish(self):
         words = self.transcriber.finish()
@@ -385,6 +415,7 @@ class Pipeline:
                 self.inlet.end(running)
                 self.out.put(Mark("source", state.end_time, final=True), state.stop)
 
+        words_before = replace(self.engine.text.counts)
         started = time.perf_counter()
         state.start_clock()  # media time 0 is now, for a camera and a file at realtime pace alike
         self._start("source", feeder)
@@ -425,7 +456,18 @@ class Pipeline:
                 summary.dropped[name] = summary.dropped.get(name, 0) + count
             summary.warnings.extend(state.failed.values())
             summary.speech_lags_ms.extend(1000.0 * lag for lag in core.speech_lags)
+            self._log_words(words_before)
         return summary
+
+    def _log_words(self, before: EmbedCounts) -> None:
+        now = self.engine.text.counts
+        asked, computed = now.asked - before.asked, now.computed - before.computed
+        if self._ahead is not None:
+            logger.info("words: the text worker embedded %d lists ahead; of the %d lists windows asked for, "
+                        "%d were ready from it and the engine embedded %d itself", now.ahead - before.ahead,
+                        asked, now.found_ahead - before.found_ahead, computed)
+        else:
+            logger.info("words: the engine embedded %d of the %d lists windows asked for", computed, asked)
 
     def _tell(self, core: StreamCore) -> None:
         """Hand the core what other threads decided: a stop, the streams given up."""

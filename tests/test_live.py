@@ -1,5 +1,6 @@
 """Live mode through the real code path, with a camera and a microphone that replay a clip."""
 
+import dataclasses
 import threading
 
 import numpy as np
@@ -11,6 +12,8 @@ from tests.conftest import EXAMPLE, run_live
 
 
 def test_live_replay_gives_timely_records(components):
+    counts = components.engine.text.counts
+    before = dataclasses.replace(counts)
     estimates, summary, threads = run_live(components, ReplayCamera(EXAMPLE), ReplayMicrophone(EXAMPLE), 6.5)
     assert not threads, "every worker thread stopped"
     assert len(estimates) >= 5  # windows end at 4.0, 4.5, ... up to about 6.5 s
@@ -20,6 +23,8 @@ def test_live_replay_gives_timely_records(components):
     assert any(e.words for e in estimates), "words arrive in live mode"
     assert all(e.latency_ms is not None and e.latency_ms >= 0 for e in estimates)
     assert "latency_ms" in summary.as_dict()
+    # the text worker embedded word lists ahead, and windows found them ready (the real mpnet)
+    assert counts.ahead > before.ahead and counts.found_ahead > before.found_ahead
 
 
 @pytest.mark.slow

@@ -14,6 +14,11 @@ packages (nothing is fetched at run time):
 A checkpoint's feature set names its encoder, so a model always gets the embeddings it was
 trained on. A window's words become up to ``max_tokens`` token embeddings (the start
 token, then the most recent word pieces, the end token last) and a mask.
+
+One embedder serves two threads in a live run: the text worker embeds the word lists of
+the windows about to close (``embed_ahead``) and the run loop's engine then finds them
+remembered (``embed_many``). A lock keeps its memory and the tokenizer's per-call padding
+settings to one call at a time.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 import zipfile
 from collections import OrderedDict
@@ -154,6 +160,20 @@ def text_model_path(given: str | None, encoder: str = DEFAULT_TEXT_ENCODER) -> P
     return path
 
 
+@dataclass
+class EmbedCounts:
+    """What an embedder has done since it was loaded (word lists, empty ones not counted)."""
+
+    asked: int = 0
+    """Distinct lists ``embed_many`` calls asked for."""
+    computed: int = 0
+    """Of those, the lists it ran the model on (the others were remembered)."""
+    ahead: int = 0
+    """Lists ``embed_ahead`` ran the model on."""
+    found_ahead: int = 0
+    """Lists ``embed_many`` found remembered because ``embed_ahead`` had embedded them."""
+
+
 @dataclass(frozen=True)
 class TextOptions:
     model_path: str | None = None
@@ -186,49 +206,86 @@ class TextEmbedder:
         self.device = device
         self.options = options
         self._cache: OrderedDict[tuple[str, ...], np.ndarray] = OrderedDict()
+        self._ahead: set[tuple[str, ...]] = set()  # remembered by embed_ahead, not asked for since
+        self._lock = threading.Lock()
+        self.counts = EmbedCounts()
         logger.info("text model loaded from %s in %.2f s", path, time.perf_counter() - started)
 
     def embed_many(self, texts: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
         """(N, max_tokens, dim) embeddings and (N, max_tokens) masks; empty word lists give zeros.
 
         Overlapping windows mostly hold the same words (a 4 s window every 0.5 s): the last
-        ``CACHE`` distinct word lists are remembered, so only new ones reach the model."""
+        ``CACHE`` distinct word lists are remembered, so only new ones reach the model, in
+        one batch. Safe to call from several threads."""
         n, steps = len(texts), self.options.max_tokens
         out = np.zeros((n, steps, self.dim), dtype=np.float32)
         mask = np.zeros((n, steps), dtype=np.float32)
         keys = [tuple(words) for words in texts]
-        todo = sorted({key for key in keys if key and key not in self._cache})
-        fresh: dict[tuple[str, ...], np.ndarray] = {}
-        if todo:
-            batch = self.tokenizer([" ".join(key) for key in todo], padding=True, truncation=True,
-                                   max_length=256, return_tensors="pt").to(self.device)
-            with self._torch.inference_mode():
-                hidden = self.model(**batch).last_hidden_state.float().cpu().numpy()
-            lengths = batch["attention_mask"].sum(1).cpu().numpy()
-            for row, key in enumerate(todo):
-                tokens = hidden[row, : lengths[row]]
-                if len(tokens) > steps:  # keep the start token and the most recent pieces with the end token
-                    tokens = np.concatenate([tokens[:1], tokens[-(steps - 1):]])
-                fresh[key] = tokens.copy()
-        # every list's tokens before any is remembered: remembering evicts the oldest lists,
-        # and one of them may still be wanted further down this same batch
-        known = {key: fresh[key] if key in fresh else self._cache[key] for key in set(keys) if key}
+        with self._lock:
+            wanted = {key for key in keys if key}
+            todo = sorted(key for key in wanted if key not in self._cache)
+            fresh = self._embed(todo)
+            counts = self.counts
+            counts.asked += len(wanted)
+            counts.computed += len(todo)
+            found_ahead = wanted & self._ahead
+            counts.found_ahead += len(found_ahead)
+            self._ahead -= found_ahead
+            # every list's tokens before any is remembered: remembering evicts the oldest lists,
+            # and one of them may still be wanted further down this same batch
+            known = {key: fresh[key] if key in fresh else self._cache[key] for key in wanted}
+            for key in keys:
+                if key:
+                    self._remember(key, known[key])
         for i, key in enumerate(keys):
             if key:
                 tokens = known[key]
-                self._remember(key, tokens)
                 out[i, : len(tokens)] = tokens
                 mask[i, : len(tokens)] = 1.0
         return out, mask
+
+    def embed_ahead(self, texts: list[list[str]]) -> int:
+        """Embed and remember, in one batch, the lists not remembered yet, for a later
+        ``embed_many`` to find (live runs: the text worker, for the windows about to close).
+        Returns how many lists the model ran on. Safe to call from several threads."""
+        with self._lock:
+            todo = sorted({key for key in map(tuple, texts) if key and key not in self._cache})
+            for key, tokens in self._embed(todo).items():
+                self._remember(key, tokens)
+                self._ahead.add(key)
+            self.counts.ahead += len(todo)
+        return len(todo)
+
+    def _embed(self, todo: list[tuple[str, ...]]) -> dict[tuple[str, ...], np.ndarray]:
+        """Each list's tokens, the lists padded into one model call (under the lock: the
+        tokenizer's padding and truncation settings are set per call on a shared object)."""
+        if not todo:
+            return {}
+        steps = self.options.max_tokens
+        batch = self.tokenizer([" ".join(key) for key in todo], padding=True, truncation=True,
+                               max_length=256, return_tensors="pt").to(self.device)
+        with self._torch.inference_mode():
+            hidden = self.model(**batch).last_hidden_state.float().cpu().numpy()
+        lengths = batch["attention_mask"].sum(1).cpu().numpy()
+        fresh = {}
+        for row, key in enumerate(todo):
+            tokens = hidden[row, : lengths[row]]
+            if len(tokens) > steps:  # keep the start token and the most recent pieces with the end token
+                tokens = np.concatenate([tokens[:1], tokens[-(steps - 1):]])
+            fresh[key] = tokens.copy()
+        return fresh
 
     CACHE = 256
 
     def clear_cache(self) -> None:
         """Forget the remembered word lists (benchmarks: time the model, not the memory)."""
-        self._cache.clear()
+        with self._lock:
+            self._cache.clear()
+            self._ahead.clear()
 
     def _remember(self, key: tuple[str, ...], tokens: np.ndarray) -> None:
         self._cache[key] = tokens
         self._cache.move_to_end(key)
         while len(self._cache) > self.CACHE:
-            self._cache.popitem(last=False)
+            evicted, _ = self._cache.popitem(last=False)
+            self._ahead.discard(evicted)
