@@ -2,6 +2,7 @@
 
     python -m realtime --source examples/talking.mp4 --out results.jsonl
     python -m realtime --source videos/ --out results/          # one record file per video
+    python -m realtime --source videos/ --out results/ --engine ray --workers 8   # on Ray (docs/SCALING.md)
     python -m realtime --source webcam [--microphone NAME] --out live.jsonl
 
 Exit codes: 0 done, 1 internal failure (a bug: a traceback), 2 bad input or usage
@@ -18,6 +19,7 @@ import sys
 from pathlib import Path
 
 from models.errors import UsageError, UserError
+from realtime.cluster import add_engine_options, cluster_options
 from realtime.service import (
     DURATION_MAX,
     EXIT_BAD_INPUT,
@@ -69,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", help="also draw the run (emotions, valence, channels over time) to this .png; "
                                   "a folder when --source is a folder (one <name>.png per file)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary line")
+    add_engine_options(p)
     p.add_argument("-v", "--verbose", action="store_true",
                    help="log model loading and timings, and let third-party libraries' own output through")
     return p
@@ -76,6 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_args(args: argparse.Namespace) -> None:
     check_model_options(args)
+    cluster_options(args)
+    if args.engine == "ray":
+        folder = camera_index(args.source) is None and Path(args.source).is_dir()
+        if not folder:
+            raise UsageError("--engine ray runs folders: give --source FOLDER")
+        for flag, given in (("--plot", args.plot), ("--append", args.append), ("--pace realtime",
+                                                                                 args.pace == "realtime")):
+            if given:
+                raise UsageError(f"{flag} is not available with --engine ray")
+    elif args.workers != 1:
+        raise UsageError("--workers: folder runs on this machine use one worker; several need --engine ray")
     if args.duration is not None:
         seconds_option("--duration", args.duration, 0.1, DURATION_MAX)
     if args.summary and not Path(args.summary).resolve().parent.is_dir():
@@ -238,6 +252,93 @@ def _plan_outputs(args: argparse.Namespace, files: list[Path], out_dir: Path | N
     return outs, plots
 
 
+class FolderWorker:
+    """What one Ray worker of a folder run holds: the run's options and its models, loaded
+    once (``load_components``) and closed explicitly."""
+
+    def __init__(self, args: argparse.Namespace, has_gpu: bool = False):
+        self.args = args
+        self.comps = load_components(args)  # device auto: the GPU Ray gave this worker, if any
+
+    def close(self) -> None:
+        self.comps.close()
+
+
+def analyse_file(index: int, path: str, worker: FolderWorker):
+    """One file of a folder run on a Ray worker: ``run_file``, as the local loop runs it,
+    into a temporary file; the records come back as the Outcome's payload (JSON: the
+    records' text and the summary) for the driver to write."""
+    import json
+    import tempfile
+
+    from realtime.cluster import Outcome, worker_label
+
+    with tempfile.TemporaryDirectory(prefix="realtime-") as tmp:
+        out = Path(tmp) / "records.jsonl"
+        try:
+            summary = run_file(Path(path), out, worker.args, worker.comps)
+        except Exception as exc:  # one bad file must not end the job
+            return Outcome(index, None, f"{type(exc).__name__}: {exc}", worker_label())
+        records = out.read_text(encoding="utf-8") if out.exists() else ""
+    payload = {"records": records, "summary": summary.as_dict(), "warnings": summary.warnings}
+    return Outcome(index, json.dumps(payload).encode(), None, worker_label())
+
+
+def run_folder_on_ray(args: argparse.Namespace, files: list[Path], out_dir: Path, locks) -> int:
+    """A folder run on Ray: each file's records are written whole (a temporary name, then
+    renamed) when its result arrives; a file whose records exist is done and skipped (a
+    re-run resumes; --overwrite redoes them); a file that fails is named and skipped."""
+    import json
+    import os
+    from functools import partial
+
+    from realtime.cluster import progress, run_on_ray
+    from realtime.outputs import check_distinct, output_names, write_atomic
+
+    names = output_names(files)
+    outs = {f: out_dir / f"{names[f]}.jsonl" for f in files}
+    labelled = [("--out", p) for p in outs.values()]
+    if args.summary:
+        labelled.append(("--summary", Path(args.summary)))
+    check_distinct(files, labelled)
+    if args.summary and Path(args.summary).exists() and not args.overwrite and Path(args.summary).stat().st_size:
+        raise UsageError(f"--summary '{args.summary}' exists; pass --overwrite to replace it")
+    locks.acquire(out_dir / ".ray-run.lock", "--out")  # one run per folder at a time
+    if args.summary:
+        locks.acquire(Path(args.summary), "--summary")
+    for stale in out_dir.glob(".*.jsonl.tmp-*"):  # left by a driver killed mid-write
+        stale.unlink(missing_ok=True)
+    todo = [(i, str(f)) for i, f in enumerate(files) if args.overwrite or not outs[f].exists()]
+    logger.info("%d files, %d done before, %d to run on Ray", len(files), len(files) - len(todo), len(todo))
+    # the workers compute with this machine's thread count, so their records equal a local run here
+    env = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS") or str(len(os.sched_getaffinity(0)))}
+    done: list[dict] = []
+    failed: list[tuple[Path, str]] = []
+    outcomes = run_on_ray(todo, partial(FolderWorker, args), analyse_file, cluster_options(args), env=env) \
+        if todo else iter(())
+    for outcome in progress(outcomes, len(todo), args.quiet, "files"):
+        path = files[outcome.index]
+        if outcome.error:
+            failed.append((path, outcome.error))
+            logger.error("%s: %s; skipped", path, outcome.error)
+            done.append({"source": str(path), "failed": outcome.error})
+            continue
+        result = json.loads(outcome.payload)
+        write_atomic(outs[path], result["records"])
+        for warning in result["warnings"]:
+            logger.warning("%s: %s", path, warning)
+        done.append(result["summary"])
+    _write_summary(args, done, locks)
+    if not args.quiet:
+        print(f"{out_dir}: {len(todo) - len(failed)} files analysed on Ray, {len(files) - len(todo)} done before, "
+              f"{len(failed)} failed", file=sys.stderr)
+    if failed:
+        print(f"error: {len(failed)} of {len(files)} files failed: "
+              + "; ".join(f"{p.name} ({why})" for p, why in failed), file=sys.stderr)
+        return EXIT_BAD_INPUT if len(failed) == len(files) else EXIT_SOME_FAILED
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None, components: Components | None = None) -> int:
     """The command line; ``components``: models already loaded (tests, embedding callers),
     used instead of loading them and left open for their owner to close."""
@@ -284,6 +385,8 @@ def _run(args: argparse.Namespace, components: Components | None) -> int:
         else:
             probe(source)  # a bad file is reported before any model is loaded
             files = [source]
+        if args.engine == "ray":
+            return run_folder_on_ray(args, files, out_dir, locks)
         # every output checked and locked before any model loads (issue 17)
         outs, plots = _plan_outputs(args, files, out_dir, locks)
         if args.out is None:

@@ -248,6 +248,37 @@ def test_two_nodes_share_the_work_and_survive_losing_one(corpus, local_features,
         assert all(np.array_equal(features[k], want[k]) for k in FEATURE_KEYS), CLIPS[outcome.index][0]
 
 
+@pytest.mark.ray
+@pytest.mark.slow
+@needs_ray
+@pytest.mark.timeout(600)
+def test_folder_run_on_ray_equals_local_and_resumes(corpus, tmp_path):
+    """python -m realtime on a folder with --engine ray writes the local run's records byte
+    for byte; run again, it finds every file done and starts no cluster."""
+    import shutil
+
+    from tests.conftest import cli
+
+    clips, _ = corpus
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for name, _, _ in CLIPS[:3]:
+        shutil.copy(clips / name, folder / name)
+    local = cli("--source", folder, "--out", tmp_path / "local", "--quiet")
+    assert local.returncode == 0, local.stderr[-3000:]
+    ray_out = tmp_path / "ray"
+    args = ("--source", folder, "--out", ray_out, "--engine", "ray", "--workers", "2", "--num-cpus", "2")
+    ran = cli(*args, done="files analysed on Ray")
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert "3 files analysed on Ray, 0 done before, 0 failed" in ran.stderr
+    assert sorted(p.name for p in ray_out.iterdir()) == sorted(p.name for p in (tmp_path / "local").iterdir())
+    for path in (tmp_path / "local").iterdir():
+        assert (ray_out / path.name).read_bytes() == path.read_bytes(), path.name
+    again = cli(*args, done="files analysed on Ray")
+    assert again.returncode == 0 and "0 files analysed on Ray, 3 done before" in again.stderr, again.stderr
+    assert "Ray" not in again.stderr.replace("on Ray", ""), again.stderr  # no cluster was started
+
+
 def test_ray_missing_names_the_extra(tmp_path, capsys, monkeypatch):
     """Without Ray, --engine ray fails in one line naming the extra, before any clip is read."""
     from realtime.extract import main
