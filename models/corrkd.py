@@ -119,11 +119,16 @@ def decoupled_kl(p_student: torch.Tensor, p_teacher: torch.Tensor, target: torch
 
 
 def response_consistency_loss(student: DMDOutput, teacher: DMDOutput | TeacherResponse, labels: torch.Tensor,
-                              class_labels: torch.Tensor | None) -> torch.Tensor:
-    """Decoupled KD on the sentiment response (and the emotion head's, when present)."""
+                              class_labels: torch.Tensor | None,
+                              valence_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Decoupled KD on the sentiment response (and the emotion head's, when present); the
+    sentiment response only on samples with a valence rating (``valence_weights`` > 0)."""
     target = (sentiment_classes(labels) + SENTIMENT_RANGE).long()
-    loss = decoupled_kl(sentiment_distribution(student.sentiment),
-                        sentiment_distribution(teacher.sentiment.detach()), target)
+    rated = slice(None) if valence_weights is None else valence_weights > 0
+    loss = labels.new_zeros(())
+    if valence_weights is None or bool(rated.any()):
+        loss = decoupled_kl(sentiment_distribution(student.sentiment[rated]),
+                            sentiment_distribution(teacher.sentiment.detach()[rated]), target[rated])
     if student.class_logits is not None and class_labels is not None:
         known = class_labels >= 0
         if known.any():
@@ -165,10 +170,11 @@ class CorrKDLosses:
 
 
 def corrkd_losses(student: DMDOutput, teacher: DMDOutput | TeacherResponse, labels: torch.Tensor,
-                  class_labels: torch.Tensor | None, tau: float) -> CorrKDLosses:
+                  class_labels: torch.Tensor | None, tau: float,
+                  valence_weights: torch.Tensor | None = None) -> CorrKDLosses:
     """The three CorrKD terms for a student on missing data and a teacher on complete data."""
     return CorrKDLosses(
         sample=sample_contrastive_loss(student.fused, teacher.fused, tau),
         prototype=prototype_loss(student.fused, teacher.fused, _prototype_classes(labels, class_labels), tau),
-        response=response_consistency_loss(student, teacher, labels, class_labels),
+        response=response_consistency_loss(student, teacher, labels, class_labels, valence_weights),
     )

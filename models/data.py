@@ -9,8 +9,10 @@ a dict of arrays over N samples:
 * unaligned sets also carry ``audio_lengths`` and ``vision_lengths`` (N,).
 
 Files written by ``realtime.extract`` add ``text_mask``, ``audio_mask``, ``vision_mask``
-(N, T) per split, optionally ``class_labels`` (N,) with -1 for unknown, and a top-level
-``meta`` dict (``feature_set``, ``class_names``, ...).
+(N, T) per split, optionally ``class_labels`` (N,) with -1 for unknown and
+``valence_weights`` (N,) in [0, 1] with 0 for a sample whose ``regression_labels`` entry is a
+placeholder (its corpus names emotions but rates no valence), and a top-level ``meta``
+dict (``feature_set``, ``class_names``, ...).
 
 A pickle runs code when it is loaded: a crafted ``.pkl`` can do anything the user can.
 MMSA's pickles stay readable because researchers have them, with a warning naming the
@@ -65,6 +67,10 @@ class Split:
     """(N, 3) in MODALITIES order, or None (all 1): how much each present channel's own
     branch learns the sample's labels. 0 marks a bystander: a neutral voice paired with
     surprised words teaches the fused reading, not the voice's own."""
+    valence_weights: np.ndarray | None = None
+    """(N,) or None (all 1): 0 marks a sample whose corpus names an emotion but rates no
+    valence (its ``labels`` entry is a placeholder): it stays out of the valence losses and
+    the valence metrics, and still teaches its emotion."""
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -77,6 +83,7 @@ class Split:
             class_labels=None if self.class_labels is None else self.class_labels[index],
             ids=[self.ids[i] for i in index],
             channel_weights=None if self.channel_weights is None else self.channel_weights[index],
+            valence_weights=None if self.valence_weights is None else self.valence_weights[index],
         )
 
 
@@ -244,7 +251,13 @@ def _split(split: object, where: str) -> Split:
     ids = [str(i) for i in split.get("id", range(n))]
     if len(ids) != n:
         raise DataError(f"{where}: 'id' has {len(ids)} entries, labels have {n}")
-    return Split(inputs=inputs, masks=masks, labels=labels.astype(np.float32), class_labels=class_labels, ids=ids)
+    valence_weights = None
+    if "valence_weights" in split:
+        valence_weights = _array(split, "valence_weights", where, 1)
+        if valence_weights.shape != (n,) or not (np.all(valence_weights >= 0) and np.all(valence_weights <= 1)):
+            raise DataError(f"{where}: 'valence_weights' must be {n} numbers within [0, 1]")
+    return Split(inputs=inputs, masks=masks, labels=labels.astype(np.float32), class_labels=class_labels, ids=ids,
+                 valence_weights=valence_weights)
 
 
 def _mask(split: dict, m: str, inputs: dict[str, np.ndarray], where: str) -> np.ndarray:

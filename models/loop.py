@@ -22,6 +22,7 @@ class Batch:
     class_labels: torch.Tensor | None
     index: np.ndarray
     channel_weights: torch.Tensor | None = None
+    valence_weights: torch.Tensor | None = None
 
 
 def batches(split: Split, batch_size: int, device: torch.device,
@@ -55,6 +56,8 @@ def batch_of(split: Split, idx: np.ndarray, device: torch.device) -> Batch:
         index=idx,
         channel_weights=None if split.channel_weights is None
         else torch.from_numpy(split.channel_weights[idx]).to(device),
+        valence_weights=None if split.valence_weights is None
+        else torch.from_numpy(split.valence_weights[idx]).to(device),
     )
 
 
@@ -86,7 +89,8 @@ def evaluate(net: torch.nn.Module, split: Split, device: torch.device, missing_r
              available: tuple[str, ...] | None = None, seed: int = 0) -> dict[str, float]:
     """MMSA metrics (and class metrics when the model has classes) on one split."""
     pred, logits = predict(net, split, device, missing_rate, available, seed)
-    metrics = regression_metrics(pred, split.labels)
+    rated = slice(None) if split.valence_weights is None else split.valence_weights > 0
+    metrics = regression_metrics(pred[rated], split.labels[rated])
     if logits is not None and split.class_labels is not None:
         metrics.update(classification_metrics(logits, split.class_labels))
     return metrics

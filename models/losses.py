@@ -93,16 +93,26 @@ def orthogonality_loss(s: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
 
 def dmd_losses(out: DMDOutput, labels: torch.Tensor, cfg: TrainConfig,
                class_labels: torch.Tensor | None = None,
-               channel_weights: torch.Tensor | None = None) -> DMDLosses:
+               channel_weights: torch.Tensor | None = None,
+               valence_weights: torch.Tensor | None = None) -> DMDLosses:
     """All DMD loss terms for one batch. labels: (B,) sentiment in [-3, 3]; channel_weights:
-    (B, 3) or None, how much each channel's own branches learn the labels (0: a bystander)."""
+    (B, 3) or None, how much each channel's own branches learn the labels (0: a bystander);
+    valence_weights: (B,) or None, 0 for a sample without a valence rating (no valence loss)."""
     target = labels.unsqueeze(1)
     present = out.present  # (B, 3)
     own = present if channel_weights is None else present * channel_weights.to(present.dtype)
-    task = (out.sentiment - labels).abs().mean() + (out.logit_c - target).abs().mean()
+    if valence_weights is None:
+        task = (out.sentiment - labels).abs().mean() + (out.logit_c - target).abs().mean()
+        rated = own
+    else:
+        vw = valence_weights.to(labels.dtype)
+        denom = vw.sum().clamp_min(1.0)
+        task = ((out.sentiment - labels).abs() * vw).sum() / denom
+        task = task + ((out.logit_c - target).abs().squeeze(1) * vw).sum() / denom
+        rated = own * vw.unsqueeze(1)
     for i, m in enumerate(MODALITIES):
         # a branch whose modality is absent (or a bystander) has nothing to predict: no task loss
-        weight = own[:, i : i + 1]
+        weight = rated[:, i : i + 1]
         denom = weight.sum().clamp_min(1.0)
         task = task + ((out.logits_homo[m] - target).abs() * weight).sum() / denom
         task = task + ((out.logits_hetero[m] - target).abs() * weight).sum() / denom
@@ -127,6 +137,8 @@ def dmd_losses(out: DMDOutput, labels: torch.Tensor, cfg: TrainConfig,
     reconstruction = sum(masked_mse(out.recon[m], out.proj[m], out.masks[m]) for m in MODALITIES)
     sent_class = sentiment_classes(labels)
     keep = [present[:, i] > 0 for i in range(len(MODALITIES))]
+    if valence_weights is not None:  # the margin orders samples by valence: only rated ones
+        keep = [k & (valence_weights > 0) for k in keep]
     feats = torch.cat([out.c_sim[m][keep[i]] for i, m in enumerate(MODALITIES)], dim=0)
     ids = torch.cat([sent_class[keep[i]] for i in range(len(MODALITIES))], dim=0)
     margin = margin_loss(feats, ids) if feats.size(0) > 2 else zero

@@ -228,12 +228,14 @@ def fit(dataset: Dataset, model_cfg: ModelConfig, train_cfg: TrainConfig, device
                     rate = float(torch.rand((), generator=gen)) * train_cfg.missing_rate_max
                     masks = drop_missing(batch.masks, rate, gen)
                 out = step_net(batch.inputs, masks)
-                losses = dmd_losses(out, batch.labels, train_cfg, batch.class_labels, batch.channel_weights)
+                losses = dmd_losses(out, batch.labels, train_cfg, batch.class_labels, batch.channel_weights,
+                                    batch.valence_weights)
                 loss = losses.total
                 terms = losses.as_floats()
                 if teacher_cache is not None:
                     t_out = teacher_cache(batch, rows[batch.index])
-                    kd = corrkd_losses(out, t_out, batch.labels, batch.class_labels, train_cfg.corrkd_tau)
+                    kd = corrkd_losses(out, t_out, batch.labels, batch.class_labels, train_cfg.corrkd_tau,
+                                       batch.valence_weights)
                     loss = loss + kd.total(train_cfg.w_corrkd)
                     terms.update(kd_sample=float(kd.sample.detach()), kd_prototype=float(kd.prototype.detach()),
                                  kd_response=float(kd.response.detach()))

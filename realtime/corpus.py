@@ -564,7 +564,9 @@ def assemble(parts: dict[str, Part], spec, voice_valence_scale: float = 1.0, neu
     ``voice_valence_scale``: acted emotional speech tells arousal far better than valence.
     Subtitle lines' targets (also their emotion's typical valence, not a rating) are
     multiplied by ``subtitles_valence_scale``, so that they teach the words' emotions more
-    than their valence, which the rated sentences measure.
+    than their valence, which the rated sentences measure. A scale of 0 (voice or subtitles)
+    means no valence at all: those samples get ``valence_weights`` 0 and stay out of the
+    valence losses and metrics.
     A rated sentence whose mean rating lies within ``neutral_below`` of 0 (VADER's [-4, 4]
     scale) also teaches the class "neutral": GoEmotions' neutral comments are Reddit talk,
     and a words head taught by them alone reads plain statements ("The train leaves at
@@ -582,7 +584,7 @@ def assemble(parts: dict[str, Part], spec, voice_valence_scale: float = 1.0, neu
             raise DataError(f"split '{s}' has no samples from any source")
         split = {key[m] + suffix: np.zeros((n, steps[m]) + ((dims[m],) if suffix == "" else ()), np.float32)
                  for m in ("L", "A", "V") for suffix in ("", "_mask")}
-        labels, classes, ids, source = [], [], [], []
+        labels, classes, ids, source, rated = [], [], [], [], []
         row = 0
         neutral, calm = EMOTIONS.index("neutral"), neutral_below * RATING_TO_MOSI
         scale = {"voice": voice_valence_scale, "subtitles": subtitles_valence_scale}
@@ -593,6 +595,7 @@ def assemble(parts: dict[str, Part], spec, voice_valence_scale: float = 1.0, neu
                 split[key[m]][row] = x
                 split[key[m] + "_mask"][row] = mask
                 labels.append(val * scale.get(name, 1.0))
+                rated.append(0.0 if scale.get(name, 1.0) == 0.0 else 1.0)
                 classes.append(neutral if name == "sentences" and cls < 0 and abs(val) < calm else cls)
                 ids.append(ident)
                 source.append(name)
@@ -601,6 +604,8 @@ def assemble(parts: dict[str, Part], spec, voice_valence_scale: float = 1.0, neu
         split["class_labels"] = np.array(classes, np.int64)
         split["id"] = np.array(ids, dtype=str)
         split["source"] = np.array(source, dtype=str)
+        if min(rated) == 0.0:
+            split["valence_weights"] = np.array(rated, np.float32)
         data[s] = split
     return data
 
@@ -716,7 +721,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="training subtitle lines per class (a quarter of that for validation and test)")
     parser.add_argument("--subtitles-valence-scale", type=float, default=1.0,
                         help="multiply the subtitle lines' valence targets (their emotion's typical valence) by this, "
-                             "0 to 1 (default 1)")
+                             "0 to 1 (default 1; 0: the lines teach no valence, only their emotion)")
     parser.add_argument("--voice-copies", type=int, default=4,
                         help="windows per training clip, shifted in time (voice corpora are small)")
     parser.add_argument("--exclude", action="append", default=[], metavar="FILE",

@@ -86,4 +86,6 @@ def add_pairs(split, n: int, seed: int, bystanders: float = 0.0):
                  masks={m: np.concatenate([split.masks[m], paired.masks[m]]) for m in split.masks},
                  labels=np.concatenate([split.labels, paired.labels]),
                  class_labels=np.concatenate([split.class_labels, paired.class_labels]),
-                 ids=split.ids + paired.ids, channel_weights=np.concatenate([own, weights]))
+                 ids=split.ids + paired.ids, channel_weights=np.concatenate([own, weights]),
+                 valence_weights=None if split.valence_weights is None
+                 else np.concatenate([split.valence_weights, np.ones(n, np.float32)]))

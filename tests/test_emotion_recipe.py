@@ -10,7 +10,7 @@ from models.data import DataError, load_dataset
 from models.dmd import DMD
 from realtime.corpus import main as corpus_main
 from realtime.corpus import read_exclusions, text_key
-from realtime.recipe import add_pairs
+from realtime.recipe import SOURCES, add_pairs
 
 DIMS = {"L": 6, "A": 4, "V": 5}
 STEPS = {"L": 8, "A": 10, "V": 9}
@@ -306,6 +306,77 @@ def test_subtitle_and_voice_valence_targets_are_scaled_and_the_rest_kept():
     got = dict(zip(data["train"]["source"], data["train"]["regression_labels"]))
     assert got == pytest.approx({"subtitles": 0.25 * VALENCE["happy"], "texts": VALENCE["happy"],
                                  "voice": 0.5 * VALENCE["happy"]})
+
+
+def test_a_valence_scale_of_zero_means_no_valence_the_loaded_split_knows_it_and_pairs_keep_it(tmp_path):
+    from models.data import load_dataset, save_dataset
+    from models.emotions import EMOTIONS, VALENCE
+    from realtime.corpus import Part, assemble
+    from realtime.featureset import FeatureSpec
+
+    spec = FeatureSpec()
+    parts = {}
+    for name, modality in (("subtitles", "L"), ("texts", "L"), ("faces", "V")):
+        part = Part(modality)
+        for split in ("train", "valid", "test"):
+            x = np.ones((spec.steps[modality], spec.dims[modality]), np.float32)
+            part.add(split, x, np.ones(spec.steps[modality]), EMOTIONS.index("sad"), VALENCE["sad"],
+                     f"{SOURCES[name]['prefix']}1")
+        parts[name] = part
+    assert "valence_weights" not in assemble(parts, spec, subtitles_valence_scale=0.25)["train"]
+    data = assemble(parts, spec, subtitles_valence_scale=0.0)
+    got = dict(zip(data["train"]["source"], data["train"]["valence_weights"]))
+    assert got == {"faces": 1.0, "subtitles": 0.0, "texts": 1.0}
+    train = load_dataset(save_dataset(tmp_path / "c.npz", data)).splits["train"]
+    assert dict(zip(data["train"]["source"], train.valence_weights)) == got
+    paired = add_pairs(train, 5, seed=0)
+    assert paired.valence_weights.tolist() == train.valence_weights.tolist() + [1.0] * 5
+    assert paired.subset(np.array([0, 1])).valence_weights.shape == (2,)
+    data["train"]["valence_weights"] = np.array([0.0, 2.0, 1.0], np.float32)
+    with pytest.raises(DataError, match="valence_weights"):
+        load_dataset(save_dataset(tmp_path / "bad.npz", data))
+
+
+def test_a_sample_without_valence_teaches_its_emotion_and_no_valence():
+    from models.config import TrainConfig
+    from models.corrkd import corrkd_losses
+    from models.data import Split
+    from models.loop import evaluate
+    from models.losses import dmd_losses
+
+    net = _net("pool").train()
+    torch.manual_seed(0)
+    inputs = {m: torch.randn(4, STEPS[m], DIMS[m]) for m in DIMS}
+    masks = {m: torch.ones(4, STEPS[m]) for m in DIMS}
+    classes = torch.tensor([1, 0, 1, 0])
+    rated = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    out = net(inputs, masks)
+    teacher = net(inputs, masks)
+    totals = []
+    for placeholder in (-3.0, 3.0):  # the unrated samples' labels must not matter
+        labels = torch.tensor([2.0, -1.0, placeholder, placeholder])
+        losses = dmd_losses(out, labels, TrainConfig(), classes, None, rated)
+        kd = corrkd_losses(out, teacher, labels, classes, 0.5, rated)
+        totals.append([float(t.detach()) for t in (losses.task, losses.margin, kd.response, losses.classes)])
+    assert totals[0] == pytest.approx(totals[1])
+    labels = torch.tensor([2.0, -1.0, 0.5, 0.5])
+    plain = dmd_losses(out, labels, TrainConfig(), classes)
+    weighted = dmd_losses(out, labels, TrainConfig(), classes, None, torch.ones(4))
+    assert float(plain.task.detach()) == pytest.approx(float(weighted.task.detach()), rel=1e-6)
+    # unrated samples still teach their emotion
+    net.zero_grad()
+    dmd_losses(out, labels, TrainConfig(), classes, None, torch.zeros(4)).total.backward()
+    assert net.head_classes_channel["L"].weight.grad.abs().sum() > 0
+    # and stay out of the valence metrics
+    split = Split(inputs={m: v.numpy() for m, v in inputs.items()}, masks={m: v.numpy() for m, v in masks.items()},
+                  labels=np.array([2.0, -1.0, 3.0, 3.0], np.float32), class_labels=classes.numpy(),
+                  ids=[f"s/{i}" for i in range(4)])
+    full = evaluate(net.eval(), split, torch.device("cpu"))
+    split.valence_weights = rated.numpy()
+    part = evaluate(net, split, torch.device("cpu"))
+    first = evaluate(net, split.subset(np.array([0, 1])), torch.device("cpu"))
+    assert part["MAE"] == pytest.approx(first["MAE"]) and part["MAE"] != pytest.approx(full["MAE"])
+    assert part["Class_acc"] == full["Class_acc"]
 
 
 def test_pairs_take_their_words_from_the_subtitles_too():

@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subtitles-per-class", type=int, default=1500, help="training subtitle lines per class")
     parser.add_argument("--subtitles-valence-scale", type=float, default=0.25,
                         help="scale of the subtitle lines' valence targets (default 0.25: they teach the words' "
-                             "emotions; the rated sentences teach valence)")
+                             "emotions; the rated sentences teach valence; 0: they teach no valence at all)")
     parser.add_argument("--subtitles-share", choices=("words", "own"), default="words",
                         help="in the balanced draw, the subtitle lines share the GoEmotions comments' share "
                              "(words, default: both teach the words' emotions) or take their own (own: every other "
