@@ -181,7 +181,8 @@ def run_on_ray(todo: list[tuple[int, str]], load: Callable[[bool], Any],
 
     ``load(has_gpu)`` builds a worker's models (and must be picklable, as must ``process``).
     A local cluster is started and shut down here; an existing one (``options.address``) is
-    joined and left running. ``env``: variables for the workers' processes.
+    joined and left running. ``env``: variables for the workers' processes (set when this
+    call starts or joins the cluster; a caller that did ``ray.init`` itself sets its own).
     """
     ray = require_ray()
     check_options(options)
