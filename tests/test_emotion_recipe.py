@@ -289,19 +289,30 @@ def test_pairs_fill_a_missing_emotion_with_a_neutral_bystander_and_bystanders_do
     assert mixed.subset(np.array(emotional[:3])).channel_weights.shape == (3, 3)
 
 
-def test_subtitle_and_voice_valence_targets_are_scaled_and_the_rest_kept():
+def _one_sample_parts(sources: tuple[str, ...], emotion: str):
+    """One sample of ``emotion`` per split from each named source (realtime.recipe.SOURCES)."""
     from models.emotions import EMOTIONS, VALENCE
-    from realtime.corpus import Part, assemble
+    from realtime.corpus import Part
     from realtime.featureset import FeatureSpec
 
     spec = FeatureSpec()
     parts = {}
-    for name, modality in (("subtitles", "L"), ("texts", "L"), ("voice", "A")):
+    for name in sources:
+        modality = SOURCES[name]["modality"]
         part = Part(modality)
         for split in ("train", "valid", "test"):
             x = np.ones((spec.steps[modality], spec.dims[modality]), np.float32)
-            part.add(split, x, np.ones(spec.steps[modality]), EMOTIONS.index("happy"), VALENCE["happy"], f"{name}/1")
+            part.add(split, x, np.ones(spec.steps[modality]), EMOTIONS.index(emotion), VALENCE[emotion],
+                     f"{SOURCES[name]['prefix']}1")
         parts[name] = part
+    return parts, spec
+
+
+def test_subtitle_and_voice_valence_targets_are_scaled_and_the_rest_kept():
+    from models.emotions import VALENCE
+    from realtime.corpus import assemble
+
+    parts, spec = _one_sample_parts(("subtitles", "texts", "voice"), "happy")
     data = assemble(parts, spec, voice_valence_scale=0.5, subtitles_valence_scale=0.25)
     got = dict(zip(data["train"]["source"], data["train"]["regression_labels"]))
     assert got == pytest.approx({"subtitles": 0.25 * VALENCE["happy"], "texts": VALENCE["happy"],
@@ -310,19 +321,9 @@ def test_subtitle_and_voice_valence_targets_are_scaled_and_the_rest_kept():
 
 def test_a_valence_scale_of_zero_means_no_valence_the_loaded_split_knows_it_and_pairs_keep_it(tmp_path):
     from models.data import load_dataset, save_dataset
-    from models.emotions import EMOTIONS, VALENCE
-    from realtime.corpus import Part, assemble
-    from realtime.featureset import FeatureSpec
+    from realtime.corpus import assemble
 
-    spec = FeatureSpec()
-    parts = {}
-    for name, modality in (("subtitles", "L"), ("texts", "L"), ("faces", "V")):
-        part = Part(modality)
-        for split in ("train", "valid", "test"):
-            x = np.ones((spec.steps[modality], spec.dims[modality]), np.float32)
-            part.add(split, x, np.ones(spec.steps[modality]), EMOTIONS.index("sad"), VALENCE["sad"],
-                     f"{SOURCES[name]['prefix']}1")
-        parts[name] = part
+    parts, spec = _one_sample_parts(("subtitles", "texts", "faces"), "sad")
     assert "valence_weights" not in assemble(parts, spec, subtitles_valence_scale=0.25)["train"]
     data = assemble(parts, spec, subtitles_valence_scale=0.0)
     got = dict(zip(data["train"]["source"], data["train"]["valence_weights"]))
