@@ -589,13 +589,13 @@ def assemble(parts: dict[str, Part], spec, voice_valence_scale: float = 1.0, neu
         neutral, calm = EMOTIONS.index("neutral"), neutral_below * RATING_TO_MOSI
         scale = {"voice": voice_valence_scale, "subtitles": subtitles_valence_scale}
         for name, part in sorted(parts.items()):
-            m = part.modality
+            m, k = part.modality, scale.get(name, 1.0)
             for x, mask, cls, val, ident in zip(part.features[s], part.masks[s], part.classes[s],
                                                 part.valence[s], part.ids[s]):
                 split[key[m]][row] = x
                 split[key[m] + "_mask"][row] = mask
-                labels.append(val * scale.get(name, 1.0))
-                rated.append(0.0 if scale.get(name, 1.0) == 0.0 else 1.0)
+                labels.append(val * k)
+                rated.append(0.0 if k == 0.0 else 1.0)
                 classes.append(neutral if name == "sentences" and cls < 0 and abs(val) < calm else cls)
                 ids.append(ident)
                 source.append(name)
