@@ -213,14 +213,6 @@ def _write_summary(args, done: list, locks=None) -> None:
         write_atomic(Path(args.summary), text)
 
 
-def _folder_outputs(files: list[Path], out_dir: Path) -> tuple[dict, dict]:
-    """A folder run's output name per input and its records file, ``<out_dir>/<name>.jsonl``."""
-    from realtime.outputs import output_names
-
-    names = output_names(files)
-    return names, {f: out_dir / f"{names[f]}.jsonl" for f in files}
-
-
 def _plan_outputs(args: argparse.Namespace, files: list[Path], out_dir: Path | None, locks) -> tuple[dict, dict]:
     """Every path the run will write, checked together and locked before any model loads:
     (records path per input, plot path per input); for a camera the key is None.
@@ -228,13 +220,14 @@ def _plan_outputs(args: argparse.Namespace, files: list[Path], out_dir: Path | N
     Never an input, never two outputs on one file, never a file another run is writing;
     existing files only with --overwrite (or --append for records).
     """
-    from realtime.outputs import check_distinct
+    from realtime.outputs import check_distinct, output_names
     from realtime.sinks import check_output
 
     mode = _output_mode(args)
     keys = files or [None]
     if out_dir is not None:
-        names, outs = _folder_outputs(files, out_dir)
+        names = output_names(files)
+        outs = {f: out_dir / f"{names[f]}.jsonl" for f in files}
     else:
         names = {f: f.stem for f in files}
         outs = {k: Path(args.out) if args.out else None for k in keys}
@@ -300,9 +293,10 @@ def run_folder_on_ray(args: argparse.Namespace, files: list[Path], out_dir: Path
     from functools import partial
 
     from realtime.cluster import progress, run_on_ray
-    from realtime.outputs import check_distinct, remove_partial_writes, write_atomic
+    from realtime.outputs import check_distinct, output_names, write_atomic
 
-    _, outs = _folder_outputs(files, out_dir)
+    names = output_names(files)
+    outs = {f: out_dir / f"{names[f]}.jsonl" for f in files}
     labelled = [("--out", p) for p in outs.values()]
     if args.summary:
         labelled.append(("--summary", Path(args.summary)))
@@ -312,7 +306,8 @@ def run_folder_on_ray(args: argparse.Namespace, files: list[Path], out_dir: Path
     locks.acquire(out_dir / ".ray-run.lock", "--out")  # one run per folder at a time
     if args.summary:
         locks.acquire(Path(args.summary), "--summary")
-    remove_partial_writes(out_dir, ".jsonl")  # left by a driver killed mid-write
+    for stale in out_dir.glob(".*.jsonl.tmp-*"):  # left by a driver killed mid-write
+        stale.unlink(missing_ok=True)
     todo = [(i, str(f)) for i, f in enumerate(files) if args.overwrite or not outs[f].exists()]
     logger.info("%d files, %d done before, %d to run on Ray", len(files), len(files) - len(todo), len(todo))
     # the workers compute with this machine's thread count, so their records equal a local run here
@@ -337,16 +332,11 @@ def run_folder_on_ray(args: argparse.Namespace, files: list[Path], out_dir: Path
     if not args.quiet:
         print(f"{out_dir}: {len(todo) - len(failed)} files analysed on Ray, {len(files) - len(todo)} done before, "
               f"{len(failed)} failed", file=sys.stderr)
-    return _folder_exit(failed, len(files))
-
-
-def _folder_exit(failed: list[tuple[Path, str]], files: int) -> int:
-    """A folder run's exit code, with one line naming every file that failed."""
-    if not failed:
-        return EXIT_OK
-    print(f"error: {len(failed)} of {files} files failed: "
-          + "; ".join(f"{p.name} ({why})" for p, why in failed), file=sys.stderr)
-    return EXIT_BAD_INPUT if len(failed) == files else EXIT_SOME_FAILED
+    if failed:
+        print(f"error: {len(failed)} of {len(files)} files failed: "
+              + "; ".join(f"{p.name} ({why})" for p, why in failed), file=sys.stderr)
+        return EXIT_BAD_INPUT if len(failed) == len(files) else EXIT_SOME_FAILED
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None, components: Components | None = None) -> int:
@@ -435,7 +425,10 @@ def _run(args: argparse.Namespace, components: Components | None) -> int:
                 print(safejson.dumps(summary.as_dict()))
         if failed:
             _write_summary(args, done, locks)  # with every failure, also after the last file
-        return _folder_exit(failed, len(files))
+            print(f"error: {len(failed)} of {len(files)} files failed: "
+                  + "; ".join(f"{p.name} ({why})" for p, why in failed), file=sys.stderr)
+            return EXIT_BAD_INPUT if len(failed) == len(files) else EXIT_SOME_FAILED
+        return EXIT_OK
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
