@@ -65,28 +65,20 @@ def output_names(files: list[Path]) -> dict[Path, str]:
     return names
 
 
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write ``data`` (text, or bytes as they are) to ``path`` whole: a temporary file in the
-    same folder, fsynced, then renamed over ``path`` (a crash leaves the old file or the new
-    one, never half; a killed process leaves the temporary, see ``remove_partial_writes``)."""
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole: a temporary file in the same folder, fsynced, then
+    renamed over ``path`` (a crash leaves the old file or the new one, never half)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with tmp.open("wb") if isinstance(data, bytes) else tmp.open("w", encoding="utf-8") as fh:
-            fh.write(data)
+        with tmp.open("w", encoding="utf-8") as fh:
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise OutputError(f"cannot write '{path}': {exc.strerror}") from None
-
-
-def remove_partial_writes(folder: Path, suffix: str) -> None:
-    """Remove the temporaries ``write_atomic`` left in ``folder`` for files ending in
-    ``suffix`` when its process was killed mid-write."""
-    for stale in Path(folder).glob(f".*{suffix}.tmp-*"):
-        stale.unlink(missing_ok=True)
 
 
 def end_torn_line(path: Path) -> bool:
