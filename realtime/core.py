@@ -86,6 +86,14 @@ class StreamCore:
         """Windows closed and not scored yet."""
         return len(self._waiting)
 
+    def next_due(self) -> float | None:
+        """Live: the run-clock time at which the next window closes (its end +
+        ``close_grace``), for the caller to wake then rather than poll; None in file mode
+        (windows close on the streams' progress) and after ``finish``."""
+        if not self.options.live or self._finished:
+            return None
+        return self.assembler.next_end + self.options.close_grace
+
     def stop(self) -> None:
         """The run was asked to stop before its input ended (idempotent).
 

@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 END = object()  # end of a queue's input
 _EMPTY = object()
+POLL = 0.05
+"""Seconds the run loop waits at most for a worker result before it looks at the clock."""
 WORKERS = ("face", "audio", "text")
 INTERRUPT_GRACE = 0.5
 """Seconds an interrupted run spends scoring the windows already complete."""
@@ -421,7 +423,7 @@ class Pipeline:
         self._start("source", feeder)
         try:
             while not core.done or (state.paused and not state.stop.is_set()):
-                item = self.out.get(timeout=0.05)
+                item = self.out.get(timeout=self._wait(core))
                 if item is not _EMPTY:
                     self._tell(core)
                     core.take(item, state.clock())
@@ -458,6 +460,15 @@ class Pipeline:
             summary.speech_lags_ms.extend(1000.0 * lag for lag in core.speech_lags)
             self._log_words(words_before)
         return summary
+
+    def _wait(self, core: StreamCore) -> float:
+        """How long the run loop may wait for a worker result: POLL, or (live) until the next
+        window is due, so that it is scored when it closes and not up to a poll later
+        (window-to-record p50 about 85 ms -> 60 ms on the example: docs/PERFORMANCE.md)."""
+        due = core.next_due()
+        if due is None or self.state.paused:
+            return POLL
+        return min(POLL, max(0.001, due - self.state.clock()))
 
     def _log_words(self, before: EmbedCounts) -> None:
         now = self.engine.text.counts

@@ -125,6 +125,11 @@ class WindowAssembler:
     def _next_start(self) -> float:
         return self._end_of(self._next_index) - self.spec.window
 
+    @property
+    def next_end(self) -> float:
+        """The end of the next window to close."""
+        return self._end_of(self._next_index)
+
     def _end_of(self, index: int) -> float:
         return self.spec.window + index * self.spec.hop
 

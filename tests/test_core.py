@@ -84,6 +84,19 @@ def test_a_live_window_closes_at_its_end_plus_the_grace_and_not_before():
     assert c.assembler.stats.late == 0
 
 
+def test_a_live_core_says_when_its_next_window_is_due_and_a_file_core_does_not():
+    c = core(live=True)
+    frames(c, 0, 3000)
+    assert c.next_due() == pytest.approx(ms(2000 + GRACE_MS))  # the run loop wakes then, not a poll later
+    assert scored(c, c.next_due() + 1e-6)[0].t_end == 2.0
+    assert c.next_due() == pytest.approx(ms(2500 + GRACE_MS))  # and then at the next one, a hop on
+    c.finish(3.0)
+    assert c.next_due() is None  # finished: nothing closes on the clock any more
+    f = core(live=False)
+    frames(f, 0, 3000)
+    assert f.next_due() is None  # files close windows on the streams' progress, never on a clock
+
+
 def test_live_windows_are_scored_as_they_close_in_batches():
     c = core(live=True, batch=2)
     frames(c, 0, 1000)
