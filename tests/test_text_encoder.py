@@ -102,3 +102,37 @@ def test_repeated_word_lists_are_embedded_once_and_the_memory_is_bounded():
     old = embedder.embed_many([["two"]])[0]
     mixed, _ = embedder.embed_many([["four"], ["five"], ["two"]])
     assert np.array_equal(mixed[2], old[0]) and len(embedder._cache) == 2
+
+
+LISTS = [["hello", "there"], [], "the meeting ran long and nobody listened to what a lovely day it was".split()]
+
+
+def test_the_live_encoder_runs_in_onnx_runtime_with_torchs_numbers_exported_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("REALTIME_CACHE", str(tmp_path))
+    fast = TextEmbedder(TextOptions(encoder="minilm"), onnx=True)
+    assert fast.runtime == "onnxruntime"
+    graphs = list((tmp_path / "text-onnx").iterdir())
+    assert len(graphs) == 1 and graphs[0].suffix == ".onnx"  # no temporary leftovers
+    x, mask = fast.embed_many(LISTS)
+    y, torch_mask = TextEmbedder(TextOptions(encoder="minilm")).embed_many(LISTS)
+    assert (mask == torch_mask).all() and np.abs(x - y).max() < 1e-4 and x[2].any()
+    stamp = graphs[0].stat().st_mtime_ns
+    assert TextEmbedder(TextOptions(encoder="minilm"), onnx=True).runtime == "onnxruntime"
+    assert graphs[0].stat().st_mtime_ns == stamp  # the next run opens it: not exported again
+
+
+def test_a_damaged_cached_graph_leaves_the_words_in_torch_and_is_exported_afresh_next_time(tmp_path, monkeypatch,
+                                                                                         caplog):
+    from realtime.features.text_onnx import graph_name
+
+    monkeypatch.setenv("REALTIME_CACHE", str(tmp_path))
+    folder = default_text_model("minilm")
+    graph = tmp_path / "text-onnx" / graph_name(folder)
+    graph.parent.mkdir()
+    graph.write_bytes(b"half a graph")  # a disk that filled up, a killed writer of an older version
+    slow = TextEmbedder(TextOptions(encoder="minilm"), onnx=True)
+    assert slow.runtime == "torch" and "the text encoder stays in torch" in caplog.text
+    x, _ = slow.embed_many(LISTS)
+    y, _ = TextEmbedder(TextOptions(encoder="minilm")).embed_many(LISTS)
+    assert np.array_equal(x, y)  # the same words, served as before
+    assert TextEmbedder(TextOptions(encoder="minilm"), onnx=True).runtime == "onnxruntime"

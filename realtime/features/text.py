@@ -184,7 +184,9 @@ class TextOptions:
 class TextEmbedder:
     """Word lists -> (max_tokens, dim) token embeddings and a (max_tokens,) mask."""
 
-    def __init__(self, options: TextOptions = TextOptions(), device: str = "cpu"):
+    def __init__(self, options: TextOptions = TextOptions(), device: str = "cpu", onnx: bool = False):
+        """``onnx``: run the encoder in ONNX Runtime (one thread; CPU only), as live runs do
+        (``realtime.features.text_onnx``); torch when that cannot be had, with a warning."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         import torch
@@ -209,7 +211,20 @@ class TextEmbedder:
         self._ahead: set[tuple[str, ...]] = set()  # remembered by embed_ahead, not asked for since
         self._lock = threading.Lock()
         self.counts = EmbedCounts()
-        logger.info("text model loaded from %s in %.2f s", path, time.perf_counter() - started)
+        self._onnx = None
+        if onnx and device == "cpu":
+            from realtime.features.text_onnx import build
+
+            self._onnx, why = build(self.model, self.tokenizer, path, model_cache() / "text-onnx")
+            if self._onnx is None:
+                logger.warning("the text encoder stays in torch: ONNX Runtime could not serve it (%s)", why)
+        logger.info("text model loaded from %s in %.2f s (%s)", path, time.perf_counter() - started,
+                    "ONNX Runtime" if self._onnx is not None else "torch")
+
+    @property
+    def runtime(self) -> str:
+        """What runs the encoder: 'onnxruntime' or 'torch'."""
+        return "onnxruntime" if self._onnx is not None else "torch"
 
     def embed_many(self, texts: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
         """(N, max_tokens, dim) embeddings and (N, max_tokens) masks; empty word lists give zeros.
@@ -262,11 +277,17 @@ class TextEmbedder:
         if not todo:
             return {}
         steps = self.options.max_tokens
-        batch = self.tokenizer([" ".join(key) for key in todo], padding=True, truncation=True,
-                               max_length=256, return_tensors="pt").to(self.device)
-        with self._torch.inference_mode():
-            hidden = self.model(**batch).last_hidden_state.float().cpu().numpy()
-        lengths = batch["attention_mask"].sum(1).cpu().numpy()
+        texts = [" ".join(key) for key in todo]
+        if self._onnx is not None:
+            batch = self.tokenizer(texts, padding=True, truncation=True, max_length=256, return_tensors="np")
+            hidden = self._onnx(batch["input_ids"], batch["attention_mask"])
+            lengths = batch["attention_mask"].sum(1)
+        else:
+            batch = self.tokenizer(texts, padding=True, truncation=True, max_length=256,
+                                   return_tensors="pt").to(self.device)
+            with self._torch.inference_mode():
+                hidden = self.model(**batch).last_hidden_state.float().cpu().numpy()
+            lengths = batch["attention_mask"].sum(1).cpu().numpy()
         fresh = {}
         for row, key in enumerate(todo):
             tokens = hidden[row, : lengths[row]]
