@@ -31,6 +31,47 @@ def test_file_source_on_real_clips(name):
     assert np.allclose(np.diff(starts), 0.1, atol=1e-6)
 
 
+def test_a_realtime_replay_hands_its_streams_over_in_time_order_whatever_the_files_interleaving():
+    """The example stores its audio about a second behind the video beside it (as muxers
+    commonly do). Read in file order at realtime pace, every word reached the run that much
+    late; replayed, the streams come as a camera and a microphone give them."""
+    from realtime.sources.file import FileOptions
+
+    in_file = list(FileSource(EXAMPLE))
+    first_audio = next(i for i, item in enumerate(in_file) if isinstance(item, AudioChunk))
+    assert max(f.t for f in in_file[:first_audio]) >= 0.8  # the premise: the file holds audio late
+
+    waits = []
+    replayed = list(FileSource(EXAMPLE, FileOptions(pace="realtime")).read(clock=lambda: waits.append(1) or 1e9))
+    assert sorted(map(id, replayed)) == sorted(map(id, replayed)) and len(replayed) == len(in_file)
+    due = [i.t + len(i.samples) / i.rate if isinstance(i, AudioChunk) else i.t for i in replayed]
+    assert due == sorted(due)  # a chunk once its last sample is recorded, a frame at its time
+    assert [i.t for i in replayed if isinstance(i, AudioChunk)] == [i.t for i in in_file if isinstance(i, AudioChunk)]
+    assert [i.t for i in replayed if isinstance(i, VideoFrame)] == [i.t for i in in_file if isinstance(i, VideoFrame)]
+    assert waits  # it paced (the clock was read), and never waited: that clock is always ahead
+
+
+def test_a_stream_that_stops_holds_the_others_back_by_at_most_the_reorder_span():
+    from realtime.sources.file import REORDER_SPAN, _in_time_order
+
+    decoded = []
+
+    def items():  # audio for 1 s, then video alone for 9 s, in file order
+        for k in range(100):
+            item = AudioChunk(k * 0.01, np.zeros(160, np.float32), 16000) if k < 100 and k * 0.01 < 1.0 else None
+            decoded.append(item)
+            yield item
+        for k in range(90):
+            item = VideoFrame(1.0 + k * 0.1, np.zeros((2, 2, 3), np.uint8))
+            decoded.append(item)
+            yield item
+
+    ahead = []
+    for item in _in_time_order(items(), {AudioChunk, VideoFrame}, lambda t: None):
+        ahead.append(decoded[-1].t - item.t)
+    assert len(ahead) == 190 and max(ahead) <= REORDER_SPAN + 0.1 + 1e-9  # read ahead, never to the end
+
+
 def test_face_is_found_in_real_clips():
     from realtime.features.face import FACE_DIM, FaceExtractor
 
@@ -181,6 +222,30 @@ def test_silence_after_an_utterance_commits_it_in_one_step(whisper):
     asr = StreamingTranscriber(whisper, options)
     asr.insert_audio(AudioChunk(0.8, audio, 16000))
     assert asr.process_iter() == [] and asr.tentative
+
+
+@pytest.mark.slow
+def test_a_pause_leaves_the_buffer_even_when_the_next_utterance_follows_within_a_step(whisper):
+    """Two sentences of the example 0.8 s apart, stepped every 0.5 s as live: no step sees
+    the pause alone (the next sentence has begun), and word times run up to 0.5 s early. The
+    pause, found in the audio, still takes the finished sentence out of the buffer, and no
+    word is lost to the cut."""
+    from realtime.features.speech import ASROptions, StreamingTranscriber
+
+    chunks = split(EXAMPLE)[1][63:170]  # 6.3-17.0 s: "This is terrible. ... beautiful."
+    asr = StreamingTranscriber(whisper, ASROptions(min_chunk=0.5))
+    words, buffered = [], {}
+    for chunk in chunks:
+        asr.insert_audio(chunk)
+        if asr.ready():
+            words += asr.process_iter()
+            buffered[round(chunk.t_end, 1)] = asr.buffered
+    words += asr.finish()
+    text = " ".join(w.text.lower() for w in words)
+    for said in ("terrible", "hate", "miserable", "fantastic", "surprise", "thank you", "beautiful"):
+        assert said in text, text
+    after = next(held for t, held in sorted(buffered.items()) if t >= 13.0)
+    assert after <= 2.5, buffered  # the sentence before the pause was cut (7 s were held before)
 
 
 class CountingWhisper:

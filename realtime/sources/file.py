@@ -8,6 +8,7 @@ replays at wall-clock pace like a camera would deliver.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 import time
@@ -110,13 +111,26 @@ class FileSource:
 
     def read(self, clock: Callable[[], float] | None = None) -> Iterator[VideoFrame | AudioChunk]:
         """The items; ``clock``: with realtime pace, the clock (seconds) they wait for, which
-        may stand still (a paused run's). Default: wall time since reading began."""
+        may stand still (a paused run's). Default: wall time since reading began.
+
+        At realtime pace the streams are handed over in media-time order, as a camera and a
+        microphone deliver them, whatever the file's interleaving: muxers commonly store
+        audio a second behind the video beside it (the example does), and read in file order
+        the audio, and every word in it, would reach the run that much late."""
+        if self.options.pace != "realtime":
+            yield from self._decoded()
+            return
+        start_wall = time.monotonic()
+        clock = clock or (lambda: time.monotonic() - start_wall)
+        kinds = {kind for kind, has in ((VideoFrame, self.info.has_video), (AudioChunk, self.info.has_audio)) if has}
+        yield from _in_time_order(self._decoded(), kinds, lambda t: self._pace(clock, t))
+
+    def _decoded(self) -> Iterator[VideoFrame | AudioChunk]:
+        """The items in the file's order, as they decode."""
         import av
 
         opts = self.options
         info = self.info
-        start_wall = time.monotonic()
-        clock = clock or (lambda: time.monotonic() - start_wall)
         container = av.open(str(info.path), timeout=10)
         try:
             streams = [s for s in (container.streams.video[:1] + container.streams.audio[:1])]
@@ -149,7 +163,6 @@ class FileSource:
                         turns = round((frame.rotation or 0) / 90) % 4
                         if turns:  # phones store portrait video sideways with a display rotation
                             image = np.rot90(image, turns)
-                        self._pace(clock, t)
                         # PyAV returns a strided view when rows are not aligned; MediaPipe
                         # then silently finds no face (see shared/data/talking_faces).
                         yield VideoFrame(t=t, image=np.ascontiguousarray(image))
@@ -160,7 +173,6 @@ class FileSource:
                             pending = np.concatenate([pending, _mono(out)])
                         while len(pending) >= chunk:
                             t_chunk = audio_t0 + samples_out / AUDIO_RATE
-                            self._pace(clock, t_chunk)
                             yield AudioChunk(t=t_chunk, samples=pending[:chunk].copy(), rate=AUDIO_RATE)
                             samples_out += chunk
                             pending = pending[chunk:]
@@ -223,13 +235,49 @@ class FileSource:
         if self.decode_errors == 1:
             logger.warning("'%s': skipping damaged frames from %.2f s", self.info.path, t)
 
-    def _pace(self, clock: Callable[[], float], t: float) -> None:
+    @staticmethod
+    def _pace(clock: Callable[[], float], t: float) -> None:
         """Realtime pace: wait until ``clock`` reaches media time ``t`` (in short sleeps,
         so a clock that stands still, a paused run, holds the source)."""
-        if self.options.pace != "realtime":
-            return
         while (delay := t - clock()) > 0:
             time.sleep(min(delay, 0.05))
+
+
+REORDER_SPAN = 2.0
+"""Seconds of media a realtime replay reads ahead of its slowest stream to hand the streams
+over in time order: a stream that falls further behind (an audio track that ends early,
+one with nothing in it) no longer holds the others back."""
+
+
+def _due(item: VideoFrame | AudioChunk) -> float:
+    """When a live device hands the item over: a frame at its time, a chunk of audio once its
+    last sample is recorded."""
+    if isinstance(item, AudioChunk):
+        return item.t + len(item.samples) / item.rate
+    return item.t
+
+
+def _in_time_order(items: Iterator, kinds: set[type], pace: Callable[[float], None]) -> Iterator:
+    """``items`` (in time order within their kind) in the order of their ``_due`` times across
+    ``kinds``, each after ``pace(due)``. An item goes once every kind has reached its time,
+    or once another kind is ``REORDER_SPAN`` past it."""
+    waiting: list = []  # a heap of (t, arrival, item)
+    latest = {kind: -math.inf for kind in kinds}
+    try:
+        for n, item in enumerate(items):
+            latest[type(item)] = max(latest.get(type(item), -math.inf), _due(item))
+            heapq.heappush(waiting, (_due(item), n, item))
+            ready = max(min(latest.values()), max(latest.values()) - REORDER_SPAN)
+            while waiting and waiting[0][0] <= ready:
+                t, _, out = heapq.heappop(waiting)
+                pace(t)
+                yield out
+        while waiting:
+            t, _, out = heapq.heappop(waiting)
+            pace(t)
+            yield out
+    finally:
+        items.close()  # a stop: the decoder's container closes now, not when collected
 
 
 class FileFeed:
