@@ -327,6 +327,28 @@ class StreamingTranscriber:
             return False
         return _dbfs(tail) < min(SILENCE_DBFS, _dbfs(speech) - 20.0)
 
+    def _pause(self, a: float, b: float) -> tuple[float, float] | None:
+        """The last run of at least ``silence_commit`` seconds of silence (every 0.1 s under
+        SILENCE_DBFS) between times ``a`` and ``b`` that sound follows: (its start, its end)."""
+        wait = self.options.silence_commit
+        step = int(0.1 * AUDIO_RATE)
+        lo = max(0, int((a - self._t0) * AUDIO_RATE))
+        part = self._audio[lo: max(lo, int((b - self._t0) * AUDIO_RATE))]
+        if wait <= 0 or len(part) < 2 * step:
+            return None
+        quiet = _dbfs(part[: len(part) // step * step].reshape(-1, step), axis=1) < SILENCE_DBFS
+        sound = np.flatnonzero(~quiet)
+        end = sound[-1] if len(sound) else 0  # the frame where the last sound in the span starts
+        while end > 0 and not quiet[end - 1]:
+            end -= 1
+        start = end
+        while start > 0 and quiet[start - 1]:
+            start -= 1
+        if not len(sound) or (end - start) * 0.1 < wait - 1e-9:
+            return None
+        t = self._t0 + lo / AUDIO_RATE
+        return t + start * 0.1, t + end * 0.1
+
     @property
     def _buffer_end(self) -> float:
         return self._t0 + len(self._audio) / AUDIO_RATE
@@ -369,20 +391,31 @@ class StreamingTranscriber:
                 # with beam 5, a stream's last second of silence came back as "thank you very
                 # much" eleven times over, every word at the same instant
                 hallucinated = w.end - w.start < 0.01 and self._t0 + w.start >= end - 0.1
-                if text and not hallucinated:
+                # a "word" of punctuation alone ("." after a stream's last sentence) says nothing
+                if _norm(text) and not hallucinated:
                     out.append(Word(start=self._t0 + w.start, end=self._t0 + w.end, text=text,
                                     probability=float(w.probability)))
         return _unpile(out)
 
     def _trim(self) -> None:
-        if (not self._hypothesis and self.last_committed_end > self._t0
-                and self._silent_after(self.last_committed_end)):
+        if self.last_committed_end > self._t0 and not self._hypothesis and self._silent_after(self.last_committed_end):
             # everything heard is committed and silence follows: the utterance is over, and
             # the next step need not transcribe it again (its words are the prompt). Without
             # this cut every step re-read up to buffer_trim seconds of finished speech: a step
             # took 0.3 s on a fresh buffer and 0.7-2 s on a 12 s one (2 cores)
             self._cut(max(self.last_committed_end, self._buffer_end - QUIET_KEPT))
             return
+        if self.last_committed_end > self._t0:
+            # the same when the next utterance began before a step saw the silence alone: a
+            # pause in the audio after the committed words, with every word not yet committed
+            # after it. Without this an utterance that follows within a step kept the one
+            # before in the buffer (the example's 0.8 s pauses: 11 s buffered, steps of 0.5 s
+            # instead of 0.2). Found in the audio, not from word times, which run up to 0.5 s early
+            until = self._hypothesis[0].start + 0.5 if self._hypothesis else self._buffer_end
+            pause = self._pause(self.last_committed_end, until)
+            if pause is not None and (not self._hypothesis or self._hypothesis[0].start >= pause[0]):
+                self._cut(max(self.last_committed_end, (pause[0] + pause[1]) / 2, pause[1] - QUIET_KEPT))
+                return
         if self.buffered <= self.options.buffer_trim:
             return
         if self._committed and self.last_committed_end > self._t0:
