@@ -109,9 +109,16 @@ LISTS = [["hello", "there"], [], "the meeting ran long and nobody listened to wh
 
 def test_the_live_encoder_runs_in_onnx_runtime_with_torchs_numbers_exported_once(tmp_path, monkeypatch):
     monkeypatch.setenv("REALTIME_CACHE", str(tmp_path))
+    cache = tmp_path / "text-onnx"
+    cache.mkdir()
+    stale = cache / f"{default_text_model('minilm').name}-0123456789abcdef.onnx"  # exported by older versions
+    other = cache / "another-model-0123456789abcdef.onnx"
+    stale.write_bytes(b"old")
+    other.write_bytes(b"kept")
     fast = TextEmbedder(TextOptions(encoder="minilm"), onnx=True)
     assert fast.runtime == "onnxruntime"
-    graphs = list((tmp_path / "text-onnx").iterdir())
+    assert not stale.exists() and other.exists()  # one graph per model in the cache
+    graphs = [p for p in cache.iterdir() if p != other]
     assert len(graphs) == 1 and graphs[0].suffix == ".onnx"  # no temporary leftovers
     x, mask = fast.embed_many(LISTS)
     y, torch_mask = TextEmbedder(TextOptions(encoder="minilm")).embed_many(LISTS)

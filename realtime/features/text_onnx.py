@@ -101,10 +101,15 @@ def _export(model, tokenizer, target: Path) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(buffer.getvalue())
+        os.chmod(tmp, 0o644)  # a cache others may read, as the joined model is
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    model_name = target.name.rsplit("-", 1)[0]
+    for older in target.parent.glob(f"{model_name}-*.onnx"):  # the same model under older versions
+        if older != target and older.name.rsplit("-", 1)[0] == model_name:
+            older.unlink(missing_ok=True)
 
 
 def build(model, tokenizer, folder: Path, cache: Path) -> tuple[OnnxTextEncoder | None, str]:
