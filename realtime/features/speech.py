@@ -56,6 +56,11 @@ class ASROptions:
     silence_commit: float = 0.5
     """Commit the pending words at once when at least this many seconds of silence follow
     them in the buffer (the end of an utterance needs no second opinion); 0: never."""
+    pause_cut: bool = True
+    """Cut a finished utterance out of the buffer at the pause after it even when the next
+    one has begun (found in the audio). Live: steps re-read less and words come sooner. Off
+    for files, whose 8 s steps gain from the context (word error on 288 s of synthetic review
+    speech 0.407 without the cut, 0.418 with it)."""
     short_context: bool = True
     """Give Whisper's encoder the buffer (plus at least 2 s of padding, in 5 s steps) instead
     of the 30 s it always pads to: a 5-10 s context encodes 3-7 times faster on a CPU,
@@ -76,7 +81,7 @@ class ASROptions:
     def for_files(cls, model_path: str | None = None) -> ASROptions:
         """Media read as fast as it decodes: long steps (each costs the same, whatever the
         buffer holds) over a longer buffer; Whisper then hears whole sentences."""
-        return cls(model_path=model_path, min_chunk=8.0, buffer_trim=24.0, beam_size=5)
+        return cls(model_path=model_path, min_chunk=8.0, buffer_trim=24.0, beam_size=5, pause_cut=False)
 
 
 def _context_model_class():
@@ -405,7 +410,7 @@ class StreamingTranscriber:
             # took 0.3 s on a fresh buffer and 0.7-2 s on a 12 s one (2 cores)
             self._cut(max(self.last_committed_end, self._buffer_end - QUIET_KEPT))
             return
-        if self.last_committed_end > self._t0:
+        if self.options.pause_cut and self.last_committed_end > self._t0:
             # the same when the next utterance began before a step saw the silence alone: a
             # pause in the audio after the committed words, with every word not yet committed
             # after it. Without this an utterance that follows within a step kept the one
