@@ -218,6 +218,8 @@ class TextEmbedder:
             self._onnx, why = build(self.model, self.tokenizer, path, model_cache() / "text-onnx")
             if self._onnx is None:
                 logger.warning("the text encoder stays in torch: ONNX Runtime could not serve it (%s)", why)
+            else:
+                self.model = None  # its weights live in the session now: 420 MB less resident
         logger.info("text model loaded from %s in %.2f s (%s)", path, time.perf_counter() - started,
                     "ONNX Runtime" if self._onnx is not None else "torch")
 
