@@ -64,9 +64,11 @@ class Components:
     through it with a transcriber of its own."""
 
     def close(self) -> None:
-        """Release the models that hold native threads (the MediaPipe graph, CTranslate2's
-        Whisper) now: left to finalizers at interpreter exit, a graph's close can hang."""
+        """Release the models that hold native threads or sessions (the MediaPipe graph,
+        CTranslate2's Whisper, the words' encoder) now: left to finalizers at interpreter
+        exit, a graph's close can hang."""
         self.face.close()
+        self.engine.text.close()
         model = getattr(self.whisper, "model", None)
         if model is not None and getattr(model, "model_is_loaded", False):
             model.unload_model()

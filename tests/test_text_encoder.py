@@ -124,8 +124,15 @@ def test_the_live_encoder_runs_in_onnx_runtime_with_torchs_numbers_exported_once
     y, torch_mask = TextEmbedder(TextOptions(encoder="minilm")).embed_many(LISTS)
     assert (mask == torch_mask).all() and np.abs(x - y).max() < 1e-4 and x[2].any()
     stamp = graphs[0].stat().st_mtime_ns
-    assert TextEmbedder(TextOptions(encoder="minilm"), onnx=True).runtime == "onnxruntime"
+    again = TextEmbedder(TextOptions(encoder="minilm"), onnx=True)
+    assert again.runtime == "onnxruntime"
     assert graphs[0].stat().st_mtime_ns == stamp  # the next run opens it: not exported again
+    again.embed_many(LISTS[:1])
+    again.close()
+    again.close()  # idempotent
+    assert again.runtime == "closed" and again.embed_many(LISTS[:1])[1].sum() == 4  # remembered: still read
+    with pytest.raises(RuntimeError, match="closed"):
+        again.embed_many([["new", "words"]])
 
 
 def test_a_damaged_cached_graph_leaves_the_words_in_torch_and_is_exported_afresh_next_time(tmp_path, monkeypatch,

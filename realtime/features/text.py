@@ -225,8 +225,18 @@ class TextEmbedder:
 
     @property
     def runtime(self) -> str:
-        """What runs the encoder: 'onnxruntime' or 'torch'."""
+        """What runs the encoder: 'onnxruntime', 'torch', or 'closed'."""
+        if self._onnx is None and self.model is None:
+            return "closed"
         return "onnxruntime" if self._onnx is not None else "torch"
+
+    def close(self) -> None:
+        """Let the encoder go now (its ONNX Runtime session, torch's weights), not at
+        interpreter exit; what it remembers stays readable. Idempotent; embedding a list it
+        does not remember afterwards is a RuntimeError."""
+        with self._lock:
+            self._onnx = None
+            self.model = None
 
     def embed_many(self, texts: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
         """(N, max_tokens, dim) embeddings and (N, max_tokens) masks; empty word lists give zeros.
@@ -278,6 +288,8 @@ class TextEmbedder:
         tokenizer's padding and truncation settings are set per call on a shared object)."""
         if not todo:
             return {}
+        if self._onnx is None and self.model is None:
+            raise RuntimeError("the text embedder is closed")
         steps = self.options.max_tokens
         texts = [" ".join(key) for key in todo]
         if self._onnx is not None:
