@@ -147,7 +147,7 @@ def load_components(args: argparse.Namespace, live: bool = False) -> Components:
     from realtime.engine import InferenceEngine, find_checkpoint
     from realtime.features.acoustic import AcousticExtractor
     from realtime.features.face import FaceExtractor, FaceOptions
-    from realtime.features.speech import ASROptions, load_whisper
+    from realtime.features.speech import LIVE_THREADS, ASROptions, load_whisper
     from realtime.features.text import TextEmbedder
 
     device = resolve_device(args.device)
@@ -167,6 +167,6 @@ def load_components(args: argparse.Namespace, live: bool = False) -> Components:
     face = FaceExtractor(FaceOptions(model_path=args.face_model))
     acoustic = AcousticExtractor()
     acoustic.warm_up()
-    whisper = load_whisper(ASROptions(model_path=args.whisper_model))
+    whisper = load_whisper(ASROptions(model_path=args.whisper_model, threads=LIVE_THREADS if live else 2))
     return Components(engine=engine, face=face, acoustic=acoustic, whisper=whisper)
 

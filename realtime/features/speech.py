@@ -72,8 +72,7 @@ class ASROptions:
     greedy, 0.249 with beam 5)."""
     vad_filter: bool = True
     threads: int = 2
-    """CTranslate2 threads. Two on a 2-core machine: live speech lag p95 fell from about
-    2.5 s to about 2.3 s, window latency stayed under 200 ms (docs/PERFORMANCE.md)."""
+    """CTranslate2 threads: two for files; live runs load Whisper with one (``LIVE_THREADS``)."""
     compute_type: str = "int8"
     device: str = "cpu"
 
@@ -105,6 +104,11 @@ def _context_model_class():
     return ContextWhisper
 
 
+LIVE_THREADS = 1
+"""CTranslate2 threads of a live run's Whisper. One: on the 2-core machine the words came
+as soon as with two (lag p95 1.33-1.37 s against 1.34-1.49 s, four alternated pairs of live
+replays of the example) for about a fifth less CPU (0.51 against 0.63 CPU seconds per media
+second, the transcriber stepped alone), which the face and the model share."""
 WHISPER_SECONDS = 30.0
 """What Whisper's encoder hears at most; audio beyond it in the buffer is not decoded."""
 MAX_NEW_TOKENS = 224
