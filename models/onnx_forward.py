@@ -93,12 +93,26 @@ class OnnxForward:
         return unflatten(self.output_cls, [torch.from_numpy(o) for o in outs], self.layout)
 
 
+def one_thread_session(graph: bytes | str):
+    """An ONNX Runtime CPU session over ``graph`` (the model's bytes or a file's path) that
+    runs on the calling thread alone: no pool to wake, every graph optimisation, quiet."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+
+
 def build_session(forward: Callable, net: torch.nn.Module, output_cls) -> tuple[OnnxForward | None, str]:
     """Trace ``forward`` (inputs, masks) -> ``output_cls`` at batch 1 on ``net``'s config and
     open it in ONNX Runtime with one thread. Returns (the session, "") or (None, why not)."""
     try:
         import onnx  # noqa: F401  (torch's exporter writes through it)
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401
     except ImportError as e:
         return None, f"{e.name} is not installed"
     cfg = net.cfg
@@ -116,14 +130,8 @@ def build_session(forward: Callable, net: torch.nn.Module, output_cls) -> tuple[
             warnings.simplefilter("ignore")
             torch.onnx.export(_Traced(forward, net).eval(), tuple(example), buffer, dynamo=False,
                               input_names=_INPUTS, opset_version=17)
-        options = ort.SessionOptions()
         # batch 1's kernels are too small to split: one thread, no pool to wake
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+        session = one_thread_session(buffer.getvalue())
     except Exception as e:  # an exporter or runtime that cannot take this graph: serve with torch
         return None, f"{type(e).__name__}: {e}"
     return OnnxForward(session, layout, output_cls, dict(cfg.steps)), ""

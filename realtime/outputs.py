@@ -65,13 +65,13 @@ def output_names(files: list[Path]) -> dict[Path, str]:
     return names
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` whole: a temporary file in the same folder, fsynced, then
-    renamed over ``path`` (a crash leaves the old file or the new one, never half)."""
+def write_atomic(path: Path, text: str | bytes) -> None:
+    """Write ``text`` (or bytes) to ``path`` whole: a temporary file in the same folder,
+    fsynced, then renamed over ``path`` (a crash leaves the old file or the new one, never half)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with tmp.open("w", encoding="utf-8") as fh:
+        with (tmp.open("wb") if isinstance(text, bytes) else tmp.open("w", encoding="utf-8")) as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())

@@ -20,12 +20,12 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
+
+from realtime.outputs import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -53,11 +53,11 @@ class OnnxTextEncoder:
 def graph_name(folder: Path) -> str:
     """The cached graph's file name for the model in ``folder``: its files' names, sizes and
     modification times, and the versions that shape the export."""
-    digest = hashlib.sha256(f"export {EXPORT_VERSION}".encode())
     import onnxruntime
     import torch
     import transformers
 
+    digest = hashlib.sha256(f"export {EXPORT_VERSION}".encode())
     for module in (torch, transformers, onnxruntime):
         digest.update(f"{module.__name__} {module.__version__}".encode())
     for file in sorted(folder.iterdir()):
@@ -97,15 +97,7 @@ def _export(model, tokenizer, target: Path) -> None:
                           opset_version=17)
     model.eval()  # the exporter puts the module tree back in its own (training) mode
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buffer.getvalue())
-        os.chmod(tmp, 0o644)  # a cache others may read, as the joined model is
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(target, buffer.getvalue())
     model_name = target.name.rsplit("-", 1)[0]
     for older in target.parent.glob(f"{model_name}-*.onnx"):  # the same model under older versions
         if older != target and older.name.rsplit("-", 1)[0] == model_name:
@@ -117,8 +109,10 @@ def build(model, tokenizer, folder: Path, cache: Path) -> tuple[OnnxTextEncoder 
     under ``cache`` (exported there first if missing), checked against torch; or (None, why not)."""
     try:
         import onnx  # noqa: F401  (torch's exporter writes through it)
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401
         import torch
+
+        from models.onnx_forward import one_thread_session
     except ImportError as e:
         return None, f"{e.name} is not installed"
     path = None
@@ -127,12 +121,8 @@ def build(model, tokenizer, folder: Path, cache: Path) -> tuple[OnnxTextEncoder 
         if not path.is_file():
             _export(model, tokenizer, path)
             logger.info("text encoder exported to ONNX: %s", path)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1  # live: the other cores are MediaPipe's and Whisper's
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.log_severity_level = 3
-        encoder = OnnxTextEncoder(ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]), path)
+        # one thread, the caller's: live, the other cores are MediaPipe's and Whisper's
+        encoder = OnnxTextEncoder(one_thread_session(str(path)), path)
         probe = tokenizer(PROBE, padding=True, return_tensors="pt")
         with torch.inference_mode():
             expected = model(**probe).last_hidden_state.float().numpy()
