@@ -315,14 +315,16 @@ class StreamingTranscriber:
         """The buffer's sample at time ``t`` plus 0.1 s (word ends are often a little early)."""
         return max(0, int((t - self._t0 + 0.1) * AUDIO_RATE))
 
+    def _levels(self, first: int, b: float) -> np.ndarray:
+        """The level (dBFS) of each whole 0.1 s of the buffer from sample ``first`` to time ``b``."""
+        step = int(0.1 * AUDIO_RATE)
+        part = self._audio[first: max(first, int((b - self._t0) * AUDIO_RATE))]
+        return _dbfs(part[: len(part) // step * step].reshape(-1, step), axis=1)
+
     def _sound_in(self, a: float, b: float, level: float = SILENCE_DBFS) -> bool:
         """Whether any 0.1 s of the buffer between times ``a`` and ``b`` is above ``level`` (dBFS)."""
-        step = int(0.1 * AUDIO_RATE)
-        part = self._audio[self._index(a): max(0, int((b - self._t0) * AUDIO_RATE))]
-        if len(part) < step:
-            return False
-        frames = part[: len(part) // step * step].reshape(-1, step)
-        return bool(np.max(_dbfs(frames, axis=1)) > level)
+        levels = self._levels(self._index(a), b)
+        return bool(len(levels) and np.max(levels) > level)
 
     def _silent_after(self, t: float) -> bool:
         """Whether the buffer holds ``silence_commit`` seconds of silence after time ``t``:
@@ -340,22 +342,20 @@ class StreamingTranscriber:
         """The last run of at least ``silence_commit`` seconds of silence (every 0.1 s under
         SILENCE_DBFS) between times ``a`` and ``b`` that sound follows: (its start, its end)."""
         wait = self.options.silence_commit
-        step = int(0.1 * AUDIO_RATE)
-        lo = max(0, int((a - self._t0) * AUDIO_RATE))
-        part = self._audio[lo: max(lo, int((b - self._t0) * AUDIO_RATE))]
-        if wait <= 0 or len(part) < 2 * step:
-            return None
-        quiet = _dbfs(part[: len(part) // step * step].reshape(-1, step), axis=1) < SILENCE_DBFS
+        first = max(0, int((a - self._t0) * AUDIO_RATE))
+        quiet = self._levels(first, b) < SILENCE_DBFS
         sound = np.flatnonzero(~quiet)
-        end = sound[-1] if len(sound) else 0  # the frame where the last sound in the span starts
+        if wait <= 0 or len(quiet) < 2 or not len(sound):
+            return None
+        end = sound[-1]  # back to the frame where the last sound in the span starts
         while end > 0 and not quiet[end - 1]:
             end -= 1
         start = end
         while start > 0 and quiet[start - 1]:
             start -= 1
-        if not len(sound) or (end - start) * 0.1 < wait - 1e-9:
+        if (end - start) * 0.1 < wait - 1e-9:
             return None
-        t = self._t0 + lo / AUDIO_RATE
+        t = self._t0 + first / AUDIO_RATE
         return t + start * 0.1, t + end * 0.1
 
     @property
