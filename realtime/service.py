@@ -8,6 +8,7 @@ checks, the one-line usage errors, and the loading of the models a run needs
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import sys
@@ -167,6 +168,7 @@ def load_components(args: argparse.Namespace, live: bool = False) -> Components:
     face = FaceExtractor(FaceOptions(model_path=args.face_model))
     acoustic = AcousticExtractor()
     acoustic.warm_up()
-    whisper = load_whisper(ASROptions(model_path=args.whisper_model, threads=LIVE_THREADS if live else 2))
+    asr = ASROptions(model_path=args.whisper_model)
+    whisper = load_whisper(dataclasses.replace(asr, threads=LIVE_THREADS) if live else asr)
     return Components(engine=engine, face=face, acoustic=acoustic, whisper=whisper)
 

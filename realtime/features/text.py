@@ -288,17 +288,17 @@ class TextEmbedder:
         tokenizer's padding and truncation settings are set per call on a shared object)."""
         if not todo:
             return {}
-        if self._onnx is None and self.model is None:
+        runtime = self.runtime
+        if runtime == "closed":
             raise RuntimeError("the text embedder is closed")
         steps = self.options.max_tokens
-        texts = [" ".join(key) for key in todo]
-        if self._onnx is not None:
-            batch = self.tokenizer(texts, padding=True, truncation=True, max_length=256, return_tensors="np")
+        batch = self.tokenizer([" ".join(key) for key in todo], padding=True, truncation=True, max_length=256,
+                               return_tensors="np" if runtime == "onnxruntime" else "pt")
+        if runtime == "onnxruntime":
             hidden = self._onnx(batch["input_ids"], batch["attention_mask"])
             lengths = batch["attention_mask"].sum(1)
         else:
-            batch = self.tokenizer(texts, padding=True, truncation=True, max_length=256,
-                                   return_tensors="pt").to(self.device)
+            batch = batch.to(self.device)
             with self._torch.inference_mode():
                 hidden = self.model(**batch).last_hidden_state.float().cpu().numpy()
             lengths = batch["attention_mask"].sum(1).cpu().numpy()

@@ -265,8 +265,9 @@ def _in_time_order(items: Iterator, kinds: set[type], pace: Callable[[float], No
     latest = {kind: -math.inf for kind in kinds}
     try:
         for n, item in enumerate(items):
-            latest[type(item)] = max(latest.get(type(item), -math.inf), _due(item))
-            heapq.heappush(waiting, (_due(item), n, item))
+            due = _due(item)
+            latest[type(item)] = max(latest.get(type(item), -math.inf), due)
+            heapq.heappush(waiting, (due, n, item))
             ready = max(min(latest.values()), max(latest.values()) - REORDER_SPAN)
             while waiting and waiting[0][0] <= ready:
                 t, _, out = heapq.heappop(waiting)
