@@ -12,7 +12,8 @@ writes each result to its own file (a temporary name, then renamed) as it arrive
   driver's machine);
 * a clip whose worker dies (a crash, a SIGKILL, a node removed) is retried on a new
   actor, at most ``max_tries`` times in all; a clip that still kills its worker is
-  recorded as failed and the job goes on. An exception in a clip is a failure at once
+  recorded as failed and the job goes on. Each actor holds one clip at a time, so a death
+  costs a try only to the clip that was running. An exception in a clip is a failure at once
   (the per-clip function catches it and returns it as the clip's result).
 
 Traps this avoids (issue 18): actors that reserve every CPU starve Ray Data's own tasks and
@@ -244,7 +245,11 @@ def _run(ray, todo, load, process, options: ClusterOptions) -> Iterator[Outcome]
         warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
         mapped = dataset.map_batches(
             _ClipActor, fn_constructor_args=(load, process), batch_size=1, batch_format="numpy",
-            compute=ActorPoolStrategy(size=options.workers), num_cpus=options.cpus_per_worker,
+            # one clip in flight per actor: Ray queues up to four by default, and an actor's
+            # death then costs every queued clip a try; a bystander queued behind a clip that
+            # kills its worker three times was marked failed (CI, test_ray)
+            compute=ActorPoolStrategy(size=options.workers, max_tasks_in_flight_per_actor=1),
+            num_cpus=options.cpus_per_worker,
             num_gpus=gpus or None, max_restarts=-1, max_task_retries=options.max_tries - 1,
             scheduling_strategy="SPREAD")  # actors spread over the nodes, not packed on the first
     seen: set[int] = set()
