@@ -50,6 +50,7 @@ import numpy as np
 from models.data import DataError, save_dataset
 from models.errors import UserError
 from realtime.cluster import Outcome, add_engine_options, cluster_options, progress, run_on_ray, worker_label
+from realtime.outputs import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -309,17 +310,9 @@ def encode_cache(features: dict) -> bytes:
     return buffer.getvalue()
 
 
-def write_bytes_atomic(path: Path, payload: bytes) -> None:
-    """``payload`` to ``path`` under a temporary name (``<name>.tmp``), then renamed: a killed
-    run never leaves half an entry, only a ``.tmp`` that the next run removes."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(payload)
-    os.replace(tmp, path)
-
-
 def write_cache(path: Path, features: dict) -> None:
     """One clip's features as a cache entry, written whole (see ``encode_cache``)."""
-    write_bytes_atomic(path, encode_cache(features))
+    write_atomic(path, encode_cache(features))
 
 
 def read_cache(path: Path) -> dict | None:
@@ -353,7 +346,7 @@ def run(args: argparse.Namespace) -> int:
     splits = assign_splits(clips)
     cache = Path(args.cache) if args.cache else out.with_name(out.name + ".cache")
     cache.mkdir(parents=True, exist_ok=True)
-    for stale in cache.glob("*.npz.tmp"):  # left by a run killed mid-write
+    for stale in cache.glob(".*.npz.tmp-*"):  # write_atomic's, left by a run killed mid-write
         stale.unlink(missing_ok=True)
     cached = [cache_path(cache, c, args.text_encoder) for c in clips]  # hashes each clip's path once
     todo = [(i, str(c.path)) for i, c in enumerate(clips) if read_cache(cached[i]) is None]
@@ -372,7 +365,7 @@ def run(args: argparse.Namespace) -> int:
             if outcome.error:
                 failures[outcome.index] = outcome.error
             else:
-                write_bytes_atomic(cached[outcome.index], outcome.payload)
+                write_atomic(cached[outcome.index], outcome.payload)
     for index, error in sorted(failures.items()):
         print(f"warning: skipped {clips[index].path} (row {clips[index].row}): {error}", file=sys.stderr)
 

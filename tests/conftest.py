@@ -448,6 +448,7 @@ def _extraction(lane: SecondLane, folder: Path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     killed = {"cached": {p.name: p.stat().st_mtime_ns for p in cache.glob("*.npz")}, "out_existed": out.exists()}
+    (cache / ".0123456789abcdef.npz.tmp-99999").write_bytes(b"half an entry")  # as a kill mid-write leaves
     resumed = finish(lane.launch(args, module="realtime.extract"), done="clips extracted", timeout=600)
     return clips, labels, out, cache, killed, resumed
 

@@ -127,6 +127,7 @@ def test_interrupted_extraction_resumes(extraction):
     after = {p.name: p.stat().st_mtime_ns for p in cache.glob("*.npz")}
     assert len(after) == 10
     assert all(after[name] == mtime for name, mtime in done.items()), "finished clips were not redone"
+    assert not [p.name for p in cache.iterdir() if not p.name.endswith(".npz")], "temporary files left"
 
 
 @pytest.mark.parametrize("content,fragment", [
