@@ -15,12 +15,13 @@ def test_a_run_takes_the_options_of_its_mode(components):
     from realtime.sources.file import FileFeed
 
     feed = FileFeed(EXAMPLE)
-    for live, beam, steps in ((False, 5, 8.0), (True, 1, 0.5)):
+    for live, beam, commit in ((False, 5, "segments"), (True, 1, "agreement")):
         with build_run(components, feed, RunOptions(live=live, hop=1.0, batch=4)) as run:
             pipeline = run.pipeline
             assert (pipeline.options.live, pipeline.options.hop, pipeline.options.batch) == (live, 1.0, 4)
-            # file: Whisper hears long stretches with beam 5 (the same records every run); live: short greedy steps
-            assert (pipeline.transcriber.options.beam_size, pipeline.transcriber.options.min_chunk) == (beam, steps)
+            # file: Whisper hears 25 s at a time with beam 5 (the same records every run); live: short greedy steps
+            asr = pipeline.transcriber.options
+            assert (asr.beam_size, asr.commit, asr.min_chunk) == (beam, commit, 25.0 if commit == "segments" else 0.5)
             assert all(q.drop_oldest is live for q in pipeline.queues.values())
             assert pipeline.spec.hop == 1.0
 

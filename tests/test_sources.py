@@ -318,3 +318,90 @@ def test_words_whisper_could_not_time_keep_their_instant_and_their_order():
     assert [w.text for w in out] == ["so", "I", "am", "I", "happy"]
     assert [round(w.start, 3) for w in out] == [10.0, 12.0, 12.001, 12.002, 12.5]
     assert len({(round(w.start, 3), w.text) for w in out}) == 5  # no word is the repeat of another
+
+
+class ReadingWhisper(CountingWhisper):
+    """The real Whisper model, keeping how many seconds of audio each transcription read
+    and whether it was given a prompt."""
+
+    def __init__(self, model):
+        super().__init__(model)
+        object.__setattr__(self, "reads", [])
+
+    def transcribe(self, audio, *args, **kwargs):
+        self.reads.append((len(audio) / 16000, kwargs.get("initial_prompt") is not None))
+        return super().transcribe(audio, *args, **kwargs)
+
+
+@pytest.mark.slow
+def test_file_steps_read_each_second_of_speech_about_once(whisper):
+    """File mode on 68 s of speech (the example's audio three times over, one clock): a
+    step runs once 25 s are buffered and commits every segment but the last, which the
+    next step reads again. Every sentence comes through once per repeat, in order (prompted
+    with the sentences before, Whisper skipped most of a repeat), and the audio transcribed
+    is at most 1.5 times the audio heard (the agreement steps read it 2-3 times)."""
+    from realtime.features.speech import ASROptions, StreamingTranscriber
+
+    chunks = split(EXAMPLE)[1]
+    span = chunks[-1].t_end
+    stream = [AudioChunk(c.t + k * span, c.samples, 16000) for k in range(3) for c in chunks]
+    reading = ReadingWhisper(whisper)
+    asr = StreamingTranscriber(reading, ASROptions.for_files())
+    words = []
+    for chunk in stream:
+        asr.insert_audio(chunk)
+        if asr.ready():
+            assert asr.buffered >= 25.0
+            words += asr.process_iter()
+            assert asr.progress <= chunk.t_end
+    assert len(reading.reads) >= 2
+    words += asr.finish()
+    text = [w.text.lower().strip(".,!") for w in words]
+    for said in ("wonderful", "terrible", "miserable", "fantastic", "beautiful"):
+        assert text.count(said) == 3, (said, " ".join(text))
+    starts = [w.start for w in words]
+    assert starts == sorted(starts) and 0.0 <= starts[0] and words[-1].end <= 3 * span + 0.5
+    read = sum(seconds for seconds, _ in reading.reads)
+    assert read <= 1.5 * 3 * span, reading.reads
+
+
+class LoopingWhisper(ReadingWhisper):
+    """Whisper's known failure on long audio, on demand: each read also writes a segment
+    that repeats one token (",000 ,000 ,000 ..."), as tiny.en did on synthetic review speech
+    (and, prompted with it, at every later step). The other segments are the real model's."""
+
+    def transcribe(self, audio, *args, **kwargs):
+        from faster_whisper.transcribe import Segment, Word, get_compression_ratio
+
+        segments, info = super().transcribe(audio, *args, **kwargs)
+        segments = list(segments)
+        if not segments:
+            return segments, info
+        end = segments[-1].end
+        loop = [Word(start=end + 0.05 * i, end=end + 0.05 * (i + 1), word=" ,000", probability=0.9) for i in range(40)]
+        text = "".join(w.word for w in loop)
+        segments.insert(len(segments) - 1, Segment(
+            id=len(segments), seek=0, start=end, end=loop[-1].end, text=text, tokens=[], avg_logprob=-0.2,
+            compression_ratio=get_compression_ratio(text), no_speech_prob=0.0, words=loop, temperature=0.0))
+        return segments, info
+
+
+@pytest.mark.slow
+def test_file_steps_commit_no_decoding_loop(whisper):
+    from realtime.features.speech import ASROptions, StreamingTranscriber
+
+    chunks = split(EXAMPLE)[1]
+    span = chunks[-1].t_end
+    stream = [AudioChunk(c.t + k * span, c.samples, 16000) for k in range(3) for c in chunks]
+    looping = LoopingWhisper(whisper)
+    asr = StreamingTranscriber(looping, ASROptions.for_files())
+    words = []
+    for chunk in stream:
+        asr.insert_audio(chunk)
+        if asr.ready():
+            words += asr.process_iter()
+    words += asr.finish()
+    text = [w.text.lower().strip(".,!") for w in words]
+    assert not [w for w in text if "000" in w], " ".join(text)
+    assert text.count("wonderful") == 3 and text.count("beautiful") == 3, " ".join(text)
+    assert not [prompted for _, prompted in looping.reads if prompted]  # a loop never becomes a prompt

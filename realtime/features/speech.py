@@ -76,11 +76,19 @@ class ASROptions:
     compute_type: str = "int8"
     device: str = "cpu"
 
+    commit: str = "agreement"
+    """How words are committed. 'agreement' (live): once two steps agree on them, each step
+    reading the whole buffer again. 'segments' (files): a step runs once ``min_chunk``
+    seconds are buffered and commits every segment Whisper wrote but the last, which stays
+    in the buffer to be read again with the audio after it: Whisper's own order over long
+    audio, each second decoded about once instead of two to three times."""
+
     @classmethod
     def for_files(cls, model_path: str | None = None) -> ASROptions:
-        """Media read as fast as it decodes: long steps (each costs the same, whatever the
-        buffer holds) over a longer buffer; Whisper then hears whole sentences."""
-        return cls(model_path=model_path, min_chunk=8.0, buffer_trim=24.0, beam_size=5, pause_cut=False)
+        """Media read as fast as it decodes: Whisper hears whole sentences, 25 s at a time
+        (``commit='segments'``), with beam 5."""
+        return cls(model_path=model_path, min_chunk=25.0, buffer_trim=WHISPER_SECONDS, beam_size=5,
+                   pause_cut=False, commit="segments")
 
 
 def _context_model_class():
@@ -122,6 +130,10 @@ QUIET_DBFS = -50.0
 """A step whose whole buffer stays under this level (every 0.1 s of it) runs no Whisper:
 10 dB under SILENCE_DBFS, so a quiet speaker is still transcribed (a sentence 26 dB under
 the example's voice is: tests/test_sources.py); a muted microphone or a quiet room is not."""
+
+LOOP_RATIO = 2.4
+"""A segment whose text compresses (zlib) more than this is a decoding loop (",000 ,000 ,000
+..."), not speech: Whisper's own threshold. 'segments' steps drop such a segment's words."""
 
 
 def _dbfs(samples: np.ndarray, axis: int | None = None):
@@ -229,6 +241,7 @@ class StreamingTranscriber:
         self._committed: list[Word] = []
         self._hypothesis: list[Word] = []  # uncommitted words of the last step
         self._seen_until = t  # audio time covered by the last step
+        self._segment_starts: list[float] = []  # the last step's segments' first words
 
     @property
     def tentative(self) -> list[Word]:
@@ -262,6 +275,8 @@ class StreamingTranscriber:
         self._new += len(samples)
 
     def ready(self) -> bool:
+        if self.options.commit == "segments":
+            return self._new > 0 and len(self._audio) >= self.options.min_chunk * AUDIO_RATE
         return self._new >= self.options.min_chunk * AUDIO_RATE
 
     def process_iter(self) -> list[Word]:
@@ -275,6 +290,8 @@ class StreamingTranscriber:
             self._seen_until = self._buffer_end
             self._cut(self._buffer_end - QUIET_KEPT)
             return []
+        if self.options.commit == "segments":
+            return self._commit_segments()
         fresh = self._uncommitted(self._transcribe())
         self._new = 0
         # progress: the whole buffer, unless this pass wrote no word for a stretch of sound.
@@ -302,9 +319,34 @@ class StreamingTranscriber:
         self._trim()
         return agreed
 
+    def _commit_segments(self) -> list[Word]:
+        """One 'segments' step: commit the words of every segment but the last and cut the
+        buffer between them and it (the last may be cut short by the buffer's end)."""
+        words = self._uncommitted(self._transcribe())
+        self._new = 0
+        tail = self._buffer_end - 3.0  # no boundary found: words ending in the last 3 s wait
+        later = [t for t in self._segment_starts if t > self._t0 + 1.0]
+        boundary = later[-1] if later else tail
+        done = [w for w in words if (w.start < boundary if later else w.end < tail)]
+        rest = words[len(done):]
+        if done and rest:  # between the last committed word and the next (the gap is usually a pause)
+            cut = max(done[-1].end, min(rest[0].start, (done[-1].end + rest[0].start) / 2))
+        elif done:
+            cut = max(done[-1].end, self._buffer_end - QUIET_KEPT)
+        else:
+            cut = tail if not rest else min(tail, rest[0].start)
+        self._committed.extend(done)
+        self._cut(max(cut, self._t0 + 1.0))  # a step always moves on (a word misaligned over the buffer)
+        self._seen_until = self._t0
+        return done
+
     def finish(self) -> list[Word]:
         """Commit whatever the last hypothesis holds (end of stream)."""
-        rest = self._uncommitted(self._transcribe()) if self._new > 0 else self._hypothesis
+        if self.options.commit == "segments":
+            heard = len(self._audio) and self._sound_in(self._t0 - 0.1, self._buffer_end, QUIET_DBFS)
+            rest = self._uncommitted(self._transcribe()) if heard else []
+        else:
+            rest = self._uncommitted(self._transcribe()) if self._new > 0 else self._hypothesis
         self._committed.extend(rest)
         self._hypothesis = []
         self._new = 0
@@ -378,8 +420,12 @@ class StreamingTranscriber:
     def _transcribe(self) -> list[Word]:
         # prompt with committed words no longer in the buffer only (as whisper_streaming
         # does): words still in it, given as prompt, are skipped by Whisper and the new
-        # words are then aligned to the buffer's start, with timestamps seconds too early
+        # words are then aligned to the buffer's start, with timestamps seconds too early.
+        # 'segments' steps take no prompt: on 25 s reads, prompted Whisper looped on it
+        # (",000 ,000 ...", then every later step) and skipped speech that repeated it
         prompt = " ".join(w.text for w in self._committed[-30:] if w.end <= self._t0) or None
+        if self.options.commit == "segments":
+            prompt = None
         if hasattr(self.model, "context_frames"):
             self.model.context_frames = context_frames(self.buffered) if self.options.short_context else None
         segments, _ = self.model.transcribe(
@@ -393,7 +439,12 @@ class StreamingTranscriber:
         )
         out = []
         end = self._buffer_end
+        self._segment_starts = []
         for segment in segments:
+            if segment.words:
+                self._segment_starts.append(self._t0 + segment.words[0].start)
+            if self.options.commit == "segments" and segment.compression_ratio > LOOP_RATIO:
+                continue  # a decoding loop, not speech
             for w in segment.words or []:
                 text = w.word.strip()
                 # a word of no duration at the buffer's very end was decoded from no audio:
