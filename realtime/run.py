@@ -46,7 +46,8 @@ class RunOptions:
     """Close windows on the run clock, drop the oldest frames under load, and let Whisper
     step often and greedily: a camera, or a file played at media speed (``--pace realtime``).
     Otherwise a window closes once every stream has passed it, nothing is dropped, and
-    Whisper steps on 8 s of audio with beam 5: two runs of a file give the same records."""
+    Whisper reads 25 s at a time with beam 5, segment by segment: two runs of a file give the
+    same records."""
     hop: float = 0.5
     """Seconds between windows."""
     batch: int = 16

@@ -59,8 +59,9 @@ class ASROptions:
     pause_cut: bool = True
     """Cut a finished utterance out of the buffer at the pause after it even when the next
     one has begun (found in the audio). Live: steps re-read less and words come sooner. Off
-    for files, whose 8 s steps gain from the context (word error on 288 s of synthetic review
-    speech 0.407 without the cut, 0.418 with it)."""
+    for files ('segments' steps cut the buffer themselves; under agreement, 8 s file steps
+    gained from the context: word error on 288 s of synthetic review speech 0.407 without
+    the cut, 0.418 with it)."""
     short_context: bool = True
     """Give Whisper's encoder the buffer (plus at least 2 s of padding, in 5 s steps) instead
     of the 30 s it always pads to: a 5-10 s context encodes 3-7 times faster on a CPU,
