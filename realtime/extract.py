@@ -346,8 +346,8 @@ def run(args: argparse.Namespace) -> int:
     splits = assign_splits(clips)
     cache = Path(args.cache) if args.cache else out.with_name(out.name + ".cache")
     cache.mkdir(parents=True, exist_ok=True)
-    for stale in cache.glob(".*.npz.tmp-*"):  # write_atomic's, left by a run killed mid-write
-        stale.unlink(missing_ok=True)
+    for stale in [*cache.glob(".*.npz.tmp-*"), *cache.glob("*.npz.tmp")]:  # left by a run killed mid-write
+        stale.unlink(missing_ok=True)  # (write_atomic's names, and those of versions before it)
     cached = [cache_path(cache, c, args.text_encoder) for c in clips]  # hashes each clip's path once
     todo = [(i, str(c.path)) for i, c in enumerate(clips) if read_cache(cached[i]) is None]
     logger.info("%d clips, %d cached, %d to extract", len(clips), len(clips) - len(todo), len(todo))
