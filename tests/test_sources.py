@@ -335,6 +335,26 @@ class ReadingWhisper(CountingWhisper):
         return super().transcribe(audio, *args, **kwargs)
 
 
+def example_three_times() -> tuple[float, list]:
+    """The example's audio three times over on one clock (68 s): (its length, the chunks)."""
+    chunks = split(EXAMPLE)[1]
+    span = chunks[-1].t_end
+    return span, [AudioChunk(c.t + k * span, c.samples, 16000) for k in range(3) for c in chunks]
+
+
+def in_file_steps(model, stream: list) -> list:
+    """Every word a file-mode transcriber over ``model`` commits for ``stream``."""
+    from realtime.features.speech import ASROptions, StreamingTranscriber
+
+    asr = StreamingTranscriber(model, ASROptions.for_files())
+    words = []
+    for chunk in stream:
+        asr.insert_audio(chunk)
+        if asr.ready():
+            words += asr.process_iter()
+    return words + asr.finish()
+
+
 @pytest.mark.slow
 def test_file_steps_read_each_second_of_speech_about_once(whisper):
     """File mode on 68 s of speech (the example's audio three times over, one clock): a
@@ -344,9 +364,7 @@ def test_file_steps_read_each_second_of_speech_about_once(whisper):
     is at most 1.5 times the audio heard (the agreement steps read it 2-3 times)."""
     from realtime.features.speech import ASROptions, StreamingTranscriber
 
-    chunks = split(EXAMPLE)[1]
-    span = chunks[-1].t_end
-    stream = [AudioChunk(c.t + k * span, c.samples, 16000) for k in range(3) for c in chunks]
+    span, stream = example_three_times()
     reading = ReadingWhisper(whisper)
     asr = StreamingTranscriber(reading, ASROptions.for_files())
     words, progress = [], -1.0
@@ -397,19 +415,8 @@ class LoopingWhisper(ReadingWhisper):
 def test_file_steps_commit_no_decoding_loop_and_read_its_audio_again(whisper):
     """Each 25 s read ends in a loop where its last sentence was: the loop is never
     committed, and that sentence's audio stays for the next read, which hears it."""
-    from realtime.features.speech import ASROptions, StreamingTranscriber
-
-    chunks = split(EXAMPLE)[1]
-    span = chunks[-1].t_end
-    stream = [AudioChunk(c.t + k * span, c.samples, 16000) for k in range(3) for c in chunks]
     looping = LoopingWhisper(whisper)
-    asr = StreamingTranscriber(looping, ASROptions.for_files())
-    words = []
-    for chunk in stream:
-        asr.insert_audio(chunk)
-        if asr.ready():
-            words += asr.process_iter()
-    words += asr.finish()
+    words = in_file_steps(looping, example_three_times()[1])
     text = [w.text.lower().strip(".,!") for w in words]
     assert not [w for w in text if "000" in w], " ".join(text)
     for said in ("wonderful", "terrible", "miserable", "fantastic", "beautiful", "disaster"):
@@ -431,19 +438,8 @@ class SkippingWhisper(ReadingWhisper):
 
 @pytest.mark.slow
 def test_file_steps_read_again_the_speech_a_read_left_unwritten(whisper):
-    from realtime.features.speech import ASROptions, StreamingTranscriber
-
-    chunks = split(EXAMPLE)[1]
-    span = chunks[-1].t_end
-    stream = [AudioChunk(c.t + k * span, c.samples, 16000) for k in range(3) for c in chunks]
     skipping = SkippingWhisper(whisper)
-    asr = StreamingTranscriber(skipping, ASROptions.for_files())
-    words = []
-    for chunk in stream:
-        asr.insert_audio(chunk)
-        if asr.ready():
-            words += asr.process_iter()
-    words += asr.finish()
+    words = in_file_steps(skipping, example_three_times()[1])
     text = [w.text.lower().strip(".,!") for w in words]
     for said in ("wonderful", "terrible", "miserable", "fantastic", "beautiful"):
         assert text.count(said) == 3, (said, " ".join(text))
