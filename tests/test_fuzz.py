@@ -1,8 +1,7 @@
-"""Random and mutated bytes fed to the file source for a bounded time: no crash, no hang."""
+"""Random and mutated bytes fed to the file source: no crash, no hang."""
 
 import random
 import signal
-import time
 
 from realtime.sources.file import FileSource, MediaError
 from tests.conftest import TALKING_FACES
@@ -29,8 +28,8 @@ def _mutate(data: bytes, rng: random.Random) -> bytes:
 
 
 def test_mutated_media_never_crashes_or_hangs(tmp_path):
-    # a real camera clip of 5 s: each mutant decodes in a fraction of the time the 22 s
-    # example took, so 3 s try more of them (here about 40) than 6 s on the example (about 30)
+    # 30 mutants of a real camera clip of 5 s (about 2 s here): a fixed count, not a time
+    # budget, which a loaded machine cut to 9 mutants (the test had asked for 10 in 3 s)
     data = (TALKING_FACES / "face_5.mp4").read_bytes()
     rng = random.Random(1234)
     path = tmp_path / "fuzz.mp4"
@@ -39,12 +38,10 @@ def test_mutated_media_never_crashes_or_hangs(tmp_path):
         raise Hang
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
-    failures, tried = [], 0
-    deadline = time.monotonic() + 3
+    failures = []
     try:
-        while time.monotonic() < deadline:
+        for _ in range(30):
             path.write_bytes(_mutate(data, rng))
-            tried += 1
             signal.alarm(20)
             try:
                 for _ in FileSource(path):
@@ -59,5 +56,4 @@ def test_mutated_media_never_crashes_or_hangs(tmp_path):
                 signal.alarm(0)
     finally:
         signal.signal(signal.SIGALRM, previous)
-    assert tried >= 10  # in 3 s; each file decodes until it fails or ends
     assert not failures, failures[:5]
