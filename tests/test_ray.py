@@ -8,6 +8,7 @@ the ``ray`` extra (tools/setup.sh) so they run there.
 """
 
 import csv
+import json
 import os
 import signal
 import sys
@@ -249,13 +250,33 @@ def test_two_nodes_share_the_work_and_survive_losing_one(corpus, local_features,
         assert all(np.array_equal(features[k], want[k]) for k in FEATURE_KEYS), CLIPS[outcome.index][0]
 
 
+def same_record(ours, theirs, where: str) -> None:
+    """Equal records: every key, string and count the same, every number within one unit of
+    the fourth decimal the records are written with. Once in a fresh clone's full run the
+    Ray worker's float noise (1e-6) carried one number across a rounding boundary (L_hetero
+    -2.037 against -2.0371), which byte equality had failed on."""
+    if isinstance(theirs, dict):
+        assert isinstance(ours, dict) and ours.keys() == theirs.keys(), where
+        for key in theirs:
+            same_record(ours[key], theirs[key], f"{where}.{key}")
+    elif isinstance(theirs, list):
+        assert isinstance(ours, list) and len(ours) == len(theirs), where
+        for i, (a, b) in enumerate(zip(ours, theirs)):
+            same_record(a, b, f"{where}[{i}]")
+    elif isinstance(theirs, float) and not isinstance(theirs, bool):
+        assert isinstance(ours, (int, float)) and abs(ours - theirs) <= 1.5e-4, (where, ours, theirs)
+    else:
+        assert ours == theirs, (where, ours, theirs)
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 @needs_ray
 @pytest.mark.timeout(600)
 def test_folder_run_on_ray_equals_local_and_resumes(corpus, tmp_path):
-    """python -m realtime on a folder with --engine ray writes the local run's records byte
-    for byte; run again, it finds every file done and starts no cluster."""
+    """python -m realtime on a folder with --engine ray writes the local run's records (the
+    same words, modalities and names; numbers to their last written digit); run again, it
+    finds every file done and starts no cluster."""
     import shutil
 
     from tests.conftest import cli
@@ -274,7 +295,11 @@ def test_folder_run_on_ray_equals_local_and_resumes(corpus, tmp_path):
     assert "3 files analysed on Ray, 0 done before, 0 failed" in ran.stderr
     assert sorted(p.name for p in ray_out.iterdir()) == sorted(p.name for p in (tmp_path / "local").iterdir())
     for path in (tmp_path / "local").iterdir():
-        assert (ray_out / path.name).read_bytes() == path.read_bytes(), path.name
+        local_records = [json.loads(line) for line in path.read_text().splitlines()]
+        ray_records = [json.loads(line) for line in (ray_out / path.name).read_text().splitlines()]
+        assert len(ray_records) == len(local_records) and local_records, path.name
+        for ours, theirs in zip(ray_records, local_records):
+            same_record(ours, theirs, path.name)
     again = cli(*args, done="files analysed on Ray")
     assert again.returncode == 0 and "0 files analysed on Ray, 3 done before" in again.stderr, again.stderr
     assert "Ray" not in again.stderr.replace("on Ray", ""), again.stderr  # no cluster was started
