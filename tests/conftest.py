@@ -577,3 +577,23 @@ def extraction_run():
     """python -m realtime.extract on ten talking clips, killed once 3 are cached and run again:
     (clips folder, labels.csv, features, cache folder, what the kill left, the resumed process)."""
     return _lane_run("extraction_run")
+
+
+def same_record(ours, theirs, where: str) -> None:
+    """Equal records: every key, string and count the same, every number within one unit of
+    the fourth decimal the records are written with. Float noise of about 1e-6 (another
+    process, another torch thread count) can carry a number across a rounding boundary:
+    byte equality failed so twice in fresh clones' full runs (a Ray worker against a local
+    run, L_hetero -2.037 against -2.0371; a second run in the test process)."""
+    if isinstance(theirs, dict):
+        assert isinstance(ours, dict) and ours.keys() == theirs.keys(), where
+        for key in theirs:
+            same_record(ours[key], theirs[key], f"{where}.{key}")
+    elif isinstance(theirs, list):
+        assert isinstance(ours, list) and len(ours) == len(theirs), where
+        for i, (a, b) in enumerate(zip(ours, theirs)):
+            same_record(a, b, f"{where}[{i}]")
+    elif isinstance(theirs, float) and not isinstance(theirs, bool):
+        assert isinstance(ours, (int, float)) and abs(ours - theirs) <= 1.5e-4, (where, ours, theirs)
+    else:
+        assert ours == theirs, (where, ours, theirs)

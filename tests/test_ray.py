@@ -250,25 +250,6 @@ def test_two_nodes_share_the_work_and_survive_losing_one(corpus, local_features,
         assert all(np.array_equal(features[k], want[k]) for k in FEATURE_KEYS), CLIPS[outcome.index][0]
 
 
-def same_record(ours, theirs, where: str) -> None:
-    """Equal records: every key, string and count the same, every number within one unit of
-    the fourth decimal the records are written with. Once in a fresh clone's full run the
-    Ray worker's float noise (1e-6) carried one number across a rounding boundary (L_hetero
-    -2.037 against -2.0371), which byte equality had failed on."""
-    if isinstance(theirs, dict):
-        assert isinstance(ours, dict) and ours.keys() == theirs.keys(), where
-        for key in theirs:
-            same_record(ours[key], theirs[key], f"{where}.{key}")
-    elif isinstance(theirs, list):
-        assert isinstance(ours, list) and len(ours) == len(theirs), where
-        for i, (a, b) in enumerate(zip(ours, theirs)):
-            same_record(a, b, f"{where}[{i}]")
-    elif isinstance(theirs, float) and not isinstance(theirs, bool):
-        assert isinstance(ours, (int, float)) and abs(ours - theirs) <= 1.5e-4, (where, ours, theirs)
-    else:
-        assert ours == theirs, (where, ours, theirs)
-
-
 @pytest.mark.ray
 @pytest.mark.slow
 @needs_ray
@@ -279,7 +260,7 @@ def test_folder_run_on_ray_equals_local_and_resumes(corpus, tmp_path):
     finds every file done and starts no cluster."""
     import shutil
 
-    from tests.conftest import cli
+    from tests.conftest import cli, same_record
 
     clips, _ = corpus
     folder = tmp_path / "videos"
