@@ -292,7 +292,7 @@ class StreamingTranscriber:
         """One transcription step; returns newly committed words (maybe none)."""
         if not len(self._audio):
             return []
-        if not self._hypothesis and not self._sound_in(self._t0 - 0.1, self._buffer_end, QUIET_DBFS):
+        if not self._hypothesis and not self._heard_anything():
             # nothing pending and only silence buffered: nothing to hear, so no Whisper step
             # (a quiet microphone costs a level measure per step, not a transcription)
             self._new = 0
@@ -357,7 +357,7 @@ class StreamingTranscriber:
         """``words`` with what Whisper writes for a stretch of sound it left without a word
         (``gap`` seconds or more, before the last segment), read again alone: on a 25 s read
         of synthetic tweets it wrote nothing for 22 s of speech, which the cut then lost.
-        At most ``most`` such reads per step; the segment starts stay the whole read's."""
+        At most ``most`` such reads per step (they leave ``_segment_starts`` as it was)."""
         starts = self._segment_starts
         until = starts[-1] if len(starts) > 1 else self._buffer_end - 3.0
         edges = [self._t0] + [t for w in words if w.start < until for t in (w.start, w.end)] + [until]
@@ -365,14 +365,12 @@ class StreamingTranscriber:
             if most and b - a >= gap and self._sound_in(a, b - 0.2):
                 words = sorted(words + self._transcribe((a, b)), key=lambda w: w.start)
                 most -= 1
-        self._segment_starts = starts
         return words
 
     def finish(self) -> list[Word]:
         """Commit whatever the last hypothesis holds (end of stream)."""
         if self.options.commit == "segments":
-            heard = len(self._audio) and self._sound_in(self._t0 - 0.1, self._buffer_end, QUIET_DBFS)
-            rest = self._uncommitted(self._transcribe()) if heard else []
+            rest = self._uncommitted(self._transcribe()) if self._heard_anything() else []
         else:
             rest = self._uncommitted(self._transcribe()) if self._new > 0 else self._hypothesis
         self._committed.extend(rest)
@@ -384,6 +382,10 @@ class StreamingTranscriber:
     def _index(self, t: float) -> int:
         """The buffer's sample at time ``t`` plus 0.1 s (word ends are often a little early)."""
         return max(0, int((t - self._t0 + 0.1) * AUDIO_RATE))
+
+    def _heard_anything(self) -> bool:
+        """Whether any 0.1 s of the buffer is above QUIET_DBFS (else no Whisper read is needed)."""
+        return self._sound_in(self._t0 - 0.1, self._buffer_end, QUIET_DBFS)
 
     def _levels(self, first: int, b: float) -> np.ndarray:
         """The level (dBFS) of each whole 0.1 s of the buffer from sample ``first`` to time ``b``."""
@@ -452,7 +454,7 @@ class StreamingTranscriber:
 
     def _transcribe(self, span: tuple[float, float] | None = None) -> list[Word]:
         """The words Whisper writes for the buffer (or for the part of it in ``span``, times a
-        and b): their times on the stream's clock. Sets ``_segment_starts``."""
+        and b): their times on the stream's clock. A whole read sets ``_segment_starts``."""
         # prompt with committed words no longer in the buffer only (as whisper_streaming
         # does): words still in it, given as prompt, are skipped by Whisper and the new
         # words are then aligned to the buffer's start, with timestamps seconds too early.
@@ -475,11 +477,10 @@ class StreamingTranscriber:
             # (at most half of Whisper's 448 tokens: the prompt takes up to 30 words of the rest)
             temperature=0.0, max_new_tokens=min(int(8 * seconds) + 16, MAX_NEW_TOKENS),
         )
-        out = []
-        self._segment_starts = []
+        out, starts = [], []
         for segment in segments:
             if segment.words:
-                self._segment_starts.append(start + segment.words[0].start)
+                starts.append(start + segment.words[0].start)
             if self.options.commit == "segments" and _compression_ratio(segment.text) > LOOP_RATIO:
                 continue  # a decoding loop, not speech
             for w in segment.words or []:
@@ -492,6 +493,8 @@ class StreamingTranscriber:
                 if _norm(text) and not hallucinated:
                     out.append(Word(start=start + w.start, end=start + w.end, text=text,
                                     probability=float(w.probability)))
+        if span is None:  # a part read again keeps the whole read's segments
+            self._segment_starts = starts
         return _unpile(out)
 
     def _trim(self) -> None:
