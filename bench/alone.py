@@ -2,12 +2,13 @@
 
 A file run (``python -m realtime --source F``) decodes the file and feeds three workers
 (face, acoustic features, speech) whose output the main thread cuts into windows and
-scores. Here each of those is run alone, in this process, over every item a file run
-gives it: the same classes, options and models (``load_components``), the same
-``FileSource`` items. Decoding is timed on its own; each worker's figure excludes the
-decoding of its items (they are decoded in the same pass, untimed). The pipeline's own
-real-time factor comes from the command line in a child process (``bench.e2e``), and the
-ratio to the slowest stage says how much the run loses to running them together.
+scores (the model stage: the words' embedding and the DMD forward). Here each of those is
+run alone, in this process, over every item a file run gives it: the same classes, options
+and models (``load_components``), the same ``FileSource`` items. Decoding is timed on its
+own; each worker's figure excludes the decoding of its items (they are decoded in the same
+pass, untimed). The pipeline's own real-time factor comes from the command line in a child
+process (``bench.e2e``), and the ratio to the slowest stage says how much the run loses to
+running them together.
 """
 
 from __future__ import annotations
@@ -34,6 +35,28 @@ def _timed_pass(video: Path, take, finish=None) -> tuple[float, float]:
         finish()
         spent += time.perf_counter() - started
     return spent, source.end_time
+
+
+def _model_alone(engine, words: list, media: float, batch: int = 16) -> tuple[float, int, int]:
+    """Real-time factor of the model stage alone, the text embedding included: the windows a
+    file run cuts from ``words`` (face and voice absent: the forward costs the same with them),
+    scored in batches of ``batch`` as a file run scores them, with the embedder's memory of
+    earlier word lists cleared first. Returns it, the windows and the word lists embedded."""
+    from realtime.run import RunOptions
+    from realtime.windows import WindowAssembler
+
+    assembler = WindowAssembler(engine.spec.window_spec(RunOptions().hop))
+    for stream in ("face", "audio"):
+        assembler.close(stream)
+    assembler.push_words(words)
+    assembler.close("text")
+    windows = assembler.flush(media)
+    engine.text.clear_cache()
+    before = engine.text.counts.computed
+    started = time.perf_counter()
+    for i in range(0, len(windows), batch):
+        engine(windows[i: i + batch])
+    return round((time.perf_counter() - started) / media, 4), len(windows), engine.text.counts.computed - before
 
 
 def stages_alone(video: Path, device: str = "auto", components=None) -> dict:
@@ -88,7 +111,8 @@ def stages_alone(video: Path, device: str = "auto", components=None) -> dict:
         spent, _ = _timed_pass(video, speech, lambda: words.extend(asr.finish()))
         out["speech"] = round(spent / media, 4)
         out["speech_words"] = len(words)
-    stages = ("decode", "face", "acoustic", "speech")
+        out["model"], out["model_windows"], out["model_lists"] = _model_alone(comps.engine, words, media)
+    stages = ("decode", "face", "acoustic", "speech", "model")
     out["media_s"] = round(media, 2)
     out["slowest"] = max(stages, key=lambda name: out[name])
     return out
