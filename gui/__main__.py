@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None, ignore_unknown: bool = False) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     base = SessionOptions(source=args.source or "0", microphone=None if args.no_microphone else args.microphone,
                           window=args.window, hop=args.hop, pace=args.pace, checkpoint=args.checkpoint,
-                          device=args.device, face_model=args.face_model, whisper_model=args.whisper_model,
+                          device=args.device, face_model=args.face_model, face_fps=args.face_fps,
+                          whisper_model=args.whisper_model,
                           text_model=args.text_model)
     window = MainWindow(base)
     try:

