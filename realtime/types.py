@@ -13,6 +13,10 @@ import numpy as np
 AUDIO_RATE = 16000
 """Hz of every audio chunk in the pipeline: what Whisper and the acoustic features take;
 file and device sources resample to it."""
+FACE_FPS = 10.0
+"""Frames per second whose face is analysed unless the user says otherwise (``--face-fps``):
+files, live devices and dataset extraction alike (extraction always, so training features
+are sampled as the default run samples them)."""
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ def test_each_stage_alone_sees_what_a_file_run_gives_it(components, example_run)
     frames = sum(isinstance(item, VideoFrame) for item in FileSource(EXAMPLE))
     assert out["face_frames"] == frames and out["face_found"] >= 0.9 * frames  # a real face in every frame
     assert out["speech_words"] >= 40, out  # the example says 47 words
-    # the model stage scores the windows a file run of the same media writes, and embeds
-    # more than one word list (its memory of earlier lists was cleared)
+    # the model stage scores as many windows as a file run of the same media writes, and
+    # embeds more than one word list (its memory of earlier lists was cleared)
     records = read_records(example_run[0])
     assert out["model_windows"] == len(records)
     assert 1 < out["model_lists"] <= out["model_windows"]
@@ -25,3 +25,26 @@ def test_each_stage_alone_sees_what_a_file_run_gives_it(components, example_run)
     assert out["slowest"] in stages
     assert abs(out["media_s"] - 22.5) < 0.5
     assert not components.face.closed  # models it was given are the caller's to close
+
+
+@pytest.mark.slow
+def test_the_model_stage_scores_the_windows_a_file_run_writes(components, example_run):
+    """Its windows end where the run's records end and hold the same words."""
+    from bench.alone import word_windows
+    from realtime.features.speech import ASROptions, StreamingTranscriber
+    from realtime.sources.file import FileSource
+    from realtime.types import AudioChunk
+
+    asr = StreamingTranscriber(components.whisper, ASROptions.for_files())
+    words, source = [], FileSource(EXAMPLE)
+    for item in source:
+        if isinstance(item, AudioChunk):
+            asr.insert_audio(item)
+            if asr.ready():
+                words += asr.process_iter()
+    words += asr.finish()
+    windows = word_windows(components.engine, words, source.end_time)
+    records = read_records(example_run[0])
+    assert [round(w.t_end, 3) for w in windows] == [round(r["t_end"], 3) for r in records]
+    assert [[word.text for word in w.words] for w in windows] == [r["words"] for r in records]
+    assert sum(bool(r["words"]) for r in records) > 0.8 * len(records)  # the example talks throughout

@@ -266,3 +266,25 @@ def test_screenshot_of_a_missing_file_fails_with_one_line(tmp_path):
     assert proc.stderr.strip().splitlines() == [f"error: '{tmp_path / 'nope.mp4'}': no such file"]
     # refused before any model or window is loaded (about 1 s on 2 idle cores; loading is 10 s or more)
     assert time.monotonic() - started < 20
+
+
+def test_the_face_rate_reaches_the_window_s_feeds(qtbot):
+    """--face-fps (SessionOptions.face_fps) sets both the camera's and a file's face rate."""
+    from realtime.sources.replay import ReplayCamera
+
+    camera = ReplayCamera(EXAMPLE)
+    session = Session(open_devices=lambda index, microphone: (camera, None))
+    try:
+        live = session._live_feed(SessionOptions(source="0", microphone=None, face_fps=4))
+        assert live.video_fps == 4
+    finally:
+        camera.close()
+    played = session._file_feed(SessionOptions(source=str(EXAMPLE), face_fps=4))
+    assert played.source.options.video_fps == 4
+    assert Session()._file_feed(SessionOptions(source=str(EXAMPLE))).source.options.video_fps == 10
+
+
+def test_a_bad_face_rate_is_a_one_line_error():
+    proc = cli("--face-fps", "0", "--source", EXAMPLE, module="gui", timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: --face-fps must be a number of frames per second from 1 to 60, got 0"

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from models.errors import UserError
-from realtime.types import AUDIO_RATE, AudioChunk, VideoFrame
+from realtime.types import AUDIO_RATE, FACE_FPS, AudioChunk, VideoFrame
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class FileOptions:
 
     pace: str = "asap"
     """'asap' (media time only, deterministic) or 'realtime' (wall-clock pace)."""
-    video_fps: float = 10.0
+    video_fps: float = FACE_FPS
     """Frames per second passed on for face analysis (every other frame is skipped)."""
     max_side: int = 640
     """Frames larger than this on their longer side are scaled down before analysis."""

@@ -16,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
-from realtime.types import AUDIO_RATE, AudioChunk, VideoFrame
+from realtime.types import AUDIO_RATE, FACE_FPS, AudioChunk, VideoFrame
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ class LiveFeed:
     with one warning and the run goes on."""
 
     def __init__(self, camera: Camera | None, mic: Microphone | None, duration: float | None = None,
-                 video_fps: float = 10.0, stall_timeout: float = 2.0, name: str = "live"):
+                 video_fps: float = FACE_FPS, stall_timeout: float = 2.0, name: str = "live"):
         self.camera = camera
         self.mic = mic
         self.duration = duration

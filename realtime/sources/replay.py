@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from realtime.sources.file import FileOptions, FileSource
-from realtime.types import AudioChunk, VideoFrame
+from realtime.types import FACE_FPS, AudioChunk, VideoFrame
 
 
 class ReplayCamera:
     """Serves a clip's frames at their media times; None after the end or the stall."""
 
-    def __init__(self, path: str | Path, fps: float = 10.0, stall_after: float | None = None, loop: bool = False):
+    def __init__(self, path: str | Path, fps: float = FACE_FPS, stall_after: float | None = None, loop: bool = False):
         source = FileSource(path, FileOptions(video_fps=fps))
         self._frames = [item for item in source if isinstance(item, VideoFrame)]
         if not self._frames:
