@@ -1,7 +1,10 @@
 """python -m bench: what each stage and the whole product cost on this machine.
 
-    python -m bench                       # stages, end to end (example + 5-minute video), live replay
-    python -m bench --only stages         # any of: stages, file, live, long, alone, soak, gpu, reference, threads
+    python -m bench                       # stages, end to end (example + 5-minute videos), live replay
+    python -m bench --only stages         # any of: stages, file, live, long, alone, varied, soak, gpu, reference,
+                                          # threads (varied: the file pipeline and its stages alone on speech
+                                          # that never repeats, where the words' embedding costs what it does
+                                          # on a real talk)
     python -m bench --only reference --reference-dmd ~/src/DMD   # ours beside the authors' DMD
     python -m bench --only soak --soak-minutes 30   # the long-run memory check
     python -m bench --json bench/results/mine.json
@@ -24,13 +27,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "talking.mp4"
-PARTS = ("stages", "file", "live", "long", "alone", "soak", "gpu", "reference", "threads")
+PARTS = ("stages", "file", "live", "long", "alone", "varied", "soak", "gpu", "reference", "threads")
 
 # (key, label, floor, direction): the issue's floors on a 2-core CPU machine
 FLOORS = [
     ("file.rtf", "file pipeline real-time factor, example", 0.5, "max"),
     ("long.rtf", "file pipeline real-time factor, generated long video (--minutes)", 0.5, "max"),
     ("alone.pipeline_over_slowest", "file pipeline over its slowest stage alone, long video (x)", 1.3, "max"),
+    ("varied.pipeline", "file pipeline real-time factor, speech that never repeats (--minutes)", 0.5, "max"),
+    ("varied.pipeline_over_slowest", "the same over its slowest stage alone (x)", 1.3, "max"),
     ("live.latency_ms_p95", "live: window end -> record p95 (ms)", 200.0, "max"),
     ("live.speech_lag_ms_p95", "live: word end -> commit p95 (ms)", 2500.0, "max"),
     ("stages.dmd_ms_batch1_cpu", "DMD student forward, batch 1, CPU (ms)", 4.0, "max"),
@@ -141,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench.alone import compare
 
             results["alone"] = compare(e2e.long_video(args.minutes, args.cache), args.device)
+        elif part == "varied":
+            from bench.alone import compare
+
+            results["varied"] = compare(e2e.varied_video(args.minutes, args.cache), args.device)
         elif part == "soak":
             from bench.soak import soak
             from realtime.service import component_args, load_components

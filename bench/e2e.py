@@ -59,6 +59,43 @@ def long_video(minutes: float, cache: Path, fps: int = 25, size: tuple[int, int]
     return path
 
 
+_WHO = ("My neighbour", "The new teacher", "Our driver", "A quiet student", "The old baker", "Her brother",
+        "The night nurse", "A tired pilot", "The young chef", "His manager", "The museum guard", "Your cousin")
+_DID = ("painted", "repaired", "carried", "described", "ordered", "forgot", "cleaned", "measured", "borrowed",
+        "photographed", "delivered", "returned")
+_WHAT = ("a wooden chair", "the broken radio", "three green bottles", "a map of the city", "the heavy boxes",
+         "a letter from Spain", "the garden fence", "an orange bicycle", "the kitchen window", "two paper lamps",
+         "a winter coat", "the station clock")
+_WHEN = ("before lunch", "on Tuesday morning", "after the long meeting", "during the storm", "late last night",
+         "at the market", "near the old bridge", "without a word", "for the third time", "in the spring")
+
+
+def varied_sentences(n: int, seed: int = 0) -> list[tuple[str, int]]:
+    """``n`` different plain sentences ("My neighbour painted a wooden chair before lunch."),
+    drawn without repeats from a small grammar: speech whose every window holds new words,
+    as a real talk's do (the example's sentences, repeated, let the words' embedder find
+    almost every window's words remembered)."""
+    import itertools
+    import random
+
+    every = list(itertools.product(_WHO, _DID, _WHAT, _WHEN))
+    chosen = random.Random(seed).sample(every, min(n, len(every)))
+    return [(f"{who} {did} {what} {when}.", 0) for who, did, what, when in chosen]
+
+
+def varied_video(minutes: float, cache: Path, fps: int = 25, size: tuple[int, int] = (480, 360)) -> Path:
+    """A generated talking video of ``minutes`` whose sentences never repeat (``varied_sentences``),
+    cached as ``talking-varied-<minutes>min.mp4``."""
+    from realtime.synth_media import talking_video
+
+    path = Path(cache) / f"talking-varied-{minutes:g}min.mp4"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # each sentence and its pause take over 2.5 s: enough sentences that none repeats
+        talking_video(path, varied_sentences(int(minutes * 60 / 2.5) + 1), fps=fps, size=size, minutes=minutes)
+    return path
+
+
 def file_pipeline(video: Path, device: str = "auto") -> dict:
     r = run_cli("--source", str(video), "--device", device)
     return {"media_s": r["media_seconds"], "rtf": r["real_time_factor"], "wall_s": r["wall_seconds"],

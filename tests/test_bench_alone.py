@@ -48,3 +48,11 @@ def test_the_model_stage_scores_the_windows_a_file_run_writes(components, exampl
     assert [round(w.t_end, 3) for w in windows] == [round(r["t_end"], 3) for r in records]
     assert [[word.text for word in w.words] for w in windows] == [r["words"] for r in records]
     assert sum(bool(r["words"]) for r in records) > 0.8 * len(records)  # the example talks throughout
+
+
+def test_the_varied_bench_speech_never_repeats_a_sentence():
+    from bench.e2e import varied_sentences
+
+    sentences = varied_sentences(300)
+    assert len({text for text, _ in sentences}) == 300  # 5 minutes need about 120
+    assert sentences == varied_sentences(300) and sentences != varied_sentences(300, seed=1)
