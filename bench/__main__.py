@@ -142,14 +142,11 @@ def main(argv: list[str] | None = None) -> int:
             results["live"] = e2e.live_replay(args.video, args.device)
         elif part == "long":
             results["long"] = e2e.file_pipeline(e2e.long_video(args.minutes, args.cache), args.device)
-        elif part == "alone":
+        elif part in ("alone", "varied"):  # the pipeline beside its stages alone, on either video
             from bench.alone import compare
 
-            results["alone"] = compare(e2e.long_video(args.minutes, args.cache), args.device)
-        elif part == "varied":
-            from bench.alone import compare
-
-            results["varied"] = compare(e2e.varied_video(args.minutes, args.cache), args.device)
+            make = e2e.long_video if part == "alone" else e2e.varied_video
+            results[part] = compare(make(args.minutes, args.cache), args.device)
         elif part == "soak":
             from bench.soak import soak
             from realtime.service import component_args, load_components

@@ -47,10 +47,15 @@ AFTER_MAX = 24 * 3600.0
 """python -m gui --after: a day at most."""
 
 
+def number_option(name: str, value: float, low: float, high: float, unit: str) -> None:
+    """UsageError unless ``value`` is a finite number (of ``unit``) in [low, high]."""
+    if not math.isfinite(value) or not low <= value <= high:
+        raise UsageError(f"{name} must be a number of {unit} from {low:g} to {high:g}, got {value:g}")
+
+
 def seconds_option(name: str, value: float, low: float, high: float) -> None:
     """UsageError unless ``value`` is a finite number of seconds in [low, high]."""
-    if not math.isfinite(value) or not low <= value <= high:
-        raise UsageError(f"{name} must be a number of seconds from {low:g} to {high:g}, got {value:g}")
+    number_option(name, value, low, high, "seconds")
 
 
 @dataclass(frozen=True)
@@ -136,10 +141,7 @@ def check_model_options(args: argparse.Namespace) -> None:
     """UsageError for a bad --hop, --window, --face-fps or --device (see add_model_options):
     every number finite and in range before anything starts."""
     seconds_option("--hop", args.hop, *HOP_RANGE)
-    low, high = FACE_FPS_RANGE
-    if not (math.isfinite(args.face_fps) and low <= args.face_fps <= high):
-        raise UsageError(f"--face-fps must be a number of frames per second from {low:g} to {high:g}, "
-                         f"got {args.face_fps:g}")
+    number_option("--face-fps", args.face_fps, *FACE_FPS_RANGE, "frames per second")
     if args.window is not None:
         seconds_option("--window", args.window, *WINDOW_RANGE)
     if args.device not in ("auto", "cpu") and not args.device.startswith("cuda"):

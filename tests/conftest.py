@@ -228,6 +228,19 @@ def run_main(components, capsys, caplog, *args) -> Ran:
     return Ran(returncode=code, stdout=captured.out, stderr=captured.err + logged)
 
 
+def in_file_steps(model, stream: list) -> list:
+    """Every word a file-mode transcriber over ``model`` commits for ``stream``."""
+    from realtime.features.speech import ASROptions, StreamingTranscriber
+
+    asr = StreamingTranscriber(model, ASROptions.for_files())
+    words = []
+    for chunk in stream:
+        asr.insert_audio(chunk)
+        if asr.ready():
+            words += asr.process_iter()
+    return words + asr.finish()
+
+
 def read_records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 

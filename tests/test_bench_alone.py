@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.conftest import EXAMPLE, read_records
+from tests.conftest import EXAMPLE, in_file_steps, read_records
 
 
 @pytest.mark.slow
@@ -31,18 +31,11 @@ def test_each_stage_alone_sees_what_a_file_run_gives_it(components, example_run)
 def test_the_model_stage_scores_the_windows_a_file_run_writes(components, example_run):
     """Its windows end where the run's records end and hold the same words."""
     from bench.alone import word_windows
-    from realtime.features.speech import ASROptions, StreamingTranscriber
     from realtime.sources.file import FileSource
     from realtime.types import AudioChunk
 
-    asr = StreamingTranscriber(components.whisper, ASROptions.for_files())
-    words, source = [], FileSource(EXAMPLE)
-    for item in source:
-        if isinstance(item, AudioChunk):
-            asr.insert_audio(item)
-            if asr.ready():
-                words += asr.process_iter()
-    words += asr.finish()
+    source = FileSource(EXAMPLE)
+    words = in_file_steps(components.whisper, [item for item in source if isinstance(item, AudioChunk)])
     windows = word_windows(components.engine, words, source.end_time)
     records = read_records(example_run[0])
     assert [round(w.t_end, 3) for w in windows] == [round(r["t_end"], 3) for r in records]

@@ -8,7 +8,7 @@ import pytest
 from realtime.features.acoustic import ACOUSTIC_DIM, AcousticExtractor
 from realtime.sources.file import FileSource, MediaError, probe
 from realtime.types import AudioChunk, VideoFrame
-from tests.conftest import EXAMPLE, TALKING_FACES
+from tests.conftest import EXAMPLE, TALKING_FACES, in_file_steps
 
 
 def split(path, **kw):
@@ -342,19 +342,6 @@ def example_three_times() -> tuple[float, list]:
     return span, [AudioChunk(c.t + k * span, c.samples, 16000) for k in range(3) for c in chunks]
 
 
-def in_file_steps(model, stream: list) -> list:
-    """Every word a file-mode transcriber over ``model`` commits for ``stream``."""
-    from realtime.features.speech import ASROptions, StreamingTranscriber
-
-    asr = StreamingTranscriber(model, ASROptions.for_files())
-    words = []
-    for chunk in stream:
-        asr.insert_audio(chunk)
-        if asr.ready():
-            words += asr.process_iter()
-    return words + asr.finish()
-
-
 @pytest.mark.slow
 def test_file_steps_read_each_second_of_speech_about_once(whisper):
     """File mode on 68 s of speech (the example's audio three times over, one clock): a
@@ -453,19 +440,12 @@ def test_file_steps_keep_a_sentence_said_again(whisper):
     """One sentence said ten times (56 s): every read holds it several times over, and all
     ten come through (faster-whisper's compression ratio is its whole window's: a loop
     filter that read it dropped every segment of such a read)."""
-    from realtime.features.speech import ASROptions, StreamingTranscriber
-
     chunks = split(EXAMPLE)[1]
     # 0.8-5.6 s: "I love this wonderful day. Everything is great and I am so happy.", then 0.8 s of quiet
     sentence = np.concatenate([c.samples for c in chunks[8:56]] + [np.zeros(int(0.8 * 16000), np.float32)])
     audio = np.tile(sentence, 10)
-    asr = StreamingTranscriber(whisper, ASROptions.for_files())
-    words = []
-    for k in range(0, len(audio), 1600):
-        asr.insert_audio(AudioChunk(k / 16000, audio[k:k + 1600], 16000))
-        if asr.ready():
-            words += asr.process_iter()
-    words += asr.finish()
+    stream = [AudioChunk(k / 16000, audio[k:k + 1600], 16000) for k in range(0, len(audio), 1600)]
+    words = in_file_steps(whisper, stream)
     text = [w.text.lower().strip(".,!") for w in words]
     assert text.count("wonderful") == 10 and text.count("happy") == 10, " ".join(text)
 

@@ -21,7 +21,6 @@ import math
 import os
 import re
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,13 +135,9 @@ the example's voice is: tests/test_sources.py); a muted microphone or a quiet ro
 LOOP_RATIO = 2.4
 """A segment whose text compresses (zlib) more than this is a decoding loop (",000 ,000 ,000
 ..."), not speech: Whisper's own threshold. 'segments' steps drop such a segment's words.
-Measured per segment: faster-whisper's own ratio is its whole decoding window's, which a
-sentence said several times in 25 s passes (every segment of it was dropped)."""
-
-
-def _compression_ratio(text: str) -> float:
-    data = text.encode("utf-8")
-    return len(data) / len(zlib.compress(data)) if data else 0.0
+Measured per segment (faster-whisper's ``get_compression_ratio`` of the segment's own text):
+the ratio faster-whisper reports is its whole decoding window's, which a sentence said
+several times in 25 s passes (every segment of it was dropped)."""
 
 
 def _dbfs(samples: np.ndarray, axis: int | None = None):
@@ -455,6 +450,8 @@ class StreamingTranscriber:
     def _transcribe(self, span: tuple[float, float] | None = None) -> list[Word]:
         """The words Whisper writes for the buffer (or for the part of it in ``span``, times a
         and b): their times on the stream's clock. A whole read sets ``_segment_starts``."""
+        from faster_whisper.transcribe import get_compression_ratio
+
         # prompt with committed words no longer in the buffer only (as whisper_streaming
         # does): words still in it, given as prompt, are skipped by Whisper and the new
         # words are then aligned to the buffer's start, with timestamps seconds too early.
@@ -481,7 +478,7 @@ class StreamingTranscriber:
         for segment in segments:
             if segment.words:
                 starts.append(start + segment.words[0].start)
-            if self.options.commit == "segments" and _compression_ratio(segment.text) > LOOP_RATIO:
+            if self.options.commit == "segments" and get_compression_ratio(segment.text) > LOOP_RATIO:
                 continue  # a decoding loop, not speech
             for w in segment.words or []:
                 text = w.word.strip()
