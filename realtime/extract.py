@@ -50,7 +50,7 @@ import numpy as np
 from models.data import DataError, save_dataset
 from models.errors import UserError
 from realtime.cluster import Outcome, add_engine_options, cluster_options, progress, run_on_ray, worker_label
-from realtime.outputs import write_atomic
+from realtime.outputs import remove_stale_temporaries, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -346,8 +346,10 @@ def run(args: argparse.Namespace) -> int:
     splits = assign_splits(clips)
     cache = Path(args.cache) if args.cache else out.with_name(out.name + ".cache")
     cache.mkdir(parents=True, exist_ok=True)
-    for stale in [*cache.glob(".*.npz.tmp-*"), *cache.glob("*.npz.tmp")]:  # left by a run killed mid-write
-        stale.unlink(missing_ok=True)  # (write_atomic's names, and those of versions before it)
+    # temporaries of a run killed mid-write; another run filling this cache now keeps its own
+    remove_stale_temporaries(cache, ".*.npz.tmp-*")
+    for stale in cache.glob("*.npz.tmp"):  # the names of versions before write_atomic
+        stale.unlink(missing_ok=True)
     cached = [cache_path(cache, c, args.text_encoder) for c in clips]  # hashes each clip's path once
     todo = [(i, str(c.path)) for i, c in enumerate(clips) if read_cache(cached[i]) is None]
     logger.info("%d clips, %d cached, %d to extract", len(clips), len(clips) - len(todo), len(todo))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import time
 from pathlib import Path
 
 from models.errors import UserError
@@ -79,6 +80,42 @@ def write_atomic(path: Path, text: str | bytes) -> None:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise OutputError(f"cannot write '{path}': {exc.strerror}") from None
+
+
+STALE_AFTER = 3600.0
+"""Seconds after which a temporary ``write_atomic`` left is stale whoever wrote it (a writer
+on another machine sharing the folder, whose process this machine cannot see)."""
+
+
+def remove_stale_temporaries(folder: Path, pattern: str) -> list[Path]:
+    """Remove the temporaries ``write_atomic`` left in ``folder`` (``pattern``: the glob of
+    their names, ``.NAME.tmp-PID``) whose writer is gone: its process no longer runs here, or
+    the file is over ``STALE_AFTER`` seconds old. A temporary of a live writer (another run
+    filling the same cache now) is kept, so its rename still finds it. Returns those removed."""
+    removed = []
+    for path in Path(folder).glob(pattern):
+        pid = path.name.rpartition(".tmp-")[2]
+        try:
+            old = time.time() - path.stat().st_mtime > STALE_AFTER
+        except FileNotFoundError:
+            continue  # renamed by its writer meanwhile
+        if old or not (pid.isdigit() and _running(int(pid))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (whoever owns it)."""
+    if pid <= 0:  # 0 and below name process groups, not a process
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process
+    return True
 
 
 def end_torn_line(path: Path) -> bool:

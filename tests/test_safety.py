@@ -204,6 +204,28 @@ def test_append_after_a_torn_line_starts_a_fresh_line(tmp_path, caplog):
     assert "torn line" in caplog.text and "nothing else" in caplog.text
 
 
+def test_a_run_clears_only_the_temporaries_whose_writer_is_gone(tmp_path):
+    """Two extraction runs may fill one cache; the second's clean-up of killed runs' temporaries
+    must not pull a file from under the first's rename."""
+    import subprocess
+    import sys
+
+    from realtime.outputs import STALE_AFTER, remove_stale_temporaries
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    live = tmp_path / f".a.npz.tmp-{os.getpid()}"  # a writer still at work (this process)
+    dead = tmp_path / f".b.npz.tmp-{gone.pid}"  # its writer killed mid-write
+    old = tmp_path / f".c.npz.tmp-{os.getpid()}"  # a live pid, but hours old: a writer elsewhere, long gone
+    odd = tmp_path / ".d.npz.tmp-x"
+    for path in (live, dead, old, odd):
+        path.write_bytes(b"half an entry")
+    os.utime(old, (os.path.getmtime(old) - STALE_AFTER - 60,) * 2)
+    assert sorted(remove_stale_temporaries(tmp_path, ".*.npz.tmp-*")) == sorted([dead, old, odd])
+    os.replace(live, tmp_path / "a.npz")  # the live writer's rename still finds its file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz"]
+
+
 # ---- 5. options that never end, and JSON without NaN or Infinity ---------------------------
 @pytest.mark.parametrize("option,value", [("--hop", "inf"), ("--hop", "nan"), ("--hop", "1e-4"), ("--hop", "-1"),
                                           ("--window", "inf"), ("--window", "nan"), ("--window", "0"),
