@@ -467,3 +467,13 @@ def test_file_steps_drop_only_a_committed_word_heard_again_at_the_cut():
     live.reset(5.0)
     live._committed = [W("Thank", 9.0), W("you.", 9.4, 9.9)]
     assert live._uncommitted(again) == []
+
+
+def test_the_commit_option_picks_the_transcriber_and_an_unknown_one_is_refused():
+    from realtime.features.speech import AgreementTranscriber, ASROptions, SegmentTranscriber, StreamingTranscriber
+
+    assert type(StreamingTranscriber(None, ASROptions())) is AgreementTranscriber
+    assert type(StreamingTranscriber(None, ASROptions.for_files())) is SegmentTranscriber
+    assert type(SegmentTranscriber(None, ASROptions.for_files())) is SegmentTranscriber
+    with pytest.raises(ValueError, match="'sentences'"):
+        StreamingTranscriber(None, ASROptions(commit="sentences"))

@@ -79,8 +79,9 @@ class ASROptions:
     device: str = "cpu"
 
     commit: str = "agreement"
-    """How words are committed. 'agreement' (live): once two steps agree on them, each step
-    reading the whole buffer again. 'segments' (files): a step runs once ``min_chunk``
+    """How words are committed (the kind of ``StreamingTranscriber`` made). 'agreement' (live,
+    ``AgreementTranscriber``): once two steps agree on them, each step reading the whole
+    buffer again. 'segments' (files, ``SegmentTranscriber``): a step runs once ``min_chunk``
     seconds are buffered and commits every segment Whisper wrote but the last, which stays
     in the buffer to be read again with the audio after it: Whisper's own order over long
     audio, each second decoded about once instead of two to three times."""
@@ -230,7 +231,21 @@ def _unpile(words: list[Word]) -> list[Word]:
 
 
 class StreamingTranscriber:
-    """Local-agreement streaming ASR over a rolling audio buffer."""
+    """Whisper over a rolling audio buffer: what both ways of committing words share (the
+    buffer, its clock and levels, Whisper's reads). ``StreamingTranscriber(model, options)``
+    makes the kind ``options.commit`` names: ``AgreementTranscriber`` (live) or
+    ``SegmentTranscriber`` (files)."""
+
+    drops_loops = False
+    """Whether a segment that compresses like a decoding loop is dropped (``LOOP_RATIO``)."""
+
+    def __new__(cls, model=None, options: ASROptions = ASROptions()):
+        if cls is StreamingTranscriber:
+            kinds = {"agreement": AgreementTranscriber, "segments": SegmentTranscriber}
+            if options.commit not in kinds:
+                raise ValueError(f"ASROptions.commit must be one of {sorted(kinds)}, got {options.commit!r}")
+            cls = kinds[options.commit]
+        return super().__new__(cls)
 
     def __init__(self, model, options: ASROptions = ASROptions()):
         self.model = model
@@ -278,11 +293,6 @@ class StreamingTranscriber:
         self._audio = np.concatenate([self._audio, samples])
         self._new += len(samples)
 
-    def ready(self) -> bool:
-        if self.options.commit == "segments":
-            return self._new > 0 and len(self._audio) >= self.options.min_chunk * AUDIO_RATE
-        return self._new >= self.options.min_chunk * AUDIO_RATE
-
     def process_iter(self) -> list[Word]:
         """One transcription step; returns newly committed words (maybe none)."""
         if not len(self._audio):
@@ -294,8 +304,124 @@ class StreamingTranscriber:
             self._seen_until = self._buffer_end
             self._cut(self._buffer_end - QUIET_KEPT)
             return []
-        if self.options.commit == "segments":
-            return self._commit_segments()
+        return self._step()
+
+    def ready(self) -> bool:
+        """Whether enough new audio has come for the next step."""
+        raise NotImplementedError
+
+    def _step(self) -> list[Word]:
+        """One transcription step (``process_iter`` after its checks): the words it commits."""
+        raise NotImplementedError
+
+    def finish(self) -> list[Word]:
+        """Commit what is left (end of stream)."""
+        raise NotImplementedError
+
+    def _index(self, t: float) -> int:
+        """The buffer's sample at time ``t`` plus 0.1 s (word ends are often a little early)."""
+        return max(0, int((t - self._t0 + 0.1) * AUDIO_RATE))
+
+    def _heard_anything(self) -> bool:
+        """Whether any 0.1 s of the buffer is above QUIET_DBFS (else no Whisper read is needed)."""
+        return self._sound_in(self._t0 - 0.1, self._buffer_end, QUIET_DBFS)
+
+    def _levels(self, first: int, b: float) -> np.ndarray:
+        """The level (dBFS) of each whole 0.1 s of the buffer from sample ``first`` to time ``b``."""
+        step = int(0.1 * AUDIO_RATE)
+        part = self._audio[first: max(first, int((b - self._t0) * AUDIO_RATE))]
+        return _dbfs(part[: len(part) // step * step].reshape(-1, step), axis=1)
+
+    def _sound_in(self, a: float, b: float, level: float = SILENCE_DBFS) -> bool:
+        """Whether any 0.1 s of the buffer between times ``a`` and ``b`` is above ``level`` (dBFS)."""
+        levels = self._levels(self._index(a), b)
+        return bool(len(levels) and np.max(levels) > level)
+
+    @property
+    def _buffer_end(self) -> float:
+        return self._t0 + len(self._audio) / AUDIO_RATE
+
+    def _uncommitted(self, words: list[Word]) -> list[Word]:
+        """The words of a hypothesis after what is committed: those starting after the last
+        committed word (0.2 s of timestamp jitter allowed), less a repeat of its tail among
+        those starting before ``_repeats_before()``."""
+        fresh = [w for w in words if w.start >= self.last_committed_end - 0.2]
+        return self._drop_overlap(fresh, self._repeats_before())
+
+    def _repeats_before(self) -> float:
+        """Where a repeat of the committed tail can start: anywhere in an agreement buffer,
+        which still holds committed words."""
+        return math.inf
+
+    def _drop_overlap(self, words: list[Word], before: float = math.inf) -> list[Word]:
+        """``words`` less a repeat of the committed tail at their start (words starting before ``before``)."""
+        tail = [_norm(w.text) for w in self._committed[-5:]]
+        for n in range(min(len(tail), len(words)), 0, -1):
+            if words[n - 1].start < before and tail[-n:] == [_norm(w.text) for w in words[:n]]:
+                return words[n:]
+        return words
+
+    def _prompt(self) -> str | None:
+        """Whisper's prompt for a read of the buffer (None: no prompt)."""
+        return None
+
+    def _transcribe(self, span: tuple[float, float] | None = None) -> list[Word]:
+        """The words Whisper writes for the buffer (or for the part of it in ``span``, times a
+        and b): their times on the stream's clock. A whole read sets ``_segment_starts``."""
+        from faster_whisper.transcribe import get_compression_ratio
+
+        prompt = self._prompt()
+        start, end = span if span is not None else (self._t0, self._buffer_end)
+        audio = self._audio[max(0, int((start - self._t0) * AUDIO_RATE)): int((end - self._t0) * AUDIO_RATE)]
+        seconds = len(audio) / AUDIO_RATE
+        if hasattr(self.model, "context_frames"):
+            self.model.context_frames = context_frames(seconds) if self.options.short_context else None
+        segments, _ = self.model.transcribe(
+            audio, language=self.options.language, beam_size=self.options.beam_size,
+            word_timestamps=True, vad_filter=self.options.vad_filter, condition_on_previous_text=False,
+            initial_prompt=prompt, without_timestamps=False,
+            # one greedy pass with a bounded output: the default temperature fallback can
+            # decode six times over (seconds) on a hallucinating buffer, stalling the stream
+            # (at most half of Whisper's 448 tokens: the prompt takes up to 30 words of the rest)
+            temperature=0.0, max_new_tokens=min(int(8 * seconds) + 16, MAX_NEW_TOKENS),
+        )
+        out, starts = [], []
+        for segment in segments:
+            if segment.words:
+                starts.append(start + segment.words[0].start)
+            if self.drops_loops and get_compression_ratio(segment.text) > LOOP_RATIO:
+                continue  # a decoding loop, not speech
+            for w in segment.words or []:
+                text = w.word.strip()
+                # a word of no duration at the buffer's very end was decoded from no audio:
+                # with beam 5, a stream's last second of silence came back as "thank you very
+                # much" eleven times over, every word at the same instant
+                hallucinated = w.end - w.start < 0.01 and start + w.start >= end - 0.1
+                # a "word" of punctuation alone ("." after a stream's last sentence) says nothing
+                if _norm(text) and not hallucinated:
+                    out.append(Word(start=start + w.start, end=start + w.end, text=text,
+                                    probability=float(w.probability)))
+        if span is None:  # a part read again keeps the whole read's segments
+            self._segment_starts = starts
+        return _unpile(out)
+
+    def _cut(self, t: float) -> None:
+        """Drop the buffer's audio before time ``t``."""
+        drop = int((t - self._t0) * AUDIO_RATE)
+        if drop > 0:
+            self._audio = self._audio[drop:]
+            self._t0 += drop / AUDIO_RATE
+
+
+class AgreementTranscriber(StreamingTranscriber):
+    """Live: every step reads the whole buffer again and commits the words two consecutive
+    reads agree on (as whisper_streaming's OnlineASRProcessor does), or that silence follows."""
+
+    def ready(self) -> bool:
+        return self._new >= self.options.min_chunk * AUDIO_RATE
+
+    def _step(self) -> list[Word]:
+        """One read of the whole buffer: commit what it and the last read agree on."""
         fresh = self._uncommitted(self._transcribe())
         self._new = 0
         # progress: the whole buffer, unless this pass wrote no word for a stretch of sound.
@@ -323,8 +449,97 @@ class StreamingTranscriber:
         self._trim()
         return agreed
 
-    def _commit_segments(self) -> list[Word]:
-        """One 'segments' step: commit the words of every segment but the last and cut the
+    def finish(self) -> list[Word]:
+        """Commit whatever the last hypothesis holds (end of stream)."""
+        rest = self._uncommitted(self._transcribe()) if self._new > 0 else self._hypothesis
+        self._committed.extend(rest)
+        self._hypothesis = []
+        self._new = 0
+        self._seen_until = self._buffer_end
+        return rest
+
+    def _prompt(self) -> str | None:
+        """Whisper's prompt: the committed words no longer in the buffer (as whisper_streaming
+        does). Words still in it, given as prompt, are skipped by Whisper and the new words
+        are then aligned to the buffer's start, with timestamps seconds too early."""
+        return " ".join(w.text for w in self._committed[-30:] if w.end <= self._t0) or None
+
+    def _silent_after(self, t: float) -> bool:
+        """Whether the buffer holds ``silence_commit`` seconds of silence after time ``t``:
+        20 dB under the speech before it, and under SILENCE_DBFS."""
+        wait = self.options.silence_commit
+        if wait <= 0 or self._buffer_end - t < wait:
+            return False
+        cut = self._index(t)
+        tail, speech = self._audio[cut:], self._audio[max(0, cut - 2 * AUDIO_RATE): cut]
+        if len(tail) < int(0.3 * AUDIO_RATE) or not len(speech):
+            return False
+        return _dbfs(tail) < min(SILENCE_DBFS, _dbfs(speech) - 20.0)
+
+    def _pause(self, a: float, b: float) -> tuple[float, float] | None:
+        """The last run of at least ``silence_commit`` seconds of silence (every 0.1 s under
+        SILENCE_DBFS) between times ``a`` and ``b`` that sound follows: (its start, its end)."""
+        wait = self.options.silence_commit
+        first = max(0, int((a - self._t0) * AUDIO_RATE))
+        quiet = self._levels(first, b) < SILENCE_DBFS
+        sound = np.flatnonzero(~quiet)
+        if wait <= 0 or len(quiet) < 2 or not len(sound):
+            return None
+        end = sound[-1]  # back to the frame where the last sound in the span starts
+        while end > 0 and not quiet[end - 1]:
+            end -= 1
+        start = end
+        while start > 0 and quiet[start - 1]:
+            start -= 1
+        if (end - start) * 0.1 < wait - 1e-9:
+            return None
+        t = self._t0 + first / AUDIO_RATE
+        return t + start * 0.1, t + end * 0.1
+
+    def _trim(self) -> None:
+        if self.last_committed_end > self._t0 and not self._hypothesis and self._silent_after(self.last_committed_end):
+            # everything heard is committed and silence follows: the utterance is over, and
+            # the next step need not transcribe it again (its words are the prompt). Without
+            # this cut every step re-read up to buffer_trim seconds of finished speech: a step
+            # took 0.3 s on a fresh buffer and 0.7-2 s on a 12 s one (2 cores)
+            self._cut(max(self.last_committed_end, self._buffer_end - QUIET_KEPT))
+            return
+        if self.options.pause_cut and self.last_committed_end > self._t0:
+            # the same when the next utterance began before a step saw the silence alone: a
+            # pause in the audio after the committed words, with every word not yet committed
+            # after it. Without this an utterance that follows within a step kept the one
+            # before in the buffer (the example's 0.8 s pauses: 11 s buffered, steps of 0.5 s
+            # instead of 0.2). Found in the audio, not from word times, which run up to 0.5 s early
+            until = self._hypothesis[0].start + 0.5 if self._hypothesis else self._buffer_end
+            pause = self._pause(self.last_committed_end, until)
+            if pause is not None and (not self._hypothesis or self._hypothesis[0].start >= pause[0]):
+                self._cut(max(self.last_committed_end, (pause[0] + pause[1]) / 2, pause[1] - QUIET_KEPT))
+                return
+        if self.buffered <= self.options.buffer_trim:
+            return
+        if self._committed and self.last_committed_end > self._t0:
+            cut = self.last_committed_end
+        else:
+            cut = self._buffer_end - 2.0  # keep 2 s: nothing was said before
+        if self._hypothesis:
+            cut = min(cut, self._hypothesis[0].start)
+        self._cut(cut)
+
+
+class SegmentTranscriber(StreamingTranscriber):
+    """Files (``ASROptions.for_files``): a step runs once ``min_chunk`` seconds are buffered
+    and commits every segment Whisper wrote but the last, which stays in the buffer to be
+    read again with the audio after it (Whisper's own order over long audio: each second
+    decoded about once). Reads take no prompt: on 25 s reads, prompted Whisper looped on it
+    (",000 ,000 ...", then every later step) and skipped speech that repeated it."""
+
+    drops_loops = True
+
+    def ready(self) -> bool:
+        return self._new > 0 and len(self._audio) >= self.options.min_chunk * AUDIO_RATE
+
+    def _step(self) -> list[Word]:
+        """One step: commit the words of every segment but the last and cut the
         buffer between them and it (the last may be cut short by the buffer's end)."""
         words = self._uncommitted(self._fill_gaps(self._transcribe()))
         self._new = 0
@@ -363,169 +578,15 @@ class StreamingTranscriber:
         return words
 
     def finish(self) -> list[Word]:
-        """Commit whatever the last hypothesis holds (end of stream)."""
-        if self.options.commit == "segments":
-            rest = self._uncommitted(self._transcribe()) if self._heard_anything() else []
-        else:
-            rest = self._uncommitted(self._transcribe()) if self._new > 0 else self._hypothesis
+        """Commit what the buffer holds (end of stream)."""
+        rest = self._uncommitted(self._transcribe()) if self._heard_anything() else []
         self._committed.extend(rest)
-        self._hypothesis = []
         self._new = 0
         self._seen_until = self._buffer_end
         return rest
 
-    def _index(self, t: float) -> int:
-        """The buffer's sample at time ``t`` plus 0.1 s (word ends are often a little early)."""
-        return max(0, int((t - self._t0 + 0.1) * AUDIO_RATE))
-
-    def _heard_anything(self) -> bool:
-        """Whether any 0.1 s of the buffer is above QUIET_DBFS (else no Whisper read is needed)."""
-        return self._sound_in(self._t0 - 0.1, self._buffer_end, QUIET_DBFS)
-
-    def _levels(self, first: int, b: float) -> np.ndarray:
-        """The level (dBFS) of each whole 0.1 s of the buffer from sample ``first`` to time ``b``."""
-        step = int(0.1 * AUDIO_RATE)
-        part = self._audio[first: max(first, int((b - self._t0) * AUDIO_RATE))]
-        return _dbfs(part[: len(part) // step * step].reshape(-1, step), axis=1)
-
-    def _sound_in(self, a: float, b: float, level: float = SILENCE_DBFS) -> bool:
-        """Whether any 0.1 s of the buffer between times ``a`` and ``b`` is above ``level`` (dBFS)."""
-        levels = self._levels(self._index(a), b)
-        return bool(len(levels) and np.max(levels) > level)
-
-    def _silent_after(self, t: float) -> bool:
-        """Whether the buffer holds ``silence_commit`` seconds of silence after time ``t``:
-        20 dB under the speech before it, and under SILENCE_DBFS."""
-        wait = self.options.silence_commit
-        if wait <= 0 or self._buffer_end - t < wait:
-            return False
-        cut = self._index(t)
-        tail, speech = self._audio[cut:], self._audio[max(0, cut - 2 * AUDIO_RATE): cut]
-        if len(tail) < int(0.3 * AUDIO_RATE) or not len(speech):
-            return False
-        return _dbfs(tail) < min(SILENCE_DBFS, _dbfs(speech) - 20.0)
-
-    def _pause(self, a: float, b: float) -> tuple[float, float] | None:
-        """The last run of at least ``silence_commit`` seconds of silence (every 0.1 s under
-        SILENCE_DBFS) between times ``a`` and ``b`` that sound follows: (its start, its end)."""
-        wait = self.options.silence_commit
-        first = max(0, int((a - self._t0) * AUDIO_RATE))
-        quiet = self._levels(first, b) < SILENCE_DBFS
-        sound = np.flatnonzero(~quiet)
-        if wait <= 0 or len(quiet) < 2 or not len(sound):
-            return None
-        end = sound[-1]  # back to the frame where the last sound in the span starts
-        while end > 0 and not quiet[end - 1]:
-            end -= 1
-        start = end
-        while start > 0 and quiet[start - 1]:
-            start -= 1
-        if (end - start) * 0.1 < wait - 1e-9:
-            return None
-        t = self._t0 + first / AUDIO_RATE
-        return t + start * 0.1, t + end * 0.1
-
-    @property
-    def _buffer_end(self) -> float:
-        return self._t0 + len(self._audio) / AUDIO_RATE
-
-    def _uncommitted(self, words: list[Word]) -> list[Word]:
-        """The words of a hypothesis after what is committed: those starting after the last
-        committed word (0.2 s of timestamp jitter allowed), less a repeat of its tail. A
-        'segments' buffer starts after the committed audio: there only words at its very
-        start (a committed word's last sound, heard again) can be a repeat; later ones are
-        speech said again ("thank you. Thank you.")."""
-        fresh = [w for w in words if w.start >= self.last_committed_end - 0.2]
-        near = self._t0 + 0.2 if self.options.commit == "segments" else math.inf
-        return self._drop_overlap(fresh, near)
-
-    def _drop_overlap(self, words: list[Word], before: float = math.inf) -> list[Word]:
-        """``words`` less a repeat of the committed tail at their start (words starting before ``before``)."""
-        tail = [_norm(w.text) for w in self._committed[-5:]]
-        for n in range(min(len(tail), len(words)), 0, -1):
-            if words[n - 1].start < before and tail[-n:] == [_norm(w.text) for w in words[:n]]:
-                return words[n:]
-        return words
-
-    def _transcribe(self, span: tuple[float, float] | None = None) -> list[Word]:
-        """The words Whisper writes for the buffer (or for the part of it in ``span``, times a
-        and b): their times on the stream's clock. A whole read sets ``_segment_starts``."""
-        from faster_whisper.transcribe import get_compression_ratio
-
-        # prompt with committed words no longer in the buffer only (as whisper_streaming
-        # does): words still in it, given as prompt, are skipped by Whisper and the new
-        # words are then aligned to the buffer's start, with timestamps seconds too early.
-        # 'segments' steps take no prompt: on 25 s reads, prompted Whisper looped on it
-        # (",000 ,000 ...", then every later step) and skipped speech that repeated it
-        prompt = " ".join(w.text for w in self._committed[-30:] if w.end <= self._t0) or None
-        if self.options.commit == "segments":
-            prompt = None
-        start, end = span if span is not None else (self._t0, self._buffer_end)
-        audio = self._audio[max(0, int((start - self._t0) * AUDIO_RATE)): int((end - self._t0) * AUDIO_RATE)]
-        seconds = len(audio) / AUDIO_RATE
-        if hasattr(self.model, "context_frames"):
-            self.model.context_frames = context_frames(seconds) if self.options.short_context else None
-        segments, _ = self.model.transcribe(
-            audio, language=self.options.language, beam_size=self.options.beam_size,
-            word_timestamps=True, vad_filter=self.options.vad_filter, condition_on_previous_text=False,
-            initial_prompt=prompt, without_timestamps=False,
-            # one greedy pass with a bounded output: the default temperature fallback can
-            # decode six times over (seconds) on a hallucinating buffer, stalling the stream
-            # (at most half of Whisper's 448 tokens: the prompt takes up to 30 words of the rest)
-            temperature=0.0, max_new_tokens=min(int(8 * seconds) + 16, MAX_NEW_TOKENS),
-        )
-        out, starts = [], []
-        for segment in segments:
-            if segment.words:
-                starts.append(start + segment.words[0].start)
-            if self.options.commit == "segments" and get_compression_ratio(segment.text) > LOOP_RATIO:
-                continue  # a decoding loop, not speech
-            for w in segment.words or []:
-                text = w.word.strip()
-                # a word of no duration at the buffer's very end was decoded from no audio:
-                # with beam 5, a stream's last second of silence came back as "thank you very
-                # much" eleven times over, every word at the same instant
-                hallucinated = w.end - w.start < 0.01 and start + w.start >= end - 0.1
-                # a "word" of punctuation alone ("." after a stream's last sentence) says nothing
-                if _norm(text) and not hallucinated:
-                    out.append(Word(start=start + w.start, end=start + w.end, text=text,
-                                    probability=float(w.probability)))
-        if span is None:  # a part read again keeps the whole read's segments
-            self._segment_starts = starts
-        return _unpile(out)
-
-    def _trim(self) -> None:
-        if self.last_committed_end > self._t0 and not self._hypothesis and self._silent_after(self.last_committed_end):
-            # everything heard is committed and silence follows: the utterance is over, and
-            # the next step need not transcribe it again (its words are the prompt). Without
-            # this cut every step re-read up to buffer_trim seconds of finished speech: a step
-            # took 0.3 s on a fresh buffer and 0.7-2 s on a 12 s one (2 cores)
-            self._cut(max(self.last_committed_end, self._buffer_end - QUIET_KEPT))
-            return
-        if self.options.pause_cut and self.last_committed_end > self._t0:
-            # the same when the next utterance began before a step saw the silence alone: a
-            # pause in the audio after the committed words, with every word not yet committed
-            # after it. Without this an utterance that follows within a step kept the one
-            # before in the buffer (the example's 0.8 s pauses: 11 s buffered, steps of 0.5 s
-            # instead of 0.2). Found in the audio, not from word times, which run up to 0.5 s early
-            until = self._hypothesis[0].start + 0.5 if self._hypothesis else self._buffer_end
-            pause = self._pause(self.last_committed_end, until)
-            if pause is not None and (not self._hypothesis or self._hypothesis[0].start >= pause[0]):
-                self._cut(max(self.last_committed_end, (pause[0] + pause[1]) / 2, pause[1] - QUIET_KEPT))
-                return
-        if self.buffered <= self.options.buffer_trim:
-            return
-        if self._committed and self.last_committed_end > self._t0:
-            cut = self.last_committed_end
-        else:
-            cut = self._buffer_end - 2.0  # keep 2 s: nothing was said before
-        if self._hypothesis:
-            cut = min(cut, self._hypothesis[0].start)
-        self._cut(cut)
-
-    def _cut(self, t: float) -> None:
-        """Drop the buffer's audio before time ``t``."""
-        drop = int((t - self._t0) * AUDIO_RATE)
-        if drop > 0:
-            self._audio = self._audio[drop:]
-            self._t0 += drop / AUDIO_RATE
+    def _repeats_before(self) -> float:
+        """A segments buffer starts after the committed audio: only words at its very start (a
+        committed word's last sound, heard again) can repeat it; later ones are speech said
+        again ("thank you. Thank you.")."""
+        return self._t0 + 0.2
