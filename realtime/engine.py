@@ -78,7 +78,7 @@ class InferenceEngine:
     models with another. ``spec`` is fixed once built: runs read their geometry from it."""
 
     def __init__(self, checkpoint: Checkpoint, device: torch.device, text: TextEmbedder,
-                 precision: str = "float32", window: float | None = None):
+                 precision: str = "float32", window: float | None = None, runtime: str = "auto"):
         check_precision(precision, device)
         trained = FeatureSpec.from_checkpoint(checkpoint.feature_set)
         checkpoint.check_features(FEATURE_SET_NAME, trained.dims, trained.steps)
@@ -91,8 +91,9 @@ class InferenceEngine:
         self.precision = precision
         self.net = checkpoint.build(device)
         # serving reads a few of the forward's outputs: the inference-only forward computes
-        # only those (no decoders, no reconstruction), several times faster at batch 1
-        self.forward = FastDMD(self.net)
+        # only those (no decoders, no reconstruction), several times faster at batch 1;
+        # ``runtime`` says who runs a window alone (models.fast.RUNTIMES)
+        self.forward = FastDMD(self.net, runtime=runtime)
         self.text = text
         self.class_names = tuple(checkpoint.model.class_names)
 

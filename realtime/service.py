@@ -177,9 +177,12 @@ def load_components(args: argparse.Namespace, live: bool = False) -> Components:
 
     spec = FeatureSpec.from_checkpoint(checkpoint.feature_set)
     # live: a window whose words were just committed waits for their embedding, which
-    # ONNX Runtime computes in about half torch's time on one thread
+    # ONNX Runtime computes in about half torch's time on one thread; and windows come one
+    # at a time, which ONNX Runtime serves in half torch's time too. Files score windows in
+    # batches, which torch serves as fast: they skip the export (1-7 s of every file run)
     text = TextEmbedder(spec.text_options(args.text_model), device=str(device), onnx=live and device.type == "cpu")
-    engine = InferenceEngine(checkpoint, device, text, precision=args.precision, window=args.window)
+    engine = InferenceEngine(checkpoint, device, text, precision=args.precision, window=args.window,
+                             runtime="auto" if live else "torch")
     engine.warm_up()
     face = FaceExtractor(FaceOptions(model_path=args.face_model))
     acoustic = AcousticExtractor()

@@ -102,6 +102,8 @@ def test_replayed_live_run_exits_promptly_and_verbose_brings_third_party_output_
     # live on a CPU: the words' encoder runs in ONNX Runtime (checked against torch as it loads)
     loaded = [line for line in proc.stderr.splitlines() if "realtime.features.text: text model loaded" in line]
     assert loaded and loaded[-1].endswith("(ONNX Runtime)"), loaded
+    # and its windows, scored one at a time, by the DMD forward exported to ONNX Runtime
+    assert "INFO models.fast: one-window forward exported to ONNX Runtime" in proc.stderr
     assert any(r["words"] for r in records), "the speech's words reached the records"
 
 

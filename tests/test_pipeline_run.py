@@ -63,6 +63,13 @@ def test_a_run_paused_before_its_clock_starts_reads_zero_until_resumed():
     assert 0.0 <= state.clock() < 0.5  # not the 0.6 s of the pause (loose: a loaded machine)
 
 
+def test_file_components_skip_the_one_window_export(components):
+    """Files score windows in batches, which torch serves as fast as ONNX Runtime: components
+    loaded for files never export the one-window graph (1-7 s of every file run). Live ones
+    do: tests/test_exit.py reads it in a replayed live run's log."""
+    assert components.engine.forward.onnx is None
+
+
 def test_a_window_length_is_built_into_an_engine_not_written_into_it(components, caplog):
     import dataclasses
 
