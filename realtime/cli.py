@@ -20,6 +20,7 @@ from pathlib import Path
 
 from models.errors import UsageError, UserError
 from realtime.cluster import add_engine_options, cluster_options
+from realtime.outputs import folder_problem
 from realtime.service import (
     DURATION_MAX,
     EXIT_BAD_INPUT,
@@ -92,8 +93,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError("--workers: folder runs on this machine use one worker; several need --engine ray")
     if args.duration is not None:
         seconds_option("--duration", args.duration, 0.1, DURATION_MAX)
-    if args.summary and not Path(args.summary).resolve().parent.is_dir():
-        raise UsageError(f"--summary '{args.summary}': its folder does not exist")
+    if args.summary and (problem := folder_problem(Path(args.summary))):
+        raise UsageError(f"cannot write --summary '{args.summary}': {problem}")
     if args.plot:
         from realtime.plot import PlotError, check_plot_path
 

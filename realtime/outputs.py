@@ -82,6 +82,20 @@ def write_atomic(path: Path, text: str | bytes) -> None:
         raise OutputError(f"cannot write '{path}': {exc.strerror}") from None
 
 
+def folder_problem(path: Path) -> str | None:
+    """Why no file can be made at ``path`` for want of a folder, or None. Its folder may be
+    missing (a run makes it, and removes it again if it ends with nothing in it), but the
+    nearest part of it that exists must be a folder this user can write in."""
+    probe = Path(os.path.abspath(path)).parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"'{probe}' is a file, not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"the folder '{probe}' is not writable"
+    return None
+
+
 STALE_AFTER = 3600.0
 """Seconds after which a temporary ``write_atomic`` left is stale whoever wrote it (a writer
 on another machine sharing the folder, whose process this machine cannot see)."""
@@ -142,15 +156,17 @@ def end_torn_line(path: Path) -> bool:
 class OutputLocks:
     """Advisory locks on a run's outputs, held until ``release`` (a context manager).
 
-    Locking an output creates it if needed (empty); ``release`` removes the files it
-    created that are still empty, unless ``keep`` was called for them (a finished input
-    whose run gave no windows keeps its empty record file).
+    Locking an output creates it if needed (empty), and its folders; ``release`` removes the
+    files it created that are still empty, unless ``keep`` was called for them (a finished
+    input whose run gave no windows keeps its empty record file), and the folders it made
+    that are left empty: a run refused after its outputs were locked leaves nothing behind.
     """
 
     def __init__(self) -> None:
         self._held: dict[Path, int] = {}
         self._created: set[Path] = set()
         self._kept: set[Path] = set()
+        self._folders: set[Path] = set()
 
     def acquire(self, path: Path, label: str) -> None:
         path = Path(path)
@@ -158,8 +174,13 @@ class OutputLocks:
         if key in self._held:
             return
         existed = path.exists()
+        problem = folder_problem(path)
+        if problem:
+            raise OutputError(f"cannot write {label} '{path}': {problem}")
+        missing = [folder for folder in Path(os.path.abspath(path)).parents if not folder.exists()]
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            self._folders.update(missing)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
         except OSError as exc:
             raise OutputError(f"cannot write {label} '{path}': {exc.strerror}") from None
@@ -207,6 +228,12 @@ class OutputLocks:
         for key in list(self._held):
             self.discard(key)
         self._created.clear()
+        for folder in sorted(self._folders, key=lambda f: len(f.parts), reverse=True):  # deepest first
+            try:
+                folder.rmdir()  # only an empty one
+            except OSError:
+                pass
+        self._folders.clear()
 
     def __enter__(self) -> OutputLocks:
         return self

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from models.errors import UserError
+from realtime.outputs import folder_problem
 
 EMOTION_COLOURS: dict[str, str] = {
     "neutral": "#9e9e9e", "happy": "#f2b701", "sad": "#3969ac", "angry": "#e73f74",
@@ -39,9 +40,9 @@ def check_plot_path(path: str | Path) -> Path:
         raise PlotError(f"--plot '{path}': use a .png or .jpg file name")
     if path.is_dir():
         raise PlotError(f"--plot '{path}' is a folder; give a file name")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise PlotError(f"cannot write --plot '{path}': its folder does not exist or is not writable")
+    problem = folder_problem(path)
+    if problem:
+        raise PlotError(f"cannot write --plot '{path}': {problem}")
     return path
 
 
@@ -191,6 +192,7 @@ def _polyline(painter, points, pen, polygon_type) -> None:
 
 def _save(image, painter, path: Path) -> Path:
     painter.end()
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp" + path.suffix)
     if not image.save(str(tmp)):
         raise PlotError(f"cannot write --plot '{path}'")

@@ -12,12 +12,16 @@ from typing import Protocol
 import numpy as np
 
 from models import safejson
-from realtime.outputs import OutputError, end_torn_line
+from realtime.outputs import OutputError, end_torn_line, folder_problem
 from realtime.types import Estimate
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["OutputError", "JsonlSink", "CsvSink", "Summary", "check_output", "make_sink", "flatten"]
+
+
+RECORD_SUFFIXES = (".jsonl", ".ndjson", ".csv")
+"""What --out may end in: JSON Lines (.jsonl, .ndjson) or a table (.csv)."""
 
 
 class Sink(Protocol):
@@ -32,6 +36,7 @@ def _open(path: Path, mode: str):
     if mode == "append":
         end_torn_line(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         return path.open("a" if mode == "append" else "w", encoding="utf-8", newline="")
     except OSError as exc:
         raise OutputError(f"cannot write --out '{path}': {exc.strerror}") from None
@@ -96,27 +101,26 @@ class CsvSink:
 def check_output(path: str | Path, mode: str = "refuse") -> None:
     """Fail early, before any model loads, on an output that cannot be written."""
     path = Path(path)
-    if path.suffix.lower() not in (".csv", ".jsonl", ".json", ".ndjson"):
-        raise OutputError(f"--out '{path}': use a .jsonl or .csv file name")
     if path.is_dir():
         raise OutputError(f"--out '{path}' is a folder; give a file name")
+    if path.suffix.lower() == ".json":
+        raise OutputError(f"--out '{path}': records are JSON Lines (one object per line, not one JSON "
+                          "document): name the file .jsonl, or .csv for a table")
+    if path.suffix.lower() not in RECORD_SUFFIXES:
+        raise OutputError(f"--out '{path}': use a .jsonl or .csv file name")
     if path.exists() and mode == "refuse" and path.stat().st_size > 0:
         raise OutputError(f"--out '{path}' exists; pass --overwrite or --append")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot write --out '{path}': {exc.strerror}") from None
-    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+    problem = folder_problem(path)
+    if problem:
+        raise OutputError(f"cannot write --out '{path}': {problem}")
+    if path.exists() and not os.access(path, os.W_OK):
         raise OutputError(f"cannot write --out '{path}': permission denied")
 
 
 def make_sink(path: str | Path, mode: str = "refuse") -> Sink:
     path = Path(path)
-    if path.suffix.lower() == ".csv":
-        return CsvSink(path, mode)
-    if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
-        return JsonlSink(path, mode)
-    raise OutputError(f"--out '{path}': use a .jsonl or .csv file name")
+    check_output(path, mode)
+    return CsvSink(path, mode) if path.suffix.lower() == ".csv" else JsonlSink(path, mode)
 
 
 @dataclass

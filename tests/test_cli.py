@@ -141,8 +141,23 @@ def test_folder_source(media, tmp_path, components, capsys, caplog):
 def test_plot_path_is_checked_before_any_model_loads(components, capsys, caplog, tmp_path):
     ran = run_main(components, capsys, caplog, "--source", EXAMPLE, "--plot", tmp_path / "run.txt")
     assert ran.returncode == 2 and "--plot" in ran.stderr and ".png" in ran.stderr
-    ran = run_main(components, capsys, caplog, "--source", EXAMPLE, "--plot", tmp_path / "missing" / "run.png")
-    assert ran.returncode == 2 and "--plot" in ran.stderr
+    (tmp_path / "notes").write_text("a file, not a folder")
+    ran = run_main(components, capsys, caplog, "--source", EXAMPLE, "--plot", tmp_path / "notes" / "run.png")
+    assert ran.returncode == 2 and "--plot" in ran.stderr and "is a file, not a folder" in ran.stderr
+
+
+def test_missing_output_folders_are_made_and_a_refused_run_leaves_none(components, capsys, caplog, tmp_path):
+    """--out, --summary and --plot alike: a folder that does not exist yet is made; a run
+    refused once its outputs are held (here: no GPU for --device cuda) removes what it made."""
+    new = tmp_path / "new"
+    outputs = ("--out", new / "a" / "r.jsonl", "--summary", new / "b" / "s.json", "--plot", new / "c" / "p.png")
+    ran = run_main(None, capsys, caplog, "--source", EXAMPLE, *outputs, "--device", "cuda")
+    if ran.returncode == 0:
+        pytest.skip("a CUDA GPU is present here")
+    assert ran.returncode == 2 and not new.exists(), sorted(map(str, tmp_path.rglob("*")))
+    ran = run_main(components, capsys, caplog, "--source", EXAMPLE, *outputs, "--duration", "5")
+    assert ran.returncode == 0, ran.stderr
+    assert all(new.joinpath(*part).stat().st_size > 0 for part in (("a", "r.jsonl"), ("b", "s.json"), ("c", "p.png")))
 
 
 # ---- the README example, run once per session (tests/conftest.py starts it as the session

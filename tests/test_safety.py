@@ -408,7 +408,16 @@ def test_an_unwritable_output_is_reported_before_any_model_loads(tmp_path, capsy
     ran = run(None, capsys, caplog, "--source", folder, "--out", blocker / "sub")
     one_error(ran, "cannot write")
     ran = run(None, capsys, caplog, "--source", EXAMPLE, "--out", blocker / "r.jsonl")
-    one_error(ran, "cannot write")
+    one_error(ran, f"'{blocker}' is a file, not a folder")
+
+
+def test_out_must_name_a_records_file(tmp_path, capsys, caplog):
+    """A .json name would promise one JSON document; a folder is no file name."""
+    ran = run(None, capsys, caplog, "--source", EXAMPLE, "--out", tmp_path / "r.json")
+    one_error(ran, "records are JSON Lines")
+    ran = run(None, capsys, caplog, "--source", EXAMPLE, "--out", tmp_path)
+    one_error(ran, "is a folder; give a file name")
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.slow  # loads the live models (about 15 s)
