@@ -118,6 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads < 1:
         print(f"error: --threads must be at least 1, got {args.threads}", file=sys.stderr)
         return 2
+    from realtime.outputs import folder_problem
+
+    problem = "it is a folder; give a file name" if args.json.is_dir() else folder_problem(args.json)
+    if problem is None and args.json.exists() and not os.access(args.json, os.W_OK):
+        problem = "permission denied"
+    if problem:  # known before minutes of measuring, not after
+        print(f"error: cannot write --json '{args.json}': {problem}", file=sys.stderr)
+        return 2
     if args.reference_dmd is not None:
         from bench.reference import reference_problem
 
@@ -172,15 +180,23 @@ def main(argv: list[str] | None = None) -> int:
                     results["gpu_file"] = {"skipped": str(exc).splitlines()[-1]}
                     print(f"bench: the pipeline on cuda skipped: {results['gpu_file']['skipped']}", file=sys.stderr)
         print(f"bench: {part} took {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    from models import safejson
-
-    args.json.write_text(safejson.dumps(results, indent=1) + "\n")
     print(table(results))
     if "gpu" in results and "rows" in results["gpu"]:
         print("\n| forward | dtype | batch | ms | windows/s |\n|---|---|---|---|---|")
         for row in results["gpu"]["rows"]:
             print(f"| {row['forward']} | {row['dtype']} | {row['batch']} | {row['ms']} | {row['windows_per_s']} |")
+    from models import safejson
+    from realtime.outputs import OutputError, write_atomic
+
+    try:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(args.json, safejson.dumps(results, indent=1) + "\n")
+    except OSError as exc:  # the table above keeps the figures
+        print(f"error: cannot write --json '{args.json}': {exc.strerror}", file=sys.stderr)
+        return 1
+    except OutputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(f"\nwritten to {args.json}", file=sys.stderr)
     return 0
 

@@ -1,4 +1,5 @@
-"""bench.alone: each stage of a file run alone on the same media (issue 15's 1.3x measure)."""
+"""bench.alone: each stage of a file run alone on the same media (issue 15's 1.3x measure);
+and the bench's command line."""
 
 import pytest
 
@@ -49,3 +50,14 @@ def test_the_varied_bench_speech_never_repeats_a_sentence():
     sentences = varied_sentences(300)
     assert len({text for text, _ in sentences}) == 300  # 5 minutes need about 120
     assert sentences == varied_sentences(300) and sentences != varied_sentences(300, seed=1)
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "a_folder"])
+def test_the_bench_refuses_an_unwritable_json_before_measuring(where, tmp_path, capsys):
+    from bench.__main__ import main
+
+    (tmp_path / "notes").write_text("a file")
+    target = tmp_path / "notes" / "r.json" if where == "under_a_file" else tmp_path
+    assert main(["--only", "file", "--json", str(target)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()  # one line, and no part begun ("bench: file ...")
+    assert len(err) == 1 and err[0].startswith("error: cannot write --json"), err
