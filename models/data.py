@@ -108,6 +108,10 @@ class Dataset:
         return {m: int(any_split.inputs[m].shape[1]) for m in MODALITIES}
 
 
+PICKLE_SUFFIXES = (".pkl", ".pickle")
+"""The names of MMSA's feature files (aligned_50.pkl, unaligned_39.pkl): the only files read as pickles."""
+
+
 def load_dataset(path: str | Path, splits: tuple[str, ...] = SPLITS) -> Dataset:
     """Read and validate a dataset (a pickle-free ``.npz``, or an MMSA pickle, which runs
     code when loaded: a warning names it first); raise DataError with a one-line reason."""
@@ -116,6 +120,9 @@ def load_dataset(path: str | Path, splits: tuple[str, ...] = SPLITS) -> Dataset:
         raise DataError(f"{path}: no such file")
     if path.suffix.lower() == ".npz":
         return dataset_from_dict(read_npz(path), splits=splits, source=str(path))
+    if path.suffix.lower() not in PICKLE_SUFFIXES:  # never unpickle a file that does not say it is one
+        raise DataError(f"{path}: a dataset is a .npz (python -m realtime.extract writes one) or an MMSA "
+                        "feature pickle (.pkl)")
     # MMSA's feature files are pickles and researchers have them; loading one runs any
     # code it holds, so say which file is trusted, before it is opened (issue 17)
     logger.warning("'%s' is a pickle: loading it runs any code it holds; trusting it as an MMSA dataset "
@@ -157,6 +164,8 @@ def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> Path:
 
 def read_npz(path: Path) -> dict:
     """The MMSA-style dict of a .npz written by save_dataset; no pickles are loaded."""
+    if not zipfile.is_zipfile(path):  # np.load would take it for a pickle and say so
+        raise DataError(f"{path}: not a NumPy archive (a .npz is a zip of arrays)")
     try:
         with np.load(path, allow_pickle=False) as z:
             raw: dict = {}
@@ -166,8 +175,9 @@ def read_npz(path: Path) -> dict:
                     continue
                 split, _, field_name = key.partition(".")
                 raw.setdefault(split, {})[field_name] = z[key]
-    except ValueError as exc:  # object arrays need pickles: refused
-        raise DataError(f"{path}: not a pickle-free dataset archive ({exc})") from None
+    except ValueError:  # object arrays need pickles: refused (numpy's message offers to load them anyway)
+        raise DataError(f"{path}: holds object arrays, which only a pickle can load; this project never "
+                        "loads them from a .npz (write the dataset with realtime.extract)") from None
     except (OSError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: not a readable dataset archive ({exc})") from None
     return raw

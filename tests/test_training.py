@@ -119,7 +119,16 @@ def _broken_variants(tmp_path, synthetic_pickle):
     assert good
     not_pickle = tmp_path / "notes.pkl"
     not_pickle.write_text("hello")
+    video = tmp_path / "clip.mp4"  # a pickle by its bytes, a video by its name: never unpickled
+    video.write_bytes(synthetic_pickle.read_bytes())
+    text_npz = tmp_path / "notes.npz"
+    text_npz.write_text("hello")
+    object_npz = tmp_path / "objects.npz"
+    np.savez(object_npz, **{"train.id": np.array([{"a": 1}], dtype=object)})
     return {
+        "a dataset is a .npz": video,
+        "not a NumPy archive": text_npz,
+        "holds object arrays": object_npz,
         "lacks key 'audio'": _write(tmp_path / "no_audio.pkl", no_audio),
         "'vision' should have 3 dimensions": _write(tmp_path / "shape.pkl", bad_shape),
         "NaN values": _write(tmp_path / "nan.pkl", nan),
