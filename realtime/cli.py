@@ -89,8 +89,11 @@ def _check_args(args: argparse.Namespace) -> None:
                                                                                  args.pace == "realtime")):
             if given:
                 raise UsageError(f"{flag} is not available with --engine ray")
+    elif args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
     elif args.workers != 1:
-        raise UsageError("--workers: folder runs on this machine use one worker; several need --engine ray")
+        raise UsageError("--workers: a run on this machine uses one worker; several need --engine ray "
+                         "(with a folder as --source)")
     if args.duration is not None:
         seconds_option("--duration", args.duration, 0.1, DURATION_MAX)
     if args.summary and (problem := folder_problem(Path(args.summary))):
@@ -159,7 +162,8 @@ def run_live(args: argparse.Namespace, comps: Components):
     summary = Summary(source=f"camera {args.source}", keep_records=bool(args.plot))
     camera, mic = open_devices(camera_index(args.source), None if args.no_microphone else (args.microphone or ""))
     if camera is None and mic is None:
-        raise UsageError("no camera and no microphone could be opened")
+        raise UsageError(f"camera {args.source} could not be opened, and --no-microphone leaves nothing to run"
+                         if args.no_microphone else "no camera and no microphone could be opened")
     feed = LiveFeed(camera, mic, args.duration, video_fps=args.face_fps, name=summary.source)
     try:
         with build_run(comps, feed, RunOptions(live=True, hop=args.hop)) as run:

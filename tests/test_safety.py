@@ -411,6 +411,21 @@ def test_an_unwritable_output_is_reported_before_any_model_loads(tmp_path, capsy
     one_error(ran, f"'{blocker}' is a file, not a folder")
 
 
+@pytest.mark.parametrize("workers,fragment", [("0", "--workers must be at least 1, got 0"),
+                                              ("-1", "--workers must be at least 1, got -1"),
+                                              ("2", "several need --engine ray")])
+def test_workers_on_this_machine_are_one(workers, fragment, capsys, caplog):
+    one_error(run(None, capsys, caplog, "--source", EXAMPLE, "--workers", workers), fragment)
+
+
+def test_a_camera_alone_that_cannot_open_is_named(components, capsys, caplog):
+    """--no-microphone: the error is the camera's, not "no microphone"."""
+    ran = run(components, capsys, caplog, "--source", "0", "--no-microphone", "--duration", "1")
+    if ran.returncode == 0:
+        pytest.skip("a camera is present here")
+    one_error(ran, "camera 0 could not be opened, and --no-microphone leaves nothing to run")
+
+
 def test_out_must_name_a_records_file(tmp_path, capsys, caplog):
     """A .json name would promise one JSON document; a folder is no file name."""
     ran = run(None, capsys, caplog, "--source", EXAMPLE, "--out", tmp_path / "r.json")
