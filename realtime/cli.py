@@ -149,6 +149,8 @@ def run_file(path: Path, out: Path | None, args: argparse.Namespace, comps: Comp
             bar.close()
     if feed.decode_errors:
         summary.warnings.append(f"{feed.decode_errors} decode errors")
+    if feed.ended_early:
+        summary.warnings.append("ended at {:.1f} s of the {:.1f} s its container declares".format(*feed.ended_early))
     return summary
 
 

@@ -126,6 +126,14 @@ def test_face_fps_sets_how_many_frames_are_analysed(tmp_path, components, capsys
     assert all(0.4 <= r["modalities"]["face"] <= 0.6 for r in runs["4"][inner]), [r["modalities"] for r in runs["4"]]
 
 
+def test_a_file_cut_short_runs_as_far_as_it_goes_and_says_so(media, tmp_path, components, capsys, caplog):
+    out, summary = tmp_path / "r.jsonl", tmp_path / "s.json"
+    ran = run_main(components, capsys, caplog, "--source", media["truncated_mkv"], "--out", out, "--summary", summary)
+    assert ran.returncode == 0 and read_records(out)
+    warnings = json.loads(summary.read_text())["warnings"]
+    assert len(warnings) == 1 and warnings[0].startswith("ended at") and "cut short" in ran.stderr
+
+
 def test_folder_source(media, tmp_path, components, capsys, caplog):
     folder = tmp_path / "videos"
     folder.mkdir()

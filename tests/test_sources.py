@@ -119,11 +119,17 @@ def test_missing_file(tmp_path):
         probe(tmp_path / "absent.mp4")
 
 
-def test_truncated_files(media):
+def test_truncated_files(media, caplog):
     with pytest.raises(MediaError, match="truncated"):
         probe(media["truncated"])
     frames, chunks = split(media["truncated_mkv"])
     assert len(frames) > 5 and chunks  # half a Matroska file still decodes its first half
+    # and says that it ended early, where a whole file does not
+    cut, whole = FileSource(media["truncated_mkv"]), FileSource(media["video_no_audio"])
+    list(cut), list(whole)
+    end, declared = cut.ended_early
+    assert end < declared - 1.0 and "cut short" in caplog.text
+    assert whole.ended_early is None
 
 
 def test_acoustic_features_do_not_depend_on_chunking():

@@ -95,6 +95,10 @@ def _scaled_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     return max(2, int(round(width * scale / 2)) * 2), max(2, int(round(height * scale / 2)) * 2)
 
 
+ENDED_EARLY = 1.0
+"""Seconds short of its declared length (and 5 % of it) at which a file is said to end early."""
+
+
 class FileSource:
     """Yields VideoFrame and AudioChunk objects in presentation order from one file."""
 
@@ -105,6 +109,9 @@ class FileSource:
         self.options = options
         self.decode_errors = 0
         self.end_time = 0.0
+        self.ended_early: tuple[float, float] | None = None
+        """(where the media ended, the length its container declares), seconds, when it ended
+        well before that length (a file cut short); a warning says so as reading ends."""
 
     def __iter__(self) -> Iterator[VideoFrame | AudioChunk]:
         return self.read()
@@ -188,6 +195,11 @@ class FileSource:
                 self.end_time = max(self.end_time, audio_t0 + samples_out / AUDIO_RATE)
             if audio is not None and samples_out == 0:
                 logger.warning("'%s': its audio stream holds no audio; running without audio and text", info.path)
+            declared = info.duration
+            if declared and declared - self.end_time > max(ENDED_EARLY, 0.05 * declared):
+                self.ended_early = (self.end_time, declared)
+                logger.warning("'%s': the media ends at %.1f s of the %.1f s its container declares (a file "
+                               "cut short?); keeping what was read", info.path, self.end_time, declared)
             if video is not None and next_video_t == -math.inf:
                 logger.warning("'%s': its video stream holds no frames; running without face", info.path)
         finally:
@@ -296,6 +308,10 @@ class FileFeed:
     @property
     def decode_errors(self) -> int:
         return self.source.decode_errors
+
+    @property
+    def ended_early(self) -> tuple[float, float] | None:
+        return self.source.ended_early
 
     def __call__(self, inlet) -> None:
         realtime = self.source.options.pace == "realtime"
