@@ -13,6 +13,7 @@ with the same four members) that sees the run only through its ``Inlet``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from realtime.service import Components
     from realtime.sinks import Sink, Summary
     from realtime.types import Estimate, FaceFrame, VideoFrame, Word
+
+logger = logging.getLogger(__name__)
 
 
 class Feed(Protocol):
@@ -131,6 +134,10 @@ def build_run(components: Components, feed: Feed, options: RunOptions = RunOptio
     from realtime.features.speech import ASROptions, StreamingTranscriber
     from realtime.pipeline import Pipeline, PipelineOptions
 
+    window = components.engine.spec.window
+    if options.hop > window + 1e-9:
+        logger.warning("--hop %g s is longer than the %g s window: %g s between windows is never analysed",
+                       options.hop, window, options.hop - window)
     components.face.new_stream()  # the input's clock starts at 0 again
     components.acoustic.reset()
     asr = ASROptions() if options.live else ASROptions.for_files()

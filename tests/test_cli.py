@@ -134,6 +134,13 @@ def test_a_file_cut_short_runs_as_far_as_it_goes_and_says_so(media, tmp_path, co
     assert len(warnings) == 1 and warnings[0].startswith("ended at") and "cut short" in ran.stderr
 
 
+def test_a_hop_longer_than_the_window_is_warned_of(tmp_path, components, capsys, caplog):
+    out = tmp_path / "r.jsonl"
+    ran = run_main(components, capsys, caplog, "--source", EXAMPLE, "--out", out, "--window", "2", "--hop", "3")
+    assert ran.returncode == 0 and "1 s between windows is never analysed" in caplog.text
+    assert [r["t_end"] - r["t_start"] for r in read_records(out)][:2] == [2.0, 2.0]
+
+
 def test_folder_source(media, tmp_path, components, capsys, caplog):
     folder = tmp_path / "videos"
     folder.mkdir()
