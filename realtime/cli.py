@@ -13,6 +13,7 @@ them), 130 interrupted (every finished window is saved).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
 import sys
@@ -375,6 +376,8 @@ def _run(args: argparse.Namespace, components: Components | None) -> int:
     locks = OutputLocks()
     try:
         _check_args(args)
+        if components is not None and args.window is not None:  # models loaded before: cut its windows
+            components = dataclasses.replace(components, engine=components.engine.with_window(args.window))
         live = camera_index(args.source) is not None
         source = Path(args.source)
         out_dir = None

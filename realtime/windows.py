@@ -133,10 +133,19 @@ class WindowAssembler:
     def _end_of(self, index: int) -> float:
         return self.spec.window + index * self.spec.hop
 
+    def _skip(self, t: float) -> bool:
+        """Whether time ``t`` is before every window still to close (its item is dropped):
+        counted as late, unless it falls between two windows (a hop longer than the window),
+        where no window ever looks."""
+        if t >= self._next_start():
+            return False
+        if not (self._next_index and t >= self._end_of(self._next_index - 1)):
+            self.stats.late += 1  # every window that could hold it is already out
+        return True
+
     def _insert(self, name: str, t: float, value: np.ndarray | None) -> None:
         stream = self._streams[name]
-        if t < self._next_start():
-            self.stats.late += 1  # every window that could hold it is already out
+        if self._skip(t):
             return
         pos = bisect.bisect_left(stream.times, t)
         if pos < len(stream.times) and stream.times[pos] == t:
@@ -159,8 +168,7 @@ class WindowAssembler:
 
     def push_words(self, words: list[Word]) -> None:
         for word in words:
-            if word.middle < self._next_start():
-                self.stats.late += 1  # every window that could hold it is already out
+            if self._skip(word.middle):
                 continue
             key = (round(word.start, 3), word.text)
             if key in self._word_keys:

@@ -50,6 +50,23 @@ def _speak(asm, words, until):
     return asm.step() + asm.flush(end_time=until)
 
 
+def test_samples_between_windows_are_not_late():
+    """A hop longer than the window leaves gaps no window reads: what falls there is skipped,
+    not counted as late (only samples a window could have held and missed are)."""
+    import dataclasses
+
+    asm = WindowAssembler(dataclasses.replace(SPEC, hop=3.0))  # windows [0, 2], [3, 5], ...
+    asm.close("text")
+    for i in range(21):  # 0 to 2 s
+        asm.push_face(face(i / 10))
+        asm.push_audio(audio(i / 10))
+    assert [w.t_end for w in asm.step()] == [2.0]
+    asm.push_face(face(2.5))  # between the windows: nobody's
+    asm.push_words([Word(2.3, 2.7, "between")])
+    asm.push_face(face(1.5))  # in the window already out: late
+    assert asm.stats.late == 1
+
+
 def test_a_window_reads_its_words_in_their_utterance():
     # one utterance word by word every 0.3 s, a pause longer than an utterance's, then another
     first = [Word(0.3 * i, 0.3 * i + 0.2, f"a{i}") for i in range(12)]  # ends at 3.5 s
