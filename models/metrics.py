@@ -45,7 +45,8 @@ def regression_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     has0_truth, has0_pred = truth >= 0, pred >= 0
     non0_truth, non0_pred = truth[non0] > 0, pred[non0] > 0
     with np.errstate(invalid="ignore", divide="ignore"):
-        corr = float(np.corrcoef(pred, truth)[0, 1]) if pred.std() > 0 and truth.std() > 0 else 0.0
+        # undefined (NaN, written as null) for one sample or a constant side, not a correlation of 0
+        corr = float(np.corrcoef(pred, truth)[0, 1]) if pred.std() > 0 and truth.std() > 0 else float("nan")
     results = {
         "Has0_acc_2": float(np.mean(has0_pred == has0_truth)),
         "Has0_F1_score": weighted_f1(has0_truth, has0_pred),

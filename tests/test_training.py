@@ -181,3 +181,7 @@ def test_metrics_match_hand_computed_values():
     assert m["Mult_acc_7"] == pytest.approx(5 / 6, abs=1e-4)  # only 0.6 -> 1 vs 0.4 -> 0 differs
     assert weighted_f1(np.array([True, True, False]), np.array([True, False, False])) == pytest.approx(
         (2 / 3) * (2 / 3) + (1 / 3) * (2 / 3), abs=1e-6)
+    assert m["Corr"] == pytest.approx(np.corrcoef(pred, truth)[0, 1], abs=1e-4)
+    # one sample, or a prediction that never moves, has no correlation: NaN (null in JSON), not 0
+    assert np.isnan(regression_metrics(pred[:1], truth[:1])["Corr"])
+    assert np.isnan(regression_metrics(np.zeros(6), truth)["Corr"])
