@@ -344,6 +344,11 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"--workers must be from 1 to 256, got {args.workers}")
     clips = read_labels(videos, labels)
     splits = assign_splits(clips)
+    for split in ("train", "valid", "test"):  # known now, not after every clip is extracted
+        if split not in splits:
+            groups = len({c.group for c in clips})
+            raise DataError(f"split '{split}' would have no clips (of {len(clips)} in {groups} speaker groups); "
+                            "add clips or a split column")
     cache = Path(args.cache) if args.cache else out.with_name(out.name + ".cache")
     cache.mkdir(parents=True, exist_ok=True)
     # temporaries of a run killed mid-write; another run filling this cache now keeps its own

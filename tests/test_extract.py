@@ -146,6 +146,19 @@ def test_bad_labels_one_line_errors(layout, tmp_path, content, fragment, capsys)
     assert code == 2 and len(lines) == 1 and fragment in lines[0], stderr
 
 
+def test_a_split_left_empty_is_refused_before_any_clip_is_extracted(layout, tmp_path, capsys):
+    clips, labels = layout
+    rows = list(csv.reader(labels.read_text().splitlines()))
+    no_valid = tmp_path / "no_valid.csv"
+    with no_valid.open("w", newline="") as fh:
+        csv.writer(fh).writerows([rows[0]] + [r[:2] + ["train" if r[2] == "valid" else r[2]] for r in rows[1:]])
+    out = tmp_path / "x.npz"
+    code, stderr = extract_main(capsys, "--videos", clips, "--labels", no_valid, "--out", out)
+    lines = stderr.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "split 'valid' would have no clips" in lines[0], stderr
+    assert not out.with_name(out.name + ".cache").exists()  # nothing extracted, no cache begun
+
+
 def test_empty_folder(tmp_path, capsys):
     (tmp_path / "v").mkdir()
     labels = tmp_path / "l.csv"
