@@ -176,8 +176,8 @@ def read_npz(path: Path) -> dict:
                 split, _, field_name = key.partition(".")
                 raw.setdefault(split, {})[field_name] = z[key]
     except ValueError:  # object arrays need pickles: refused (numpy's message offers to load them anyway)
-        raise DataError(f"{path}: holds object arrays, which only a pickle can load; this project never "
-                        "loads them from a .npz (write the dataset with realtime.extract)") from None
+        raise DataError(f"{path}: not a pickle-free dataset archive: it holds object arrays, which only a "
+                        "pickle can load, and this project never loads them (realtime.extract writes none)") from None
     except (OSError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: not a readable dataset archive ({exc})") from None
     return raw

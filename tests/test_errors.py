@@ -33,9 +33,10 @@ def test_extraction_names_a_missing_model_before_any_clip(tmp_path, capsys, work
 
     clips = tmp_path / "clips"
     clips.mkdir()
-    (clips / "a.mp4").write_bytes(b"")
+    for name in ("a", "b", "c"):
+        (clips / f"{name}.mp4").write_bytes(b"")
     labels = tmp_path / "labels.csv"
-    labels.write_text("path,label,split\na.mp4,1.0,train\n")
+    labels.write_text("path,label,split\na.mp4,1.0,train\nb.mp4,0.5,valid\nc.mp4,-1.0,test\n")
     code = main(["--videos", str(clips), "--labels", str(labels), "--out", str(tmp_path / "f.npz"), "--quiet",
                  "--workers", str(workers), "--whisper-model", str(tmp_path / "no-such-whisper")])
     lines = capsys.readouterr().err.strip().splitlines()
