@@ -118,11 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads < 1:
         print(f"error: --threads must be at least 1, got {args.threads}", file=sys.stderr)
         return 2
-    from realtime.outputs import folder_problem
+    from realtime.outputs import writable_problem
 
-    problem = "it is a folder; give a file name" if args.json.is_dir() else folder_problem(args.json)
-    if problem is None and args.json.exists() and not os.access(args.json, os.W_OK):
-        problem = "permission denied"
+    problem = writable_problem(args.json)
     if problem:  # known before minutes of measuring, not after
         print(f"error: cannot write --json '{args.json}': {problem}", file=sys.stderr)
         return 2

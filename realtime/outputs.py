@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -66,11 +67,17 @@ def output_names(files: list[Path]) -> dict[Path, str]:
     return names
 
 
+_HOST = socket.gethostname().replace("/", "_")
+_WRITER = f"{_HOST}-{os.getpid()}"
+"""What a temporary's name says of its writer (``.NAME.tmp-HOST-PID``): a clean-up on another
+machine sharing the folder sees that the process is not one of its own."""
+
+
 def write_atomic(path: Path, text: str | bytes) -> None:
     """Write ``text`` (or bytes) to ``path`` whole: a temporary file in the same folder,
     fsynced, then renamed over ``path`` (a crash leaves the old file or the new one, never half)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp-{_WRITER}")
     try:
         with (tmp.open("wb") if isinstance(text, bytes) else tmp.open("w", encoding="utf-8")) as fh:
             fh.write(text)
@@ -82,11 +89,17 @@ def write_atomic(path: Path, text: str | bytes) -> None:
         raise OutputError(f"cannot write '{path}': {exc.strerror}") from None
 
 
+def _unresolved(path: Path) -> Path:
+    """``path`` made absolute as the kernel will walk it: ``..`` and links left in place
+    (``os.path.abspath`` would fold ``link/..`` lexically, to another folder than the kernel's)."""
+    return Path(path) if Path(path).is_absolute() else Path.cwd() / path
+
+
 def folder_problem(path: Path) -> str | None:
     """Why no file can be made at ``path`` for want of a folder, or None. Its folder may be
     missing (a run makes it, and removes it again if it ends with nothing in it), but the
     nearest part of it that exists must be a folder this user can write in."""
-    probe = Path(os.path.abspath(path)).parent
+    probe = _unresolved(path).parent
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if not probe.is_dir():
@@ -96,24 +109,39 @@ def folder_problem(path: Path) -> str | None:
     return None
 
 
+def writable_problem(path: Path) -> str | None:
+    """Why no file can be written at ``path``, or None: a folder there, a folder problem
+    (``folder_problem``), or a file this user cannot write."""
+    path = Path(path)
+    if path.is_dir():
+        return "it is a folder; give a file name"
+    problem = folder_problem(path)
+    if problem is None and path.exists() and not os.access(path, os.W_OK):
+        problem = "permission denied"
+    return problem
+
+
 STALE_AFTER = 3600.0
-"""Seconds after which a temporary ``write_atomic`` left is stale whoever wrote it (a writer
-on another machine sharing the folder, whose process this machine cannot see)."""
+"""Seconds after which a temporary ``write_atomic`` left is stale whoever wrote it: the only
+sign of a writer on another machine sharing the folder, whose process this one cannot see."""
 
 
 def remove_stale_temporaries(folder: Path, pattern: str) -> list[Path]:
     """Remove the temporaries ``write_atomic`` left in ``folder`` (``pattern``: the glob of
-    their names, ``.NAME.tmp-PID``) whose writer is gone: its process no longer runs here, or
-    the file is over ``STALE_AFTER`` seconds old. A temporary of a live writer (another run
-    filling the same cache now) is kept, so its rename still finds it. Returns those removed."""
+    their names, ``.NAME.tmp-HOST-PID``) whose writer is gone: a process of this machine
+    that no longer runs, or a file over ``STALE_AFTER`` seconds old. A temporary of a live
+    writer (another run filling the same cache now, here or on another machine) is kept, so
+    its rename still finds it. Names without a host (``.NAME.tmp-PID``, older versions) are
+    taken for this machine's. Returns those removed."""
     removed = []
     for path in Path(folder).glob(pattern):
-        pid = path.name.rpartition(".tmp-")[2]
+        host, _, pid = path.name.rpartition(".tmp-")[2].rpartition("-")
         try:
             old = time.time() - path.stat().st_mtime > STALE_AFTER
         except FileNotFoundError:
             continue  # renamed by its writer meanwhile
-        if old or not (pid.isdigit() and _running(int(pid))):
+        here = host in ("", _HOST)
+        if old or (here and not (pid.isdigit() and _running(int(pid)))):
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
@@ -153,6 +181,21 @@ def end_torn_line(path: Path) -> bool:
     return True
 
 
+def make_folders(folder: Path) -> list[Path]:
+    """Make ``folder`` and any missing folder above it, top down, as the kernel walks the
+    path; returns those this call made (one another process made meanwhile is not ours)."""
+    made = []
+    full = _unresolved(folder)
+    for part in [*reversed(full.parents), full]:
+        if not part.exists():
+            try:
+                part.mkdir()
+            except FileExistsError:
+                continue
+            made.append(part)
+    return made
+
+
 class OutputLocks:
     """Advisory locks on a run's outputs, held until ``release`` (a context manager).
 
@@ -177,10 +220,8 @@ class OutputLocks:
         problem = folder_problem(path)
         if problem:
             raise OutputError(f"cannot write {label} '{path}': {problem}")
-        missing = [folder for folder in Path(os.path.abspath(path)).parents if not folder.exists()]
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._folders.update(missing)
+            self._folders.update(make_folders(path.parent))
             fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
         except OSError as exc:
             raise OutputError(f"cannot write {label} '{path}': {exc.strerror}") from None

@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 
 from models import safejson
-from realtime.outputs import OutputError, end_torn_line, folder_problem
+from realtime.outputs import OutputError, end_torn_line, writable_problem
 from realtime.types import Estimate
 
 logger = logging.getLogger(__name__)
@@ -110,16 +110,13 @@ def check_output(path: str | Path, mode: str = "refuse") -> None:
         raise OutputError(f"--out '{path}': use a .jsonl or .csv file name")
     if path.exists() and mode == "refuse" and path.stat().st_size > 0:
         raise OutputError(f"--out '{path}' exists; pass --overwrite or --append")
-    problem = folder_problem(path)
+    problem = writable_problem(path)
     if problem:
         raise OutputError(f"cannot write --out '{path}': {problem}")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise OutputError(f"cannot write --out '{path}': permission denied")
 
 
 def make_sink(path: str | Path, mode: str = "refuse") -> Sink:
-    path = Path(path)
-    check_output(path, mode)
+    path = Path(path)  # each sink checks it (``check_output``) as it opens
     return CsvSink(path, mode) if path.suffix.lower() == ".csv" else JsonlSink(path, mode)
 
 

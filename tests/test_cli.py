@@ -166,7 +166,8 @@ def test_missing_output_folders_are_made_and_a_refused_run_leaves_none(component
     refused once its outputs are held (here: no GPU for --device cuda) removes what it made."""
     new = tmp_path / "new"
     outputs = ("--out", new / "a" / "r.jsonl", "--summary", new / "b" / "s.json", "--plot", new / "c" / "p.png")
-    ran = run_main(None, capsys, caplog, "--source", EXAMPLE, *outputs, "--device", "cuda")
+    through = ("--out", new / "x" / ".." / "a" / "r.jsonl", *outputs[2:])  # the kernel makes x too
+    ran = run_main(None, capsys, caplog, "--source", EXAMPLE, *through, "--device", "cuda")
     if ran.returncode == 0:
         pytest.skip("a CUDA GPU is present here")
     assert ran.returncode == 2 and not new.exists(), sorted(map(str, tmp_path.rglob("*")))
