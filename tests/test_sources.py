@@ -1,6 +1,7 @@
 """Sources and feature workers on real decoded media."""
 
 import dataclasses
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -119,17 +120,32 @@ def test_missing_file(tmp_path):
         probe(tmp_path / "absent.mp4")
 
 
-def test_truncated_files(media, caplog):
+def test_truncated_files(media, caplog, tmp_path):
     with pytest.raises(MediaError, match="truncated"):
         probe(media["truncated"])
     frames, chunks = split(media["truncated_mkv"])
     assert len(frames) > 5 and chunks  # half a Matroska file still decodes its first half
-    # and says that it ended early, where a whole file does not
-    cut, whole = FileSource(media["truncated_mkv"]), FileSource(media["video_no_audio"])
-    list(cut), list(whole)
+    # and says that it ended early, where a whole file does not: nor slides at a frame every
+    # 2 s, whose last frame starts 2 s before the end
+    import av
+
+    slides = tmp_path / "slides.mp4"
+    with av.open(str(slides), "w") as out:
+        stream = out.add_stream("libx264", rate=Fraction(1, 2))
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(6):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 40 * i, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    cut = FileSource(media["truncated_mkv"])
+    wholes = [FileSource(media["video_no_audio"]), FileSource(slides), FileSource(EXAMPLE)]
+    for source in (cut, *wholes):
+        list(source)
     end, declared = cut.ended_early
     assert end < declared - 1.0 and "cut short" in caplog.text
-    assert whole.ended_early is None
+    assert [w.ended_early for w in wholes] == [None, None, None]
 
 
 def test_acoustic_features_do_not_depend_on_chunking():
@@ -483,3 +499,5 @@ def test_the_commit_option_picks_the_transcriber_and_an_unknown_one_is_refused()
     assert type(SegmentTranscriber(None, ASROptions.for_files())) is SegmentTranscriber
     with pytest.raises(ValueError, match="'sentences'"):
         StreamingTranscriber(None, ASROptions(commit="sentences"))
+    with pytest.raises(ValueError, match="commits by 'agreement', the options by 'segments'"):
+        AgreementTranscriber(None, ASROptions.for_files())

@@ -95,6 +95,19 @@ def _scaled_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     return max(2, int(round(width * scale / 2)) * 2), max(2, int(round(height * scale / 2)) * 2)
 
 
+def _declared_end(container, streams: list, origin: float) -> float | None:
+    """Where the streams read should end, by the container's word (seconds from ``origin``):
+    their own declared ends; else, when they are its only audio and video, the container's
+    length; else None (another track, longer or shorter, would make that length no measure)."""
+    ends = [float((s.start_time or 0) + s.duration) * float(s.time_base) - origin
+            for s in streams if s.duration is not None and s.time_base is not None]
+    if ends:
+        return max(ends)
+    if container.duration and len(container.streams.video) + len(container.streams.audio) == len(streams):
+        return (container.start_time or 0) / 1e6 + container.duration / 1e6 - origin
+    return None
+
+
 ENDED_EARLY = 1.0
 """Seconds short of its declared length (and 5 % of it) at which a file is said to end early."""
 
@@ -153,12 +166,15 @@ class FileSource:
             next_video_t = -math.inf
             chunk = int(round(opts.audio_chunk * AUDIO_RATE))
             size = _scaled_size(info.width, info.height, opts.max_side) if video is not None else None
+            frame_step = 1.0 / float(video.average_rate) if video is not None and video.average_rate else 0.0
+            read_end = 0.0  # where what was read ends: a frame's end, the last audio sample
 
             for packet in self._packets(container, streams):
                 for frame in self._decode(packet):
                     t = (float(frame.time) if frame.time is not None else 0.0) - origin
                     if isinstance(frame, av.VideoFrame):
                         self.end_time = max(self.end_time, t)
+                        read_end = max(read_end, t + frame_step)
                         if frame.is_corrupt:  # concealed damage: its pixels are not the scene
                             self._damaged(t)
                             continue
@@ -195,11 +211,12 @@ class FileSource:
                 self.end_time = max(self.end_time, audio_t0 + samples_out / AUDIO_RATE)
             if audio is not None and samples_out == 0:
                 logger.warning("'%s': its audio stream holds no audio; running without audio and text", info.path)
-            declared = info.duration
-            if declared and declared - self.end_time > max(ENDED_EARLY, 0.05 * declared):
-                self.ended_early = (self.end_time, declared)
+            declared = _declared_end(container, [s for s in (video, audio) if s is not None], origin)
+            read_end = max(read_end, self.end_time)
+            if declared and declared - read_end > max(ENDED_EARLY, 0.05 * declared):
+                self.ended_early = (read_end, declared)
                 logger.warning("'%s': the media ends at %.1f s of the %.1f s its container declares (a file "
-                               "cut short?); keeping what was read", info.path, self.end_time, declared)
+                               "cut short?); keeping what was read", info.path, read_end, declared)
             if video is not None and next_video_t == -math.inf:
                 logger.warning("'%s': its video stream holds no frames; running without face", info.path)
         finally:
