@@ -122,7 +122,7 @@ def load_dataset(path: str | Path, splits: tuple[str, ...] = SPLITS) -> Dataset:
         return dataset_from_dict(read_npz(path), splits=splits, source=str(path))
     if path.suffix.lower() not in PICKLE_SUFFIXES:  # never unpickle a file that does not say it is one
         raise DataError(f"{path}: a dataset is a .npz (python -m realtime.extract writes one) or an MMSA "
-                        "feature pickle (.pkl)")
+                        "feature pickle (.pkl or .pickle)")
     # MMSA's feature files are pickles and researchers have them; loading one runs any
     # code it holds, so say which file is trusted, before it is opened (issue 17)
     logger.warning("'%s' is a pickle: loading it runs any code it holds; trusting it as an MMSA dataset "
@@ -163,23 +163,31 @@ def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> Path:
 
 
 def read_npz(path: Path) -> dict:
-    """The MMSA-style dict of a .npz written by save_dataset; no pickles are loaded."""
-    if not zipfile.is_zipfile(path):  # np.load would take it for a pickle and say so
-        raise DataError(f"{path}: not a NumPy archive (a .npz is a zip of arrays)")
+    """The MMSA-style dict of a .npz written by save_dataset; no pickles are loaded. The file
+    is opened here and closed whatever happens (np.load left a damaged archive's open)."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            raw: dict = {}
-            for key in z.files:
-                if key == "meta":
-                    raw["meta"] = json.loads(str(z[key]))
-                    continue
-                split, _, field_name = key.partition(".")
-                raw.setdefault(split, {})[field_name] = z[key]
-    except ValueError:  # object arrays need pickles: refused (numpy's message offers to load them anyway)
-        raise DataError(f"{path}: not a pickle-free dataset archive: it holds object arrays, which only a "
-                        "pickle can load, and this project never loads them (realtime.extract writes none)") from None
-    except (OSError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: not a readable dataset archive ({exc})") from None
+        fh = open(path, "rb")
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read it ({exc.strerror})") from None
+    with fh:
+        if fh.read(4) not in (b"PK\x03\x04", b"PK\x05\x06"):  # np.load would take it for a pickle, and say so
+            raise DataError(f"{path}: not a NumPy archive (a .npz is a zip of arrays)")
+        fh.seek(0)
+        try:
+            with np.load(fh, allow_pickle=False) as z:
+                raw: dict = {}
+                for key in z.files:
+                    if key == "meta":
+                        raw["meta"] = json.loads(str(z[key]))
+                        continue
+                    split, _, field_name = key.partition(".")
+                    raw.setdefault(split, {})[field_name] = z[key]
+        except (OSError, zipfile.BadZipFile, json.JSONDecodeError) as exc:  # (the last is a ValueError too)
+            raise DataError(f"{path}: not a readable dataset archive ({exc})") from None
+        except ValueError:  # object arrays need pickles: refused (numpy's message offers to load them anyway)
+            raise DataError(f"{path}: not a pickle-free dataset archive: it holds object arrays, which only a "
+                            "pickle can load, and this project never loads them (realtime.extract writes "
+                            "none)") from None
     return raw
 
 

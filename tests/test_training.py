@@ -125,10 +125,14 @@ def _broken_variants(tmp_path, synthetic_pickle):
     text_npz.write_text("hello")
     object_npz = tmp_path / "objects.npz"
     np.savez(object_npz, **{"train.id": np.array([{"a": 1}], dtype=object)})
+    half_npz = tmp_path / "half.npz"  # a copy cut short: a zip, but not a whole one
+    np.savez(half_npz, **{"train.text": np.zeros((50, 8, 4), np.float32)})
+    half_npz.write_bytes(half_npz.read_bytes()[: half_npz.stat().st_size // 2])
     return {
+        "not a readable dataset archive": half_npz,
         "a dataset is a .npz": video,
         "not a NumPy archive": text_npz,
-        "holds object arrays": object_npz,
+        "it holds object arrays": object_npz,
         "lacks key 'audio'": _write(tmp_path / "no_audio.pkl", no_audio),
         "'vision' should have 3 dimensions": _write(tmp_path / "shape.pkl", bad_shape),
         "NaN values": _write(tmp_path / "nan.pkl", nan),
