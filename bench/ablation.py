@@ -318,6 +318,16 @@ def _number(value) -> float:
     return float("nan") if value is None else float(value)
 
 
+def _spread(values: np.ndarray, digits: int, signed: bool = False) -> str:
+    """Mean ± spread of the seeds' values where the metric is defined (NaN where it is not,
+    e.g. Corr on a constant prediction), saying how many had it when some did not."""
+    known = values[np.isfinite(values)]
+    if not len(known):
+        return "n/a"
+    text = f"{known.mean():{'+' if signed else ''}.{digits}f} ± {known.std():.{digits}f}"
+    return text if len(known) == len(values) else f"{text} ({len(known)} of {len(values)} seeds)"
+
+
 def _mean_text(values: list, digits: int) -> str:
     """The mean of the values that exist, or "n/a" if none does."""
     known = [v for v in values if v is not None]
@@ -405,7 +415,7 @@ def _mean_table(runs: list[dict], variants: list[str], columns: tuple[Column, ..
             for rate in RATES:
                 for c in columns:
                     v = c.scale * np.array([_number(r["test"][f"{rate:.1f}"][c.key]) for r in chosen])
-                    cells.append(f"{v.mean():.{c.digits}f} ± {v.std():.{c.digits}f}")
+                    cells.append(_spread(v, c.digits))
             lines.append(f"| {name} | {role} | " + " | ".join(cells) + " |")
     return lines
 
@@ -427,7 +437,7 @@ def _paired_table(runs: list[dict], variants: list[str], columns: tuple[Column, 
                 for c in columns:
                     diff = c.scale * np.array([_number(r["test"][key][c.key])
                                                - _number(base[r["seed"]]["test"][key][c.key]) for r in chosen])
-                    cells.append(f"{diff.mean():+.{digits}f} ± {diff.std():.{digits}f}")
+                    cells.append(_spread(diff, digits, signed=True))
             lines.append(f"| {name} | {role} | " + " | ".join(cells) + " |")
     return lines
 

@@ -90,11 +90,9 @@ def _check_args(args: argparse.Namespace) -> None:
                                                                                  args.pace == "realtime")):
             if given:
                 raise UsageError(f"{flag} is not available with --engine ray")
-    elif args.workers < 1:
-        raise UsageError(f"--workers must be at least 1, got {args.workers}")
     elif args.workers != 1:
-        raise UsageError("--workers: a run on this machine uses one worker; several need --engine ray "
-                         "(with a folder as --source)")
+        raise UsageError(f"--workers {args.workers}: a run on this machine has one worker; several need "
+                         "--engine ray (with a folder as --source)")
     if args.duration is not None:
         seconds_option("--duration", args.duration, 0.1, DURATION_MAX)
     if args.summary and (problem := folder_problem(Path(args.summary))):
@@ -198,7 +196,6 @@ def _report(summary, args, done: list, locks=None, plot: Path | None = None) -> 
     if args.plot and plot is not None:
         from realtime.plot import draw_run
 
-        plot.parent.mkdir(parents=True, exist_ok=True)
         draw_run(summary.records, plot, title=summary.source)
         if locks is not None:
             locks.keep(plot)
@@ -376,7 +373,7 @@ def _run(args: argparse.Namespace, components: Components | None) -> int:
     locks = OutputLocks()
     try:
         _check_args(args)
-        if components is not None and args.window is not None:  # models loaded before: cut its windows
+        if components is not None:  # models loaded before: windows of --window (or the checkpoint's)
             components = dataclasses.replace(components, engine=components.engine.with_window(args.window))
         live = camera_index(args.source) is not None
         source = Path(args.source)

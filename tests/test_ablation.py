@@ -139,3 +139,14 @@ def test_the_edges_figure_on_a_corpus_draws_complete_windows_by_emotion(corpus, 
                 # every window holds all three channels: six edges that sum to 1
                 assert weights.shape == (12, 6) and np.allclose(weights.sum(1), 1, atol=1e-5)
             assert (edges[f"{name}.classes"] >= 0).all()
+
+
+def test_a_metric_undefined_for_some_seeds_is_averaged_over_the_others():
+    import numpy as np
+
+    from bench.ablation import _spread
+
+    assert _spread(np.array([0.5, 0.7]), 2) == "0.60 ± 0.10"
+    assert _spread(np.array([0.5, np.nan, 0.7]), 2) == "0.60 ± 0.10 (2 of 3 seeds)"
+    assert _spread(np.array([-0.2, -0.4]), 1, signed=True) == "-0.3 ± 0.1"
+    assert _spread(np.array([np.nan]), 2) == "n/a"

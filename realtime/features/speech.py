@@ -236,18 +236,22 @@ class StreamingTranscriber:
     makes the kind ``options.commit`` names: ``AgreementTranscriber`` (live) or
     ``SegmentTranscriber`` (files)."""
 
+    commit = ""
+    """The ``ASROptions.commit`` this kind serves."""
     drops_loops = False
     """Whether a segment that compresses like a decoding loop is dropped (``LOOP_RATIO``)."""
 
     def __new__(cls, model=None, options: ASROptions = ASROptions()):
         if cls is StreamingTranscriber:
-            kinds = {"agreement": AgreementTranscriber, "segments": SegmentTranscriber}
+            kinds = {kind.commit: kind for kind in (AgreementTranscriber, SegmentTranscriber)}
             if options.commit not in kinds:
                 raise ValueError(f"ASROptions.commit must be one of {sorted(kinds)}, got {options.commit!r}")
             cls = kinds[options.commit]
         return super().__new__(cls)
 
     def __init__(self, model, options: ASROptions = ASROptions()):
+        if options.commit != self.commit:
+            raise ValueError(f"{type(self).__name__} commits by {self.commit!r}, the options by {options.commit!r}")
         self.model = model
         self.options = options
         self.reset()
@@ -417,6 +421,8 @@ class AgreementTranscriber(StreamingTranscriber):
     """Live: every step reads the whole buffer again and commits the words two consecutive
     reads agree on (as whisper_streaming's OnlineASRProcessor does), or that silence follows."""
 
+    commit = "agreement"
+
     def ready(self) -> bool:
         return self._new >= self.options.min_chunk * AUDIO_RATE
 
@@ -533,6 +539,7 @@ class SegmentTranscriber(StreamingTranscriber):
     decoded about once). Reads take no prompt: on 25 s reads, prompted Whisper looped on it
     (",000 ,000 ...", then every later step) and skipped speech that repeated it."""
 
+    commit = "segments"
     drops_loops = True
 
     def ready(self) -> bool:
