@@ -11,6 +11,7 @@ no display; the colours are the GUI's.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -78,8 +79,12 @@ def draw_run(records: list[dict], path: str | Path, title: str = "", width: int 
         if not records:
             painter.drawText(QRectF(0, 0, width, height), Qt.AlignmentFlag.AlignCenter, "no windows in this run")
             return _save(image, painter, path)
-        t0 = min(r["t_start"] for r in records)
-        t1 = max(r["t_end"] for r in records)
+        # each window is one column, ending at the window's end: the axis starts where the first
+        # column does (the first window needs a whole window of media, so nothing comes before)
+        ends = [r["t_end"] for r in records]
+        hop = min((b - a for a, b in zip(ends, ends[1:]) if b > a),
+                  default=max(ends[0] - records[0]["t_start"], 1e-6))
+        t0, t1 = min(ends) - hop, max(ends)
         span = max(t1 - t0, 1e-6)
 
         def x_of(t: float) -> float:
@@ -95,8 +100,6 @@ def draw_run(records: list[dict], path: str | Path, title: str = "", width: int 
         # 1. stacked emotion probabilities, one column per window (drawn at the window's end)
         top, bottom = bands["emotions"]
         names = next((list(r["emotions"]) for r in records if r.get("emotions")), [])
-        ends = [r["t_end"] for r in records]
-        hop = min((b - a for a, b in zip(ends, ends[1:]) if b > a), default=span)
         if names:
             for r in records:
                 probs = r.get("emotions") or {}
@@ -135,8 +138,8 @@ def draw_run(records: list[dict], path: str | Path, title: str = "", width: int 
         mid = (top + bottom) / 2
         painter.drawLine(QPointF(left, mid), QPointF(right, mid))
 
-        def y_of(v: float) -> float:
-            return mid - max(-3.0, min(3.0, v)) / 3.0 * (bottom - top) / 2
+        def y_of(v: float) -> float:  # +-3 a little inside the frame, where a line there shows
+            return mid - max(-3.0, min(3.0, v)) / 3.0 * 0.92 * (bottom - top) / 2
 
         for channel, colour in CHANNEL_COLOURS.items():
             points = [(r["t_end"], r["channels"][channel]["sentiment"]) for r in records
@@ -171,17 +174,27 @@ def draw_run(records: list[dict], path: str | Path, title: str = "", width: int 
 
         # time axis
         painter.setPen(QColor("#333"))
-        ticks = 10
-        for k in range(ticks + 1):
-            t = t0 + span * k / ticks
+        step = tick_step(span)
+        for k in range(math.ceil(t0 / step - 1e-9), math.floor(t1 / step + 1e-9) + 1):
+            t = k * step
             x = x_of(t)
             painter.drawLine(QPointF(x, bottom + 2), QPointF(x, bottom + 6))
-            painter.drawText(QRectF(x - 30, bottom + 8, 60, 16), Qt.AlignmentFlag.AlignCenter, f"{t:.1f}")
+            painter.drawText(QRectF(x - 30, bottom + 8, 60, 16), Qt.AlignmentFlag.AlignCenter, f"{t:g}")
         painter.drawText(QRectF(left, bottom + 24, right - left, 16), Qt.AlignmentFlag.AlignCenter, "time (s)")
         return _save(image, painter, path)
     finally:
         if painter.isActive():
             painter.end()
+
+
+def tick_step(span: float, most: int = 10) -> float:
+    """A round step (1, 2 or 5 times a power of ten) giving at most ``most`` intervals over ``span``."""
+    for exponent in range(math.floor(math.log10(max(span, 1e-9) / most)), 12):
+        for mantissa in (1, 2, 5):
+            step = mantissa * 10.0 ** exponent
+            if span / step <= most:
+                return step
+    return span
 
 
 def _polyline(painter, points, pen, polygon_type) -> None:

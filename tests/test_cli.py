@@ -289,7 +289,15 @@ def test_plot_draws_the_run(example_run, tmp_path):
     band = {image.pixelColor(x, y).name() for x in range(100, 1250, 7) for y in range(60, 300, 7)}
     lead = max(records[len(records) // 2]["emotions"].items(), key=lambda kv: kv[1])[0]
     assert QColor(EMOTION_COLOURS[lead]).name() in band
+    # the time axis starts with the first window's column: no blank stretch before it
+    assert image.pixelColor(92, 200).name() != "#ffffff"
     assert draw_run([], tmp_path / "empty.png").is_file(), "a run without windows still gets a picture"
+
+
+def test_time_ticks_are_round():
+    from realtime.plot import tick_step
+
+    assert [tick_step(s) for s in (0.3, 7, 18.5, 22.5, 300, 1800)] == [0.05, 1, 2, 5, 50, 200]
 
 
 @pytest.mark.slow
