@@ -121,6 +121,10 @@ class Run:
         self.pipeline.shutdown()
 
 
+_GAPS_WARNED: set[tuple[float, float]] = set()
+"""(hop, window) pairs whose gaps this process has warned of."""
+
+
 def build_run(components: Components, feed: Feed, options: RunOptions = RunOptions(),
               on_estimate: Callable[[Estimate], None] | None = None,
               on_face: Callable[[VideoFrame, FaceFrame], None] | None = None,
@@ -135,7 +139,8 @@ def build_run(components: Components, feed: Feed, options: RunOptions = RunOptio
     from realtime.pipeline import Pipeline, PipelineOptions
 
     window = components.engine.spec.window
-    if options.hop > window + 1e-9:
+    if options.hop > window + 1e-9 and (options.hop, window) not in _GAPS_WARNED:  # once, not per file
+        _GAPS_WARNED.add((options.hop, window))
         logger.warning("--hop %g s is longer than the %g s window: %g s between windows is never analysed",
                        options.hop, window, options.hop - window)
     components.face.new_stream()  # the input's clock starts at 0 again

@@ -134,11 +134,17 @@ def test_a_file_cut_short_runs_as_far_as_it_goes_and_says_so(media, tmp_path, co
     assert len(warnings) == 1 and warnings[0].startswith("ended at") and "cut short" in ran.stderr
 
 
-def test_a_hop_longer_than_the_window_is_warned_of(tmp_path, components, capsys, caplog):
+def test_a_hop_longer_than_the_window_is_warned_of_once(tmp_path, components, capsys, caplog, monkeypatch):
+    import realtime.run
+
+    monkeypatch.setattr(realtime.run, "_GAPS_WARNED", set())
     out = tmp_path / "r.jsonl"
     ran = run_main(components, capsys, caplog, "--source", EXAMPLE, "--out", out, "--window", "2", "--hop", "3")
     assert ran.returncode == 0 and "1 s between windows is never analysed" in caplog.text
     assert [r["t_end"] - r["t_start"] for r in read_records(out)][:2] == [2.0, 2.0]
+    again = run_main(components, capsys, caplog, "--source", EXAMPLE, "--out", out, "--window", "2", "--hop", "3",
+                     "--overwrite")  # the next file of a folder run, say: warned already
+    assert again.returncode == 0 and "never analysed" not in caplog.text
 
 
 def test_folder_source(media, tmp_path, components, capsys, caplog):
