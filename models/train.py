@@ -330,21 +330,23 @@ def save_stage(out: Path, role: str, result: FitResult, dataset: Dataset, model_
     return path
 
 
-def check_out(out: Path, stage: str, overwrite: bool, resuming: bool = False) -> None:
+def check_out(out: Path, stage: str, overwrite: bool, resuming: bool = False, asked_to_resume: bool = False) -> None:
     """UsageError unless ``out`` can take this run's checkpoints: a folder (or a new path)
     where the stages to write do not exist yet, or ``overwrite``, or ``resuming`` the
-    interrupted run that wrote them; checked before training."""
+    interrupted run that wrote them; checked before training. An interrupted run is named
+    first: its finished stages are there too, and --overwrite would throw its epochs away."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out '{out}' is a file; name a folder (teacher/ and student/ go inside)")
     roles = {"both": ("teacher", "student")}.get(stage, (stage,))
     if not overwrite and not resuming:
-        existing = [role for role in roles if (out / role).exists()]
-        if existing:
-            raise UsageError(f"--out '{out}' already holds {' and '.join(existing)}/; pass --overwrite to replace "
-                             "it or choose another folder")
         if (out / RESUME_DIR / RUN_FILE).exists():
             raise UsageError(f"--out '{out}' holds an interrupted run ({RESUME_DIR}/); pass --resume to continue it "
                              "or --overwrite to start again")
+        existing = [f"{role}/" for role in roles if (out / role).exists()]
+        if existing:
+            done = ", finished: nothing to resume" if asked_to_resume else ""
+            raise UsageError(f"--out '{out}' already holds {' and '.join(existing)}{done}; pass --overwrite to "
+                             "replace it or choose another folder")
     if stage == "student" and not (out / "teacher").is_dir():
         raise UsageError(f"--stage student needs a trained teacher in '{out / 'teacher'}'")
 
@@ -365,7 +367,7 @@ def run(args: argparse.Namespace, ranks: Ranks = SINGLE) -> int:
     keep_state = args.resume or ranks.launched
     resuming = (args.resume or ranks.restarts > 0) and (resume_dir / RUN_FILE).is_file()
     if ranks.main:  # the other ranks never touch --out (on other machines it need not exist)
-        check_out(out, args.stage, args.overwrite, resuming)
+        check_out(out, args.stage, args.overwrite, resuming, asked_to_resume=args.resume)
     device = resolve_device(args.device)
     if ranks.launched:
         device = start(ranks, device, args.dist_timeout)

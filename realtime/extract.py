@@ -79,7 +79,12 @@ def read_labels(videos: Path, labels: Path) -> list[Clip]:
         with labels.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             columns = [c.strip() for c in (reader.fieldnames or [])]
-            rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+            rows = []
+            for row in reader:
+                if None in row:  # DictReader's key for the fields past the header's
+                    raise DataError(f"{labels} row {reader.line_num}: {len(columns) + len(row[None])} fields "
+                                    f"where the header has {len(columns)} (a stray comma, or ';' between fields?)")
+                rows.append({(k or "").strip(): (v or "").strip() for k, v in row.items()})
     except UnicodeDecodeError as exc:
         raise DataError(f"--labels '{labels}' is not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV") from None
     except csv.Error as exc:
@@ -90,23 +95,39 @@ def read_labels(videos: Path, labels: Path) -> list[Clip]:
     if set(MMSA_COLUMNS) <= set(columns):
         for i, row in enumerate(rows, start=2):
             path = videos / row["video_id"] / f"{row['clip_id']}.mp4"
-            split = SPLIT_NAMES.get(row.get("mode", "").lower()) if row.get("mode") else None
+            split = _split(labels, i, row.get("mode"))
             clips.append(_clip(labels, i, path, row["label"], split, row["video_id"], None))
     elif {"path", "label"} <= set(columns):
         for i, row in enumerate(rows, start=2):
             path = videos / row["path"]
-            split = None
-            if row.get("split"):
-                split = SPLIT_NAMES.get(row["split"].lower())
-                if split is None:
-                    raise DataError(f"{labels} row {i}: unknown split {row['split']!r} (train, valid or test)")
+            split = _split(labels, i, row.get("split"))
             rel = Path(row["path"])
             group = str(rel.parent) if str(rel.parent) != "." else rel.stem.rsplit("_", 1)[0]
             clips.append(_clip(labels, i, path, row["label"], split, group, row.get("class") or None))
     else:
         raise DataError(f"{labels}: needs columns 'path,label[,split][,class]' or MMSA's "
                         f"'video_id,clip_id,label,...,mode'; has {columns}")
+    first: dict[Path, int] = {}
+    for clip in clips:  # one clip in two rows (two splits, even) would leak training data into a test
+        seen = first.setdefault(clip.path.resolve(), clip.row)
+        if seen != clip.row:
+            raise DataError(f"{labels} row {clip.row}: '{clip.path}' is listed already, in row {seen}")
+    spellings: dict[str, str] = {}
+    for clip in clips:  # "Sad" and "sad" would be two classes
+        if clip.clip_class and spellings.setdefault(clip.clip_class.lower(), clip.clip_class) != clip.clip_class:
+            raise DataError(f"{labels} row {clip.row}: class {clip.clip_class!r} differs from "
+                            f"{spellings[clip.clip_class.lower()]!r} only in case; spell each class one way")
     return clips
+
+
+def _split(labels: Path, row: int, value: str | None) -> str | None:
+    """The split a row names (None: none named; assign_splits chooses by speaker)."""
+    if not value:
+        return None
+    split = SPLIT_NAMES.get(value.lower())
+    if split is None:
+        raise DataError(f"{labels} row {row}: unknown split {value!r} (train, valid or test)")
+    return split
 
 
 def _clip(labels: Path, row: int, path: Path, label: str, split, group: str, clip_class) -> Clip:
@@ -438,7 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--videos", required=True, help="folder of clips (paths in --labels are relative to it)")
     parser.add_argument("--labels", required=True,
                         help="UTF-8 CSV: MMSA's label.csv (video_id,clip_id,label,...,mode) or "
-                             "path,label[,split][,class] with labels in [-3, 3]")
+                             "path,label[,split][,class] with labels in [-3, 3]; without a split, clips are "
+                             "split by speaker: the path's folder, or the file name before its last '_'")
     parser.add_argument("--out", required=True,
                         help="features to write: a .npz file (pickle-free; read by models.train/evaluate)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")

@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from models.data import DataError
 from realtime.logs import NATIVE_NOISE
 from tests.conftest import EXIT_BOUND, run_main
 
@@ -136,6 +137,13 @@ def test_interrupted_extraction_resumes(extraction):
     ("path,label\nspk0/clip0.mp4,4.5\n", "row 2: label 4.5 is outside [-3, 3]"),
     ("path,label\nspk0/clip0.mp4,good\n", "row 2: label 'good' is not a number"),
     ("path,label\n", "no rows"),
+    ("path,label,split\nspk0/clip0.mp4,1,train,oops\n", "row 2: 4 fields where the header has 3"),
+    ("path;label\nspk0/clip0.mp4;-1,5\n", "row 2: 2 fields where the header has 1"),
+    ("path,label,split\nspk0/clip0.mp4,1,train\nspk1/clip1.mp4,1,valid\nspk0/../spk0/clip0.mp4,1,test\n",
+     "row 4: '"),
+    ("path,label,class\nspk0/clip0.mp4,-1,sad\nspk1/clip1.mp4,-1,Sad\n",
+     "row 3: class 'Sad' differs from 'sad' only in case"),
+    ("path,label,split\nspk0/clip0.mp4,1,training\n", "row 2: unknown split 'training'"),
 ])
 def test_bad_labels_one_line_errors(layout, tmp_path, content, fragment, capsys):
     clips, _ = layout
@@ -184,3 +192,7 @@ def test_mmsa_raw_layout(tmp_path):
     assert [c.group for c in clips] == ["vidA", "vidA", "vidB"]
     assert assign_splits(clips) == ["train", "valid", "test"]
     assert [c.label for c in clips] == [1.2, -0.8, 0.0]
+    # a mode MMSA does not use is an error, as a split column's is, not a silent hash split
+    labels.write_text(labels.read_text().replace(",train\n", ",training\n"))
+    with pytest.raises(DataError, match="row 2: unknown split 'training'"):
+        read_labels(tmp_path, labels)

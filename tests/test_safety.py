@@ -375,6 +375,19 @@ def test_train_options_are_checked_before_training(synthetic_pickle, tmp_path, c
     (tmp_path / "m" / "teacher" / "note").write_text("mine")
     code, err = train("--out", out, "--epochs", "1")
     assert code == 2 and "--overwrite" in err and (tmp_path / "m" / "teacher" / "note").read_text() == "mine"
+    assert "already holds teacher/;" in err
+    # finished: --resume has nothing to continue, and says so
+    (tmp_path / "m" / "student").mkdir()
+    code, err = train("--out", out, "--epochs", "1", "--resume")
+    assert code == 2 and "already holds teacher/ and student/, finished: nothing to resume" in err
+    # interrupted in its student stage (a finished teacher beside it): the way on is --resume,
+    # named before --overwrite, which would throw the finished epochs away
+    from models.distributed import RESUME_DIR, RUN_FILE
+
+    (tmp_path / "m" / RESUME_DIR).mkdir()
+    (tmp_path / "m" / RESUME_DIR / RUN_FILE).write_text("{}")
+    code, err = train("--out", out, "--epochs", "1")
+    assert code == 2 and "holds an interrupted run (resume/); pass --resume to continue it" in err
 
 
 def test_train_threads_option_sets_torchs_threads(synthetic_pickle, tmp_path, capsys):
