@@ -444,9 +444,9 @@ def _start_or_resume(resume_dir: Path, resuming: bool, identity: dict) -> list[s
     if resuming:
         doc = read_run_file(resume_dir)
         assert doc is not None
-        differ = [k for k in identity if comparable(identity[k]) != doc["identity"].get(k)]
+        differ = _differences(doc["identity"], {k: comparable(v) for k, v in identity.items()})
         if differ:
-            raise UsageError(f"{resume_dir}: the interrupted run had other settings ({', '.join(differ)}); "
+            raise UsageError(f"{resume_dir}: the interrupted run had other settings ({'; '.join(differ)}); "
                              "rerun it as it was, or pass --overwrite without --resume to start again")
         done = [role for role in doc.get("done", []) if role in ("teacher", "student")]
         logger.info("resuming the interrupted run in %s (finished: %s)", resume_dir, ", ".join(done) or "none")
@@ -454,6 +454,21 @@ def _start_or_resume(resume_dir: Path, resuming: bool, identity: dict) -> list[s
     shutil.rmtree(resume_dir, ignore_errors=True)  # an earlier run's, which --overwrite replaces
     write_run_file(resume_dir, {"identity": identity, "done": []})
     return []
+
+
+def _differences(then: dict, now: dict) -> list[str]:
+    """The settings that differ, each as "name: then -> now" (a section's own keys named:
+    "train.epochs: 30 -> 12", not "train")."""
+    out = []
+    for key in now:
+        a, b = then.get(key), now[key]
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{key}.{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        else:
+            out.append(f"{key}: {a!r} -> {b!r}")
+    return out
 
 
 def _finish_stage(resume_dir: Path, role: str) -> None:

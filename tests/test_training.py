@@ -189,3 +189,15 @@ def test_metrics_match_hand_computed_values():
     # one sample, or a prediction that never moves, has no correlation: NaN (null in JSON), not 0
     assert np.isnan(regression_metrics(pred[:1], truth[:1])["Corr"])
     assert np.isnan(regression_metrics(np.zeros(6), truth)["Corr"])
+
+
+def test_a_resume_with_other_settings_names_each_one(tmp_path):
+    from models.errors import UsageError
+    from models.train import _start_or_resume
+
+    settings = {"data": "/d.npz", "stage": "both", "seed": 0, "train": {"epochs": 30, "lr": 0.001}}
+    assert _start_or_resume(tmp_path / "resume", False, settings) == []
+    changed = {**settings, "seed": 1, "train": {"epochs": 12, "lr": 0.001}}
+    with pytest.raises(UsageError, match=r"\(seed: 0 -> 1; train\.epochs: 30 -> 12\)"):
+        _start_or_resume(tmp_path / "resume", True, changed)
+    assert _start_or_resume(tmp_path / "resume", True, settings) == []  # as it was: resumes
