@@ -115,7 +115,8 @@ def stages_alone(video: Path, device: str = "auto", components=None) -> dict:
                 if asr.ready():
                     words.extend(asr.process_iter())
 
-        spent, _ = _timed_pass(video, speech, lambda: words.extend(asr.finish()))
+        with asr:
+            spent, _ = _timed_pass(video, speech, lambda: words.extend(asr.finish()))
         out["speech"] = round(spent / media, 4)
         out["speech_words"] = len(words)
         windows = word_windows(comps.engine, words, media)

@@ -82,10 +82,10 @@ def acoustic_ms_per_second(video: Path) -> dict:
     seconds = sum(len(c.samples) for c in chunks) / chunks[0].rate
 
     def run() -> None:
-        ex = AcousticExtractor()
-        for chunk in chunks:
-            ex.push(chunk)
-        ex.flush()
+        with AcousticExtractor() as ex:
+            for chunk in chunks:
+                ex.push(chunk)
+            ex.flush()
 
     ms = _median_ms(run, repeat=3, warmup=1)
     return {"acoustic_ms_per_audio_s": round(ms / seconds, 2)}
@@ -100,17 +100,17 @@ def speech_rtf(video: Path) -> dict:
     model = load_whisper(ASROptions())
     out = {}
     for name, options in (("file", ASROptions.for_files()), ("live", ASROptions())):
-        asr = StreamingTranscriber(model, options)
-        asr.insert_audio(AudioChunk(0.0, np.zeros(AUDIO_RATE, np.float32), AUDIO_RATE))
-        asr.process_iter()  # warm-up
-        asr = StreamingTranscriber(model, options)
-        started = time.perf_counter()
-        words = 0
-        for chunk in chunks:
-            asr.insert_audio(chunk)
-            if asr.ready():
-                words += len(asr.process_iter())
-        words += len(asr.finish())
+        with StreamingTranscriber(model, options) as asr:
+            asr.insert_audio(AudioChunk(0.0, np.zeros(AUDIO_RATE, np.float32), AUDIO_RATE))
+            asr.process_iter()  # warm-up
+        with StreamingTranscriber(model, options) as asr:
+            started = time.perf_counter()
+            words = 0
+            for chunk in chunks:
+                asr.insert_audio(chunk)
+                if asr.ready():
+                    words += len(asr.process_iter())
+            words += len(asr.finish())
         out[f"speech_rtf_{name}"] = round((time.perf_counter() - started) / seconds, 3)
         out[f"speech_words_{name}"] = words
     return out

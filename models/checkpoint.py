@@ -171,6 +171,10 @@ def config_problem(doc: dict) -> str | None:
     context = extractor.get("text_context", 0)
     if not (isinstance(context, int) and not isinstance(context, bool) and context >= 0):
         return f"feature_set.extractor.text_context must be a whole number of words, 0 or more, got {context!r}"
+    from realtime.features.acoustic import VOICINGS  # the extractor's own list; numpy only
+
+    if extractor.get("voicing", "level") not in VOICINGS:
+        return f"feature_set.extractor.voicing must be one of {', '.join(VOICINGS)}, got {extractor['voicing']!r}"
     if not isinstance(doc.get("provenance", {}), dict):
         return "'provenance' must be an object"
     return None

@@ -287,13 +287,19 @@ def extract_voice(folder: Path, spec, copies: int, seed: int, augment: int = 0,
     from, each normalised as its own stream. Validation and test speakers stay as recorded
     (levelled only: ``VoiceLevels``).
     """
-    from tqdm import tqdm
-
     from realtime.features.acoustic import AcousticExtractor
 
     rng = np.random.default_rng(seed)
     part = Part("A")
-    extractor = AcousticExtractor()
+    with AcousticExtractor(spec.acoustic_options()) as extractor:
+        _voice_streams(part, extractor, folder, spec, copies, rng, augment, levels)
+    return part
+
+
+def _voice_streams(part: Part, extractor, folder: Path, spec, copies: int, rng, augment: int,
+                   levels: VoiceLevels) -> None:
+    from tqdm import tqdm
+
     rate = extractor.options.rate
     for speaker, clips in tqdm(sorted(voice_clips(folder).items()), desc="voice", unit="speaker", leave=False):
         split = EMODB_SPLIT.get(speaker, "train")
@@ -311,7 +317,6 @@ def extract_voice(folder: Path, spec, copies: int, seed: int, augment: int = 0,
             factor = float(rng.uniform(0.85, 1.15))
             perturbed = [(emotion, path, levels.apply(_speed(y, factor), gains)) for emotion, path, y in audio]
             _speaker_windows(part, extractor, perturbed, split, 1, spec, rng, f"~speed{factor:.2f}")
-    return part
 
 
 def _speed(y: np.ndarray, factor: float) -> np.ndarray:

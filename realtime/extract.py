@@ -199,7 +199,7 @@ class ClipModels:
         asr = ASROptions(model_path=options.whisper_model, min_chunk=1e9, buffer_trim=1e9, threads=1,
                          beam_size=ASROptions.for_files().beam_size)
         self.face = FaceExtractor(FaceOptions(model_path=options.face_model))
-        self.acoustic = AcousticExtractor()
+        self.acoustic = AcousticExtractor(self.spec.acoustic_options())
         self.transcriber = StreamingTranscriber(load_whisper(asr), asr)
         self.text = TextEmbedder(self.spec.text_options(options.text_model), device=options.device)
 
@@ -207,6 +207,8 @@ class ClipModels:
         face, self.face = self.face, None
         if face is not None:
             face.close()
+        self.acoustic.close()
+        self.transcriber.close()
 
     def __enter__(self) -> ClipModels:
         return self
@@ -349,8 +351,12 @@ def read_cache(path: Path) -> dict | None:
     return out
 
 
-def cache_path(cache: Path, clip: Clip, text_encoder: str) -> Path:
+def cache_path(cache: Path, clip: Clip, text_encoder: str, voicing: str = "speech") -> Path:
+    """A clip's entry: its path, size and what its features depend on (a cache filled before
+    the voice detector, whose keys name no voicing, is extracted again)."""
     key = f"{clip.path.resolve()}:{clip.path.stat().st_size}:{text_encoder}"
+    if voicing != "level":
+        key += f":voicing={voicing}"
     key = hashlib.sha1(key.encode()).hexdigest()[:16]
     return cache / f"{key}.npz"
 
@@ -376,7 +382,8 @@ def run(args: argparse.Namespace) -> int:
     remove_stale_temporaries(cache, ".*.npz.tmp-*")
     for stale in cache.glob("*.npz.tmp"):  # the names of versions before write_atomic
         stale.unlink(missing_ok=True)
-    cached = [cache_path(cache, c, args.text_encoder) for c in clips]  # hashes each clip's path once
+    spec = FeatureSpec(text_encoder=args.text_encoder)  # what ClipModels extracts with
+    cached = [cache_path(cache, c, args.text_encoder, spec.voicing) for c in clips]  # hashes each path once
     todo = [(i, str(c.path)) for i, c in enumerate(clips) if read_cache(cached[i]) is None]
     logger.info("%d clips, %d cached, %d to extract", len(clips), len(clips) - len(todo), len(todo))
     failures: dict[int, str] = {}
@@ -397,7 +404,6 @@ def run(args: argparse.Namespace) -> int:
     for index, error in sorted(failures.items()):
         print(f"warning: skipped {clips[index].path} (row {clips[index].row}): {error}", file=sys.stderr)
 
-    spec = FeatureSpec(text_encoder=args.text_encoder)
     data: dict = {"meta": {"feature_set": FEATURE_SET_NAME, "extractor": spec.describe()["extractor"],
                            "source": str(labels), "class_names": sorted({c.clip_class for c in clips
                                                                          if c.clip_class})}}

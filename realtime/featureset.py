@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-from realtime.features.acoustic import ACOUSTIC_DIM
+from realtime.features.acoustic import ACOUSTIC_DIM, AcousticOptions
 from realtime.features.face import FACE_DIM
 from realtime.features.text import DEFAULT_TEXT_ENCODER, ENCODERS, LEGACY_TEXT_ENCODER, TextOptions, text_dim
 from realtime.windows import WindowSpec
@@ -35,6 +35,10 @@ class FeatureSpec:
     """Words of the same sentence before a window that the encoder reads with the window's
     words (realtime.windows.utterance_context). Feature sets that name none read 0: only
     the window's words, as before."""
+    voicing: str = "speech"
+    """Which acoustic frames count as voice (``AcousticOptions.voicing``): 'speech' (loud
+    enough and inside speech that Silero VAD found), or 'level' (loud enough: noise and music
+    counted as voice), which feature sets that name none used."""
 
     @property
     def dims(self) -> dict[str, int]:
@@ -47,6 +51,10 @@ class FeatureSpec:
     def text_options(self, model_path: str | None = None) -> TextOptions:
         """The text embedder's options for this feature set (its encoder and token count)."""
         return TextOptions(model_path=model_path, max_tokens=self.text_tokens, encoder=self.text_encoder)
+
+    def acoustic_options(self) -> AcousticOptions:
+        """The acoustic extractor's options for this feature set (its voicing)."""
+        return AcousticOptions(voicing=self.voicing)
 
     def with_window(self, window: float) -> FeatureSpec:
         return replace(self, window=window)
@@ -67,7 +75,8 @@ class FeatureSpec:
         return cls(window=float(ex.get("window", cls.window)), face_steps=int(steps.get("V", cls.face_steps)),
                    audio_steps=int(steps.get("A", cls.audio_steps)), text_tokens=int(steps.get("L", cls.text_tokens)),
                    text_encoder=str(ex.get("text_encoder") or _encoder_of_width(feature_set)),
-                   text_context=int(ex.get("text_context", 0)))  # checked by models.checkpoint
+                   text_context=int(ex.get("text_context", 0)),  # checked by models.checkpoint
+                   voicing=str(ex.get("voicing", "level")))
 
 
 def _encoder_of_width(feature_set: dict) -> str:

@@ -264,6 +264,8 @@ class Pipeline:
             if thread.is_alive():
                 logger.warning("thread %s did not stop within %.0f s", thread.name, self.options.join_timeout)
         self._threads = [t for t in self._threads if t.is_alive()]
+        if self.transcriber is not None and not any(t.name == "realtime-text" for t in self._threads):
+            self.transcriber.close()  # its voice detector; a straggling text worker keeps it
 
     def _start(self, name: str, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=target, name=f"realtime-{name}", daemon=True)

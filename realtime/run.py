@@ -144,7 +144,7 @@ def build_run(components: Components, feed: Feed, options: RunOptions = RunOptio
         logger.warning("--hop %g s is longer than the %g s window: %g s between windows is never analysed",
                        options.hop, window, options.hop - window)
     components.face.new_stream()  # the input's clock starts at 0 again
-    components.acoustic.reset()
+    components.acoustic.reset(components.engine.spec.voicing)  # the engine's own, if another's was loaded
     asr = ASROptions() if options.live else ASROptions.for_files()
     pipeline = Pipeline(PipelineOptions(**asdict(options)), components.engine, components.face, components.acoustic,
                         StreamingTranscriber(components.whisper, asr),

@@ -75,6 +75,7 @@ class Components:
         CTranslate2's Whisper, the words' encoder) now: left to finalizers at interpreter
         exit, a graph's close can hang."""
         self.face.close()
+        self.acoustic.close()
         self.engine.text.close()
         model = getattr(self.whisper, "model", None)
         if model is not None and getattr(model, "model_is_loaded", False):
@@ -185,7 +186,7 @@ def load_components(args: argparse.Namespace, live: bool = False) -> Components:
                              runtime="auto" if live else "torch")
     engine.warm_up()
     face = FaceExtractor(FaceOptions(model_path=args.face_model))
-    acoustic = AcousticExtractor()
+    acoustic = AcousticExtractor(spec.acoustic_options())
     acoustic.warm_up()
     asr = ASROptions(model_path=args.whisper_model)
     whisper = load_whisper(dataclasses.replace(asr, threads=LIVE_THREADS) if live else asr)

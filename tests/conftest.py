@@ -80,6 +80,9 @@ def media(tmp_path_factory) -> dict[str, Path]:
     out["silence"] = folder / "silence.mp4"
     write_av(out["silence"], np.zeros_like(audio), moving_face(image, centre, n, 10, (320, 240)), fps=10,
              size=(320, 240))
+    out["noise"] = folder / "noise.mp4"  # the smiling face over loud white noise: no voice in it
+    noise = np.random.default_rng(0).standard_normal(len(audio)).astype(np.float32) * 0.1
+    write_av(out["noise"], noise, moving_face(image, centre, n, 10, (320, 240)), fps=10, size=(320, 240))
     out["not_media"] = folder / "notes.mp4"
     out["not_media"].write_text("this is not a video\n" * 50)
     out["empty"] = folder / "empty.mp4"
@@ -232,13 +235,29 @@ def in_file_steps(model, stream: list) -> list:
     """Every word a file-mode transcriber over ``model`` commits for ``stream``."""
     from realtime.features.speech import ASROptions, StreamingTranscriber
 
-    asr = StreamingTranscriber(model, ASROptions.for_files())
-    words = []
-    for chunk in stream:
-        asr.insert_audio(chunk)
-        if asr.ready():
-            words += asr.process_iter()
-    return words + asr.finish()
+    with StreamingTranscriber(model, ASROptions.for_files()) as asr:
+        words = []
+        for chunk in stream:
+            asr.insert_audio(chunk)
+            if asr.ready():
+                words += asr.process_iter()
+        return words + asr.finish()
+
+
+@pytest.fixture
+def transcribers():
+    """``make(model, options)``: a StreamingTranscriber, closed when the test ends."""
+    from realtime.features.speech import StreamingTranscriber
+
+    made = []
+
+    def make(model, options):
+        made.append(StreamingTranscriber(model, options))
+        return made[-1]
+
+    yield make
+    for asr in made:
+        asr.close()
 
 
 def read_records(path: Path) -> list[dict]:

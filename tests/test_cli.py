@@ -88,6 +88,7 @@ def test_bad_input_one_line_errors(media, tmp_path, capsys, caplog, bad_checkpoi
     ("audio_only_wav", "audio", "face"),
     ("no_face", "audio", "face"),
     ("silence", "face", "audio"),
+    ("noise", "face", "audio"),
 ])
 def test_runs_on_the_modalities_it_has(media, tmp_path, key, present, absent, components, capsys, caplog):
     out = tmp_path / "r.jsonl"
@@ -99,11 +100,13 @@ def test_runs_on_the_modalities_it_has(media, tmp_path, key, present, absent, co
         check_record(rec)
     assert max(r["modalities"][present] for r in records) > 0.5
     assert all(r["modalities"][absent] == 0 for r in records)
-    if key in ("video_no_audio", "silence"):
+    if key in ("video_no_audio", "silence", "noise"):
         assert all(r["words"] == [] for r in records)
     if key == "video_no_audio":
         assert "no audio stream" in proc.stderr
-        # a real smiling face, silent: the face alone reads happy and positive
+    if key in ("video_no_audio", "noise"):
+        # a real smiling face, silent or over noise that is no voice: the face alone reads
+        # happy and positive (noise taken for a voice made it fearful)
         assert [set(r["channels"]) for r in records] == [{"face"}] * len(records)
         assert sum(r["emotion"] == "happy" for r in records) > 0.8 * len(records)
         assert sum(r["sentiment"] for r in records) / len(records) > 0.5

@@ -333,6 +333,7 @@ def test_the_project_writes_datasets_without_pickles(tmp_path):
     (lambda d: d["feature_set"]["extractor"].update(window="4"), "feature_set.extractor.window"),
     (lambda d: d["feature_set"]["extractor"].update(text_context=-1), "feature_set.extractor.text_context"),
     (lambda d: d["feature_set"]["extractor"].update(text_context=True), "feature_set.extractor.text_context"),
+    (lambda d: d["feature_set"]["extractor"].update(voicing="loud"), "feature_set.extractor.voicing"),
     (lambda d: d["model"].update(d="wide"), "model.d"),
 ])
 def test_a_hand_edited_checkpoint_is_one_line_naming_the_field(edit, field, untrained, tmp_path, capsys, caplog):

@@ -36,6 +36,17 @@ def test_a_feature_set_names_its_words_context_and_older_checkpoints_read_none()
     assert FeatureSpec.from_checkpoint(legacy).text_context == 0
 
 
+def test_a_feature_set_names_its_voicing_and_older_checkpoints_read_the_level_alone():
+    spec = FeatureSpec()
+    assert spec.voicing == "speech" and spec.describe()["extractor"]["voicing"] == "speech"
+    assert spec.acoustic_options().voicing == "speech"
+    legacy = spec.describe()
+    del legacy["extractor"]["voicing"]  # made before the voice detector: noise counted as voice
+    assert FeatureSpec.from_checkpoint(legacy).voicing == "level"
+    with pytest.raises(ValueError, match="voicing must be one of speech, level"):
+        FeatureSpec(voicing="loud").acoustic_options()
+
+
 def test_mpnet_is_joined_once_from_its_packages_into_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("REALTIME_CACHE", str(tmp_path))
     folder = default_text_model("mpnet")

@@ -2,8 +2,11 @@
 
 13 MFCCs (32 ms window), their first differences, log energy, log F0 (YIN, 65-400 Hz),
 spectral centroid, bandwidth, flatness and roll-off, zero-crossing rate, and a voicing
-flag. A frame quieter than ``silence_db`` is marked silent; the window assembler masks it,
-so silence is a missing acoustic modality, as a muted microphone is.
+flag. A frame is voiced when it is louder than ``silence_db`` and, with ``voicing='speech'``
+(the default), lies in speech that Silero VAD found (``realtime.features.voice_activity``):
+the window assembler masks every other frame, so silence, and noise or music without a
+voice, are a missing acoustic modality, as a muted microphone is. ``voicing='level'`` (the
+level alone) is what feature sets made before the voice detector used.
 
 Per-stream normalisation (on by default): every feature but the voicing flag is
 standardised with running statistics of the stream's voiced frames (``StreamNormalizer``).
@@ -18,11 +21,15 @@ frames depend only on sample positions, so chunking never changes the result.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from realtime.types import AUDIO_RATE, AcousticFrame, AudioChunk
+
+if TYPE_CHECKING:
+    from realtime.features.voice_activity import SpeechDetector
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +55,17 @@ class AcousticOptions:
     """Standardise each frame with running statistics of the stream's voiced frames."""
     horizon: int = 3000
     """Voiced frames the running statistics remember (3000 = 60 s of speech)."""
+    voicing: str = "speech"
+    """'speech': voiced = louder than ``silence_db`` and inside speech (Silero VAD); 'level':
+    louder than ``silence_db`` alone, so a fan or music counts as a voice (feature sets made
+    before 2026-11-27)."""
+
+    def __post_init__(self):
+        if self.voicing not in VOICINGS:
+            raise ValueError(f"voicing must be one of {', '.join(VOICINGS)}, got {self.voicing!r}")
+
+
+VOICINGS = ("speech", "level")
 
 
 class StreamNormalizer:
@@ -99,10 +117,37 @@ class AcousticExtractor:
         self.options = options
         self._mel = librosa.filters.mel(sr=options.rate, n_fft=options.n_fft, n_mels=40)
         self.normalizer = StreamNormalizer(ACOUSTIC_DIM, options.horizon) if options.normalize else None
+        self.speech = self._detector(options.voicing)
         self.reset()
 
-    def reset(self) -> None:
-        """Start a new stream: no samples kept, and new normalisation statistics."""
+    @staticmethod
+    def _detector(voicing: str) -> SpeechDetector | None:
+        if voicing != "speech":
+            return None
+        from realtime.features.voice_activity import SpeechDetector
+
+        return SpeechDetector()
+
+    def close(self) -> None:
+        """Let the voice detector's ONNX Runtime session go now, not at interpreter exit.
+        Idempotent; pushing audio afterwards is a RuntimeError."""
+        if self.speech is not None:
+            self.speech.close()
+
+    def __enter__(self) -> AcousticExtractor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def reset(self, voicing: str | None = None) -> None:
+        """Start a new stream: no samples kept, and new normalisation statistics; with
+        ``voicing``, that voicing from now on (a run of a checkpoint whose feature set names
+        another one than the extractor was made with)."""
+        if voicing is not None and voicing != self.options.voicing:
+            self.options = replace(self.options, voicing=voicing)  # refuses an unknown one
+            self.close()
+            self.speech = self._detector(voicing)
         if self.normalizer is not None:
             self.normalizer.reset()
         self._start_segment()
@@ -110,7 +155,10 @@ class AcousticExtractor:
     def _start_segment(self) -> None:
         self._buffer = np.zeros(0, dtype=np.float32)
         self._t0: float | None = None  # time of self._buffer[0]
+        self._consumed = 0  # samples of this segment before self._buffer[0]
         self._prev_mfcc: np.ndarray | None = None
+        if self.speech is not None:
+            self.speech.reset()
 
     def warm_up(self) -> None:
         """Pay librosa's and numba's first-call costs before the clock starts."""
@@ -128,10 +176,12 @@ class AcousticExtractor:
         expected = self._t0 + len(self._buffer) / opts.rate
         if chunk.t > expected + 0.05:
             # a gap in capture: start afresh at the new time rather than invent samples
-            self._buffer = np.zeros(0, dtype=np.float32)
+            self._start_segment()
             self._t0 = chunk.t
-            self._prev_mfcc = None
-        self._buffer = np.concatenate([self._buffer, np.asarray(chunk.samples, dtype=np.float32)])
+        samples = np.asarray(chunk.samples, dtype=np.float32)
+        if self.speech is not None:
+            self.speech.push(samples)
+        self._buffer = np.concatenate([self._buffer, samples])
         return self._drain(final)
 
     def flush(self) -> list[AcousticFrame]:
@@ -139,7 +189,10 @@ class AcousticExtractor:
         if self._t0 is None or len(self._buffer) == 0:
             return []
         real_end = self._t0 + len(self._buffer) / self.options.rate
-        self._buffer = np.concatenate([self._buffer, np.zeros(self.options.pitch_frame, dtype=np.float32)])
+        tail = np.zeros(self.options.pitch_frame, dtype=np.float32)
+        if self.speech is not None:
+            self.speech.push(tail)
+        self._buffer = np.concatenate([self._buffer, tail])
         frames = self._drain(final=True)
         self._start_segment()  # the stream's statistics stay until reset()
         return [f for f in frames if f.t < real_end]
@@ -182,6 +235,9 @@ class AcousticExtractor:
         rolloff = freqs[np.argmax(cumulative >= 0.85 * total, axis=0), 0]
         zcr = np.mean(np.abs(np.diff(np.signbit(frames), axis=0)), axis=0)
         voiced = db > opts.silence_db
+        if self.speech is not None:
+            # a frame's chunk is always decided: the frame reads 1024 samples past its start
+            voiced &= self.speech.speech_at(self._consumed + np.arange(n) * opts.hop + opts.n_fft // 2)
         nyquist = opts.rate / 2
         features = np.concatenate([
             mfcc / 10.0, delta / 10.0,
@@ -198,4 +254,7 @@ class AcousticExtractor:
         consumed = n * opts.hop
         self._buffer = self._buffer[consumed:]
         self._t0 = t0 + consumed / opts.rate
+        self._consumed += consumed
+        if self.speech is not None:
+            self.speech.forget(self._consumed)
         return out
