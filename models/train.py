@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import logging
 import math
 import shutil
@@ -36,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models import safejson
 from models.checkpoint import Checkpoint, config_problem, load_checkpoint, save_checkpoint
 from models.config import ARCHITECTURES, ModelConfig, TrainConfig, load_preset
 from models.corrkd import corrkd_losses, drop_missing
@@ -326,7 +326,7 @@ def save_stage(out: Path, role: str, result: FitResult, dataset: Dataset, model_
         **(extra or {}),
     }
     path = save_checkpoint(out / role, result.net, model_cfg, feature_set_of(dataset), provenance)
-    logger.info("%s saved to %s: test %s", role, path, json.dumps(test))
+    logger.info("%s saved to %s: test %s", role, path, safejson.dumps(test))  # null where undefined, as evaluate
     return path
 
 
