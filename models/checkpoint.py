@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from models import safejson
-from models.config import ARCHITECTURES, MODALITIES, ModelConfig
+from models.config import ARCHITECTURES, MODALITIES, VOICINGS, ModelConfig
 from models.errors import UserError
 
 FORMAT_VERSION = 1
@@ -63,9 +63,16 @@ class Checkpoint:
             )
         return net.to(device).eval()
 
-    def check_features(self, name: str, dims: dict[str, int], steps: dict[str, int] | None = None) -> None:
-        """Raise CheckpointError unless the feature set matches what will be fed."""
+    def check_features(self, name: str, dims: dict[str, int], steps: dict[str, int] | None = None,
+                       extractor: dict | None = None) -> None:
+        """Raise CheckpointError unless the feature set matches what will be fed (``extractor``:
+        the data's extractor settings, where it names them, e.g. a dataset's meta)."""
         have = self.feature_set
+        if isinstance(extractor, dict) and isinstance(have.get("extractor"), dict):
+            ours, theirs = have["extractor"].get("voicing", "level"), extractor.get("voicing", "level")
+            if ours != theirs:
+                raise CheckpointError(f"{self.path}: trained on acoustic frames voiced by {ours!r}, the data's are "
+                                      f"voiced by {theirs!r}; extract the data again with this code")
         if have.get("name") != name:
             raise CheckpointError(
                 f"{self.path}: trained on feature set {have.get('name')!r}, the input is {name!r}"
@@ -171,8 +178,6 @@ def config_problem(doc: dict) -> str | None:
     context = extractor.get("text_context", 0)
     if not (isinstance(context, int) and not isinstance(context, bool) and context >= 0):
         return f"feature_set.extractor.text_context must be a whole number of words, 0 or more, got {context!r}"
-    from realtime.features.acoustic import VOICINGS  # the extractor's own list; numpy only
-
     if extractor.get("voicing", "level") not in VOICINGS:
         return f"feature_set.extractor.voicing must be one of {', '.join(VOICINGS)}, got {extractor['voicing']!r}"
     if not isinstance(doc.get("provenance", {}), dict):

@@ -14,6 +14,11 @@ from pathlib import Path
 
 from models.errors import UsageError
 
+VOICINGS = ("speech", "level")
+"""Which acoustic frames a feature set counts as voice (``feature_set.extractor.voicing``):
+'speech', loud enough and inside speech that a voice detector found; 'level', loud enough
+alone (feature sets that name none)."""
+
 MODALITIES: tuple[str, ...] = ("L", "A", "V")
 """Modality names in a fixed order: language (text), acoustic, visual."""
 HOMO_POOLING: tuple[str, ...] = ("flatten", "pool")

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     ckpt = load_checkpoint(args.checkpoint)
     dataset = load_dataset(args.data, splits=(args.split,))
-    ckpt.check_features(dataset.feature_set, dataset.dims, dataset.steps)
+    ckpt.check_features(dataset.feature_set, dataset.dims, dataset.steps, dataset.meta.get("extractor"))
     net = ckpt.build(device)
     split = dataset.splits[args.split]
     base = {"checkpoint": ckpt.id, "split": args.split, "samples": len(split)}

@@ -486,7 +486,7 @@ def _trained_teacher(out: Path, dataset: Dataset, model: str | None, device: tor
     ckpt = None
     if ranks.main:
         ckpt = load_checkpoint(out / "teacher")
-        ckpt.check_features(dataset.feature_set, dataset.dims, dataset.steps)
+        ckpt.check_features(dataset.feature_set, dataset.dims, dataset.steps, dataset.meta.get("extractor"))
         if model is not None and model != ckpt.model.architecture:
             raise UsageError(f"--model {model}: the teacher in '{out / 'teacher'}' is "
                              f"{ckpt.model.architecture}; a student starts from its teacher's weights")

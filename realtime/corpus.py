@@ -622,7 +622,7 @@ def describe(parts: dict[str, Part]) -> dict:
 def recipe(name: str, path: Path, args: argparse.Namespace, exclude: set[str]) -> dict:
     """What decides a source's extracted part: its folder, sampling, feature set, exclusions."""
     from realtime.features.text import LEGACY_TEXT_ENCODER
-    from realtime.featureset import FEATURE_SET_NAME
+    from realtime.featureset import FEATURE_SET_NAME, FeatureSpec
 
     out = {"folder": str(path.resolve()), "seed": args.seed, "feature_set": FEATURE_SET_NAME}
     out.update({"faces": {"per_class": args.faces_per_class}, "voice": {"copies": args.voice_copies},
@@ -632,6 +632,7 @@ def recipe(name: str, path: Path, args: argparse.Namespace, exclude: set[str]) -
         out["augment"] = args.voice_augment
     if name == "voice":
         out["levels"] = asdict(voice_levels(args))
+        out["voicing"] = FeatureSpec().voicing  # parts made before the voice detector are extracted again
     if name in WORDS and args.text_encoder != LEGACY_TEXT_ENCODER:
         out["text_encoder"] = args.text_encoder  # absent for MiniLM: parts made before the option stay valid
     if name in WORDS and exclude:

@@ -47,6 +47,22 @@ def test_a_feature_set_names_its_voicing_and_older_checkpoints_read_the_level_al
         FeatureSpec(voicing="loud").acoustic_options()
 
 
+def test_a_checkpoint_refuses_data_voiced_another_way():
+    """Training or evaluating the bundled model ('speech') on a dataset extracted before the
+    voice detector ('level', or no voicing named) is refused with what to do; data that
+    names no extractor (MMSA's features) is not judged."""
+    from models.checkpoint import CheckpointError
+    from realtime.engine import find_checkpoint
+
+    ckpt = find_checkpoint(None)
+    name, dims, steps = ckpt.feature_set["name"], FeatureSpec().dims, FeatureSpec().steps
+    ckpt.check_features(name, dims, steps, {"voicing": "speech"})
+    ckpt.check_features(name, dims, steps, None)
+    for older in ({"voicing": "level"}, {"window": 4.0}):
+        with pytest.raises(CheckpointError, match="voiced by 'speech', the data's are voiced by 'level'; extract"):
+            ckpt.check_features(name, dims, steps, older)
+
+
 def test_mpnet_is_joined_once_from_its_packages_into_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("REALTIME_CACHE", str(tmp_path))
     folder = default_text_model("mpnet")

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from models.config import VOICINGS
 from realtime.types import AUDIO_RATE, AcousticFrame, AudioChunk
 
 if TYPE_CHECKING:
@@ -63,9 +64,9 @@ class AcousticOptions:
     def __post_init__(self):
         if self.voicing not in VOICINGS:
             raise ValueError(f"voicing must be one of {', '.join(VOICINGS)}, got {self.voicing!r}")
+        if self.voicing == "speech" and self.rate != AUDIO_RATE:
+            raise ValueError(f"the voice detector reads {AUDIO_RATE} Hz audio, got rate {self.rate}")
 
-
-VOICINGS = ("speech", "level")
 
 
 class StreamNormalizer:

@@ -369,6 +369,15 @@ class StreamingTranscriber:
         """Commit what is left (end of stream)."""
         raise NotImplementedError
 
+    def _judge_to_end(self) -> None:
+        """At the end of the stream, let the voice detector judge its last samples (padded
+        with silence to a whole chunk): a word there is judged like any other, not kept
+        because its audio was not judged yet."""
+        if self._speech is not None and not self._speech.closed:
+            from realtime.features.voice_activity import CHUNK
+
+            self._speech.push(np.zeros(-self._speech.pending % CHUNK, np.float32))
+
     def _index(self, t: float) -> int:
         """The buffer's sample at time ``t`` plus 0.1 s (word ends are often a little early)."""
         return max(0, int((t - self._t0 + 0.1) * AUDIO_RATE))
@@ -529,8 +538,11 @@ class AgreementTranscriber(StreamingTranscriber):
         return agreed
 
     def finish(self) -> list[Word]:
-        """Commit whatever the last hypothesis holds (end of stream)."""
-        rest = self._uncommitted(self._transcribe()) if self._new > 0 else self._hypothesis
+        """Commit whatever the last hypothesis holds (end of stream), read once more when new
+        audio came and it may hold speech."""
+        self._judge_to_end()
+        read = self._new > 0 and (self._hypothesis or (self._heard_anything() and self._speech_after_committed()))
+        rest = self._uncommitted(self._transcribe()) if read else self._hypothesis
         self._committed.extend(rest)
         self._hypothesis = []
         self._new = 0
@@ -662,7 +674,9 @@ class SegmentTranscriber(StreamingTranscriber):
 
     def finish(self) -> list[Word]:
         """Commit what the buffer holds (end of stream)."""
-        rest = self._uncommitted(self._transcribe()) if self._heard_anything() else []
+        self._judge_to_end()
+        heard = self._heard_anything() and self._speech_after_committed()
+        rest = self._uncommitted(self._transcribe()) if heard else []
         self._committed.extend(rest)
         self._new = 0
         self._seen_until = self._buffer_end

@@ -6,9 +6,9 @@ smiling face filled every acoustic frame and the voice channel called the face f
 ``vad_filter``, so nothing more is installed or downloaded) over the stream in 32 ms chunks,
 its recurrent state carried from chunk to chunk, and turns its speech probabilities into
 regions with a hysteresis and a hangover (as Silero's own ``get_speech_timestamps`` does):
-a region opens on a chunk at ``threshold`` or more and closes once the probability has stayed
-under ``threshold - 0.15`` for ``hangover`` seconds, so the pauses between words and a word's
-quiet ending stay inside it.
+a region opens on a chunk at ``threshold`` or more and closes ``hangover`` seconds after the
+probability first fell under ``threshold - 0.15`` unless it reached ``threshold`` again in
+between, so the pauses between words and a word's quiet ending stay inside it.
 
 Streaming: ``push`` takes samples in pieces of any size; each chunk's decision depends only
 on the samples up to its end, so how a stream is cut into pieces never changes a result.
@@ -16,9 +16,15 @@ on the samples up to its end, so how a stream is cut into pieces never changes a
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
+from models.errors import ModelNotFoundError
 from realtime.types import AUDIO_RATE
+
+MODEL = "silero_vad_v6.onnx"
+"""The voice detector's weights, from faster-whisper's assets (MIT; shipped since 1.2.1)."""
 
 CHUNK = 512
 """Samples per decision (32 ms at 16 kHz): the chunk Silero VAD v5/v6 reads at 16 kHz."""
@@ -34,13 +40,17 @@ class SpeechDetector:
         import onnxruntime
         from faster_whisper.utils import get_assets_path
 
+        path = Path(get_assets_path()) / MODEL
+        if not path.is_file():
+            raise ModelNotFoundError(f"no voice detector: faster-whisper has no {MODEL} (it ships from 1.2.1); "
+                                     "upgrade it with 'pip install -U faster-whisper'")
         options = onnxruntime.SessionOptions()
         options.inter_op_num_threads = 1
         options.intra_op_num_threads = 1
         options.enable_cpu_mem_arena = False
         options.log_severity_level = 4
-        path = f"{get_assets_path()}/silero_vad_v6.onnx"
-        self._session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"], sess_options=options)
+        self._session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"],
+                                                     sess_options=options)
         self.threshold = threshold
         self.release = threshold - 0.15
         self.hangover_chunks = max(1, round(hangover * AUDIO_RATE / CHUNK))
@@ -53,7 +63,7 @@ class SpeechDetector:
         self._h = np.zeros((1, 1, 128), dtype=np.float32)
         self._c = np.zeros((1, 1, 128), dtype=np.float32)
         self._speaking = False
-        self._quiet = 0  # chunks under the release level since the last speech
+        self._quiet_since: int | None = None  # chunk where the probability fell under the release level
         self.chunks = 0
         """Chunks decided so far (the stream's first ``chunks * CHUNK`` samples)."""
         self._regions = np.zeros(0, dtype=bool)
@@ -66,6 +76,11 @@ class SpeechDetector:
     @property
     def closed(self) -> bool:
         return self._session is None
+
+    @property
+    def pending(self) -> int:
+        """Samples pushed but not judged yet (less than a chunk)."""
+        return len(self._pending)
 
     def push(self, samples: np.ndarray) -> None:
         """Decide every chunk these samples complete."""
@@ -84,12 +99,14 @@ class SpeechDetector:
             None, {"input": np.concatenate([before, chunks], axis=1), "h": self._h, "c": self._c})
         decided = np.empty(n, dtype=bool)
         for i, p in enumerate(np.asarray(out, dtype=np.float32).reshape(-1)):
+            chunk = self.chunks + i
             if p >= self.threshold:
-                self._speaking, self._quiet = True, 0
-            elif self._speaking and p < self.release:
-                self._quiet += 1
-                if self._quiet >= self.hangover_chunks:
-                    self._speaking = False
+                self._speaking, self._quiet_since = True, None
+            elif self._speaking:
+                if p < self.release and self._quiet_since is None:
+                    self._quiet_since = chunk
+                if self._quiet_since is not None and chunk - self._quiet_since + 1 >= self.hangover_chunks:
+                    self._speaking, self._quiet_since = False, None
             decided[i] = self._speaking
         self._regions = np.concatenate([self._regions, decided])
         self.chunks += n
