@@ -72,7 +72,8 @@ class Checkpoint:
             ours, theirs = have["extractor"].get("voicing", "level"), extractor.get("voicing", "level")
             if ours != theirs:
                 raise CheckpointError(f"{self.path}: trained on acoustic frames voiced by {ours!r}, the data's are "
-                                      f"voiced by {theirs!r}; extract the data again with this code")
+                                      f"voiced by {theirs!r}; extract the data again with this code, or train a "
+                                      "checkpoint on it")
         if have.get("name") != name:
             raise CheckpointError(
                 f"{self.path}: trained on feature set {have.get('name')!r}, the input is {name!r}"

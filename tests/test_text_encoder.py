@@ -59,7 +59,7 @@ def test_a_checkpoint_refuses_data_voiced_another_way():
     ckpt.check_features(name, dims, steps, {"voicing": "speech"})
     ckpt.check_features(name, dims, steps, None)
     for older in ({"voicing": "level"}, {"window": 4.0}):
-        with pytest.raises(CheckpointError, match="voiced by 'speech', the data's are voiced by 'level'; extract"):
+        with pytest.raises(CheckpointError, match="voiced by 'speech', the data's are voiced by 'level'; extract the"):
             ckpt.check_features(name, dims, steps, older)
 
 
