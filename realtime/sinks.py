@@ -136,7 +136,11 @@ class Summary:
     speech_lags_ms: list[float] = field(default_factory=list)
     interrupted: bool = False
     leading: dict[str, int] = field(default_factory=dict)
-    """How many windows each emotion led."""
+    """How many windows each emotion led (of those with something to read)."""
+    empty: int = 0
+    """Windows with nothing to read: no face, no voice, no word (silence, noise or music over
+    an empty frame). Their record holds the model's reading of nothing, its prior: they are
+    left out of the mean sentiment and the leading emotions."""
     keep_records: bool = False
     """Keep every record (for --plot)."""
     records: list[dict] = field(default_factory=list)
@@ -145,22 +149,27 @@ class Summary:
         self.windows += 1
         if self.keep_records:
             self.records.append(estimate.record())
-        if estimate.emotion is not None:
-            self.leading[estimate.emotion] = self.leading.get(estimate.emotion, 0) + 1
-        self.sentiment_sum += estimate.sentiment
         for k in self.coverage_sum:
             self.coverage_sum[k] += estimate.modalities.get(k, 0.0)
         if estimate.latency_ms is not None:
             self.latencies_ms.append(estimate.latency_ms)
+        if not any(estimate.modalities.get(k, 0.0) > 0 for k in self.coverage_sum):
+            self.empty += 1
+            return
+        if estimate.emotion is not None:
+            self.leading[estimate.emotion] = self.leading.get(estimate.emotion, 0) + 1
+        self.sentiment_sum += estimate.sentiment
 
     def as_dict(self) -> dict:
         n = max(self.windows, 1)
+        read = self.windows - self.empty
         out = {
             "source": self.source,
             "windows": self.windows,
+            "empty_windows": self.empty,
             "coverage": {k: round(v / n, 3) for k, v in self.coverage_sum.items()},
-            "mean_sentiment": round(self.sentiment_sum / n, 3) if self.windows else None,
-            "leading_emotions": {k: round(v / n, 3) for k, v in sorted(self.leading.items(), key=lambda kv: -kv[1])},
+            "mean_sentiment": round(self.sentiment_sum / read, 3) if read else None,
+            "leading_emotions": {k: round(v / read, 3) for k, v in sorted(self.leading.items(), key=lambda kv: -kv[1])},
             "media_seconds": round(self.media_seconds, 2),
             "wall_seconds": round(self.wall_seconds, 2),
             "real_time_factor": round(self.wall_seconds / self.media_seconds, 3) if self.media_seconds > 0 else None,
@@ -179,7 +188,10 @@ class Summary:
         cov = ", ".join(f"{k} {v:.0%}" for k, v in d["coverage"].items())
         mean = "n/a" if d["mean_sentiment"] is None else f"{d['mean_sentiment']:+.2f}"
         rtf = "n/a" if d["real_time_factor"] is None else f"{d['real_time_factor']:.2f}"
-        text = f"{self.source}: {d['windows']} windows, coverage {cov}, mean sentiment {mean}, "
+        text = f"{self.source}: {d['windows']} windows"
+        if self.empty:
+            text += f" ({self.empty} with nothing to read: no face, voice or word)"
+        text += f", coverage {cov}, mean sentiment {mean}, "
         if d["leading_emotions"]:
             text += "leading emotion " + ", ".join(f"{k} {v:.0%}" for k, v in
                                                      list(d["leading_emotions"].items())[:3]) + ", "

@@ -83,6 +83,8 @@ def media(tmp_path_factory) -> dict[str, Path]:
     out["noise"] = folder / "noise.mp4"  # the smiling face over loud white noise: no voice in it
     noise = np.random.default_rng(0).standard_normal(len(audio)).astype(np.float32) * 0.1
     write_av(out["noise"], noise, moving_face(image, centre, n, 10, (320, 240)), fps=10, size=(320, 240))
+    out["noise_only_wav"] = folder / "noise_only.wav"  # nothing to read: no face, no voice, no word
+    write_wav(out["noise_only_wav"], noise)
     out["not_media"] = folder / "notes.mp4"
     out["not_media"].write_text("this is not a video\n" * 50)
     out["empty"] = folder / "empty.mp4"

@@ -112,6 +112,22 @@ def test_runs_on_the_modalities_it_has(media, tmp_path, key, present, absent, co
         assert sum(r["sentiment"] for r in records) / len(records) > 0.5
 
 
+def test_windows_with_nothing_to_read_are_left_out_of_the_summary(media, tmp_path, components, capsys, caplog):
+    """Loud noise alone: no face, no voice, no word in any window. The records keep the model's
+    reading of nothing (its prior), but the summary counts those windows apart and reads no
+    mean sentiment and no leading emotion into them (it read "neutral 100%", sentiment -0.39)."""
+    out, summary_path = tmp_path / "r.jsonl", tmp_path / "s.json"
+    ran = run_main(components, capsys, caplog, "--source", media["noise_only_wav"], "--out", out,
+                   "--summary", summary_path)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    records = read_records(out)
+    assert records and all(not any(r["modalities"].values()) for r in records)
+    summary = json.loads(summary_path.read_text())
+    assert summary["empty_windows"] == summary["windows"] == len(records)
+    assert summary["mean_sentiment"] is None and summary["leading_emotions"] == {}
+    assert f"{len(records)} windows ({len(records)} with nothing to read" in ran.stdout + ran.stderr
+
+
 def test_face_fps_sets_how_many_frames_are_analysed(tmp_path, components, capsys, caplog):
     """--face-fps 4 analyses 4 frames a second of the example: half the model's 8 face steps
     a second hold a face (the rest are masked), where the default fills every step; the same
@@ -248,7 +264,7 @@ def test_summary_json_matches_the_records(example_run):
     assert summary["windows"] == len(records)
     assert summary["source"].endswith("talking.mp4") and not summary["interrupted"]
     mean = sum(r["sentiment"] for r in records) / len(records)
-    assert abs(summary["mean_sentiment"] - mean) < 1e-2
+    assert abs(summary["mean_sentiment"] - mean) < 1e-2 and summary["empty_windows"] == 0
     assert abs(summary["coverage"]["face"] - sum(r["modalities"]["face"] for r in records) / len(records)) < 1e-2
     assert 0 < summary["real_time_factor"] < 10 and summary["media_seconds"] > 22
     # a file is read in order: no sample reaches the windows late or twice
