@@ -347,7 +347,7 @@ class StreamingTranscriber:
         """One transcription step; returns newly committed words (maybe none)."""
         if not len(self._audio):
             return []
-        if not self._hypothesis and not (self._heard_anything() and self._speech_after_committed()):
+        if not self._hypothesis and not self._worth_reading():
             # nothing pending and only silence (or sound without a voice) buffered: nothing to
             # hear, so no Whisper step (a quiet microphone or a fan costs a level measure and the
             # voice detector per step, not a transcription)
@@ -370,13 +370,10 @@ class StreamingTranscriber:
         raise NotImplementedError
 
     def _judge_to_end(self) -> None:
-        """At the end of the stream, let the voice detector judge its last samples (padded
-        with silence to a whole chunk): a word there is judged like any other, not kept
-        because its audio was not judged yet."""
+        """At the end of the stream, let the voice detector judge its last samples: a word
+        there is judged like any other, not kept because its audio was not judged yet."""
         if self._speech is not None and not self._speech.closed:
-            from realtime.features.voice_activity import CHUNK
-
-            self._speech.push(np.zeros(-self._speech.pending % CHUNK, np.float32))
+            self._speech.flush()
 
     def _index(self, t: float) -> int:
         """The buffer's sample at time ``t`` plus 0.1 s (word ends are often a little early)."""
@@ -394,9 +391,10 @@ class StreamingTranscriber:
         return self._speech.speech_between(int((a - self._speech_t0) * AUDIO_RATE),
                                            int((b - self._speech_t0) * AUDIO_RATE), unknown)
 
-    def _speech_after_committed(self) -> bool:
-        """Whether the buffer may hold speech the committed words do not account for."""
-        return self._speech_after(self.last_committed_end)
+    def _worth_reading(self) -> bool:
+        """Whether a Whisper read of the buffer can hear anything new: some sound above the
+        quiet level, and speech the committed words do not account for."""
+        return self._heard_anything() and self._speech_after(self.last_committed_end)
 
     def _speech_after(self, t: float) -> bool:
         """Whether the buffer may hold speech after a word that ends at ``t``: the voice
@@ -541,7 +539,7 @@ class AgreementTranscriber(StreamingTranscriber):
         """Commit whatever the last hypothesis holds (end of stream), read once more when new
         audio came and it may hold speech."""
         self._judge_to_end()
-        read = self._new > 0 and (self._hypothesis or (self._heard_anything() and self._speech_after_committed()))
+        read = self._new > 0 and (self._hypothesis or self._worth_reading())
         rest = self._uncommitted(self._transcribe()) if read else self._hypothesis
         self._committed.extend(rest)
         self._hypothesis = []
@@ -675,8 +673,7 @@ class SegmentTranscriber(StreamingTranscriber):
     def finish(self) -> list[Word]:
         """Commit what the buffer holds (end of stream)."""
         self._judge_to_end()
-        heard = self._heard_anything() and self._speech_after_committed()
-        rest = self._uncommitted(self._transcribe()) if heard else []
+        rest = self._uncommitted(self._transcribe()) if self._worth_reading() else []
         self._committed.extend(rest)
         self._new = 0
         self._seen_until = self._buffer_end

@@ -77,10 +77,10 @@ class SpeechDetector:
     def closed(self) -> bool:
         return self._session is None
 
-    @property
-    def pending(self) -> int:
-        """Samples pushed but not judged yet (less than a chunk)."""
-        return len(self._pending)
+    def flush(self) -> None:
+        """The stream has ended: judge its last samples too (less than a chunk, padded with
+        silence to a whole one)."""
+        self.push(np.zeros(-len(self._pending) % CHUNK, np.float32))
 
     def push(self, samples: np.ndarray) -> None:
         """Decide every chunk these samples complete."""
