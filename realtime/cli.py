@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from models.errors import UsageError, UserError
@@ -353,12 +354,40 @@ def main(argv: list[str] | None = None, components: Components | None = None) ->
         print("error: --gui is for the command line (python -m realtime --gui, or python -m gui)", file=sys.stderr)
         return EXIT_BAD_INPUT
     # SIGTERM ends the run like Ctrl-C: finished windows are on disk, the file stays valid
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    _STOP_ASKED.clear()
+    previous = {sig: signal.signal(sig, _ask_to_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         return _run(args, components)
     except KeyboardInterrupt:  # before the run's own handler is in place (imports, set-up)
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception:
+        if not _STOP_ASKED.is_set():
+            raise
+        # the interrupt broke what it landed in: a native module importing under it ends
+        # with "ImportError: initialization failed", not with the KeyboardInterrupt
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+_STOP_ASKED = threading.Event()
+"""Set by Ctrl-C and SIGTERM (``_ask_to_stop``) for the rest of the command: whatever the
+interrupt broke or a fallback swallowed on its way, the run ends as interrupted (exit 130)."""
+
+
+def _ask_to_stop(signum, frame) -> None:
+    _STOP_ASKED.set()
+    raise KeyboardInterrupt
+
+
+def _stop_if_asked() -> None:
+    """KeyboardInterrupt if Ctrl-C or SIGTERM came and something swallowed it (a fallback
+    that caught the ImportError an interrupted import became)."""
+    if _STOP_ASKED.is_set():
+        raise KeyboardInterrupt
 
 
 def _run(args: argparse.Namespace, components: Components | None) -> int:
@@ -401,12 +430,14 @@ def _run(args: argparse.Namespace, components: Components | None) -> int:
                            "(pass --out FILE.jsonl to keep them)")
         if live:
             comps = components or load_components(args, live=True)
+            _stop_if_asked()
             summary = run_live(args, comps)
             if args.out:
                 locks.keep(Path(args.out))
             _report(summary, args, [], locks, plots[None])
             return EXIT_OK
         comps = components or load_components(args, live=args.pace == "realtime")
+        _stop_if_asked()
         failed: list[tuple[Path, str]] = []
         done: list[dict] = []
         for path in files:
@@ -437,6 +468,9 @@ def _run(args: argparse.Namespace, components: Components | None) -> int:
             return EXIT_BAD_INPUT if len(failed) == len(files) else EXIT_SOME_FAILED
         return EXIT_OK
     except UserError as exc:
+        if _STOP_ASKED.is_set():  # an interrupted import reads as a missing package
+            print("interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -8,6 +8,7 @@ checks, the one-line usage errors, and the loading of the models a run needs
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import math
@@ -177,18 +178,27 @@ def load_components(args: argparse.Namespace, live: bool = False) -> Components:
     from realtime.featureset import FeatureSpec
 
     spec = FeatureSpec.from_checkpoint(checkpoint.feature_set)
-    # live: a window whose words were just committed waits for their embedding, which
-    # ONNX Runtime computes in about half torch's time on one thread; and windows come one
-    # at a time, which ONNX Runtime serves in half torch's time too. Files score windows in
-    # batches, which torch serves as fast: they skip the export (1-7 s of every file run)
-    text = TextEmbedder(spec.text_options(args.text_model), device=str(device), onnx=live and device.type == "cpu")
-    engine = InferenceEngine(checkpoint, device, text, precision=args.precision, window=args.window,
-                             runtime="auto" if live else "torch")
-    engine.warm_up()
-    face = FaceExtractor(FaceOptions(model_path=args.face_model))
-    acoustic = AcousticExtractor(spec.acoustic_options())
-    acoustic.warm_up()
-    asr = ASROptions(model_path=args.whisper_model)
-    whisper = load_whisper(dataclasses.replace(asr, threads=LIVE_THREADS) if live else asr)
-    return Components(engine=engine, face=face, acoustic=acoustic, whisper=whisper)
+    # what is made is closed again if a later step fails (a missing Whisper folder, Ctrl-C or
+    # SIGTERM while loading): left to finalizers, a MediaPipe graph's close can hang
+    with contextlib.ExitStack() as made:
+        # live: a window whose words were just committed waits for their embedding, which
+        # ONNX Runtime computes in about half torch's time on one thread; and windows come one
+        # at a time, which ONNX Runtime serves in half torch's time too. Files score windows in
+        # batches, which torch serves as fast: they skip the export (1-7 s of every file run)
+        text = TextEmbedder(spec.text_options(args.text_model), device=str(device),
+                            onnx=live and device.type == "cpu")
+        made.callback(text.close)
+        engine = InferenceEngine(checkpoint, device, text, precision=args.precision, window=args.window,
+                                 runtime="auto" if live else "torch")
+        engine.warm_up()
+        face = FaceExtractor(FaceOptions(model_path=args.face_model))
+        made.callback(face.close)
+        acoustic = AcousticExtractor(spec.acoustic_options())
+        made.callback(acoustic.close)
+        acoustic.warm_up()
+        asr = ASROptions(model_path=args.whisper_model)
+        whisper = load_whisper(dataclasses.replace(asr, threads=LIVE_THREADS) if live else asr)
+        components = Components(engine=engine, face=face, acoustic=acoustic, whisper=whisper)
+        made.pop_all()
+    return components
 

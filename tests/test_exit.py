@@ -115,3 +115,43 @@ def test_a_missing_camera_and_microphone_end_at_once(webcam_run):
         pytest.skip("a camera or a microphone is present here")
     assert proc.returncode == 2 and "no camera and no microphone" in proc.stderr.strip().splitlines()[-1]
     assert proc.exit_lag < EXIT_BOUND
+
+
+@pytest.mark.slow  # loads the words' encoder, the model and the face graph (about 10 s)
+def test_a_load_that_fails_part_way_closes_what_it_had_opened(tmp_path):
+    """A Whisper folder that holds no model is found after the words' encoder and the face
+    graph are up: both are closed before the error leaves load_components, not left to
+    finalizers (a MediaPipe graph's can hang)."""
+    import traceback
+
+    from models.errors import ModelNotFoundError
+    from realtime.features.face import FaceExtractor
+    from realtime.features.text import TextEmbedder
+    from realtime.service import component_args, load_components
+
+    with pytest.raises(ModelNotFoundError, match="no model.bin") as failure:
+        load_components(component_args(device="cpu", whisper_model=str(tmp_path)))
+    made = [v for frame, _ in traceback.walk_tb(failure.tb) for v in frame.f_locals.values()]
+    faces = [v for v in made if isinstance(v, FaceExtractor)]
+    texts = [v for v in made if isinstance(v, TextEmbedder)]
+    assert faces and all(face.closed for face in faces)
+    assert texts and all(text.runtime == "closed" for text in texts)
+
+
+def test_the_command_leaves_the_signal_handlers_as_it_found_them(tmp_path, capsys):
+    """main() makes Ctrl-C and SIGTERM end its run, and gives the caller's handlers back."""
+    import signal
+
+    from realtime.cli import main
+
+    def mine(signum, frame):
+        pass
+
+    before = {sig: signal.signal(sig, mine) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        assert main(["--source", str(tmp_path / "none.mp4")]) == 2
+        assert signal.getsignal(signal.SIGINT) is mine and signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+    assert "error:" in capsys.readouterr().err
