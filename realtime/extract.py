@@ -301,7 +301,12 @@ _POOL: dict = {}
 
 
 def _pool_init(options: ExtractOptions) -> None:
-    _POOL["models"] = load_models(options)
+    from multiprocessing import util
+
+    models = _POOL["models"] = load_models(options)
+    # closed when the worker ends its work (the pool's close and join), while its threads run:
+    # not left to the graph's finalizer at interpreter exit, which can hang (issue 13)
+    util.Finalize(models, models.close, exitpriority=10)
 
 
 def _pool_job(job: tuple[int, str]) -> Outcome:
@@ -319,6 +324,10 @@ def run_local(todo: list[tuple[int, str]], options: ExtractOptions, workers: int
 
     with mp.get_context("spawn").Pool(workers, initializer=_pool_init, initargs=(options,)) as pool:
         yield from pool.imap_unordered(_pool_job, todo)
+        # let the workers end their work and close their models; leaving the block at once
+        # would terminate them (an error or an interrupt still does)
+        pool.close()
+        pool.join()
 
 
 CACHE_KEYS = ("text", "text_mask", "audio", "audio_mask", "vision", "vision_mask", "words", "duration")

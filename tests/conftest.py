@@ -464,7 +464,8 @@ def _gui_screenshot(lane: SecondLane, folder: Path):
 
 def _extraction(lane: SecondLane, folder: Path):
     """python -m realtime.extract on ten talking clips (espeak-ng speech over a real face),
-    killed (SIGKILL) once 3 clips are cached, then run again to the end."""
+    killed (SIGKILL) once 3 clips are cached, then run again to the end by a pool of two
+    worker processes (the exit audit runs in each: a worker closes its models as it ends)."""
     from realtime.synth_media import astronaut_face, talking_clip
     from tests.test_extract import make_corpus
 
@@ -483,7 +484,8 @@ def _extraction(lane: SecondLane, folder: Path):
     proc.wait()
     killed = {"cached": {p.name: p.stat().st_mtime_ns for p in cache.glob("*.npz")}, "out_existed": out.exists()}
     (cache / ".0123456789abcdef.npz.tmp-99999").write_bytes(b"half an entry")  # as a kill mid-write leaves
-    resumed = finish(lane.launch(args, module="realtime.extract"), done="clips extracted", timeout=600)
+    resumed = finish(lane.launch([*args, "--workers", "2"], module="realtime.extract"), done="clips extracted",
+                     timeout=600)
     return clips, labels, out, cache, killed, resumed
 
 
