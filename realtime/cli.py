@@ -163,6 +163,10 @@ def run_live(args: argparse.Namespace, comps: Components):
     sinks = [make_sink(out, _output_mode(args))] if out is not None else []
     summary = Summary(source=f"camera {args.source}", keep_records=bool(args.plot))
     camera, mic = open_devices(camera_index(args.source), None if args.no_microphone else (args.microphone or ""))
+    if _STOP_ASKED.is_set():  # an interrupted sounddevice import reads as a missing microphone
+        if camera is not None:
+            camera.close()
+        raise KeyboardInterrupt
     if camera is None and mic is None:
         raise UsageError(f"camera {args.source} could not be opened, and --no-microphone leaves nothing to run"
                          if args.no_microphone else "no camera and no microphone could be opened")
@@ -355,7 +359,7 @@ def main(argv: list[str] | None = None, components: Components | None = None) ->
         return EXIT_BAD_INPUT
     # SIGTERM ends the run like Ctrl-C: finished windows are on disk, the file stays valid
     _STOP_ASKED.clear()
-    previous = {sig: signal.signal(sig, _ask_to_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = _take_signals()
     try:
         return _run(args, components)
     except KeyboardInterrupt:  # before the run's own handler is in place (imports, set-up)
@@ -370,7 +374,7 @@ def main(argv: list[str] | None = None, components: Components | None = None) ->
         return EXIT_INTERRUPTED
     finally:
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
 _STOP_ASKED = threading.Event()
@@ -378,7 +382,18 @@ _STOP_ASKED = threading.Event()
 interrupt broke or a fallback swallowed on its way, the run ends as interrupted (exit 130)."""
 
 
+def _take_signals() -> dict:
+    """Make Ctrl-C and SIGTERM ask the run to stop (``_ask_to_stop``), except a signal ignored
+    on purpose (a shell's background job ignores Ctrl-C); returns the handlers to give back."""
+    return {sig: signal.signal(sig, _ask_to_stop) for sig in (signal.SIGTERM, signal.SIGINT)
+            if signal.getsignal(sig) is not signal.SIG_IGN}
+
+
 def _ask_to_stop(signum, frame) -> None:
+    """The first signal stops the run (KeyboardInterrupt); a later one does not cut short the
+    clean-up it started (finished windows written, models closed), which is bounded."""
+    if _STOP_ASKED.is_set():
+        return
     _STOP_ASKED.set()
     raise KeyboardInterrupt
 
@@ -441,10 +456,12 @@ def _run(args: argparse.Namespace, components: Components | None) -> int:
         failed: list[tuple[Path, str]] = []
         done: list[dict] = []
         for path in files:
+            _stop_if_asked()
             out = outs[path]
             try:
                 summary = run_file(path, out, args, comps)
             except MediaError as exc:
+                _stop_if_asked()  # an interrupted decoder's error is the interrupt, not a bad file
                 if out_dir is None:
                     raise
                 failed.append((path, str(exc)))
@@ -466,6 +483,7 @@ def _run(args: argparse.Namespace, components: Components | None) -> int:
             print(f"error: {len(failed)} of {len(files)} files failed: "
                   + "; ".join(f"{p.name} ({why})" for p, why in failed), file=sys.stderr)
             return EXIT_BAD_INPUT if len(failed) == len(files) else EXIT_SOME_FAILED
+        _stop_if_asked()
         return EXIT_OK
     except UserError as exc:
         if _STOP_ASKED.is_set():  # an interrupted import reads as a missing package

