@@ -135,6 +135,7 @@ def build_run(components: Components, feed: Feed, options: RunOptions = RunOptio
     frame with its face) and ``on_transcript`` (new committed words, the current uncommitted
     ones) run in worker threads and must only hand data over.
     """
+    from realtime.features.acoustic import FILE_BLOCK, LIVE_BLOCK
     from realtime.features.speech import ASROptions, StreamingTranscriber
     from realtime.pipeline import Pipeline, PipelineOptions
 
@@ -144,7 +145,8 @@ def build_run(components: Components, feed: Feed, options: RunOptions = RunOptio
         logger.warning("--hop %g s is longer than the %g s window: %g s between windows is never analysed",
                        options.hop, window, options.hop - window)
     components.face.new_stream()  # the input's clock starts at 0 again
-    components.acoustic.reset(components.engine.spec.voicing)  # the engine's own, if another's was loaded
+    # the engine's own voicing, if another's was loaded; live, voice frames 0.1 s at a time
+    components.acoustic.reset(components.engine.spec.voicing, block=LIVE_BLOCK if options.live else FILE_BLOCK)
     asr = ASROptions() if options.live else ASROptions.for_files()
     pipeline = Pipeline(PipelineOptions(**asdict(options)), components.engine, components.face, components.acoustic,
                         StreamingTranscriber(components.whisper, asr),

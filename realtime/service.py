@@ -164,7 +164,7 @@ def load_components(args: argparse.Namespace, live: bool = False) -> Components:
 
     from models.device import resolve_device
     from realtime.engine import InferenceEngine, find_checkpoint
-    from realtime.features.acoustic import LIVE_BLOCK, AcousticExtractor
+    from realtime.features.acoustic import AcousticExtractor
     from realtime.features.face import FaceExtractor, FaceOptions
     from realtime.features.speech import LIVE_THREADS, ASROptions, load_whisper
     from realtime.features.text import TextEmbedder
@@ -193,9 +193,7 @@ def load_components(args: argparse.Namespace, live: bool = False) -> Components:
         engine.warm_up()
         face = FaceExtractor(FaceOptions(model_path=args.face_model))
         made.callback(face.close)
-        acoustic_options = spec.acoustic_options()
-        acoustic = AcousticExtractor(dataclasses.replace(acoustic_options, block=LIVE_BLOCK) if live
-                                     else acoustic_options)
+        acoustic = AcousticExtractor(spec.acoustic_options())
         made.callback(acoustic.close)
         acoustic.warm_up()
         asr = ASROptions(model_path=args.whisper_model)

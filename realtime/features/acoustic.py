@@ -40,8 +40,11 @@ ACOUSTIC_DIM = 2 * N_MFCC + 8
 
 LIVE_BLOCK = 5
 """Frames per librosa call in live runs (0.1 s): a window closes live 0.05 s after its end, and
-1 s blocks left up to its last second of voice out of it (masked as missing); 0.1 s blocks
-cost 9.7 ms of CPU per second of audio against 5.5 ms (the voice detector included)."""
+1 s blocks left up to its last second of voice out of it (masked as missing); with 0.1 s
+blocks it lacks at most its last step or two. They cost 9.7 ms of CPU per second of audio
+against 5.5 ms (the voice detector included)."""
+FILE_BLOCK = 50
+"""Frames per librosa call in file runs (1 s): their windows wait for every frame."""
 
 
 @dataclass(frozen=True)
@@ -56,9 +59,9 @@ class AcousticOptions:
     fmax: float = 400.0
     silence_db: float = -50.0
     """Frames with RMS below this (dB re full scale) are silent."""
-    block: int = 50
+    block: int = FILE_BLOCK
     """Frames computed per librosa call (1 s): larger blocks amortise call overhead. Live runs
-    take ``LIVE_BLOCK``; the frames are the same either way."""
+    take ``LIVE_BLOCK`` (``realtime.run.build_run``); the frames are the same either way."""
     normalize: bool = True
     """Standardise each frame with running statistics of the stream's voiced frames."""
     horizon: int = 3000
@@ -148,10 +151,15 @@ class AcousticExtractor:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def reset(self, voicing: str | None = None) -> None:
+    def reset(self, voicing: str | None = None, block: int | None = None) -> None:
         """Start a new stream: no samples kept, and new normalisation statistics; with
         ``voicing``, that voicing from now on (a run of a checkpoint whose feature set names
-        another one than the extractor was made with)."""
+        another one than the extractor was made with); with ``block``, that many frames per
+        librosa call (``LIVE_BLOCK``, ``FILE_BLOCK``)."""
+        if block is not None:
+            if block < 1:
+                raise ValueError(f"block must be at least one frame, got {block}")
+            self.options = replace(self.options, block=block)
         if voicing is not None and voicing != self.options.voicing:
             self.options = replace(self.options, voicing=voicing)  # refuses an unknown one
             self.close()
