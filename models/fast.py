@@ -233,6 +233,11 @@ class FastDMD:
             else:
                 logger.info("one-window forward exported to ONNX Runtime in %.1f s", time.perf_counter() - started)
 
+    def close(self) -> None:
+        """Let the one-window ONNX Runtime session go now (idempotent); later windows of one
+        are served by the torch path."""
+        self.onnx = None
+
     # -- helpers -------------------------------------------------------------------------
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         """AttentionEncoder._embed at inference: sqrt(width) x + positions (cached per shape)."""

@@ -97,6 +97,12 @@ class InferenceEngine:
         self.text = text
         self.class_names = tuple(checkpoint.model.class_names)
 
+    def close(self) -> None:
+        """Let the model's ONNX Runtime session (live runs) and the words' encoder go now, not
+        at interpreter exit (idempotent; engines of other windows share them)."""
+        self.forward.close()
+        self.text.close()
+
     def with_window(self, window: float | None) -> InferenceEngine:
         """This engine (the same network, text embedder and device) cutting windows of
         ``window`` seconds (None: the checkpoint's); itself when that is its window already."""

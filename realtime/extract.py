@@ -38,6 +38,7 @@ import io
 import logging
 import os
 import sys
+import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -204,11 +205,15 @@ class ClipModels:
         self.text = TextEmbedder(self.spec.text_options(options.text_model), device=options.device)
 
     def close(self) -> None:
+        from realtime.service import unload_whisper
+
         face, self.face = self.face, None
         if face is not None:
             face.close()
         self.acoustic.close()
         self.transcriber.close()
+        unload_whisper(self.transcriber.model)
+        self.text.close()
 
     def __enter__(self) -> ClipModels:
         return self
@@ -298,6 +303,8 @@ def process_clip(index: int, path: str, models: ClipModels) -> Outcome:
 
 
 _POOL: dict = {}
+POOL_CLOSE_SECONDS = 60.0
+"""How long the pool's workers get to close their models after the last clip."""
 
 
 def _pool_init(options: ExtractOptions) -> None:
@@ -325,9 +332,15 @@ def run_local(todo: list[tuple[int, str]], options: ExtractOptions, workers: int
     with mp.get_context("spawn").Pool(workers, initializer=_pool_init, initargs=(options,)) as pool:
         yield from pool.imap_unordered(_pool_job, todo)
         # let the workers end their work and close their models; leaving the block at once
-        # would terminate them (an error or an interrupt still does)
+        # would terminate them (an error or an interrupt still does, and so does a close
+        # that has not ended after POOL_CLOSE_SECONDS)
         pool.close()
-        pool.join()
+        joined = threading.Thread(target=pool.join, name="pool-join", daemon=True)
+        joined.start()
+        joined.join(POOL_CLOSE_SECONDS)
+        if joined.is_alive():
+            logger.warning("the extraction workers did not end within %.0f s of their last clip; stopped",
+                           POOL_CLOSE_SECONDS)
 
 
 CACHE_KEYS = ("text", "text_mask", "audio", "audio_mask", "vision", "vision_mask", "words", "duration")

@@ -77,16 +77,21 @@ class Components:
         exit, a graph's close can hang."""
         self.face.close()
         self.acoustic.close()
-        self.engine.text.close()
-        model = getattr(self.whisper, "model", None)
-        if model is not None and getattr(model, "model_is_loaded", False):
-            model.unload_model()
+        self.engine.close()
+        unload_whisper(self.whisper)
 
     def __enter__(self) -> Components:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def unload_whisper(whisper: WhisperModel) -> None:
+    """Release CTranslate2's Whisper now (idempotent)."""
+    model = getattr(whisper, "model", None)
+    if model is not None and getattr(model, "model_is_loaded", False):
+        model.unload_model()
 
 
 class Parser(argparse.ArgumentParser):
@@ -190,6 +195,7 @@ def load_components(args: argparse.Namespace, live: bool = False) -> Components:
         made.callback(text.close)
         engine = InferenceEngine(checkpoint, device, text, precision=args.precision, window=args.window,
                                  runtime="auto" if live else "torch")
+        made.callback(engine.close)
         engine.warm_up()
         face = FaceExtractor(FaceOptions(model_path=args.face_model))
         made.callback(face.close)
@@ -198,6 +204,7 @@ def load_components(args: argparse.Namespace, live: bool = False) -> Components:
         acoustic.warm_up()
         asr = ASROptions(model_path=args.whisper_model)
         whisper = load_whisper(dataclasses.replace(asr, threads=LIVE_THREADS) if live else asr)
+        made.callback(unload_whisper, whisper)
         components = Components(engine=engine, face=face, acoustic=acoustic, whisper=whisper)
         made.pop_all()
     return components
