@@ -88,7 +88,11 @@ def main(argv: list[str] | None = None, ignore_unknown: bool = False) -> int:
               "or python -m realtime for headless runs", file=sys.stderr)
         return 2
     from PyQt6 import sip
+    from PyQt6.QtCore import qInstallMessageHandler
     from PyQt6.QtWidgets import QApplication
+
+    if not args.verbose:
+        qInstallMessageHandler(_quiet_qt)
 
     from gui.session import SessionOptions
     from gui.window import MainWindow
@@ -110,6 +114,17 @@ def main(argv: list[str] | None = None, ignore_unknown: bool = False) -> int:
         # cores, or crashed with SIGSEGV.
         window.session.close()
         sip.delete(window)
+
+
+QT_NOISE = ("This plugin does not support propagateSizeHints()",)
+"""Qt's own lines a user cannot act on (the offscreen platform of --screenshot writes this one
+at each resize of the window); --verbose shows them."""
+
+
+def _quiet_qt(kind, context, message: str) -> None:
+    """Qt's messages on stderr, less QT_NOISE."""
+    if message not in QT_NOISE:
+        sys.stderr.write(message + "\n")
 
 
 def _run(app, window, args: argparse.Namespace) -> int:
