@@ -18,6 +18,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 from models.errors import UsageError, UserError
@@ -443,16 +444,20 @@ def _run(args: argparse.Namespace, components: Components | None) -> int:
         if args.out is None:
             logger.warning("no --out given: the records of this run are not kept, only its summary "
                            "(pass --out FILE.jsonl to keep them)")
+        started = time.perf_counter()
         if live:
             comps = components or load_components(args, live=True)
             _stop_if_asked()
+            loaded = None if components is not None else time.perf_counter() - started
             summary = run_live(args, comps)
+            summary.load_seconds = loaded
             if args.out:
                 locks.keep(Path(args.out))
             _report(summary, args, [], locks, plots[None])
             return EXIT_OK
         comps = components or load_components(args, live=args.pace == "realtime")
         _stop_if_asked()
+        loaded = None if components is not None else time.perf_counter() - started
         failed: list[tuple[Path, str]] = []
         done: list[dict] = []
         for path in files:
@@ -473,6 +478,7 @@ def _run(args: argparse.Namespace, components: Components | None) -> int:
                 continue
             if out is not None:
                 locks.keep(out)
+            summary.load_seconds, loaded = loaded, None  # the first file's summary says it
             _report(summary, args, done, locks, plots[path])
             if summary.interrupted:
                 return EXIT_INTERRUPTED

@@ -141,6 +141,9 @@ class Summary:
     """Windows with nothing to read: no face, no voice, no word (silence, noise or music over
     an empty frame). Their record holds the model's reading of nothing, its prior: they are
     left out of the mean sentiment and the leading emotions."""
+    load_seconds: float | None = None
+    """Seconds the command spent loading its models before this run (the first run of a
+    command that loaded them; None otherwise): not part of ``wall_seconds``."""
     keep_records: bool = False
     """Keep every record (for --plot)."""
     records: list[dict] = field(default_factory=list)
@@ -173,6 +176,7 @@ class Summary:
             "media_seconds": round(self.media_seconds, 2),
             "wall_seconds": round(self.wall_seconds, 2),
             "real_time_factor": round(self.wall_seconds / self.media_seconds, 3) if self.media_seconds > 0 else None,
+            **({"load_seconds": round(self.load_seconds, 2)} if self.load_seconds is not None else {}),
             "dropped": dict(self.dropped),
             "interrupted": self.interrupted,
         }
@@ -195,7 +199,10 @@ class Summary:
         if d["leading_emotions"]:
             text += "leading emotion " + ", ".join(f"{k} {v:.0%}" for k, v in
                                                      list(d["leading_emotions"].items())[:3]) + ", "
-        text += (f"{d['wall_seconds']:.1f} s for {d['media_seconds']:.1f} s of media (real-time factor {rtf})")
+        text += f"{d['wall_seconds']:.1f} s for {d['media_seconds']:.1f} s of media (real-time factor {rtf}"
+        if self.load_seconds is not None:
+            text += f"; the models loaded in {self.load_seconds:.1f} s before"
+        text += ")"
         if self.dropped and any(self.dropped.values()):
             text += ", dropped " + ", ".join(f"{k} {v}" for k, v in self.dropped.items() if v)
         if "latency_ms" in d:

@@ -267,6 +267,10 @@ def test_summary_json_matches_the_records(example_run):
     assert abs(summary["mean_sentiment"] - mean) < 1e-2 and summary["empty_windows"] == 0
     assert abs(summary["coverage"]["face"] - sum(r["modalities"]["face"] for r in records) / len(records)) < 1e-2
     assert 0 < summary["real_time_factor"] < 10 and summary["media_seconds"] > 22
+    # the models' loading is said beside the run's own time, not hidden in it (a new user timed
+    # a 5 s clip at 10 s where the summary said 1 s)
+    assert summary["load_seconds"] > 0
+    assert f"the models loaded in {summary['load_seconds']:.1f} s before" in proc.stderr
     # a file is read in order: no sample reaches the windows late or twice
     assert summary["dropped"]["late"] == 0 and summary["dropped"]["duplicate"] == 0
 
@@ -298,6 +302,7 @@ def test_csv_output_and_existing_out_is_refused(tmp_path, example_run, component
     lines = csv_out.read_text().splitlines()
     assert lines[0].startswith("t_start,t_end,sentiment") and "edges.homo.L->A" in lines[0]
     assert len(lines) == json.loads(summary.read_text())["windows"] + 1 >= 3
+    assert "load_seconds" not in json.loads(summary.read_text())  # models loaded before, by the caller
 
 
 def test_plot_draws_the_run(example_run, tmp_path):
