@@ -200,8 +200,8 @@ class Summary:
             text += "leading emotion " + ", ".join(f"{k} {v:.0%}" for k, v in
                                                      list(d["leading_emotions"].items())[:3]) + ", "
         text += f"{d['wall_seconds']:.1f} s for {d['media_seconds']:.1f} s of media (real-time factor {rtf}"
-        if self.load_seconds is not None:
-            text += f"; the models loaded in {self.load_seconds:.1f} s before"
+        if "load_seconds" in d:
+            text += f"; the models loaded in {d['load_seconds']:.1f} s before"
         text += ")"
         if self.dropped and any(self.dropped.values()):
             text += ", dropped " + ", ".join(f"{k} {v}" for k, v in self.dropped.items() if v)
