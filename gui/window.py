@@ -37,6 +37,7 @@ from gui.widgets import (
     TranscriptView,
     VideoView,
 )
+from realtime.sources.live import source_name
 from realtime.types import Estimate
 
 logger = logging.getLogger(__name__)
@@ -331,6 +332,8 @@ class MainWindow(QMainWindow):
         self.estimates_seen += 1
         self._dirty = True
         if self.recorder is not None:
+            running = self.session.options
+            self.recorder.source = None if running is None else source_name(running.source)
             try:
                 self.recorder.write(est)
             except OSError as exc:

@@ -129,7 +129,7 @@ def run_file(path: Path, out: Path | None, args: argparse.Namespace, comps: Comp
         logger.warning("'%s' has no video stream; running audio + text only", path)
     if not info.has_audio:
         logger.warning("'%s' has no audio stream; running face only", path)
-    sinks = [make_sink(out, _output_mode(args))] if out is not None else []
+    sinks = [make_sink(out, _output_mode(args), source=str(path))] if out is not None else []
     summary = Summary(source=str(path), keep_records=bool(args.plot))
     bar = _progress(args, info.duration)
 
@@ -158,11 +158,12 @@ def run_file(path: Path, out: Path | None, args: argparse.Namespace, comps: Comp
 def run_live(args: argparse.Namespace, comps: Components):
     from realtime.run import RunOptions, build_run
     from realtime.sinks import Summary, make_sink
-    from realtime.sources.live import LiveFeed, open_devices
+    from realtime.sources.live import LiveFeed, open_devices, source_name
 
     out = Path(args.out) if args.out else None
-    sinks = [make_sink(out, _output_mode(args))] if out is not None else []
-    summary = Summary(source=f"camera {args.source}", keep_records=bool(args.plot))
+    name = source_name(args.source)
+    sinks = [make_sink(out, _output_mode(args), source=name)] if out is not None else []
+    summary = Summary(source=name, keep_records=bool(args.plot))
     camera, mic = open_devices(camera_index(args.source), None if args.no_microphone else (args.microphone or ""))
     if _STOP_ASKED.is_set():  # an interrupted sounddevice import reads as a missing microphone
         if camera is not None:

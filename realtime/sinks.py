@@ -42,16 +42,25 @@ def _open(path: Path, mode: str):
         raise OutputError(f"cannot write --out '{path}': {exc.strerror}") from None
 
 
+def _named(record: dict, source: str | None) -> dict:
+    """The record with its input named last (``source``), when there is one to name."""
+    if source is not None:
+        record["source"] = source
+    return record
+
+
 class JsonlSink:
     """One JSON object per line, flushed to disk as each window is done."""
 
-    def __init__(self, path: str | Path, mode: str = "refuse"):
+    def __init__(self, path: str | Path, mode: str = "refuse", source: str | None = None):
         self.path = Path(path)
+        self.source = source
+        """The input every record names (its ``source`` field); None: no such field."""
         self._fh = _open(self.path, mode)
 
     def write(self, estimate: Estimate) -> None:
         # never NaN or Infinity: they are not JSON (models.safejson)
-        self._fh.write(safejson.dumps(estimate.record(), ensure_ascii=False) + "\n")
+        self._fh.write(safejson.dumps(_named(estimate.record(), self.source), ensure_ascii=False) + "\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())
 
@@ -75,20 +84,34 @@ def flatten(record: dict, prefix: str = "") -> dict:
 
 
 class CsvSink:
-    """One row per window; columns fixed by the first record."""
+    """One row per window; columns fixed by the first record, or, appending, by the file's
+    header (rows of another checkpoint's or version's columns would not line up under it)."""
 
-    def __init__(self, path: str | Path, mode: str = "refuse"):
+    def __init__(self, path: str | Path, mode: str = "refuse", source: str | None = None):
         self.path = Path(path)
-        self._append_header = not (mode == "append" and self.path.exists() and self.path.stat().st_size > 0)
-        self._fh = _open(self.path, mode)
+        self.source = source
+        """The input every row names (its ``source`` column); None: no such column."""
+        self._fh = _open(self.path, mode)  # checks it (check_output), the header too when appending
+        try:
+            self._header = _csv_header(self.path) if mode == "append" else None
+        except OutputError:  # changed since the check
+            self._fh.close()
+            raise
         self._writer: csv.DictWriter | None = None
 
     def write(self, estimate: Estimate) -> None:
         # the same columns whatever is present; non-finite numbers as empty cells, like JSON's null
-        row = flatten(safejson.finite(estimate.record(all_channels=True)))
+        row = flatten(safejson.finite(_named(estimate.record(all_channels=True), self.source)))
         if self._writer is None:
-            self._writer = csv.DictWriter(self._fh, fieldnames=list(row), extrasaction="ignore")
-            if self._append_header:
+            if self._header is not None:
+                left_out = [name for name in row if name not in self._header]
+                if left_out:
+                    logger.warning("'%s' has other columns than this run's records (another checkpoint or "
+                                   "version): %d of them are left out (%s)", self.path, len(left_out),
+                                   ", ".join(left_out[:5]) + (", ..." if len(left_out) > 5 else ""))
+            self._writer = csv.DictWriter(self._fh, fieldnames=self._header or list(row), extrasaction="ignore",
+                                          restval="")
+            if self._header is None:
                 self._writer.writeheader()
         self._writer.writerow(row)
         self._fh.flush()
@@ -96,6 +119,25 @@ class CsvSink:
     def close(self) -> None:
         if not self._fh.closed:
             self._fh.close()
+
+
+def _csv_header(path: Path) -> list[str] | None:
+    """The columns of a records table being appended to (None: it is empty or absent, so the
+    run writes its own header); OutputError if its first line is not such a header."""
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as fh:  # a spreadsheet may have added a BOM
+            first = fh.readline()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OutputError(f"cannot append to --out '{path}': {exc}") from None
+    if not first.strip():
+        return None
+    header = next(csv.reader([first]))
+    if header[:2] != ["t_start", "t_end"]:
+        raise OutputError(f"cannot append to --out '{path}': its first line is not a records header "
+                          "(t_start,t_end,...)")
+    return header
 
 
 def check_output(path: str | Path, mode: str = "refuse") -> None:
@@ -113,11 +155,14 @@ def check_output(path: str | Path, mode: str = "refuse") -> None:
     problem = writable_problem(path)
     if problem:
         raise OutputError(f"cannot write --out '{path}': {problem}")
+    if mode == "append" and path.suffix.lower() == ".csv":
+        _csv_header(path)  # a table that is not one of records is refused before any model loads
 
 
-def make_sink(path: str | Path, mode: str = "refuse") -> Sink:
+def make_sink(path: str | Path, mode: str = "refuse", source: str | None = None) -> Sink:
+    """A records file (``check_output``'s names); ``source``: the input every record names."""
     path = Path(path)  # each sink checks it (``check_output``) as it opens
-    return CsvSink(path, mode) if path.suffix.lower() == ".csv" else JsonlSink(path, mode)
+    return CsvSink(path, mode, source) if path.suffix.lower() == ".csv" else JsonlSink(path, mode, source)
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """python -m realtime end to end on real media, with the bundled default model."""
 
+import csv
 import json
 
 import numpy as np
@@ -213,6 +214,7 @@ def test_example_video_records(example_run):
     for rec in records:
         check_record(rec)
         assert rec["modalities"]["face"] > 0.8  # a face in every window (the last one runs past the end)
+        assert rec["source"] == str(EXAMPLE) and list(rec)[-1] == "source"  # the input, as given, last
     ends = [r["t_end"] for r in records]
     assert ends == sorted(ends)
     assert "windows" in proc.stderr and "real-time factor" in proc.stderr
@@ -303,6 +305,32 @@ def test_csv_output_and_existing_out_is_refused(tmp_path, example_run, component
     assert lines[0].startswith("t_start,t_end,sentiment") and "edges.homo.L->A" in lines[0]
     assert len(lines) == json.loads(summary.read_text())["windows"] + 1 >= 3
     assert "load_seconds" not in json.loads(summary.read_text())  # models loaded before, by the caller
+    assert lines[0].endswith(",source") and lines[1].endswith(f",{TALKING_FACES / 'face_5.mp4'}")
+
+    # appended: another run's rows name their own input, under the file's one header
+    proc = run_main(components, capsys, caplog, "--source", EXAMPLE, "--out", csv_out, "--append", "--quiet")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = list(csv.DictReader(csv_out.read_text().splitlines()))
+    assert len(rows) == len(lines) - 1 + 39 and csv_out.read_text().count("t_start,t_end") == 1
+    assert {r["source"] for r in rows} == {str(TALKING_FACES / "face_5.mp4"), str(EXAMPLE)}
+
+    # a table whose header has other columns (another checkpoint's, or one written before
+    # records named their input): the rows follow its header, and the run says what it left out
+    other = tmp_path / "other.csv"
+    header = [c for c in lines[0].split(",") if c not in ("source", "emotions.happy")]
+    other.write_text(",".join(header) + "\n")
+    proc = run_main(components, capsys, caplog, "--source", EXAMPLE, "--out", other, "--append", "--quiet")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "2 of them are left out (emotions.happy, source)" in proc.stderr, proc.stderr[-2000:]
+    table = list(csv.reader(other.read_text().splitlines()))
+    assert table[0] == header and len(table) == 40 and {len(row) for row in table} == {len(header)}
+
+    # a table that is not one of records: one line, before anything runs, and it stays as it was
+    notes = tmp_path / "notes.csv"
+    notes.write_text("name,score\nalice,3\n")
+    proc = run_main(components, capsys, caplog, "--source", EXAMPLE, "--out", notes, "--append", "--quiet")
+    assert proc.returncode == 2 and "its first line is not a records header" in proc.stderr, proc.stderr
+    assert notes.read_text() == "name,score\nalice,3\n"
 
 
 def test_plot_draws_the_run(example_run, tmp_path):

@@ -77,6 +77,7 @@ def test_window_plays_the_example_like_the_headless_run(qtbot, session, tmp_path
     window.stop_recording()
     records = read_records(record)
     assert len(records) == window.estimates_seen
+    assert {r["source"] for r in records} == {str(EXAMPLE)}  # the recording names what was played
 
     # both graphs show the weights of the newest record, and their timelines hold every window
     last = records[-1]

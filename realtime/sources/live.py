@@ -29,6 +29,12 @@ def camera_index(source: str) -> int | None:
     return int(source) if source.isdigit() else None
 
 
+def source_name(source: str) -> str:
+    """How records and summaries name an input: 'camera N' for a camera, else the source as given."""
+    index = camera_index(source)
+    return source if index is None else f"camera {index}"
+
+
 class DeviceUnavailable(RuntimeError):
     """A camera or microphone that cannot be opened or has stopped."""
 
