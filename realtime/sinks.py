@@ -126,17 +126,17 @@ def _csv_header(path: Path) -> list[str] | None:
     run writes its own header); OutputError if its first line is not such a header."""
     try:
         with path.open(encoding="utf-8-sig", newline="") as fh:  # a spreadsheet may have added a BOM
-            first = fh.readline()
+            first = next((line for line in fh if line.strip()), "")
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as exc:
         raise OutputError(f"cannot append to --out '{path}': {exc}") from None
-    if not first.strip():
+    if not first:
         return None
     header = next(csv.reader([first]))
-    if header[:2] != ["t_start", "t_end"]:
+    if header[:2] != ["t_start", "t_end"] or "checkpoint" not in header:
         raise OutputError(f"cannot append to --out '{path}': its first line is not a records header "
-                          "(t_start,t_end,...)")
+                          "(t_start,t_end,...,checkpoint)")
     return header
 
 

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -26,13 +27,14 @@ def camera_index(source: str) -> int | None:
     """The camera a ``--source`` names ('webcam' is camera 0, '2' is camera 2); None for a path."""
     if source == "webcam":
         return 0
-    return int(source) if source.isdigit() else None
+    return int(source) if source.isascii() and source.isdigit() else None  # not '²'
 
 
 def source_name(source: str) -> str:
-    """How records and summaries name an input: 'camera N' for a camera, else the source as given."""
+    """How records and summaries name an input: 'camera N' for a camera, else its path as
+    the command line gives it, normalised ('./a.mp4' is 'a.mp4')."""
     index = camera_index(source)
-    return source if index is None else f"camera {index}"
+    return str(Path(source)) if index is None else f"camera {index}"
 
 
 class DeviceUnavailable(RuntimeError):
