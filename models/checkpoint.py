@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from models import safejson
-from models.config import ARCHITECTURES, MODALITIES, VOICINGS, ModelConfig
+from models.config import ARCHITECTURES, MODALITIES, VOICINGS, ModelConfig, voicing_of
 from models.errors import UserError
 
 FORMAT_VERSION = 1
@@ -69,7 +69,7 @@ class Checkpoint:
         the data's extractor settings, where it names them, e.g. a dataset's meta)."""
         have = self.feature_set
         if isinstance(extractor, dict) and isinstance(have.get("extractor"), dict):
-            ours, theirs = have["extractor"].get("voicing", "level"), extractor.get("voicing", "level")
+            ours, theirs = voicing_of(have["extractor"]), voicing_of(extractor)
             if ours != theirs:
                 raise CheckpointError(f"{self.path}: trained on acoustic frames voiced by {ours!r}, the data's are "
                                       f"voiced by {theirs!r}; extract the data again with this code, or train a "
@@ -179,7 +179,7 @@ def config_problem(doc: dict) -> str | None:
     context = extractor.get("text_context", 0)
     if not (isinstance(context, int) and not isinstance(context, bool) and context >= 0):
         return f"feature_set.extractor.text_context must be a whole number of words, 0 or more, got {context!r}"
-    if extractor.get("voicing", "level") not in VOICINGS:
+    if voicing_of(extractor) not in VOICINGS:
         return f"feature_set.extractor.voicing must be one of {', '.join(VOICINGS)}, got {extractor['voicing']!r}"
     if not isinstance(doc.get("provenance", {}), dict):
         return "'provenance' must be an object"

@@ -17,7 +17,14 @@ from models.errors import UsageError
 VOICINGS = ("speech", "level")
 """Which acoustic frames a feature set counts as voice (``feature_set.extractor.voicing``):
 'speech', loud enough and inside speech that a voice detector found; 'level', loud enough
-alone (feature sets that name none)."""
+alone (``LEGACY_VOICING``: feature sets that name none)."""
+LEGACY_VOICING = "level"
+"""The voicing of a feature set whose extractor settings name none (made before the voice detector)."""
+
+
+def voicing_of(extractor: dict) -> str:
+    """The voicing an extractor's settings (a feature set's or a dataset's) name, or ``LEGACY_VOICING``."""
+    return extractor.get("voicing", LEGACY_VOICING)
 
 MODALITIES: tuple[str, ...] = ("L", "A", "V")
 """Modality names in a fixed order: language (text), acoustic, visual."""

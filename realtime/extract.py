@@ -48,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models.config import LEGACY_VOICING
 from models.data import DataError, save_dataset
 from models.errors import UserError
 from realtime.cluster import Outcome, add_engine_options, cluster_options, progress, run_on_ray, worker_label
@@ -377,7 +378,7 @@ def cache_path(cache: Path, clip: Clip, text_encoder: str, voicing: str = "speec
     """A clip's entry: its path, size and what its features depend on (a cache filled before
     the voice detector, whose keys name no voicing, is extracted again)."""
     key = f"{clip.path.resolve()}:{clip.path.stat().st_size}:{text_encoder}"
-    if voicing != "level":
+    if voicing != LEGACY_VOICING:
         key += f":voicing={voicing}"
     key = hashlib.sha1(key.encode()).hexdigest()[:16]
     return cache / f"{key}.npz"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
+from models.config import voicing_of
 from realtime.features.acoustic import ACOUSTIC_DIM, AcousticOptions
 from realtime.features.face import FACE_DIM
 from realtime.features.text import DEFAULT_TEXT_ENCODER, ENCODERS, LEGACY_TEXT_ENCODER, TextOptions, text_dim
@@ -76,7 +77,7 @@ class FeatureSpec:
                    audio_steps=int(steps.get("A", cls.audio_steps)), text_tokens=int(steps.get("L", cls.text_tokens)),
                    text_encoder=str(ex.get("text_encoder") or _encoder_of_width(feature_set)),
                    text_context=int(ex.get("text_context", 0)),  # checked by models.checkpoint
-                   voicing=str(ex.get("voicing", "level")))
+                   voicing=str(voicing_of(ex)))
 
 
 def _encoder_of_width(feature_set: dict) -> str:
