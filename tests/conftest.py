@@ -333,6 +333,10 @@ class SecondLane:
 
     def __init__(self):
         self.folder = Path(tempfile.mkdtemp(prefix="dmd-test-runs-"))
+        self.env = dict(os.environ)
+        """The environment the session started with: a run launched while a test has patched
+        one (REALTIME_CACHE pointed at its tmp_path) must not inherit the patch (the resumed
+        extraction once joined the words' encoder into such a test's folder, failing it)."""
         self._queue: list[str] = []
         self._done: dict[str, threading.Event] = {}
         self._results: dict[str, object] = {}
@@ -347,7 +351,7 @@ class SecondLane:
 
     def launch(self, args, module: str | None = "realtime") -> subprocess.Popen:
         """``start``, remembered so that the session can end it if it ends first."""
-        return self.track(start(args, module))
+        return self.track(start(args, module, env=self.env))
 
     def track(self, proc: subprocess.Popen) -> subprocess.Popen:
         self._proc = proc
@@ -476,7 +480,7 @@ def _extraction(lane: SecondLane, folder: Path):
     cache = folder / "features.npz.cache"
     args = ["--videos", clips, "--labels", labels, "--out", out, "--quiet"]
     proc = lane.track(subprocess.Popen([sys.executable, "-m", "realtime.extract", *map(str, args)], cwd=ROOT,
-                                       stderr=subprocess.DEVNULL))
+                                       env=lane.env, stderr=subprocess.DEVNULL))
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and len(list(cache.glob("*.npz"))) < 3:
         time.sleep(0.1)
