@@ -78,7 +78,6 @@ class AcousticOptions:
             raise ValueError(f"the voice detector reads {AUDIO_RATE} Hz audio, got rate {self.rate}")
 
 
-
 class StreamNormalizer:
     """Running per-feature mean and variance of voiced frames; standardises every frame.
 
