@@ -364,14 +364,14 @@ def main(argv: list[str] | None = None, components: Components | None = None) ->
     previous = _take_signals()
     try:
         return _run(args, components)
-    except KeyboardInterrupt:  # before the run's own handler is in place (imports, set-up)
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
     except Exception:
         if not _STOP_ASKED.is_set():
             raise
         # the interrupt broke what it landed in: a native module importing under it ends
         # with "ImportError: initialization failed", not with the KeyboardInterrupt
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:  # a run under way ends with its own summary; this is set-up or a stop between files
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
@@ -493,14 +493,10 @@ def _run(args: argparse.Namespace, components: Components | None) -> int:
         _stop_if_asked()
         return EXIT_OK
     except UserError as exc:
-        if _STOP_ASKED.is_set():  # an interrupted import reads as a missing package
-            print("interrupted", file=sys.stderr)
-            return EXIT_INTERRUPTED
+        if _STOP_ASKED.is_set():  # an interrupted import reads as a missing package: main says interrupted
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
     finally:
         locks.release()  # outputs this run created and never wrote are removed
         if comps is not None and comps is not components:
