@@ -507,6 +507,36 @@ def test_a_live_read_drops_the_copies_whisper_loops_on_without_timing_them(whisp
     assert words[:7] == ["thank", "you", "so", "much", "it", "is", "beautiful"] and len(words) <= 8, words
 
 
+def test_a_read_decodes_no_window_too_short_to_hold_a_word(whisper, transcribers):
+    """When Whisper's first window ends mid-sentence, faster-whisper reads again from the last
+    word it timed; at a live buffer's end that is usually a few hundredths of a second after a
+    word the end cut. The buffers of live steps over the example's second sentences, the first
+    committed (Whisper's prompt): such tails are not decoded (``MIN_TAIL``), and each read
+    writes the same words as with every window decoded."""
+    from realtime.features.speech import MIN_TAIL, ASROptions
+    from realtime.types import Word
+
+    y = example_audio(11.0)
+    asr = transcribers(whisper, ASROptions())
+    first = "I learned this wonderful day. Everything is great and I am so happy.".split()
+    asr._committed = [Word(0.9 + 0.35 * i, 1.2 + 0.35 * i, text) for i, text in enumerate(first)]
+    reads = {0.0: [], MIN_TAIL: []}
+    try:
+        for end in np.arange(6.5, 11.01, 0.5):
+            start = 5.5 if end == 6.5 else end - 0.5
+            asr.insert_audio(AudioChunk(start, y[int(start * 16000): int(end * 16000)], 16000))
+            for tail, read in reads.items():
+                whisper.min_tail = tail
+                words = [(w.text, round(w.start, 2), round(w.end, 2)) for w in asr._transcribe()]
+                read.append((words, whisper.windows_read))
+    finally:
+        whisper.min_tail = MIN_TAIL  # the session's model, as other tests expect it
+    assert asr._prompt() and [words for words, _ in reads[MIN_TAIL]] == [words for words, _ in reads[0.0]]
+    every, fewer = (sum(n for _, n in reads[t]) for t in (0.0, MIN_TAIL))
+    assert fewer <= every - 3, (fewer, every)  # windows for nothing were left out
+    assert len({w[0] for words, _ in reads[MIN_TAIL] for w in words}) >= 5, "the reads heard the sentences"
+
+
 def test_words_whisper_could_not_time_keep_their_instant_and_their_order():
     from realtime.features.speech import _unpile
     from realtime.types import Word
