@@ -507,34 +507,50 @@ def test_a_live_read_drops_the_copies_whisper_loops_on_without_timing_them(whisp
     assert words[:7] == ["thank", "you", "so", "much", "it", "is", "beautiful"] and len(words) <= 8, words
 
 
-def test_a_read_decodes_no_window_too_short_to_hold_a_word(whisper, transcribers):
+def test_a_live_step_decodes_no_window_too_short_to_hold_a_word(whisper, transcribers):
     """When Whisper's first window ends mid-sentence, faster-whisper reads again from the last
     word it timed; at a live buffer's end that is usually a few hundredths of a second after a
     word the end cut. The buffers of live steps over the example's second sentences, the first
-    committed (Whisper's prompt): such tails are not decoded (``MIN_TAIL``), and each read
-    writes the same words as with every window decoded."""
-    from realtime.features.speech import MIN_TAIL, ASROptions
+    committed (Whisper's prompt): a step's read leaves such tails undecoded (``MIN_TAIL``; the
+    next step reads them again), writing what the read with every window decoded writes up
+    to there; a read with no step after it (``last``, as ``finish`` reads) decodes them all."""
+    from realtime.features.speech import ASROptions
     from realtime.types import Word
 
     y = example_audio(11.0)
     asr = transcribers(whisper, ASROptions())
     first = "I learned this wonderful day. Everything is great and I am so happy.".split()
     asr._committed = [Word(0.9 + 0.35 * i, 1.2 + 0.35 * i, text) for i, text in enumerate(first)]
-    reads = {0.0: [], MIN_TAIL: []}
-    try:
-        for end in np.arange(6.5, 11.01, 0.5):
-            start = 5.5 if end == 6.5 else end - 0.5
-            asr.insert_audio(AudioChunk(start, y[int(start * 16000): int(end * 16000)], 16000))
-            for tail, read in reads.items():
-                whisper.min_tail = tail
-                words = [(w.text, round(w.start, 2), round(w.end, 2)) for w in asr._transcribe()]
-                read.append((words, whisper.windows_read))
-    finally:
-        whisper.min_tail = MIN_TAIL  # the session's model, as other tests expect it
-    assert asr._prompt() and [words for words, _ in reads[MIN_TAIL]] == [words for words, _ in reads[0.0]]
-    every, fewer = (sum(n for _, n in reads[t]) for t in (0.0, MIN_TAIL))
-    assert fewer <= every - 3, (fewer, every)  # windows for nothing were left out
-    assert len({w[0] for words, _ in reads[MIN_TAIL] for w in words}) >= 5, "the reads heard the sentences"
+    steps, lasts = [], []
+    for end in np.arange(6.5, 11.01, 0.5):
+        start = 5.5 if end == 6.5 else end - 0.5
+        asr.insert_audio(AudioChunk(start, y[int(start * 16000): int(end * 16000)], 16000))
+        for last, reads in ((False, steps), (True, lasts)):
+            words = [(w.text, round(w.start, 2), round(w.end, 2)) for w in asr._transcribe(last=last)]
+            reads.append((words, whisper.windows_read))
+    assert asr._prompt() and len({w[0] for words, _ in lasts for w in words}) >= 5, "the reads heard the sentences"
+    every, fewer = sum(n for _, n in lasts), sum(n for _, n in steps)
+    if every == len(lasts):  # int8 arithmetic differs between CPUs: here Whisper closed every window
+        pytest.skip("Whisper left no window unfinished on this CPU: no tail to skip")
+    assert fewer < every, (fewer, every)
+    for (step, n_step), (whole, n_whole) in zip(steps, lasts):
+        assert n_step <= n_whole and step == whole[: len(step)], (step, whole)
+
+
+def test_a_window_s_length_is_read_from_its_padding():
+    """faster-whisper pads a window's mel frames with zero columns to 30 s; what is left
+    before them is its audio (100 frames per second), whatever that audio holds."""
+    from faster_whisper.audio import pad_or_trim
+    from faster_whisper.feature_extractor import FeatureExtractor
+
+    from realtime.features.speech import _content_seconds
+
+    features = FeatureExtractor()(example_audio(4.0))
+    for frames in (3, 30, 150, features.shape[-1]):
+        assert _content_seconds(pad_or_trim(features[:, :frames])) == pytest.approx(frames / 100)
+    silence = FeatureExtractor()(np.zeros(16000, np.float32))
+    assert _content_seconds(pad_or_trim(silence[:, :50])) == pytest.approx(0.5)
+    assert _content_seconds(np.zeros((80, 3000), np.float32)) == 0.0
 
 
 def test_words_whisper_could_not_time_keep_their_instant_and_their_order():

@@ -105,14 +105,16 @@ class ASROptions:
 
 
 MIN_TAIL = 0.3
-"""Seconds of audio a read's later window must hold to be decoded. When Whisper's first
-window ends without a closing timestamp (mid-sentence, as a live buffer's end usually cuts
-it), faster-whisper reads again from the last word it timed; on a live buffer that tail was
-mostly the 0.02-0.05 s after a word the buffer's end had cut (median 0.03 s): an encoder
-pass and a decoding that wrote nothing, nearly every second step. Skipped under this length
-(too short for a word; the next step hears it whole), the transcripts of the example and of
-three sets of unseen speech stepped live were the same to the word, for about a fifth less
-CPU. Longer tails (up to 1 s) hold words: skipping those lost some."""
+"""Seconds of audio (after faster-whisper's voice filter) a live step's later window must
+hold to be decoded. When Whisper's first window ends without a closing timestamp (mid-
+sentence, as a live buffer's end usually cuts it), faster-whisper reads again from the last
+word it timed; on a live buffer that tail was mostly the 0.02-0.05 s after a word the
+buffer's end had cut (median 0.03 s): an encoder pass and a decoding that wrote nothing,
+nearly every second step. Skipped under this length (too short for a word, and the next
+step reads it again), the transcripts of the example and of three sets of unseen speech
+stepped live were the same to the word, for about a fifth less CPU. Longer tails (up to
+1 s) hold words: skipping those lost some. A read with no next step (``finish``) and file
+steps decode every window."""
 
 
 class _ShortTail(Exception):
@@ -133,15 +135,15 @@ def _context_model_class():
 
         faster-whisper pads every segment's features to 3000 frames (30 s) before
         ``encode``; CTranslate2's encoder takes fewer (as whisper.cpp's ``audio_ctx``
-        does). Set ``context_frames`` before each call; None keeps the 30 s. A read's
-        later window shorter than ``min_tail`` seconds is not decoded (``MIN_TAIL``; 0:
-        every window is).
+        does). Set ``context_frames`` before each call; None keeps the 30 s. Likewise
+        ``min_tail``: a read's later window shorter than that many seconds is not decoded
+        (live steps: ``MIN_TAIL``); 0 decodes every window.
         """
 
         context_frames: int | None = None
-        min_tail: float = MIN_TAIL
+        min_tail: float = 0.0
         windows_read = 0
-        """Encoder windows the last read decoded."""
+        """Encoder windows the last read decoded (once its segments are consumed)."""
         _windows = 0
 
         def transcribe(self, audio, *args, **kwargs):
@@ -303,6 +305,9 @@ class StreamingTranscriber:
     drops_loops = False
     """Whether a segment that compresses like a decoding loop is dropped (``LOOP_RATIO``)."""
     drops_untimed = False
+    skips_short_tails = False
+    """Whether a step's read leaves a later window under ``MIN_TAIL`` undecoded (the next
+    step reads that audio again)."""
     """Whether every word Whisper could not time (no duration) is dropped, not only those at
     the buffer's end. Live reads loop so: "Thank you so much. It is beautiful." written twice
     more after itself, every copy piled on the sentence's last instant, and two reads agreed on
@@ -484,9 +489,10 @@ class StreamingTranscriber:
         """Whisper's prompt for a read of the buffer (None: no prompt)."""
         return None
 
-    def _transcribe(self, span: tuple[float, float] | None = None) -> list[Word]:
+    def _transcribe(self, span: tuple[float, float] | None = None, last: bool = False) -> list[Word]:
         """The words Whisper writes for the buffer (or for the part of it in ``span``, times a
-        and b): their times on the stream's clock. A whole read sets ``_segment_starts``."""
+        and b): their times on the stream's clock. A whole read sets ``_segment_starts``.
+        ``last``: no step follows this read, so every window of it is decoded."""
         from faster_whisper.transcribe import get_compression_ratio
 
         prompt = self._prompt()
@@ -495,6 +501,7 @@ class StreamingTranscriber:
         seconds = len(audio) / AUDIO_RATE
         if hasattr(self.model, "context_frames"):
             self.model.context_frames = context_frames(seconds) if self.options.short_context else None
+            self.model.min_tail = MIN_TAIL if self.skips_short_tails and not last else 0.0
         segments, _ = self.model.transcribe(
             audio, language=self.options.language, beam_size=self.options.beam_size,
             word_timestamps=True, vad_filter=self.options.vad_filter, condition_on_previous_text=False,
@@ -545,6 +552,7 @@ class AgreementTranscriber(StreamingTranscriber):
 
     commit = "agreement"
     drops_untimed = True
+    skips_short_tails = True
 
     def ready(self) -> bool:
         return self._new >= self.options.min_chunk * AUDIO_RATE
@@ -583,7 +591,7 @@ class AgreementTranscriber(StreamingTranscriber):
         audio came and it may hold speech."""
         self._judge_to_end()
         read = self._new > 0 and (self._hypothesis or self._worth_reading())
-        rest = self._uncommitted(self._transcribe()) if read else self._hypothesis
+        rest = self._uncommitted(self._transcribe(last=True)) if read else self._hypothesis
         self._committed.extend(rest)
         self._hypothesis = []
         self._new = 0
