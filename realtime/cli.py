@@ -477,8 +477,8 @@ def _run(args: argparse.Namespace, components: Components | None) -> int:
                         locks.discard(left)  # an input that failed leaves no empty file
                 done.append({"source": str(path), "failed": str(exc)})
                 continue
-            if out is not None:
-                locks.keep(out)
+            if out is not None and not summary.interrupted:
+                locks.keep(out)  # a finished input keeps its file, even empty; an interrupted one only its records
             summary.load_seconds, loaded = loaded, None  # the first file's summary says it
             _report(summary, args, done, locks, plots[path])
             if summary.interrupted:

@@ -535,6 +535,25 @@ def test_sigterm_mid_run_ends_it_promptly(untrained, tmp_path, lane_drained):
 
 
 @pytest.mark.slow
+def test_sigterm_before_the_first_record_leaves_no_empty_file(untrained, tmp_path, lane_drained):
+    """A file run stopped after its models loaded but before it wrote a record (here while
+    Whisper reads the example, which comes before any window closes): exit 130 and no empty
+    output left. The output had been kept as a finished input's (seen once in a fresh clone's
+    suite, SIGTERM 6 s into a run)."""
+    from tests.conftest import finish, start
+
+    out = tmp_path / "r.jsonl"
+    proc = start(["--source", EXAMPLE, "--checkpoint", untrained, "--out", out, "--verbose"])
+
+    def reading(lines):
+        return any("Processing audio with duration" in line for line in lines)
+
+    proc = finish(proc, timeout=240, interrupt_when=reading, sig=signal.SIGTERM, bound=5.0)
+    assert proc.returncode == 130, proc.stderr[-3000:]
+    assert not out.exists(), f"{out.stat().st_size} bytes left"
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("delay", [1.0, 3.0, 6.0])
 def test_sigterm_in_any_phase_ends_cleanly(untrained, tmp_path, delay, lane_drained):
     """SIGTERM while modules import, models load or the run starts: exit 130 (or the
