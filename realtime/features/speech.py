@@ -305,13 +305,13 @@ class StreamingTranscriber:
     drops_loops = False
     """Whether a segment that compresses like a decoding loop is dropped (``LOOP_RATIO``)."""
     drops_untimed = False
-    skips_short_tails = False
-    """Whether a step's read leaves a later window under ``MIN_TAIL`` undecoded (the next
-    step reads that audio again)."""
     """Whether every word Whisper could not time (no duration) is dropped, not only those at
     the buffer's end. Live reads loop so: "Thank you so much. It is beautiful." written twice
     more after itself, every copy piled on the sentence's last instant, and two reads agreed on
     the copies; a real word left untimed by one read is timed by the next."""
+    skips_short_tails = False
+    """Whether a step's read leaves a later window under ``MIN_TAIL`` undecoded (the next
+    step reads that audio again)."""
 
     def __new__(cls, model=None, options: ASROptions = ASROptions()):
         if cls is StreamingTranscriber:
