@@ -109,8 +109,11 @@ class Health:
 class Session(QObject):
     """Starts, pauses and stops pipeline runs; loads the models once and keeps them."""
 
-    estimate = pyqtSignal(object)
-    """An Estimate, in the order the windows end."""
+    estimate = pyqtSignal(object, object)
+    """An Estimate, in the order the windows end, and the name of the input it came from
+    (``realtime.sources.live.source_name``: what a record's ``source`` says): a receiver
+    reading the session's options instead would name the next run's input for estimates still
+    queued when a run was stopped and another started."""
     message = pyqtSignal(str)
     """A one-line status for the status bar."""
     failed = pyqtSignal(str)
@@ -245,13 +248,16 @@ class Session(QObject):
 
     def _run_pipeline(self, options: SessionOptions, comps, summary):
         from realtime.run import RunOptions, build_run
+        from realtime.sources.live import source_name
 
         feed = self._live_feed(options) if options.live else self._file_feed(options)
+
+        name = source_name(options.source)
 
         def on_estimate(est: Estimate) -> None:
             if est.latency_ms is not None:
                 self._latencies.append(est.latency_ms)
-            self.estimate.emit(est)
+            self.estimate.emit(est, name)
 
         # a file played at media speed runs like a camera: windows close on the run clock
         run_options = RunOptions(live=options.live or options.pace == "realtime", hop=options.hop)

@@ -37,7 +37,6 @@ from gui.widgets import (
     TranscriptView,
     VideoView,
 )
-from realtime.sources.live import source_name
 from realtime.types import Estimate
 
 logger = logging.getLogger(__name__)
@@ -326,14 +325,14 @@ class MainWindow(QMainWindow):
         return ok
 
     # ---- from the session (GUI thread, through signals) --------------------------------
-    def _on_estimate(self, est: Estimate) -> None:
+    def _on_estimate(self, est: Estimate, source: str | None = None) -> None:
+        """One estimate of the run, and the name of the input it came from (its record's ``source``)."""
         self.history.add(est)
         self.last = est
         self.estimates_seen += 1
         self._dirty = True
         if self.recorder is not None:
-            running = self.session.options
-            self.recorder.source = None if running is None else source_name(running.source)
+            self.recorder.source = source
             try:
                 self.recorder.write(est)
             except OSError as exc:

@@ -62,6 +62,25 @@ def wait_finished(qtbot, window, timeout_s=240):
     qtbot.wait(100)  # queued signals from the run's last moments
 
 
+def test_a_recording_names_the_input_each_estimate_came_from(qtbot, tmp_path):
+    """Estimates still queued when a run is stopped and another started are recorded under
+    the input they came from, which the session sends with each, not under the one now
+    running."""
+    from realtime.types import Estimate
+
+    window = open_window(qtbot, Session(), source=tmp_path / "first.mp4")
+    window.record_to(tmp_path / "rec.jsonl")
+    window.session.options = SessionOptions(source=str(tmp_path / "second.mp4"))  # the next run's
+    for t_end, name in ((4.0, "first.mp4"), (4.5, "second.mp4")):
+        est = Estimate(t_start=t_end - 4.0, t_end=t_end, sentiment=0.1, emotions=None, channels={},
+                       edges={"homo": {"L->A": 0.1}}, branches={"L": None},
+                       modalities={"face": 1.0, "audio": 0.0, "text": 0.0}, words=[], checkpoint="test")
+        window.session.estimate.emit(est, name)
+    qtbot.wait(50)
+    window.stop_recording()
+    assert [r["source"] for r in read_records(tmp_path / "rec.jsonl")] == ["first.mp4", "second.mp4"]
+
+
 def test_window_plays_the_example_like_the_headless_run(qtbot, session, tmp_path, example_run):
     window = open_window(qtbot, session, pace="asap")
     record = tmp_path / "gui.jsonl"
