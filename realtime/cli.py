@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import logging
 import signal
 import sys
@@ -362,6 +363,8 @@ def main(argv: list[str] | None = None, components: Components | None = None) ->
     # SIGTERM ends the run like Ctrl-C: finished windows are on disk, the file stays valid
     _STOP_ASKED.clear()
     previous = _take_signals()
+    unraisable = sys.unraisablehook
+    sys.unraisablehook = functools.partial(_unraisable_unless_the_stop, unraisable)
     try:
         return _run(args, components)
     except Exception:
@@ -375,6 +378,7 @@ def main(argv: list[str] | None = None, components: Components | None = None) ->
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
+        sys.unraisablehook = unraisable
         for sig, handler in previous.items():
             signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
@@ -398,6 +402,16 @@ def _ask_to_stop(signum, frame) -> None:
         return
     _STOP_ASKED.set()
     raise KeyboardInterrupt
+
+
+def _unraisable_unless_the_stop(previous, unraisable) -> None:
+    """``sys.unraisablehook`` during a command: the stop's KeyboardInterrupt raised where it
+    cannot propagate (in a ctypes callback: numba's compiler, under librosa, called back into
+    Python when SIGTERM came) is not printed as a traceback; ``_STOP_ASKED`` still ends the
+    run. Anything else goes to the ``previous`` hook."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt) and _STOP_ASKED.is_set():
+        return
+    previous(unraisable)
 
 
 def _stop_if_asked() -> None:
