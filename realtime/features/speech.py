@@ -144,10 +144,9 @@ def _context_model_class():
         min_tail: float = 0.0
         windows_read = 0
         """Encoder windows the last read decoded (once its segments are consumed)."""
-        _windows = 0
 
         def transcribe(self, audio, *args, **kwargs):
-            self._windows = self.windows_read = 0
+            self.windows_read = 0
             segments, info = super().transcribe(audio, *args, **kwargs)
             return self._until_short_tail(segments), info
 
@@ -159,8 +158,7 @@ def _context_model_class():
                 return
 
         def encode(self, features):
-            self._windows += 1
-            if self._windows > 1 and _content_seconds(features) < self.min_tail:
+            if self.windows_read and self.min_tail and _content_seconds(features) < self.min_tail:
                 raise _ShortTail  # ends the read: the segments already written stand
             self.windows_read += 1
             if self.context_frames is not None:
