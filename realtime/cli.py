@@ -460,19 +460,16 @@ def _run(args: argparse.Namespace, components: Components | None) -> int:
             logger.warning("no --out given: the records of this run are not kept, only its summary "
                            "(pass --out FILE.jsonl to keep them)")
         started = time.perf_counter()
+        comps = components or load_components(args, live=live or args.pace == "realtime")
+        _stop_if_asked()
+        loaded = None if components is not None else time.perf_counter() - started
         if live:
-            comps = components or load_components(args, live=True)
-            _stop_if_asked()
-            loaded = None if components is not None else time.perf_counter() - started
             summary = run_live(args, comps)
             summary.load_seconds = loaded
             if args.out:
                 locks.keep(Path(args.out))
             _report(summary, args, [], locks, plots[None])
             return EXIT_OK
-        comps = components or load_components(args, live=args.pace == "realtime")
-        _stop_if_asked()
-        loaded = None if components is not None else time.perf_counter() - started
         failed: list[tuple[Path, str]] = []
         done: list[dict] = []
         for path in files:
