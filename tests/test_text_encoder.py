@@ -177,3 +177,65 @@ def test_a_damaged_cached_graph_leaves_the_words_in_torch_and_is_exported_afresh
     y, _ = TextEmbedder(TextOptions(encoder="minilm")).embed_many(LISTS)
     assert np.array_equal(x, y)  # the same words, served as before
     assert TextEmbedder(TextOptions(encoder="minilm"), onnx=True).runtime == "onnxruntime"
+
+
+def test_auto_precision_is_bfloat16_only_where_the_cpu_computes_it_and_torch_runs_the_words(monkeypatch):
+    from realtime.features import text
+
+    for native, expected in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(text, "native_bfloat16", lambda native=native: native)
+        assert text.text_precision("auto", "cpu", onnx=False) == expected
+        assert text.text_precision("auto", "cuda:0", onnx=False) == "float32"  # not measured on a GPU yet
+        assert text.text_precision("auto", "cpu", onnx=True) == "float32"  # ONNX Runtime serves float32
+        assert text.text_precision("float32", "cpu", onnx=False) == "float32"
+        assert text.text_precision("bfloat16", "cpu", onnx=False) == "bfloat16"  # asked for: honoured
+    with pytest.raises(ValueError, match="unknown text precision 'half'"):
+        TextEmbedder(TextOptions(encoder="minilm"), precision="half")
+
+
+def test_bfloat16_words_keep_float32s_tokens_and_the_models_readings():
+    """The bfloat16 encoder (file runs' default on a CPU with bfloat16 instructions) against
+    float32 on real sentences: every token within a cosine of 0.999, and the bundled model's
+    readings of text-only windows within 0.03 (probabilities) and 0.1 (sentiment, -3..3)."""
+    import copy
+    import json
+
+    from bench.e2e import varied_sentences
+    from realtime.engine import InferenceEngine, find_checkpoint
+    from realtime.featureset import FeatureSpec
+    from realtime.types import Window, Word
+
+    script = json.loads((ROOT / "examples" / "talking.json").read_text())["sentences"]
+    words = " ".join([s["text"] for s in script] + [s for s, _ in varied_sentences(12)]).split()
+    lists = [words[i: i + n] for i, n in zip(range(0, len(words) - 14, 5), [4, 9, 14] * 40)]
+    spec = FeatureSpec.from_checkpoint(find_checkpoint(None).feature_set)
+    exact = TextEmbedder(spec.text_options(), precision="float32")
+    half = TextEmbedder(spec.text_options(), precision="bfloat16")
+    assert (exact.precision, half.precision) == ("float32", "bfloat16")
+    x, mask = exact.embed_many(lists)
+    y, half_mask = half.embed_many(lists)
+    assert np.array_equal(mask, half_mask)
+    keep = mask.astype(bool)
+    cos = (x[keep] * y[keep]).sum(1) / np.linalg.norm(x[keep], axis=1) / np.linalg.norm(y[keep], axis=1)
+    assert cos.min() > 0.999, cos.min()
+    assert np.abs(x - y).max() > 0  # bfloat16 did compute: not float32 under another name
+
+    import torch
+
+    engine = InferenceEngine(find_checkpoint(None), torch.device("cpu"), exact, runtime="torch")
+    other = copy.copy(engine)
+    other.text = half
+    windows = [Window(index=i, t_start=0.0, t_end=spec.window,
+                      face=np.zeros((spec.face_steps, spec.dims["V"]), np.float32),
+                      face_mask=np.zeros(spec.face_steps, np.float32),
+                      audio=np.zeros((spec.audio_steps, spec.dims["A"]), np.float32),
+                      audio_mask=np.zeros(spec.audio_steps, np.float32),
+                      words=[Word(start=0.1 * k, end=0.1 * k + 0.1, text=w) for k, w in enumerate(ws)])
+               for i, ws in enumerate(lists)]
+    probs, sentiment = [], []
+    for a, b in zip(engine(windows), other(windows)):
+        probs.append(max(abs(a.emotions[k] - b.emotions[k]) for k in a.emotions))
+        sentiment.append(abs(a.sentiment - b.sentiment))
+    assert max(probs) < 0.03 and max(sentiment) < 0.1, (max(probs), max(sentiment))
+    exact.close()
+    half.close()
