@@ -537,6 +537,39 @@ def test_a_live_step_decodes_no_window_too_short_to_hold_a_word(whisper, transcr
         assert n_step <= n_whole and step == whole[: len(step)], (step, whole)
 
 
+def test_a_whisper_models_read_settings_are_each_threads_own(whisper):
+    """One Whisper model serves a run's reads; the GUI starts the next run on the same models
+    while a stopped run's reader may still be in a read. The settings a read is made with
+    (encoder context, shortest later window) and what it counts (windows read) are the
+    reading thread's own: a read in another thread neither sees nor changes them."""
+    import threading
+
+    from realtime.features.speech import MIN_TAIL
+
+    y = example_audio(5.6)
+    whisper.context_frames, whisper.min_tail = 500, MIN_TAIL
+    read_here = whisper.windows_read  # what this thread's last read left (earlier tests')
+    seen = {}
+
+    def straggler():
+        seen["found"] = (whisper.context_frames, whisper.min_tail, whisper.windows_read)
+        whisper.context_frames, whisper.min_tail = None, 0.0
+        segments, _ = whisper.transcribe(y, language="en", beam_size=1, word_timestamps=True,
+                                         condition_on_previous_text=False, temperature=0.0)
+        seen["words"] = [w.word for s in segments for w in s.words or []]
+        seen["windows"] = whisper.windows_read
+
+    try:
+        reader = threading.Thread(target=straggler)
+        reader.start()
+        reader.join()
+        assert seen["found"] == (None, 0.0, 0)  # a new thread starts from the defaults
+        assert len(seen["words"]) >= 5 and seen["windows"] >= 1  # it did read, with its own settings
+        assert (whisper.context_frames, whisper.min_tail, whisper.windows_read) == (500, MIN_TAIL, read_here)
+    finally:
+        whisper.context_frames, whisper.min_tail = None, 0.0  # the session's model, as other tests expect it
+
+
 def test_a_window_s_length_is_read_from_its_padding():
     """faster-whisper pads a window's mel frames with zero columns to 30 s; what is left
     before them is its audio (100 frames per second), whatever that audio holds."""

@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,6 +128,26 @@ def _content_seconds(features) -> float:
     return (frames[-1] + 1) / 100.0 if len(frames) else 0.0
 
 
+class _PerThread:
+    """A model attribute each thread sets and reads for itself: one Whisper model serves a
+    run's reads in its speech thread, and a straggling reader of a stopped run (the GUI
+    starts the next run on the same models) must not change the next run's reads."""
+
+    def __init__(self, default):
+        self.default = default
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.name = name
+
+    def __get__(self, model, owner=None):
+        if model is None:
+            return self
+        return getattr(model._reads, self.name, self.default)
+
+    def __set__(self, model, value) -> None:
+        setattr(model._reads, self.name, value)
+
+
 def _context_model_class():
     from faster_whisper import WhisperModel
 
@@ -137,13 +158,18 @@ def _context_model_class():
         ``encode``; CTranslate2's encoder takes fewer (as whisper.cpp's ``audio_ctx``
         does). Set ``context_frames`` before each call; None keeps the 30 s. Likewise
         ``min_tail``: a read's later window shorter than that many seconds is not decoded
-        (live steps: ``MIN_TAIL``); 0 decodes every window.
+        (live steps: ``MIN_TAIL``); 0 decodes every window. All three attributes are the
+        calling thread's own (``_PerThread``): reads in two threads do not mix them.
         """
 
-        context_frames: int | None = None
-        min_tail: float = 0.0
-        windows_read = 0
+        context_frames = _PerThread(None)
+        min_tail = _PerThread(0.0)
+        windows_read = _PerThread(0)
         """Encoder windows the last read decoded (once its segments are consumed)."""
+
+        def __init__(self, *args, **kwargs):
+            self._reads = threading.local()
+            super().__init__(*args, **kwargs)
 
         def transcribe(self, audio, *args, **kwargs):
             self.windows_read = 0
