@@ -349,9 +349,10 @@ class SecondLane:
         self.waited = 0.0
         """Seconds tests spent waiting for runs."""
 
-    def launch(self, args, module: str | None = "realtime") -> subprocess.Popen:
-        """``start``, remembered so that the session can end it if it ends first."""
-        return self.track(start(args, module, env=self.env))
+    def launch(self, args, module: str | None = "realtime", env: dict | None = None) -> subprocess.Popen:
+        """``start``, remembered so that the session can end it if it ends first; ``env``:
+        variables set on top of the session's."""
+        return self.track(start(args, module, env={**self.env, **(env or {})}))
 
     def track(self, proc: subprocess.Popen) -> subprocess.Popen:
         self._proc = proc
@@ -469,7 +470,8 @@ def _gui_screenshot(lane: SecondLane, folder: Path):
 def _extraction(lane: SecondLane, folder: Path):
     """python -m realtime.extract on ten talking clips (espeak-ng speech over a real face),
     killed (SIGKILL) once 3 clips are cached, then run again to the end by a pool of two
-    worker processes (the exit audit runs in each: a worker closes its models as it ends)."""
+    worker processes (the exit audit runs in each: a worker closes its models as it ends, and
+    logs its exit, which a worker the pool terminated never reaches)."""
     from realtime.synth_media import astronaut_face, talking_clip
     from tests.test_extract import make_corpus
 
@@ -488,9 +490,10 @@ def _extraction(lane: SecondLane, folder: Path):
     proc.wait()
     killed = {"cached": {p.name: p.stat().st_mtime_ns for p in cache.glob("*.npz")}, "out_existed": out.exists()}
     (cache / ".0123456789abcdef.npz.tmp-99999").write_bytes(b"half an entry")  # as a kill mid-write leaves
-    resumed = finish(lane.launch([*args, "--workers", "2"], module="realtime.extract"), done="clips extracted",
-                     timeout=600)
-    return clips, labels, out, cache, killed, resumed
+    exits = folder / "exit-audit.log"
+    resumed = finish(lane.launch([*args, "--workers", "2"], module="realtime.extract",
+                                 env={"EXIT_AUDIT_LOG": str(exits)}), done="clips extracted", timeout=600)
+    return clips, labels, out, cache, killed, resumed, exits.read_text().splitlines() if exits.exists() else []
 
 
 LANE = {

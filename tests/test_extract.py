@@ -68,7 +68,7 @@ def extraction(extraction_run):
 @pytest.mark.slow
 def test_extract_train_evaluate_serve(corpus, extraction, tmp_path, capsys, caplog):
     clips, _ = corpus
-    features, _, _, proc = extraction
+    features, _, _, proc, _ = extraction
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "10 clips extracted, 0 failed" in proc.stderr
     assert proc.exit_lag < EXIT_BOUND  # its MediaPipe graph and Whisper closed, nothing left hanging
@@ -121,7 +121,7 @@ def test_split_by_speaker_without_a_split_column(layout):
 
 @pytest.mark.slow
 def test_interrupted_extraction_resumes(extraction):
-    _, cache, killed, resumed = extraction
+    _, cache, killed, resumed, exits = extraction
     done = killed["cached"]
     assert 3 <= len(done) < 10 and not killed["out_existed"]
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -129,6 +129,10 @@ def test_interrupted_extraction_resumes(extraction):
     assert len(after) == 10
     assert all(after[name] == mtime for name, mtime in done.items()), "finished clips were not redone"
     assert not [p.name for p in cache.iterdir() if not p.name.endswith(".npz")], "temporary files left"
+    # both pool workers ended their work themselves, their face graphs closed (a worker the
+    # pool terminated writes no exit line); no process of the run left a graph open
+    assert len([line for line in exits if line.split()[1] == "face"]) == 2, exits
+    assert all(line.split()[2] == "0" for line in exits), exits
 
 
 @pytest.mark.parametrize("content,fragment", [
