@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "(a bug); 2 bad usage, or a screenshot run that failed")
     p.add_argument("--version", action="version", version=version_string())
     p.add_argument("--source", help="a media file, 'webcam' or a camera index (default: camera 0 if any)")
-    add_model_options(p)
+    add_model_options(p, file_runs=False)
     p.add_argument("--microphone", default="", help="input device name or index (default: the system's)")
     p.add_argument("--no-microphone", action="store_true", help="live: video only")
     p.add_argument("--pace", choices=("realtime", "asap"), default="realtime",

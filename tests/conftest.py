@@ -293,7 +293,10 @@ def with_checkpoint(components, checkpoint: Path):
 
 @pytest.fixture(scope="session")
 def components():
-    """The default models on the CPU, loaded once per test session and closed after it."""
+    """The default models on the CPU, loaded once per test session and closed after it. Their
+    words' precision is a file run's default on this CPU (``--text-precision auto``), as the
+    command-line runs the tests compare them with; tests/test_text_encoder.py holds
+    bfloat16's words to float32's on any CPU."""
     from realtime.service import component_args, load_components
 
     with load_components(component_args(device="cpu")) as loaded:

@@ -99,9 +99,10 @@ def test_replayed_live_run_exits_promptly_and_verbose_brings_third_party_output_
     assert records and records[-1]["t_end"] >= 4.5
     assert "INFO realtime.features.face: face model loaded" in proc.stderr
     assert [line for line in proc.stderr.splitlines() if NATIVE_NOISE.match(line)], "-v lets MediaPipe speak"
-    # live on a CPU: the words' encoder runs in ONNX Runtime (checked against torch as it loads)
+    # live on a CPU: the words' encoder runs in ONNX Runtime (checked against torch as it loads),
+    # in float32 whatever --text-precision says (a file run's option)
     loaded = [line for line in proc.stderr.splitlines() if "realtime.features.text: text model loaded" in line]
-    assert loaded and loaded[-1].endswith("(ONNX Runtime)"), loaded
+    assert loaded and loaded[-1].endswith("(ONNX Runtime, float32)"), loaded
     # and its windows, scored one at a time, by the DMD forward exported to ONNX Runtime
     assert "INFO models.fast: one-window forward exported to ONNX Runtime" in proc.stderr
     assert any(r["words"] for r in records), "the speech's words reached the records"

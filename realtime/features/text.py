@@ -78,7 +78,8 @@ def native_bfloat16() -> bool:
 
 def text_precision(asked: str, device: str, onnx: bool) -> str:
     """What an embedder on ``device`` computes in for ``asked`` (one of TEXT_PRECISIONS);
-    ``onnx``: ONNX Runtime serves it (float32 only). ValueError for an unknown name."""
+    ``onnx``: ONNX Runtime was asked to serve it (float32, and so is torch where the export
+    fails). ValueError for an unknown name."""
     if asked not in TEXT_PRECISIONS:
         raise ValueError(f"unknown text precision {asked!r}: use {', '.join(TEXT_PRECISIONS)}")
     if onnx:
@@ -258,7 +259,8 @@ class TextEmbedder:
                 logger.warning("the text encoder stays in torch: ONNX Runtime could not serve it (%s)", why)
             else:
                 self.model = None  # its weights live in the session now: 420 MB less resident
-        self.precision = text_precision(precision, device, onnx=self._onnx is not None)
+        # asked for ONNX Runtime (live): float32, also where torch serves instead
+        self.precision = text_precision(precision, device, onnx)
         logger.info("text model loaded from %s in %.2f s (%s, %s)", path, time.perf_counter() - started,
                     "ONNX Runtime" if self._onnx is not None else "torch", self.precision)
 
