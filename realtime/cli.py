@@ -459,8 +459,12 @@ def _run(args: argparse.Namespace, components: Components | None) -> int:
         if args.out is None:
             logger.warning("no --out given: the records of this run are not kept, only its summary "
                            "(pass --out FILE.jsonl to keep them)")
+        live_models = live or args.pace == "realtime"
+        if live_models and args.text_precision == "bfloat16":
+            logger.warning("live runs (a device, or --pace realtime) keep their words in float32: --text-precision "
+                           "bfloat16 is for files read as fast as they decode")
         started = time.perf_counter()
-        comps = components or load_components(args, live=live or args.pace == "realtime")
+        comps = components or load_components(args, live=live_models)
         _stop_if_asked()
         loaded = None if components is not None else time.perf_counter() - started
         if live:

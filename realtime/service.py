@@ -147,8 +147,9 @@ def add_model_options(p: argparse.ArgumentParser, file_runs: bool = True) -> Non
     if not file_runs:
         return
     p.add_argument("--text-precision", choices=TEXT_PRECISIONS, default="auto",
-                   help="what the words' encoder computes in when torch runs it (file runs; live runs use ONNX "
-                        "Runtime's float32): auto is bfloat16 on a CPU with bfloat16 instructions (AVX512-BF16 "
+                   help="what the words' encoder computes in for files read as fast as they decode (live runs, "
+                        "--pace realtime included, keep float32): auto is bfloat16 on a CPU with bfloat16 "
+                        "instructions (AVX512-BF16 "
                         "or AMX; twice as fast, emotion probabilities within about 0.01), else float32; "
                         "decided on each machine that embeds, so each Ray worker by its own CPU (default auto)")
 

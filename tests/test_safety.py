@@ -446,6 +446,17 @@ def test_a_camera_alone_that_cannot_open_is_named(components, capsys, caplog):
     one_error(ran, "camera 0 could not be opened, and --no-microphone leaves nothing to run")
 
 
+def test_a_live_run_asked_for_bfloat16_words_says_it_keeps_float32(components, capsys, caplog):
+    """--text-precision is for files read as fast as they decode: a live run (a camera here,
+    which this machine lacks) asked for bfloat16 says that it keeps float32; one asked for
+    nothing, or float32, says nothing of it."""
+    said = "live runs (a device, or --pace realtime) keep their words in float32"
+    for asked, warned in (("bfloat16", True), ("float32", False), ("auto", False)):
+        ran = run(components, capsys, caplog, "--source", "0", "--no-microphone", "--duration", "1",
+                  "--text-precision", asked)
+        assert (said in ran.stderr) == warned, (asked, ran.stderr)
+
+
 def test_out_must_name_a_records_file(tmp_path, capsys, caplog):
     """A .json name would promise one JSON document; a folder is no file name."""
     ran = run(None, capsys, caplog, "--source", EXAMPLE, "--out", tmp_path / "r.json")
