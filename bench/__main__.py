@@ -49,8 +49,12 @@ FLOORS = [
 def machine() -> dict:
     import torch
 
+    from realtime.features.text import native_bfloat16
+
     info = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
-            "torch": torch.__version__, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+            "torch": torch.__version__, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            # whether file runs embed their words in bfloat16 here (--text-precision auto)
+            "cpu_bfloat16": native_bfloat16()}
     try:
         with open("/proc/cpuinfo") as fh:
             info["cpu"] = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), None)
