@@ -225,7 +225,9 @@ class TextEmbedder:
         (``realtime.features.text_onnx``); torch when that cannot be had, with a warning.
         ``precision``: one of TEXT_PRECISIONS, for torch (``self.precision`` says what it
         computes in)."""
-        text_precision(precision, device, onnx)  # an unknown name fails before the model loads
+        # an unknown name fails before the model loads; asked for ONNX Runtime (live): float32,
+        # also where torch serves instead
+        self.precision = text_precision(precision, device, onnx)
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         import torch
@@ -259,8 +261,6 @@ class TextEmbedder:
                 logger.warning("the text encoder stays in torch: ONNX Runtime could not serve it (%s)", why)
             else:
                 self.model = None  # its weights live in the session now: 420 MB less resident
-        # asked for ONNX Runtime (live): float32, also where torch serves instead
-        self.precision = text_precision(precision, device, onnx)
         logger.info("text model loaded from %s in %.2f s (%s, %s)", path, time.perf_counter() - started,
                     "ONNX Runtime" if self._onnx is not None else "torch", self.precision)
 
