@@ -325,7 +325,7 @@ class MainWindow(QMainWindow):
         return ok
 
     # ---- from the session (GUI thread, through signals) --------------------------------
-    def _on_estimate(self, est: Estimate, source: str | None = None) -> None:
+    def _on_estimate(self, est: Estimate, source: str | None) -> None:
         """One estimate of the run, and the name of the input it came from (its record's ``source``)."""
         self.history.add(est)
         self.last = est
