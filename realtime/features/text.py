@@ -56,6 +56,9 @@ TEXT_PRECISIONS = ("auto", "float32", "bfloat16")
 """What the words' encoder computes in when torch runs it: "auto" is bfloat16 on a CPU that
 computes it natively (``native_bfloat16``), float32 elsewhere (a GPU included: not measured
 yet). ONNX Runtime (live runs) computes in float32 whatever is asked."""
+BFLOAT16_BUCKET = 8
+"""In bfloat16 a list is padded to its own token count rounded up to a multiple of this, never
+to its batch's longest (``TextEmbedder._embed``)."""
 
 MPNET_PARTS = 5
 MPNET_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
@@ -326,14 +329,34 @@ class TextEmbedder:
 
     def _embed(self, todo: list[tuple[str, ...]]) -> dict[tuple[str, ...], np.ndarray]:
         """Each list's tokens, the lists padded into one model call (under the lock: the
-        tokenizer's padding and truncation settings are set per call on a shared object)."""
+        tokenizer's padding and truncation settings are set per call on a shared object).
+
+        In bfloat16 a list's tokens change with the length it is padded to (by up to 0.004:
+        the sums over a longer sequence round differently), so they would depend on the lists
+        embedded beside it, and a window's reading on how windows were batched. There each
+        list is padded to its own length rounded up to ``BFLOAT16_BUCKET`` tokens, one model
+        call per such length."""
         if not todo:
             return {}
-        runtime = self.runtime
-        if runtime == "closed":
+        if self.runtime == "closed":
             raise RuntimeError("the text embedder is closed")
+        if self.precision != "bfloat16":
+            return self._embed_padded(todo, padding=True, max_length=256)
+        texts = [" ".join(key) for key in todo]
+        buckets: dict[int, list[tuple[str, ...]]] = {}
+        for key, ids in zip(todo, self.tokenizer(texts, truncation=True, max_length=256)["input_ids"]):
+            buckets.setdefault(-(-len(ids) // BFLOAT16_BUCKET) * BFLOAT16_BUCKET, []).append(key)
+        fresh = {}
+        for length, keys in sorted(buckets.items()):
+            fresh.update(self._embed_padded(keys, padding="max_length", max_length=length))
+        return fresh
+
+    def _embed_padded(self, todo: list[tuple[str, ...]], **padding) -> dict[tuple[str, ...], np.ndarray]:
+        """``_embed`` of lists in one model call, padded as ``padding`` says (the tokenizer's
+        ``padding`` and ``max_length``, which also truncates)."""
+        runtime = self.runtime
         steps = self.options.max_tokens
-        batch = self.tokenizer([" ".join(key) for key in todo], padding=True, truncation=True, max_length=256,
+        batch = self.tokenizer([" ".join(key) for key in todo], truncation=True, **padding,
                                return_tensors="np" if runtime == "onnxruntime" else "pt")
         if runtime == "onnxruntime":
             hidden = self._onnx(batch["input_ids"], batch["attention_mask"])
