@@ -91,6 +91,58 @@ def test_face_is_found_in_real_clips():
     extractor.close()  # closing twice is harmless
 
 
+def test_faces_read_from_mediapipes_c_result_are_what_its_public_call_gives():
+    """The extractor copies each frame's faces out of MediaPipe's C result instead of its
+    Python objects: the same numbers, to the bit, for every face, on real frames."""
+    import ctypes
+
+    import mediapipe as mp
+    from mediapipe.tasks.python.vision.face_landmarker import FaceLandmarkerResult, MpFaceLandmarkerResultC
+
+    from realtime.features.face import FaceExtractor, arrays_of, reader_for
+
+    frames, _ = split(TALKING_FACES / "face_2.mp4")
+    found = 0
+    with FaceExtractor() as extractor:
+        landmarker = extractor._landmarker
+        for k, frame in enumerate(frames[:40]):
+            image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(frame.image))
+            result = MpFaceLandmarkerResultC()
+            landmarker._lib.MpFaceLandmarkerDetectForVideo(landmarker._handle, image._image_ptr, None, 40 * k,
+                                                           ctypes.byref(result))
+            try:
+                faces, scores, matrices = arrays_of(result)
+                public = FaceLandmarkerResult.from_ctypes(result)
+            finally:
+                landmarker._lib.MpFaceLandmarkerCloseResult(ctypes.byref(result))
+            assert len(faces) == len(public.face_landmarks) == len(scores) == len(matrices)
+            for ours, theirs in zip(faces, public.face_landmarks):
+                assert ours.shape == (478, 3)
+                assert np.array_equal(ours, np.array([(p.x, p.y, p.z) for p in theirs], np.float32))
+            for ours, theirs in zip(scores, public.face_blendshapes):
+                assert np.array_equal(ours, np.array([c.score for c in theirs], np.float32))
+            for ours, theirs in zip(matrices, public.facial_transformation_matrixes):
+                assert np.array_equal(ours, theirs)
+            found += len(faces)
+        assert found >= 36
+        # a landmarker without the ctypes layer the reader knows is read through the public call
+        assert reader_for(object()).__name__ == "read"
+
+
+def test_the_direct_read_and_the_public_call_give_the_same_features():
+    from realtime.features.face import FaceExtractor
+
+    frames, _ = split(TALKING_FACES / "face_3.mp4")
+    frames = frames[:60]
+    with FaceExtractor() as direct, FaceExtractor(direct_read=False) as public:
+        ours, theirs = [direct(f) for f in frames], [public(f) for f in frames]
+    assert sum(f.features is not None for f in ours) >= 45
+    for a, b in zip(ours, theirs):
+        assert (a.features is None) == (b.features is None)
+        if a.features is not None:
+            assert np.array_equal(a.features, b.features) and np.array_equal(a.landmarks, b.landmarks)
+
+
 def test_no_face_in_a_blank_video(media):
     from realtime.features.face import FaceExtractor
 

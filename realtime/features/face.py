@@ -7,6 +7,7 @@ width in the frame). With several faces, the largest one is used.
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import logging
 import math
@@ -77,10 +78,89 @@ def geometry(points: np.ndarray) -> np.ndarray:
     return np.array([mouth, left, right, width], dtype=np.float32)
 
 
+def _fields(pointer, count: int, names: tuple[str, ...]) -> np.ndarray:
+    """``count`` C structs at ``pointer`` (a ctypes POINTER to a Structure), their float
+    fields ``names`` as a (count, len(names)) float32 array, read in place and copied."""
+    if count == 0:
+        return np.zeros((0, len(names)), np.float32)
+    struct = pointer._type_
+    size = ctypes.sizeof(struct)
+    layout = np.dtype({"names": list(names), "formats": ["<f4"] * len(names),
+                       "offsets": [getattr(struct, n).offset for n in names], "itemsize": size})
+    raw = (ctypes.c_char * (count * size)).from_address(ctypes.addressof(pointer.contents))
+    rows = np.frombuffer(raw, layout)
+    return np.stack([rows[n] for n in names], axis=1).astype(np.float32)
+
+
+class _ArrayReader:
+    """A VIDEO-mode detection's faces as arrays, read straight from MediaPipe's C result.
+
+    ``FaceLandmarker.detect_for_video`` turns each result into Python objects (478
+    ``NormalizedLandmark`` per face, 52 ``Category``), 0.7-0.8 ms of a 9-10 ms frame on the
+    2-core machine, and this extractor turned them back into arrays. The reader calls the
+    same C function through the landmarker's own dispatcher and copies the fields out of the
+    C structs, as ``FaceLandmarkerResult.from_ctypes`` reads them. It needs MediaPipe's
+    ctypes layer (mediapipe >= 1.2); ``reader_for`` falls back to the public call without it."""
+
+    def __init__(self, landmarker, result_type):
+        self._landmarker = landmarker
+        self._detect = landmarker._lib.MpFaceLandmarkerDetectForVideo
+        self._close = landmarker._lib.MpFaceLandmarkerCloseResult
+        self._result_type = result_type
+
+    def __call__(self, image, ms: int) -> tuple[list, list, list]:
+        result = self._result_type()
+        self._detect(self._landmarker._handle, image._image_ptr, None, ms, ctypes.byref(result))
+        try:
+            return arrays_of(result)
+        finally:
+            self._close(ctypes.byref(result))
+
+
+def arrays_of(result) -> tuple[list, list, list]:
+    """A C ``MpFaceLandmarkerResult``'s faces as arrays: per face its (n, 3) landmarks (x, y,
+    z), its blendshape scores and its 4x4 transformation matrix."""
+    faces = [_fields(result.face_landmarks[i].landmarks, result.face_landmarks[i].landmarks_count,
+                     ("x", "y", "z")) for i in range(result.face_landmarks_count)]
+    scores = [_fields(result.face_blendshapes[i].categories, result.face_blendshapes[i].categories_count,
+                      ("score",))[:, 0] for i in range(result.face_blendshapes_count)]
+    matrices = [result.facial_transformation_matrixes[i].to_numpy()
+                for i in range(result.facial_transformation_matrixes_count)]
+    return faces, scores, matrices
+
+
+def _public_reader(landmarker):
+    """The same arrays through MediaPipe's public ``detect_for_video``."""
+
+    def read(image, ms: int) -> tuple[list, list, list]:
+        result = landmarker.detect_for_video(image, ms)
+        faces = [np.array([(p.x, p.y, p.z) for p in face], dtype=np.float32) for face in result.face_landmarks]
+        scores = [np.array([c.score for c in face], dtype=np.float32) for face in result.face_blendshapes or []]
+        return faces, scores, list(result.facial_transformation_matrixes or [])
+
+    return read
+
+
+def reader_for(landmarker, direct: bool = True):
+    """How an extractor reads a frame's faces: straight from the C result where this
+    MediaPipe has the ctypes layer the reader knows (``direct``), else the public call."""
+    if direct:
+        try:
+            import mediapipe as mp
+            from mediapipe.tasks.python.vision.face_landmarker import MpFaceLandmarkerResultC
+
+            landmarker._handle  # noqa: B018 (the attributes the reader uses, checked now)
+            mp.Image(image_format=mp.ImageFormat.SRGB, data=np.zeros((2, 2, 3), np.uint8))._image_ptr  # noqa: B018
+            return _ArrayReader(landmarker, MpFaceLandmarkerResultC)
+        except (ImportError, AttributeError) as e:
+            logger.info("face results read through MediaPipe's public call (%s)", e)
+    return _public_reader(landmarker)
+
+
 class FaceExtractor:
     """Turns video frames into FaceFrames; not thread-safe (one per worker)."""
 
-    def __init__(self, options: FaceOptions = FaceOptions()):
+    def __init__(self, options: FaceOptions = FaceOptions(), direct_read: bool = True):
         import mediapipe as mp
         from mediapipe.tasks.python import BaseOptions, vision
 
@@ -101,6 +181,7 @@ class FaceExtractor:
                 output_face_blendshapes=True,
                 output_facial_transformation_matrixes=True,
             ))
+        self._read = reader_for(self._landmarker, direct_read)
         self._last_ms = -1
         self._offset_ms = 0
         logger.info("face model loaded from %s in %.2f s", path, time.perf_counter() - started)
@@ -113,20 +194,19 @@ class FaceExtractor:
         ms = max(self._offset_ms + int(round(frame.t * 1000)), self._last_ms + 1)
         self._last_ms = ms
         mp_image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=np.ascontiguousarray(image))
-        result = self._landmarker.detect_for_video(mp_image, ms)
-        if not result.face_landmarks:
+        faces, blendshapes, matrices = self._read(mp_image, ms)
+        if not faces:
             return FaceFrame(t=frame.t, features=None)
-        faces = [np.array([(p.x, p.y, p.z) for p in face], dtype=np.float32) for face in result.face_landmarks]
         areas = [np.ptp(f[:, 0]) * np.ptp(f[:, 1]) for f in faces]
         best = int(np.argmax(areas))
         points = faces[best]
         scores = np.zeros(N_BLENDSHAPES, dtype=np.float32)
-        if result.face_blendshapes and len(result.face_blendshapes) > best:
-            values = [c.score for c in result.face_blendshapes[best]][:N_BLENDSHAPES]
+        if len(blendshapes) > best:
+            values = blendshapes[best][:N_BLENDSHAPES]
             scores[: len(values)] = values
         pose = np.zeros(3, dtype=np.float32)
-        if result.facial_transformation_matrixes and len(result.facial_transformation_matrixes) > best:
-            pose[:] = np.array(head_pose(result.facial_transformation_matrixes[best])) / math.pi
+        if len(matrices) > best:
+            pose[:] = np.array(head_pose(matrices[best])) / math.pi
         features = np.concatenate([scores, pose, geometry(points)]).astype(np.float32)
         return FaceFrame(t=frame.t, features=features, landmarks=points[:, :2].copy())
 
