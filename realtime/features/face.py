@@ -88,7 +88,8 @@ def _field_type(struct, name: str):
 
 
 def _float_layout(struct, names: tuple[str, ...]) -> np.dtype:
-    """A numpy view of ``struct``'s C float fields ``names``; TypeError where one is not a C float."""
+    """A numpy dtype that reads ``struct``'s C float fields ``names`` in place; TypeError where
+    one is not a C float."""
     for name in names:
         if _field_type(struct, name) is not ctypes.c_float:
             raise TypeError(f"{struct.__name__}.{name} is not a C float")
@@ -106,7 +107,8 @@ class _ResultLayout:
             _field_type(result_type, name)
         landmarks = _field_type(result_type, "face_landmarks")._type_
         categories = _field_type(result_type, "face_blendshapes")._type_
-        _field_type(landmarks, "landmarks_count"), _field_type(categories, "categories_count")
+        for struct, count in ((landmarks, "landmarks_count"), (categories, "categories_count")):
+            _field_type(struct, count)
         _field_type(result_type, "facial_transformation_matrixes")._type_.to_numpy  # noqa: B018
         self.result_type = result_type
         self.point = _float_layout(_field_type(landmarks, "landmarks")._type_, ("x", "y", "z"))
