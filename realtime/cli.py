@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from models.errors import UsageError, UserError
+from realtime import interrupts
 from realtime.cluster import add_engine_options, cluster_options
 from realtime.outputs import folder_problem
 from realtime.service import (
@@ -401,7 +402,7 @@ def _ask_to_stop(signum, frame) -> None:
     if _STOP_ASKED.is_set():
         return
     _STOP_ASKED.set()
-    raise KeyboardInterrupt
+    interrupts.interrupt()  # KeyboardInterrupt, once a record being delivered is written and counted
 
 
 def _unraisable_unless_the_stop(previous, unraisable) -> None:

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
+from realtime import interrupts
 from realtime.core import StreamCore
 from realtime.engine import InferenceEngine
 from realtime.features.acoustic import AcousticExtractor
@@ -238,6 +239,8 @@ class Pipeline:
         self.spec = engine.spec.window_spec(options.hop)
         """The windows' geometry (the engine's feature spec at this hop)."""
         self.core: StreamCore | None = None
+        self._reached = 0.0
+        """How far the records delivered so far reach (media seconds)."""
         """The run's routing, window closing and inference (built when ``run`` starts)."""
         self._ahead = WordsAhead(self.spec) if live and options.embed_ahead and transcriber is not None else None
         self._last_step: float | None = None  # run clock at the text worker's last step
@@ -409,6 +412,7 @@ class Pipeline:
         state = self.state
         running = self._start_workers(has_video, has_audio)
         core = self.core = StreamCore(self.spec, self.engine, self.options, running)
+        self._reached = 0.0
 
         def feeder() -> None:
             try:
@@ -451,7 +455,9 @@ class Pipeline:
         finally:
             self.shutdown()
             summary.wall_seconds += time.perf_counter() - started
-            summary.media_seconds += state.end_time
+            # an interrupted run analysed the media its records reach, not what was decoded
+            # ahead of them (a file's decoder runs up to a queue ahead of the windows)
+            summary.media_seconds += min(state.end_time, self._reached) if summary.interrupted else state.end_time
             for name, q in self.queues.items():
                 summary.dropped[name] = summary.dropped.get(name, 0) + q.dropped
             # samples the window assembler refused: too late for any window still to come, or repeats
@@ -494,8 +500,10 @@ class Pipeline:
             if self.options.live:
                 # a window closed early by the end of input is ready before its end: 0
                 est.latency_ms = max(0.0, 1000.0 * (self.state.clock() - est.t_end))
-            for sink in sinks:
-                sink.write(est)
-            summary.add(est)
+            with interrupts.held():  # a stop between a record's write and its count waits for both
+                for sink in sinks:
+                    sink.write(est)
+                summary.add(est)
+                self._reached = max(self._reached, est.t_end)
             if self.on_estimate is not None:
                 self.on_estimate(est)
