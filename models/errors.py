@@ -9,6 +9,8 @@ replaced (``ValueError`` mostly), so existing ``except`` clauses keep working.
 
 from __future__ import annotations
 
+import argparse
+
 
 class UserError(Exception):
     """Bad input or usage: a missing file, an unreadable clip, a bad option or config."""
@@ -20,3 +22,11 @@ class UsageError(UserError, ValueError):
 
 class ModelNotFoundError(UserError, RuntimeError):
     """A model file (face landmarker, Whisper, the words' encoder) neither given nor installed."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the project's one-line usage errors: ``error: ...`` and exit 2, for
+    every command (argparse's own prints the whole usage block first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")

@@ -22,7 +22,7 @@ from models.checkpoint import load_checkpoint
 from models.corrkd import SUBSETS
 from models.data import PICKLE_NOTE, load_dataset
 from models.device import resolve_device
-from models.errors import UsageError, UserError
+from models.errors import Parser, UsageError, UserError
 from models.loop import evaluate
 
 
@@ -48,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m models.evaluate", description=__doc__.split("\n")[0],
-                                     epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad input or usage")
+    parser = Parser(prog="python -m models.evaluate", description=__doc__.split("\n")[0],
+                     epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad input or usage")
     parser.add_argument("--checkpoint", required=True,
                         help="checkpoint folder, or a models.train output folder (its student is scored)")
     parser.add_argument("--data", required=True,

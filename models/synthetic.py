@@ -16,13 +16,14 @@ Exit codes: 0 done, 1 internal failure (a bug), 2 bad input or usage (one line '
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from models.errors import Parser
 
 NOISE = {"L": 0.3, "A": 1.0, "V": 2.0}
 """How noisily each modality shows the shared sentiment."""
@@ -82,8 +83,8 @@ SAMPLES_MAX = 1_000_000
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m models.synthetic", description=__doc__.split("\n")[0],
-                                     epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad input or usage")
+    parser = Parser(prog="python -m models.synthetic", description=__doc__.split("\n")[0],
+                     epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad input or usage")
     parser.add_argument("--out", required=True, type=Path,
                         help="the .npz file to write (pickle-free; read by models.train and models.evaluate)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")

@@ -66,7 +66,7 @@ from models.distributed import (
     write_run_file,
 )
 from models.dmd import DMD
-from models.errors import UsageError, UserError
+from models.errors import Parser, UsageError, UserError
 from models.loop import batches, evaluate
 from models.losses import dmd_losses
 from models.progress import Progress, on_terminal
@@ -523,10 +523,10 @@ DIST_TIMEOUT_MAX = 7 * 24 * 3600
 def build_parser() -> argparse.ArgumentParser:
     from models.data import PICKLE_NOTE
 
-    parser = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.split("\n")[0],
-                                     epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad input or usage; "
-                                            "130 interrupted (the stage in progress is lost, except its "
-                                            "finished epochs with --resume or under torchrun)")
+    parser = Parser(prog="python -m models.train", description=__doc__.split("\n")[0],
+                     epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad input or usage; "
+                            "130 interrupted (the stage in progress is lost, except its "
+                            "finished epochs with --resume or under torchrun)")
     parser.add_argument("--data", required=True,
                         help=f"dataset: a .npz from realtime.extract, realtime.corpus or models.synthetic, or an MMSA "
                              f"feature pickle (.pkl). {PICKLE_NOTE}")

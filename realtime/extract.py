@@ -50,7 +50,7 @@ import numpy as np
 
 from models.config import LEGACY_VOICING
 from models.data import DataError, save_dataset
-from models.errors import UserError
+from models.errors import Parser, UserError
 from realtime.cluster import Outcome, add_engine_options, cluster_options, progress, run_on_ray, worker_label
 from realtime.outputs import remove_stale_temporaries, write_atomic
 
@@ -482,9 +482,9 @@ def check_out(out: Path, overwrite: bool) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from realtime.features.text import add_text_encoder_option
 
-    parser = argparse.ArgumentParser(prog="python -m realtime.extract", description=__doc__.split("\n")[0],
-                                     epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad input or usage; "
-                                            "130 interrupted (finished clips are cached: run again to resume)")
+    parser = Parser(prog="python -m realtime.extract", description=__doc__.split("\n")[0],
+                     epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad input or usage; "
+                            "130 interrupted (finished clips are cached: run again to resume)")
     parser.add_argument("--videos", required=True, help="folder of clips (paths in --labels are relative to it)")
     parser.add_argument("--labels", required=True,
                         help="UTF-8 CSV: MMSA's label.csv (video_id,clip_id,label,...,mode) or "

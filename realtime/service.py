@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from models.device import PRECISIONS
-from models.errors import UsageError, UserError  # noqa: F401  (front ends catch them from here)
+from models.errors import Parser, UsageError, UserError  # noqa: F401  (front ends take them from here)
 from realtime.features.text import TEXT_PRECISIONS
 from realtime.types import FACE_FPS
 
@@ -93,13 +93,6 @@ def unload_whisper(whisper: WhisperModel) -> None:
     model = getattr(whisper, "model", None)
     if model is not None and getattr(model, "model_is_loaded", False):
         model.unload_model()
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse with the project's one-line usage errors: ``error: ...`` and exit 2."""
-
-    def error(self, message: str):
-        self.exit(EXIT_BAD_INPUT, f"error: {message} (see {self.prog} --help)\n")
 
 
 def version_string() -> str:

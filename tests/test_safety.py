@@ -645,3 +645,17 @@ def test_the_assembler_is_bounded_for_any_floats(window, hop, end):
         assert 1 <= len(windows) <= (MAX_FLUSH_WINDOWS if expected > MAX_FLUSH_WINDOWS else math.ceil(expected) + 1)
     assert all(math.isfinite(w.t_end) and w.t_end - w.t_start == pytest.approx(window) for w in windows)
     assert all(b.t_end > a.t_end for a, b in zip(windows, windows[1:]))  # distinct, in order
+
+
+@pytest.mark.parametrize("module", ["realtime", "gui", "models.train", "models.evaluate", "models.synthetic",
+                                    "realtime.extract", "realtime.corpus"])
+def test_every_command_says_a_usage_error_in_one_line(module):
+    """README: exit 2 with one line `error: ...` for bad usage, the same for every command
+    (argparse's own error printed its whole usage block first)."""
+    import subprocess
+    import sys
+
+    ran = subprocess.run([sys.executable, "-m", module, "--no-such-option"], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    lines = [line for line in ran.stderr.splitlines() if line.strip()]
+    assert ran.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), ran.stderr
