@@ -437,8 +437,17 @@ def _run(args: argparse.Namespace, components: Components | None) -> int:
         if components is not None:  # models loaded before: windows of --window (or the checkpoint's)
             components = dataclasses.replace(components, engine=components.engine.with_window(args.window))
         live = camera_index(args.source) is not None
+        if not args.source.strip():  # an unset shell variable: Path("") is the working folder
+            raise UsageError("--source is empty: give a media file, a folder, 'webcam' or a camera index")
         source = Path(args.source)
         out_dir = None
+        if not live:
+            ignored = [flag for flag, given in (("--duration", args.duration is not None),
+                                                ("--microphone", args.microphone is not None),
+                                                ("--no-microphone", args.no_microphone)) if given]
+            if ignored:
+                logger.warning("%s: for a camera; a file or folder runs to its end with its own audio",
+                               ", ".join(ignored))
         if live:
             files: list[Path] = []
         elif source.is_dir():

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import EXAMPLE, run_main
+from tests.conftest import EXAMPLE, read_records, run_main
 
 
 class Payload:
@@ -455,6 +455,25 @@ def test_a_live_run_asked_for_bfloat16_words_says_it_keeps_float32(components, c
         ran = run(components, capsys, caplog, "--source", "0", "--no-microphone", "--duration", "1",
                   "--text-precision", asked)
         assert (said in ran.stderr) == warned, (asked, ran.stderr)
+
+
+def test_an_empty_source_is_refused_not_read_as_the_working_folder(tmp_path, capsys, caplog, monkeypatch):
+    """--source "$CLIP" with CLIP unset: Path("") is ".", which ran every video there."""
+    (tmp_path / "a.mp4").write_bytes(EXAMPLE.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    for out in ("out", "r.jsonl"):
+        one_error(run(None, capsys, caplog, "--source", "", "--out", out), "--source is empty")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4"]
+
+
+def test_a_file_run_names_the_camera_options_it_ignores(small, clips, tmp_path, capsys, caplog):
+    said = "for a camera; a file or folder runs to its end with its own audio"
+    ran = run(small, capsys, caplog, "--source", clips / "clip.wav", "--out", tmp_path / "a.jsonl",
+              "--duration", "0.5", "--microphone", "1", "--quiet")
+    assert ran.returncode == 0 and f"--duration, --microphone: {said}" in ran.stderr, ran.stderr
+    assert read_records(tmp_path / "a.jsonl")[-1]["t_end"] > 1.0  # the whole file, not 0.5 s of it
+    ran = run(small, capsys, caplog, "--source", clips / "clip.wav", "--out", tmp_path / "b.jsonl", "--quiet")
+    assert ran.returncode == 0 and said not in ran.stderr
 
 
 def test_out_must_name_a_records_file(tmp_path, capsys, caplog):
