@@ -152,8 +152,9 @@ def run_file(path: Path, out: Path | None, args: argparse.Namespace, comps: Comp
             bar.close()
     if feed.decode_errors:
         summary.warnings.append(f"{feed.decode_errors} decode errors")
-    if feed.ended_early:
+    if feed.ended_early:  # the reader warned of it as reading ended
         summary.warnings.append("ended at {:.1f} s of the {:.1f} s its container declares".format(*feed.ended_early))
+        summary.said.add(summary.warnings[-1])
     return summary
 
 
@@ -198,7 +199,8 @@ def _report(summary, args, done: list, locks=None, plot: Path | None = None) -> 
     --summary, the summaries so far as JSON (one object for a file or camera, a list for a
     folder), replaced whole (a temporary file renamed)."""
     for warning in summary.warnings:
-        logger.warning("%s: %s", summary.source, warning)
+        if warning not in summary.said:
+            logger.warning("%s: %s", summary.source, warning)
     if not args.quiet:
         print(summary.line(), file=sys.stderr)
     done.append(summary.as_dict())

@@ -177,6 +177,9 @@ class Summary:
     wall_seconds: float = 0.0
     dropped: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    said: set[str] = field(default_factory=set)
+    """Warnings already logged as they happened (a file cut short, said by its reader): the
+    summary keeps them, the end of the run does not log them again."""
     latencies_ms: list[float] = field(default_factory=list)
     speech_lags_ms: list[float] = field(default_factory=list)
     interrupted: bool = False

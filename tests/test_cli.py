@@ -152,6 +152,7 @@ def test_a_file_cut_short_runs_as_far_as_it_goes_and_says_so(media, tmp_path, co
     assert ran.returncode == 0 and read_records(out)
     warnings = json.loads(summary.read_text())["warnings"]
     assert len(warnings) == 1 and warnings[0].startswith("ended at") and "cut short" in ran.stderr
+    assert ran.stderr.count("its container declares") == 1, ran.stderr  # said once, not again at the end
 
 
 def test_a_hop_longer_than_the_window_is_warned_of_once(tmp_path, components, capsys, caplog, monkeypatch):
