@@ -23,6 +23,7 @@ were kept: --resume or torchrun).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import logging
 import math
@@ -564,6 +565,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _remove_if_empty(out: str, made: bool) -> None:
+    """Remove the --out folder this run made when a failure or a stop left nothing in it."""
+    if made:
+        with contextlib.suppress(OSError):  # not empty, or gone: leave it
+            Path(out).rmdir()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -575,10 +583,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if ranks.main else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s" if ranks.main
                         else f"%(levelname)s %(name)s [rank {ranks.rank}]: %(message)s")
+    made = not Path(args.out).exists()
     try:
         return run(args, ranks)
     except UserError as exc:
         print(f"error: {exc}" if ranks.main else f"error: rank {ranks.rank}: {exc}", file=sys.stderr)
+        _remove_if_empty(args.out, made and ranks.main)
         return 2
     except KeyboardInterrupt:
         if args.resume or ranks.launched:
@@ -586,6 +596,7 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
         else:
             print("error: interrupted; nothing saved for the stage in progress", file=sys.stderr)
+        _remove_if_empty(args.out, made and ranks.main)
         return 130
     finally:
         if ranks.launched:

@@ -68,3 +68,22 @@ def test_evaluation_reports_a_bad_missing_rate_on_one_line(tmp_path, capsys):
     code = main(["--checkpoint", str(tmp_path), "--data", str(tmp_path / "none.npz"), "--missing-rate", "1.5"])
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and lines == ["error: --missing-rate 1.5: must be within [0, 1]"]
+
+
+def test_a_training_run_stopped_before_it_saved_leaves_no_empty_folder(tmp_path, synthetic_pickle, capsys,
+                                                                       monkeypatch):
+    """Ctrl-C during the first stage: exit 130, and the --out folder this run made, still
+    empty, is removed; a folder that was there before is kept."""
+    import models.train
+    from models.train import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(models.train, "fit", interrupted)
+    argv = ["--data", str(synthetic_pickle), "--epochs", "1", "--quiet", "--out"]
+    assert main(argv + [str(tmp_path / "new")]) == 130
+    assert "nothing saved" in capsys.readouterr().err and not (tmp_path / "new").exists()
+    (tmp_path / "mine").mkdir()
+    assert main(argv + [str(tmp_path / "mine")]) == 130
+    assert (tmp_path / "mine").is_dir()
