@@ -152,6 +152,9 @@ def run_file(path: Path, out: Path | None, args: argparse.Namespace, comps: Comp
             bar.close()
     if feed.decode_errors:
         summary.warnings.append(f"{feed.decode_errors} decode errors")
+    if info.has_video and summary.windows and not summary.interrupted and not summary.coverage_sum["face"]:
+        summary.warnings.append("no face found in its video: MediaPipe's face detector finds faces near the "
+                                "camera, as a webcam sees them, not small faces in a wide shot")
     if feed.ended_early:  # the reader warned of it as reading ended
         summary.warnings.append("ended at {:.1f} s of the {:.1f} s its container declares".format(*feed.ended_early))
         summary.said.add(summary.warnings[-1])

@@ -105,6 +105,7 @@ def test_runs_on_the_modalities_it_has(media, tmp_path, key, present, absent, co
         assert all(r["words"] == [] for r in records)
     if key == "video_no_audio":
         assert "no audio stream" in proc.stderr
+    assert ("no face found in its video" in proc.stderr) == (key == "no_face"), proc.stderr
     if key in ("video_no_audio", "noise"):
         # a real smiling face, silent or over noise that is no voice: the face alone reads
         # happy and positive (noise taken for a voice made it fearful)
