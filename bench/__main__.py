@@ -17,13 +17,14 @@ Exit codes: 0 done, 1 internal failure (a bug), 2 bad input or usage (one line '
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import platform
 import sys
 import time
 from pathlib import Path
+
+from models.errors import Parser
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "talking.mp4"
@@ -93,8 +94,8 @@ def table(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0],
-                                epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad input or usage")
+    p = Parser(prog="python -m bench", description=__doc__.split("\n")[0],
+               epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad input or usage")
     p.add_argument("--only", nargs="+", choices=PARTS,
                    help="run only these parts (default: all but soak and threads; gpu only where CUDA is available; "
                         "reference only with --reference-dmd)")

@@ -42,7 +42,6 @@ Exit codes: 0 done, 1 internal failure (a bug), 2 bad usage or input (one line '
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models.errors import Parser
 from realtime.recipe import add_pairs
 
 VARIANTS: dict[str, tuple[dict, dict, str]] = {
@@ -108,8 +108,8 @@ CORPUS_TABLES = ((Column("Class_acc", "Acc7", 100.0, 1), Column("Class_macro_F1"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.ablation", description=__doc__.split("\n")[0],
-                                     epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad usage or input")
+    parser = Parser(prog="python -m bench.ablation", description=__doc__.split("\n")[0],
+                    epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad usage or input")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default 0 1 2)")
     parser.add_argument("--epochs", type=int, default=6, help="maximum epochs per fit, 1 to 1000 (default 6)")
     parser.add_argument("--train", type=int, default=400, help="synthetic training samples (default 400)")

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from models.emotions import EMOTIONS
-from models.errors import UserError
+from models.errors import Parser, UserError
 from realtime.synth_media import write_wav as _write_wav
 from realtime.types import AUDIO_RATE as RATE
 
@@ -313,8 +313,8 @@ def _measure(args: argparse.Namespace, run: Runner, results: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.emotions", description=__doc__.split("\n")[0],
-                                     epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad input or usage")
+    parser = Parser(prog="python -m bench.emotions", description=__doc__.split("\n")[0],
+                    epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad input or usage")
     parser.add_argument("--faces", type=Path, help="CK+48-layout folder: <class>/<subject>_<seq>_<frame>.png")
     parser.add_argument("--voice", type=Path, help="RAVDESS speech folder: Actor_NN/03-01-EE-....wav")
     parser.add_argument("--dialogue", type=Path, help="MELD-style CSV with Utterance and Emotion columns")

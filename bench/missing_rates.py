@@ -8,7 +8,6 @@ and on each available-modality subset, and prints a Markdown table of mean MAE /
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from models import safejson
 from models.config import TrainConfig, load_preset
 from models.corrkd import SUBSETS
 from models.data import load_dataset, save_dataset
+from models.errors import Parser
 from models.loop import evaluate
 from models.synthetic import SyntheticSpec, make_synthetic
 from models.train import fit, model_config_for
@@ -28,8 +28,8 @@ RATES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.missing_rates", description=__doc__.split("\n")[0],
-                                     epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad usage")
+    parser = Parser(prog="python -m bench.missing_rates", description=__doc__.split("\n")[0],
+                    epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad usage")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                         help="training seeds; the table gives mean and spread over them (default 0 1 2)")
     parser.add_argument("--out", type=Path, default=Path("runs/missing"),

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="python -m models.evaluate", description=__doc__.split("\n")[0],
-                     epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad input or usage")
+                    epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad input or usage")
     parser.add_argument("--checkpoint", required=True,
                         help="checkpoint folder, or a models.train output folder (its student is scored)")
     parser.add_argument("--data", required=True,

@@ -84,7 +84,7 @@ SAMPLES_MAX = 1_000_000
 
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="python -m models.synthetic", description=__doc__.split("\n")[0],
-                     epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad input or usage")
+                    epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad input or usage")
     parser.add_argument("--out", required=True, type=Path,
                         help="the .npz file to write (pickle-free; read by models.train and models.evaluate)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")

@@ -525,9 +525,9 @@ def build_parser() -> argparse.ArgumentParser:
     from models.data import PICKLE_NOTE
 
     parser = Parser(prog="python -m models.train", description=__doc__.split("\n")[0],
-                     epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad input or usage; "
-                            "130 interrupted (the stage in progress is lost, except its "
-                            "finished epochs with --resume or under torchrun)")
+                    epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad input or usage; "
+                           "130 interrupted (the stage in progress is lost, except its "
+                           "finished epochs with --resume or under torchrun)")
     parser.add_argument("--data", required=True,
                         help=f"dataset: a .npz from realtime.extract, realtime.corpus or models.synthetic, or an MMSA "
                              f"feature pickle (.pkl). {PICKLE_NOTE}")

@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_args(args: argparse.Namespace) -> None:
+    if not args.source.strip():  # an unset shell variable: Path("") is the working folder
+        raise UsageError("--source is empty: give a media file, a folder, 'webcam' or a camera index")
     check_model_options(args)
     cluster_options(args)
     if args.engine == "ray":
@@ -119,6 +121,11 @@ def _output_mode(args: argparse.Namespace) -> str:
     return "overwrite" if args.overwrite else "append" if args.append else "refuse"
 
 
+NO_FACE_FRAMES = 10
+"""Frames a file run must have analysed, none with a face, before it says it found no face
+(an audio file's cover picture is one frame)."""
+
+
 def run_file(path: Path, out: Path | None, args: argparse.Namespace, comps: Components):
     """One media file through the pipeline; returns its Summary."""
     from realtime.run import RunOptions, build_run
@@ -152,7 +159,8 @@ def run_file(path: Path, out: Path | None, args: argparse.Namespace, comps: Comp
             bar.close()
     if feed.decode_errors:
         summary.warnings.append(f"{feed.decode_errors} decode errors")
-    if info.has_video and summary.windows and not summary.interrupted and not summary.coverage_sum["face"]:
+    # a second of frames analysed and a face in none (not a worker that failed, nor one picture)
+    if summary.face_frames >= NO_FACE_FRAMES and not summary.interrupted and not summary.coverage_sum["face"]:
         summary.warnings.append("no face found in its video: MediaPipe's face detector finds faces near the "
                                 "camera, as a webcam sees them, not small faces in a wide shot")
     if feed.ended_early:  # the reader warned of it as reading ended
@@ -442,17 +450,8 @@ def _run(args: argparse.Namespace, components: Components | None) -> int:
         if components is not None:  # models loaded before: windows of --window (or the checkpoint's)
             components = dataclasses.replace(components, engine=components.engine.with_window(args.window))
         live = camera_index(args.source) is not None
-        if not args.source.strip():  # an unset shell variable: Path("") is the working folder
-            raise UsageError("--source is empty: give a media file, a folder, 'webcam' or a camera index")
         source = Path(args.source)
         out_dir = None
-        if not live:
-            ignored = [flag for flag, given in (("--duration", args.duration is not None),
-                                                ("--microphone", args.microphone is not None),
-                                                ("--no-microphone", args.no_microphone)) if given]
-            if ignored:
-                logger.warning("%s: for a camera; a file or folder runs to its end with its own audio",
-                               ", ".join(ignored))
         if live:
             files: list[Path] = []
         elif source.is_dir():
@@ -474,6 +473,11 @@ def _run(args: argparse.Namespace, components: Components | None) -> int:
         if args.out is None:
             logger.warning("no --out given: the records of this run are not kept, only its summary "
                            "(pass --out FILE.jsonl to keep them)")
+        ignored = [flag for flag, given in (("--duration", args.duration is not None),
+                                            ("--microphone", args.microphone is not None),
+                                            ("--no-microphone", args.no_microphone)) if given and not live]
+        if ignored:
+            logger.warning("%s: for a camera; a file or folder runs to its end with its own audio", ", ".join(ignored))
         live_models = live or args.pace == "realtime"
         if live_models and args.text_precision == "bfloat16":
             logger.warning("live runs (a device, or --pace realtime) keep their words in float32: --text-precision "

@@ -69,6 +69,8 @@ class StreamCore:
         self.end_time = 0.0
         """Where the media ends, as the source's final Mark says."""
         self.speech_lags: list[float] = []
+        self.face_frames = 0
+        """Frames the face worker analysed (a face found in them or not)."""
         """Live: seconds from each word's end to its arrival here."""
         self._waiting: list[Window] = []  # closed, not yet scored
         self._due = 0  # how many of them are scored before anything else is decided
@@ -115,6 +117,7 @@ class StreamCore:
         ended at ``t``). Anything else is a bug in the sender: TypeError."""
         assembler = self.assembler
         if isinstance(message, FaceFrame):
+            self.face_frames += 1
             assembler.push_face(message)
         elif isinstance(message, Mark):
             self._take_mark(message)

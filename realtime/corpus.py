@@ -708,8 +708,8 @@ def build_parser() -> argparse.ArgumentParser:
     from realtime.features.text import add_text_encoder_option
 
     parser = Parser(prog="python -m realtime.corpus", description=__doc__.split("\n")[0],
-                     epilog="exit codes: 0 done (bad items are named and left out); 1 internal "
-                            "failure (a bug); 2 bad input or usage (a missing folder, no source)")
+                    epilog="exit codes: 0 done (bad items are named and left out); 1 internal "
+                           "failure (a bug); 2 bad input or usage (a missing folder, no source)")
     parser.add_argument("--out", required=True, help="corpus file to write (.npz; a .json summary beside it)")
     parser.add_argument("--faces", help="FER2013-layout folder: train/ validation/ test/ with one folder per class")
     parser.add_argument("--voice", help="folder of EmoDB .wav files (emotion from the file name)")

@@ -483,8 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     from realtime.features.text import add_text_encoder_option
 
     parser = Parser(prog="python -m realtime.extract", description=__doc__.split("\n")[0],
-                     epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad input or usage; "
-                            "130 interrupted (finished clips are cached: run again to resume)")
+                    epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad input or usage; "
+                           "130 interrupted (finished clips are cached: run again to resume)")
     parser.add_argument("--videos", required=True, help="folder of clips (paths in --labels are relative to it)")
     parser.add_argument("--labels", required=True,
                         help="UTF-8 CSV: MMSA's label.csv (video_id,clip_id,label,...,mode) or "

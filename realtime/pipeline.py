@@ -239,9 +239,9 @@ class Pipeline:
         self.spec = engine.spec.window_spec(options.hop)
         """The windows' geometry (the engine's feature spec at this hop)."""
         self.core: StreamCore | None = None
+        """The run's routing, window closing and inference (built when ``run`` starts)."""
         self._reached = 0.0
         """How far the records delivered so far reach (media seconds)."""
-        """The run's routing, window closing and inference (built when ``run`` starts)."""
         self._ahead = WordsAhead(self.spec) if live and options.embed_ahead and transcriber is not None else None
         self._last_step: float | None = None  # run clock at the text worker's last step
 
@@ -455,9 +455,12 @@ class Pipeline:
         finally:
             self.shutdown()
             summary.wall_seconds += time.perf_counter() - started
-            # an interrupted run analysed the media its records reach, not what was decoded
-            # ahead of them (a file's decoder runs up to a queue ahead of the windows)
-            summary.media_seconds += min(state.end_time, self._reached) if summary.interrupted else state.end_time
+            # an interrupted file run analysed the media its records reach, not what was decoded
+            # ahead of them (its decoder runs up to a queue ahead of the windows); live input
+            # comes at its own pace, and all of it was heard
+            read_ahead = summary.interrupted and not self.options.live
+            summary.media_seconds += min(state.end_time, self._reached) if read_ahead else state.end_time
+            summary.face_frames += core.face_frames
             for name, q in self.queues.items():
                 summary.dropped[name] = summary.dropped.get(name, 0) + q.dropped
             # samples the window assembler refused: too late for any window still to come, or repeats
@@ -465,6 +468,7 @@ class Pipeline:
             for name, count in (("late", stats.late), ("duplicate", stats.duplicates)):
                 summary.dropped[name] = summary.dropped.get(name, 0) + count
             summary.warnings.extend(state.failed.values())
+            summary.said.update(state.failed.values())  # logged as each stream was given up
             summary.speech_lags_ms.extend(1000.0 * lag for lag in core.speech_lags)
             self._log_words(words_before)
         return summary

@@ -177,6 +177,8 @@ class Summary:
     wall_seconds: float = 0.0
     dropped: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    face_frames: int = 0
+    """Video frames the face worker analysed, a face found in them or not."""
     said: set[str] = field(default_factory=set)
     """Warnings already logged as they happened (a file cut short, said by its reader): the
     summary keeps them, the end of the run does not log them again."""

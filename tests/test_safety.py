@@ -461,8 +461,8 @@ def test_an_empty_source_is_refused_not_read_as_the_working_folder(tmp_path, cap
     """--source "$CLIP" with CLIP unset: Path("") is ".", which ran every video there."""
     (tmp_path / "a.mp4").write_bytes(EXAMPLE.read_bytes())
     monkeypatch.chdir(tmp_path)
-    for out in ("out", "r.jsonl"):
-        one_error(run(None, capsys, caplog, "--source", "", "--out", out), "--source is empty")
+    for extra in (["--out", "out"], ["--out", "r.jsonl"], ["--plot", "x.png"]):
+        one_error(run(None, capsys, caplog, "--source", "", *extra), "--source is empty")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4"]
 
 
@@ -474,6 +474,10 @@ def test_a_file_run_names_the_camera_options_it_ignores(small, clips, tmp_path, 
     assert read_records(tmp_path / "a.jsonl")[-1]["t_end"] > 1.0  # the whole file, not 0.5 s of it
     ran = run(small, capsys, caplog, "--source", clips / "clip.wav", "--out", tmp_path / "b.jsonl", "--quiet")
     assert ran.returncode == 0 and said not in ran.stderr
+    # a bad file is still one error line, the warning not before it
+    bad = run(small, capsys, caplog, "--source", tmp_path / "absent.mp4", "--duration", "5")
+    one_error(bad, "no such file")
+    assert said not in bad.stderr
 
 
 def test_out_must_name_a_records_file(tmp_path, capsys, caplog):
@@ -667,7 +671,8 @@ def test_the_assembler_is_bounded_for_any_floats(window, hop, end):
 
 
 @pytest.mark.parametrize("module", ["realtime", "gui", "models.train", "models.evaluate", "models.synthetic",
-                                    "realtime.extract", "realtime.corpus"])
+                                    "realtime.extract", "realtime.corpus", "bench", "bench.emotions",
+                                    "bench.ablation", "bench.missing_rates"])
 def test_every_command_says_a_usage_error_in_one_line(module):
     """README: exit 2 with one line `error: ...` for bad usage, the same for every command
     (argparse's own error printed its whole usage block first)."""

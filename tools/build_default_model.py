@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shutil
@@ -32,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from models.config import HOMO_POOLING  # noqa: E402  (standard library only: cheap before argument parsing)
+from models.errors import Parser  # noqa: E402
 from realtime.features.text import add_text_encoder_option  # noqa: E402  (numpy only: cheap too)
 from realtime.recipe import SOURCES, add_pairs, source_of  # noqa: E402  (numpy only)
 
@@ -82,8 +82,8 @@ def channel_report(net, split, device) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python tools/build_default_model.py", description=__doc__.split("\n")[0],
-                                     epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad input or usage")
+    parser = Parser(prog="python tools/build_default_model.py", description=__doc__.split("\n")[0],
+                    epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad input or usage")
     parser.add_argument("--faces", help="FER2013-layout folder (train/ validation/ test/<class>/)")
     parser.add_argument("--voice", help="EmoDB .wav folder")
     parser.add_argument("--texts", help="GoEmotions data/ekman folder")

@@ -5,7 +5,6 @@
 Its predictions mean nothing; it exercises the real network on real features.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -16,13 +15,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from models.checkpoint import save_checkpoint  # noqa: E402
 from models.config import PRESETS, ModelConfig  # noqa: E402
 from models.dmd import DMD  # noqa: E402
+from models.errors import Parser
 from realtime.features.text import add_text_encoder_option  # noqa: E402
 from realtime.featureset import FeatureSpec  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python tools/init_checkpoint.py", description=__doc__.split("\n")[0],
-                                     epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad usage")
+    parser = Parser(prog="python tools/init_checkpoint.py", description=__doc__.split("\n")[0],
+                    epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad usage")
     parser.add_argument("--out", required=True, type=Path,
                         help="checkpoint folder to write (model.safetensors + checkpoint.json)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")

@@ -9,7 +9,6 @@ docs/MODEL_CARD.md is refreshed from the figures rather than retyped.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from models.emotions import EMOTIONS  # noqa: E402
+from models.errors import Parser  # noqa: E402
 
 HELD_OUT = {"faces": "FER2013 PrivateTest (face)", "voice": "EmoDB speakers 03, 08 (voice)",
             "texts": "GoEmotions test (words, clean text)", "sentences": "VADER held-out sentences (words, clean text)"}
@@ -77,7 +77,7 @@ def never_seen(bench: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python tools/model_card_tables.py", description=__doc__.split("\n")[0])
+    parser = Parser(prog="python tools/model_card_tables.py", description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", type=Path, default=ROOT / "realtime" / "assets" / "default")
     parser.add_argument("--bench", type=Path, default=ROOT / "bench" / "results" / "emotions.json")
     args = parser.parse_args(argv)
