@@ -69,9 +69,9 @@ class StreamCore:
         self.end_time = 0.0
         """Where the media ends, as the source's final Mark says."""
         self.speech_lags: list[float] = []
+        """Live: seconds from each word's end to its arrival here."""
         self.face_frames = 0
         """Frames the face worker analysed (a face found in them or not)."""
-        """Live: seconds from each word's end to its arrival here."""
         self._waiting: list[Window] = []  # closed, not yet scored
         self._due = 0  # how many of them are scored before anything else is decided
         self._stopped = False
