@@ -197,13 +197,14 @@ def test_auto_precision_is_bfloat16_only_where_the_cpu_computes_it_and_torch_run
         TextEmbedder(TextOptions(encoder="minilm"), precision="half")
 
 
-def test_a_lists_bfloat16_tokens_do_not_depend_on_the_lists_embedded_beside_it():
+def test_a_lists_bfloat16_tokens_do_not_depend_on_the_lists_embedded_beside_it(request):
     """Padded to its batch's longest list, a list's bfloat16 tokens moved by up to 0.004 with
     the lists beside it (so a window's reading with how windows were batched: the GUI and a
     file run of the same media differed); each is padded by its own length instead."""
     words = "the meeting ran long and nobody listened to what a lovely day it was outside".split()
     lists = [words[i: i + n] for i, n in zip(range(12), [3, 7, 11, 5, 9, 2] * 2)]
     embedder = TextEmbedder(TextOptions(encoder="minilm"), precision="bfloat16")
+    request.addfinalizer(embedder.close)
     together, mask = embedder.embed_many(lists)
     embedder.clear_cache()
     alone = [embedder.embed_many([one])[0][0] for one in lists]
