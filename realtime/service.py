@@ -142,8 +142,8 @@ def add_model_options(p: argparse.ArgumentParser, file_runs: bool = True) -> Non
     p.add_argument("--text-precision", choices=TEXT_PRECISIONS, default="auto",
                    help="what the words' encoder computes in for files read as fast as they decode (live runs, "
                         "--pace realtime included, keep float32): auto is bfloat16 on a CPU with bfloat16 "
-                        "instructions (AVX512-BF16 "
-                        "or AMX; twice as fast, emotion probabilities within about 0.01), else float32; "
+                        "instructions (AVX512-BF16 or AMX; twice as fast, emotion probabilities within about "
+                        "0.01), else float32; "
                         "decided on each machine that embeds, so each Ray worker by its own CPU (default auto)")
 
 
