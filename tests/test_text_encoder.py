@@ -212,6 +212,29 @@ def test_a_lists_bfloat16_tokens_do_not_depend_on_the_lists_embedded_beside_it(r
     assert mask.sum(1).min() < mask.sum(1).max()  # lists of several lengths, padded in one batch before
 
 
+def test_bfloat16_linear_weights_stored_cast_give_what_autocast_gave_from_float32_weights(request):
+    """In bfloat16 the linear layers keep their weights cast once (autocast had cast them from
+    float32 on every call): the tokens must stay the same to the bit."""
+    import torch
+
+    words = "the meeting ran long and nobody listened to what a lovely day it was outside".split()
+    lists = [words[i: i + n] for i, n in zip(range(12), [3, 7, 11, 5, 9, 2] * 2)]
+    stored = TextEmbedder(TextOptions(encoder="minilm"), precision="bfloat16")
+    request.addfinalizer(stored.close)
+    cast_each_call = TextEmbedder(TextOptions(encoder="minilm"), precision="float32")
+    request.addfinalizer(cast_each_call.close)
+    cast_each_call.precision = "bfloat16"  # autocast over float32 weights, as before
+    dtypes = {m.weight.dtype for m in stored.model.modules() if isinstance(m, torch.nn.Linear)}
+    assert dtypes == {torch.bfloat16}
+    assert {p.dtype for p in cast_each_call.model.parameters()} == {torch.float32}
+    kept = {p.dtype for n, p in stored.model.named_parameters() if "LayerNorm" in n or "embeddings" in n}
+    assert kept == {torch.float32}
+    new, mask = stored.embed_many(lists)
+    old, old_mask = cast_each_call.embed_many(lists)
+    assert np.array_equal(mask, old_mask) and mask.sum() > 0
+    assert np.array_equal(new, old)
+
+
 def test_bfloat16_words_keep_float32s_tokens_and_the_models_readings(components, request):
     """The bfloat16 encoder (file runs' default on a CPU with bfloat16 instructions) against
     float32 on real sentences (one of the two is the session's, whichever this CPU chose):

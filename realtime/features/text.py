@@ -92,6 +92,22 @@ def text_precision(asked: str, device: str, onnx: bool) -> str:
     return asked
 
 
+def _store_linears_in_bfloat16(model, torch) -> None:
+    """Keep each linear layer's weight and bias in bfloat16, as autocast would cast them.
+
+    Under autocast every linear layer casts its float32 weight to bfloat16 on each call: for
+    mpnet, 170 MB written from 340 MB read per model call, about a tenth of a file run's
+    embedding CPU. Stored already cast, autocast finds nothing to cast and computes the same
+    bits (``tests/test_text_encoder.py``); the other layers (embeddings, layer norms) keep
+    float32 as before, and the weights take 170 MB less memory."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            for name in ("weight", "bias"):
+                param = getattr(module, name)
+                if param is not None:
+                    param.data = param.data.to(torch.bfloat16)
+
+
 def text_dim(encoder: str) -> int:
     """The width of ``encoder``'s tokens; UserError for an unknown encoder."""
     try:
@@ -249,6 +265,8 @@ class TextEmbedder:
         if hidden != self.dim:
             raise _not_found(f"text model '{path}' gives {hidden}-d tokens; the {options.encoder} encoder "
                              f"gives {self.dim}-d")
+        if self.precision == "bfloat16":
+            _store_linears_in_bfloat16(self.model, torch)
         self.device = device
         self.options = options
         self._cache: OrderedDict[tuple[str, ...], np.ndarray] = OrderedDict()
