@@ -12,6 +12,7 @@ import dataclasses
 import datetime as _dt
 import hashlib
 import json
+import logging
 import math
 import os
 import subprocess
@@ -23,6 +24,8 @@ import torch
 from models import safejson
 from models.config import ARCHITECTURES, MODALITIES, VOICINGS, ModelConfig, voicing_of
 from models.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
@@ -84,6 +87,21 @@ class Checkpoint:
             m: int(steps[m]) for m in MODALITIES
         }:
             raise CheckpointError(f"{self.path}: steps {have.get('steps')} differ from the input's {steps}")
+
+    def class_index(self, names) -> list[int] | None:
+        """Where each of the data's class names (``Dataset.class_names``, in the order its
+        labels index them) sits among this checkpoint's: the data's label k means this
+        checkpoint's class ``index[k]``. None where either names no classes. CheckpointError
+        for a data class the checkpoint does not predict: its labels would be scored as
+        whatever class shares their index."""
+        ours, theirs = tuple(self.model.class_names), tuple(names)
+        if not ours or not theirs:
+            return None
+        unknown = [name for name in theirs if name not in ours]
+        if unknown:
+            raise CheckpointError(f"{self.path}: predicts the classes {list(ours)}; the data's {unknown} "
+                                  f"{'is' if len(unknown) == 1 else 'are'} not among them")
+        return [ours.index(name) for name in theirs]
 
 
 POSITIVE_FIELDS = ("d", "heads", "cross_layers", "memory_layers", "gd_size_homo", "gd_size_hetero", "dict_atoms")
@@ -237,11 +255,15 @@ def resolve_checkpoint_dir(path: str | Path) -> Path:
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint folder")
     if path.is_file():
+        if path.name not in (CONFIG, WEIGHTS):
+            raise CheckpointError(f"{path}: a file; a checkpoint is a folder holding {CONFIG} and {WEIGHTS}")
         path = path.parent
     if not (path / CONFIG).exists():
-        for role in ("student", "teacher"):
-            if (path / role / CONFIG).exists():
-                return path / role
+        if (path / "student" / CONFIG).exists():
+            return path / "student"
+        if (path / "teacher" / CONFIG).exists():
+            logger.warning("'%s' holds no student/: using its teacher", path)
+            return path / "teacher"
     return path
 
 

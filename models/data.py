@@ -107,6 +107,19 @@ class Dataset:
         any_split = next(iter(self.splits.values()))
         return {m: int(any_split.inputs[m].shape[1]) for m in MODALITIES}
 
+    def classes_not_in(self, split: str = "train") -> list[str]:
+        """The class names no sample of ``split`` holds (none where it has no class labels)."""
+        labels = self.splits[split].class_labels if split in self.splits else None
+        return missing_classes(self.class_names, labels)
+
+
+def missing_classes(names, labels: np.ndarray | None) -> list[str]:
+    """The ``names`` that no label (an index into them; -1: none) points to."""
+    if not names or labels is None:
+        return []
+    seen = set(np.asarray(labels).tolist())
+    return [name for k, name in enumerate(names) if k not in seen]
+
 
 PICKLE_SUFFIXES = (".pkl", ".pickle")
 """The names of MMSA's feature files (aligned_50.pkl, unaligned_39.pkl): the only files read as pickles."""
@@ -213,6 +226,12 @@ def dataset_from_dict(raw: object, splits: tuple[str, ...] = SPLITS, source: str
                 f"split '{first}' has {steps[first]}x{dims[first]}"
             )
     class_names = tuple(meta.get("class_names", ()))
+    if class_names:  # an index past the names would fail mid-training, or be scored as another class
+        for name, split in out.items():
+            if split.class_labels is not None and len(split.class_labels) and \
+                    split.class_labels.max() >= len(class_names):
+                raise DataError(f"{source}: split '{name}' has class {int(split.class_labels.max())}, but "
+                                f"meta's class_names name {len(class_names)}: {list(class_names)}")
     feature_set = str(meta.get("feature_set", "mmsa"))
     return Dataset(splits=out, feature_set=feature_set, class_names=class_names, meta=meta, source=source)
 
@@ -259,6 +278,8 @@ def _split(split: object, where: str) -> Split:
         inputs[m] = arr
     if np.isnan(labels).any():
         raise DataError(f"{where}: 'regression_labels' has NaN values")
+    if np.isinf(labels).any():  # a loss of inf every epoch, and a model that learned nothing
+        raise DataError(f"{where}: 'regression_labels' has infinite values in {int(np.isinf(labels).sum())} samples")
     for m in MODALITIES:
         masks[m] = _mask(split, m, inputs, where)
     class_labels = None
@@ -266,6 +287,9 @@ def _split(split: object, where: str) -> Split:
         class_labels = np.asarray(split["class_labels"], dtype=np.int64)
         if class_labels.shape != (n,):
             raise DataError(f"{where}: 'class_labels' has shape {class_labels.shape}, expected ({n},)")
+        if len(class_labels) and class_labels.min() < -1:
+            raise DataError(f"{where}: 'class_labels' holds {int(class_labels.min())}; a class is 0 or more "
+                            "(-1: none)")
     ids = [str(i) for i in split.get("id", range(n))]
     if len(ids) != n:
         raise DataError(f"{where}: 'id' has {len(ids)} entries, labels have {n}")

@@ -7,6 +7,8 @@ Prints one JSON object per line: one per missing rate (random whole-modality and
 time-step drops, models.corrkd.drop_missing, fixed seed) and, with ``--subsets``, one per
 available-modality subset ({L}, {A}, {V}, {L,A}, {L,V}, {A,V}, {L,A,V}) as CorrKD reports.
 A metric that is undefined (e.g. Non0 scores with no non-zero label) is null, never NaN.
+The data's classes are matched to the checkpoint's by name (labels of three of the seven
+emotions score the bundled model); a class the checkpoint does not predict is refused.
 
 Exit codes: 0 done, 1 internal failure (a bug), 2 bad input or usage (one line 'error: ...').
 """
@@ -14,8 +16,12 @@ Exit codes: 0 done, 1 internal failure (a bug), 2 bad input or usage (one line '
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import logging
 import math
 import sys
+
+import numpy as np
 
 from models import safejson
 from models.checkpoint import load_checkpoint
@@ -34,8 +40,12 @@ def run(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.checkpoint)
     dataset = load_dataset(args.data, splits=(args.split,))
     ckpt.check_features(dataset.feature_set, dataset.dims, dataset.steps, dataset.meta.get("extractor"))
+    index = ckpt.class_index(dataset.class_names)
     net = ckpt.build(device)
     split = dataset.splits[args.split]
+    if index is not None and split.class_labels is not None:  # the data's class k is the checkpoint's index[k]
+        labels = split.class_labels
+        split = dataclasses.replace(split, class_labels=np.where(labels >= 0, np.take(index, labels.clip(0)), -1))
     base = {"checkpoint": ckpt.id, "split": args.split, "samples": len(split)}
     for rate in args.missing_rate:
         metrics = evaluate(net, split, device, missing_rate=rate, seed=args.seed)
@@ -64,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto: a GPU if any)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated missing data")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         return run(args)
     except UserError as exc:

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from models import safejson
-from models.checkpoint import Checkpoint, config_problem, load_checkpoint, save_checkpoint
+from models.checkpoint import Checkpoint, CheckpointError, config_problem, load_checkpoint, save_checkpoint
 from models.config import ARCHITECTURES, ModelConfig, TrainConfig, load_preset
 from models.corrkd import corrkd_losses, drop_missing
 from models.data import Dataset, load_dataset
@@ -338,7 +338,8 @@ def check_out(out: Path, stage: str, overwrite: bool, resuming: bool = False, as
     first: its finished stages are there too, and --overwrite would throw its epochs away."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out '{out}' is a file; name a folder (teacher/ and student/ go inside)")
-    roles = {"both": ("teacher", "student")}.get(stage, (stage,))
+    # a new teacher leaves the student distilled from the old one stale: it goes too (_drop_stale_student)
+    roles = {"both": ("teacher", "student"), "teacher": ("teacher", "student")}.get(stage, (stage,))
     if not overwrite and not resuming:
         if (out / RESUME_DIR / RUN_FILE).exists():
             raise UsageError(f"--out '{out}' holds an interrupted run ({RESUME_DIR}/); pass --resume to continue it "
@@ -347,7 +348,7 @@ def check_out(out: Path, stage: str, overwrite: bool, resuming: bool = False, as
         if existing:
             done = ", finished: nothing to resume" if asked_to_resume else ""
             raise UsageError(f"--out '{out}' already holds {' and '.join(existing)}{done}; pass --overwrite to "
-                             "replace it or choose another folder")
+                             f"replace {'them' if len(existing) > 1 else 'it'} or choose another folder")
     if stage == "student" and not (out / "teacher").is_dir():
         raise UsageError(f"--stage student needs a trained teacher in '{out / 'teacher'}'")
 
@@ -373,6 +374,9 @@ def run(args: argparse.Namespace, ranks: Ranks = SINGLE) -> int:
     if ranks.launched:
         device = start(ranks, device, args.dist_timeout)
     dataset = load_dataset(args.data)
+    untrained = dataset.classes_not_in("train")
+    if untrained and ranks.main:
+        logger.warning("the classes %s have no sample in the train split: the model cannot learn them", untrained)
     model_over, train_over = load_preset(args.config)
     if args.epochs is not None:
         train_over["epochs"] = args.epochs
@@ -414,6 +418,7 @@ def run(args: argparse.Namespace, ranks: Ranks = SINGLE) -> int:
         teacher_net = result.net
         if ranks.main:
             save_stage(out, "teacher", result, dataset, model_cfg, train_cfg, device, args.seed, extra=extra)
+            _drop_stale_student(out, said=args.stage == "teacher")
             if keep_state:
                 _finish_stage(resume_dir, "teacher")
             print(f"teacher: best epoch {result.best_epoch}, valid score {result.best_score:.4f}, "
@@ -433,6 +438,18 @@ def run(args: argparse.Namespace, ranks: Ranks = SINGLE) -> int:
     if ranks.main and keep_state:
         shutil.rmtree(resume_dir, ignore_errors=True)  # the run is complete: nothing left to resume
     return 0
+
+
+def _drop_stale_student(out: Path, said: bool) -> None:
+    """A new teacher is saved in ``out``: a student there was distilled from the teacher it
+    replaced, and serving the folder would take it, so it is removed now (``check_out``
+    asked for --overwrite), not when this run's own student is saved: a run stopped in
+    between leaves the new teacher alone. ``said``: name the removal (--stage teacher)."""
+    student = out / "student"
+    if student.is_dir():
+        shutil.rmtree(student)
+        (logger.warning if said else logger.info)("removed '%s': it was distilled from the teacher this run "
+                                                  "replaced", student)
 
 
 def _backend(device: torch.device) -> str:
@@ -488,6 +505,10 @@ def _trained_teacher(out: Path, dataset: Dataset, model: str | None, device: tor
     if ranks.main:
         ckpt = load_checkpoint(out / "teacher")
         ckpt.check_features(dataset.feature_set, dataset.dims, dataset.steps, dataset.meta.get("extractor"))
+        if tuple(ckpt.model.class_names) != tuple(dataset.class_names):  # the student keeps its teacher's heads
+            raise CheckpointError(f"the teacher in '{out / 'teacher'}' was trained on the classes "
+                                  f"{list(ckpt.model.class_names)}, the data's are {list(dataset.class_names)}; "
+                                  "train a teacher on this data (--stage both)")
         if model is not None and model != ckpt.model.architecture:
             raise UsageError(f"--model {model}: the teacher in '{out / 'teacher'}' is "
                              f"{ckpt.model.architecture}; a student starts from its teacher's weights")

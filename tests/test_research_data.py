@@ -1,0 +1,192 @@
+"""A researcher's own labels and training folders: classes matched by name, a teacher
+replaced with its student, labels that cannot train (the mistakes a new user made)."""
+
+import json
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+
+from models.data import DataError, load_dataset, save_dataset
+
+NAMES = ("happy", "neutral", "sad")
+
+
+def _classed(raw: dict, names: tuple[str, ...], order: tuple[str, ...] = NAMES) -> dict:
+    """The synthetic set with emotion classes from its sentiment (happy > 0.5, sad < -0.5),
+    named ``names`` and indexed in ``order`` (the same samples, the same classes)."""
+    out = {"meta": {**raw["meta"], "class_names": list(names)}}
+    for split in ("train", "valid", "test"):
+        labels = np.asarray(raw[split]["regression_labels"])
+        cls = np.where(labels > 0.5, 0, np.where(labels < -0.5, 2, 1))  # indices into NAMES
+        out[split] = {**raw[split], "class_labels": np.array([names.index(order[k]) if order[k] in names else -1
+                                                               for k in cls], dtype=np.int64)}
+    return out
+
+
+@pytest.fixture(scope="module")
+def raw(synthetic_pickle) -> dict:
+    return pickle.loads(synthetic_pickle.read_bytes())
+
+
+@pytest.fixture(scope="module")
+def classed(raw, tmp_path_factory):
+    """(dataset .npz with three classes, training folder holding a teacher trained on it)."""
+    from models.train import main
+
+    folder = tmp_path_factory.mktemp("classed")
+    data = save_dataset(folder / "classes.npz", _classed(raw, NAMES))
+    out = folder / "run"
+    assert main(["--data", str(data), "--out", str(out), "--stage", "teacher", "--config", "small",
+                 "--epochs", "1", "--device", "cpu", "--quiet"]) == 0
+    return data, out
+
+
+@pytest.fixture(scope="module")
+def trained(synthetic_pickle, tmp_path_factory):
+    """A teacher and its student on the synthetic set (one epoch each: their scores are not
+    under test here)."""
+    from models.train import main
+
+    out = tmp_path_factory.mktemp("pair")
+    assert main(["--data", str(synthetic_pickle), "--out", str(out), "--config", "small", "--epochs", "1",
+                 "--device", "cpu", "--quiet"]) == 0
+    return out
+
+
+def _run(main, capsys, *args) -> tuple[int, list[str], str]:
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.err.strip().splitlines(), captured.out
+
+
+def test_evaluation_matches_the_datas_classes_to_the_checkpoints_by_name(classed, raw, tmp_path, capsys):
+    """The same samples and classes, indexed in another order (``realtime.extract`` sorts the
+    classes a set holds: three of the bundled model's seven sit at other indices): before,
+    each label was scored as whatever class shared its index (Class_acc 1.0 on one set, 0.0
+    on another, exit 0)."""
+    from models.evaluate import main
+
+    data, out = classed
+    reordered = save_dataset(tmp_path / "reordered.npz", _classed(raw, ("sad", "happy", "neutral")))
+    fewer = save_dataset(tmp_path / "fewer.npz", _classed(raw, ("neutral", "sad")))  # happy unnamed: -1
+    rows = {}
+    for name, path in (("same", data), ("reordered", reordered), ("fewer", fewer)):
+        code, err, stdout = _run(main, capsys, "--checkpoint", out / "teacher", "--data", path, "--device", "cpu")
+        assert code == 0, err
+        rows[name] = json.loads(stdout)
+    assert rows["reordered"] == rows["same"]
+    assert 0.0 < rows["same"]["Class_acc"] < 1.0  # a real score, not a degenerate one
+    assert rows["fewer"]["Class_acc"] != rows["same"]["Class_acc"]  # scored on the named classes only
+
+    angry = ("happy", "angry", "sad")  # the middle class named another way
+    unknown = save_dataset(tmp_path / "unknown.npz", _classed(raw, angry, angry))
+    code, err, _ = _run(main, capsys, "--checkpoint", out / "teacher", "--data", unknown, "--device", "cpu")
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and "['angry'] is not among them" in err[0]
+
+
+def test_a_student_stage_refuses_a_teacher_of_other_classes(classed, raw, tmp_path, capsys):
+    """Four classes where the teacher knew three ended in IndexError's traceback mid-
+    training; three other names trained a student that kept the teacher's names."""
+    from models.train import main
+
+    _, out = classed
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    four = _classed(raw, NAMES)
+    four["meta"]["class_names"] = ["angry", *NAMES]
+    for split in ("train", "valid", "test"):
+        four[split]["class_labels"] = four[split]["class_labels"] + 1
+    renamed = _classed(raw, ("happy", "nuetral", "sad"), ("happy", "nuetral", "sad"))
+    for name, dataset in (("four", four), ("renamed", renamed)):
+        path = save_dataset(tmp_path / f"{name}.npz", dataset)
+        code, err, _ = _run(main, capsys, "--data", path, "--out", run, "--stage", "student", "--config", "small",
+                            "--epochs", "1", "--device", "cpu", "--quiet")
+        assert code == 2 and len(err) == 1 and "was trained on the classes" in err[0], (name, err)
+        assert not (run / "student").exists()
+
+
+def test_a_new_teacher_takes_the_student_of_the_old_one_with_it(trained, synthetic_pickle, tmp_path, capsys,
+                                                                 monkeypatch, caplog):
+    """A student distilled from a replaced teacher was served from the folder without a
+    word: --stage teacher asks for --overwrite where a student is, and a new teacher removes
+    it when saved, so a run stopped before its own student leaves the new teacher alone."""
+    import models.train as train
+    from models.checkpoint import load_checkpoint
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    old_teacher = load_checkpoint(run / "teacher").id
+    args = ["--data", synthetic_pickle, "--out", run, "--config", "small", "--epochs", "1", "--device", "cpu",
+            "--quiet", "--seed", "11"]
+    code, err, _ = _run(train.main, capsys, *args, "--stage", "teacher")
+    assert code == 2 and len(err) == 1 and "already holds teacher/ and student/" in err[0], err
+
+    fit = train.fit
+
+    def stopped_in_the_student_stage(*a, teacher=None, **kw):
+        if teacher is not None:
+            raise KeyboardInterrupt
+        return fit(*a, teacher=teacher, **kw)
+
+    monkeypatch.setattr(train, "fit", stopped_in_the_student_stage)
+    code, err, _ = _run(train.main, capsys, *args, "--stage", "both", "--overwrite")
+    assert code == 130, err
+    assert load_checkpoint(run / "teacher").id != old_teacher and not (run / "student").exists()
+    assert load_checkpoint(run).path == run / "teacher"  # what serving the folder now takes
+
+    monkeypatch.setattr(train, "fit", fit)
+    shutil.rmtree(run)
+    shutil.copytree(trained, run)
+    caplog.clear()
+    code, err, _ = _run(train.main, capsys, *args, "--stage", "teacher", "--overwrite")
+    assert code == 0 and not (run / "student").exists()
+    said = [r for r in caplog.records if "it was distilled from the teacher this run replaced" in r.getMessage()]
+    assert said and said[0].levelname == "WARNING"
+
+
+def test_labels_that_cannot_train_are_refused_in_one_line(raw, tmp_path):
+    """An infinite sentiment trained with a loss of inf every epoch (exit 0); a class index
+    past the names failed mid-training."""
+    infinite = _classed(raw, NAMES)
+    infinite["train"]["regression_labels"] = np.array(infinite["train"]["regression_labels"], dtype=np.float32)
+    infinite["train"]["regression_labels"][5] = np.inf
+    past = _classed(raw, NAMES)
+    past["valid"]["class_labels"][0] = 3
+    below = _classed(raw, NAMES)
+    below["test"]["class_labels"][0] = -2
+    for data, fragment in ((infinite, "'regression_labels' has infinite values in 1 samples"),
+                           (past, "split 'valid' has class 3, but meta's class_names name 3"),
+                           (below, "'class_labels' holds -2")):
+        with pytest.raises(DataError, match=fragment):
+            load_dataset(save_dataset(tmp_path / "bad.npz", data))
+
+
+def test_a_class_no_training_sample_holds_is_named(raw, tmp_path, caplog):
+    from models.train import main
+
+    data = _classed(raw, NAMES)
+    train = data["train"]["class_labels"]
+    data["train"]["class_labels"] = np.where(train == 1, -1, train)  # 'neutral' only outside train
+    path = save_dataset(tmp_path / "no_neutral.npz", data)
+    assert load_dataset(path).classes_not_in("train") == ["neutral"]
+    assert load_dataset(path).classes_not_in("test") == []
+    caplog.clear()
+    assert main(["--data", str(path), "--out", str(tmp_path / "o"), "--stage", "teacher", "--config", "small",
+                 "--epochs", "1", "--device", "cpu", "--quiet"]) == 0
+    assert [r for r in caplog.records if "['neutral'] have no sample in the train split" in r.getMessage()]
+
+
+def test_a_checkpoint_given_as_a_file_or_a_folder_with_only_its_teacher(trained, synthetic_pickle, tmp_path, capsys,
+                                                                        caplog):
+    from models.evaluate import main
+
+    code, err, _ = _run(main, capsys, "--checkpoint", synthetic_pickle, "--data", synthetic_pickle)
+    assert code == 2 and len(err) == 1 and "a file; a checkpoint is a folder holding" in err[0], err
+    only = tmp_path / "only"
+    shutil.copytree(trained / "teacher", only / "teacher")
+    caplog.clear()
+    code, err, _ = _run(main, capsys, "--checkpoint", only, "--data", synthetic_pickle, "--device", "cpu")
+    assert code == 0 and [r for r in caplog.records if "holds no student/: using its teacher" in r.getMessage()]
