@@ -11,9 +11,9 @@ Label layouts:
 * MMSA raw: ``DIR/<video_id>/<clip_id>.mp4`` and ``label.csv`` with columns
   ``video_id, clip_id, text, label, label_T, label_A, label_V, annotation, mode``
   (mode: train/valid/test);
-* plain CSV: ``path, label[, split][, class]`` (path relative to DIR; label in [-3, 3]).
-  Without a split column, splits are made by speaker/video id (the path's folder, or
-  the id before the last '_' of a file name), never by clip.
+* plain CSV: ``path, label[, split][, class][, speaker]`` (path relative to DIR; label in
+  [-3, 3]). Without a split column, splits are made by speaker (the speaker column, else
+  the path's folder, else the id before the last '_' of a file name), never by clip.
 
 Each finished clip is cached (``<out>.cache/``), so an interrupted run resumes where it
 stopped; a clip that fails is reported and skipped. Every engine runs the same per-clip
@@ -26,7 +26,8 @@ pickles (``models.data.save_dataset``; ``load_dataset`` reads it with
 ``allow_pickle=False``), and so is each cache entry (arrays, the words as a unicode array).
 
 Exit codes: 0 done, 1 internal failure (a bug), 2 bad input or usage (one line
-'error: ...'), 130 interrupted (finished clips are cached).
+'error: ...'), 3 some clips failed (each named in a warning; the features of the others
+are written), 130 interrupted (finished clips are cached).
 """
 
 from __future__ import annotations
@@ -49,14 +50,17 @@ from pathlib import Path
 import numpy as np
 
 from models.config import LEGACY_VOICING
-from models.data import DataError, save_dataset
+from models.data import DataError, missing_classes, save_dataset
 from models.errors import Parser, UserError
 from realtime.cluster import Outcome, add_engine_options, cluster_options, progress, run_on_ray, worker_label
 from realtime.outputs import remove_stale_temporaries, write_atomic
+from realtime.service import EXIT_SOME_FAILED
 
 logger = logging.getLogger(__name__)
 
 MMSA_COLUMNS = ("video_id", "clip_id", "label")
+PLAIN_COLUMNS = ("path", "label", "split", "class", "speaker")
+"""The plain layout's columns (any case): path and label needed, the others optional."""
 SPLIT_NAMES = {"train": "train", "valid": "valid", "validation": "valid", "dev": "valid", "test": "test"}
 
 
@@ -80,13 +84,13 @@ def read_labels(videos: Path, labels: Path) -> list[Clip]:
     try:
         with labels.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
-            columns = [c.strip() for c in (reader.fieldnames or [])]
+            columns = [c.strip().lower() for c in (reader.fieldnames or [])]  # 'Path' is 'path'
             rows = []
             for row in reader:
                 if None in row:  # DictReader's key for the fields past the header's
                     raise DataError(f"{labels} row {reader.line_num}: {len(columns) + len(row[None])} fields "
                                     f"where the header has {len(columns)} (a stray comma, or ';' between fields?)")
-                rows.append({(k or "").strip(): (v or "").strip() for k, v in row.items()})
+                rows.append({(k or "").strip().lower(): (v or "").strip() for k, v in row.items()})
     except UnicodeDecodeError as exc:
         raise DataError(f"--labels '{labels}' is not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV") from None
     except csv.Error as exc:
@@ -100,15 +104,20 @@ def read_labels(videos: Path, labels: Path) -> list[Clip]:
             split = _split(labels, i, row.get("mode"))
             clips.append(_clip(labels, i, path, row["label"], split, row["video_id"], None))
     elif {"path", "label"} <= set(columns):
+        ignored = [c for c in columns if c not in PLAIN_COLUMNS]
+        if ignored:  # 'emotion' for 'class' would train a model with no classes, and say nothing
+            logger.warning("%s: columns %s are not read (the columns read are %s)", labels, ignored,
+                           ", ".join(PLAIN_COLUMNS))
         for i, row in enumerate(rows, start=2):
             path = videos / row["path"]
             split = _split(labels, i, row.get("split"))
             rel = Path(row["path"])
-            group = str(rel.parent) if str(rel.parent) != "." else rel.stem.rsplit("_", 1)[0]
+            group = row.get("speaker") or (str(rel.parent) if str(rel.parent) != "." else rel.stem.rsplit("_", 1)[0])
             clips.append(_clip(labels, i, path, row["label"], split, group, row.get("class") or None))
     else:
-        raise DataError(f"{labels}: needs columns 'path,label[,split][,class]' or MMSA's "
-                        f"'video_id,clip_id,label,...,mode'; has {columns}")
+        hint = " (';' between them? use ',')" if len(columns) == 1 and ";" in columns[0] else ""
+        raise DataError(f"{labels}: needs columns 'path,label[,split][,class][,speaker]' or MMSA's "
+                        f"'video_id,clip_id,label,...,mode'; has {columns}{hint}")
     first: dict[Path, int] = {}
     for clip in clips:  # one clip in two rows (two splits, even) would leak training data into a test
         seen = first.setdefault(clip.path.resolve(), clip.row)
@@ -228,16 +237,28 @@ def load_models(options: ExtractOptions, has_gpu: bool = False) -> ClipModels:
     return ClipModels(replace(options, device="cuda") if has_gpu else options)
 
 
-def check_models(options: ExtractOptions) -> None:
+def check_models(options: ExtractOptions) -> str:
     """ModelNotFoundError, in the calling process, for a model a worker could not load: a
-    pool whose initializer fails restarts its workers for ever instead of failing."""
+    pool whose initializer fails restarts its workers for ever instead of failing. Returns
+    what names the models (``models_key``)."""
     from realtime.features.face import face_model_path
     from realtime.features.speech import whisper_model_path
     from realtime.features.text import text_model_path
 
-    face_model_path(options.face_model)
-    whisper_model_path(options.whisper_model)
-    text_model_path(options.text_model, options.text_encoder)
+    return models_key([face_model_path(options.face_model), whisper_model_path(options.whisper_model),
+                       text_model_path(options.text_model, options.text_encoder)])
+
+
+def models_key(paths: list[Path]) -> str:
+    """A digest of the models' files (each one's path, size and change time; a folder's files
+    directly inside it): features extracted with another Whisper, face or words' model are
+    not taken from the cache for this one's."""
+    parts = []
+    for path in paths:
+        path = Path(path).resolve()
+        files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+        parts += [f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files]
+    return hashlib.sha1("\n".join(parts).encode()).hexdigest()[:16]
 
 
 def extract_clip(path: Path, models: ClipModels) -> dict:
@@ -374,12 +395,16 @@ def read_cache(path: Path) -> dict | None:
     return out
 
 
-def cache_path(cache: Path, clip: Clip, text_encoder: str, voicing: str = "speech") -> Path:
-    """A clip's entry: its path, size and what its features depend on (a cache filled before
-    the voice detector, whose keys name no voicing, is extracted again)."""
+def cache_path(cache: Path, clip: Clip, text_encoder: str, voicing: str = "speech", models: str = "") -> Path:
+    """A clip's entry: its path, size and what its features depend on: the words' encoder,
+    the voicing (a cache filled before the voice detector, whose keys name none, is extracted
+    again) and the models (``models_key``; entries of caches filled before it was named are
+    extracted again)."""
     key = f"{clip.path.resolve()}:{clip.path.stat().st_size}:{text_encoder}"
     if voicing != LEGACY_VOICING:
         key += f":voicing={voicing}"
+    if models:
+        key += f":models={models}"
     key = hashlib.sha1(key.encode()).hexdigest()[:16]
     return cache / f"{key}.npz"
 
@@ -399,6 +424,9 @@ def run(args: argparse.Namespace) -> int:
             groups = len({c.group for c in clips})
             raise DataError(f"split '{split}' would have no clips (of {len(clips)} in {groups} speaker groups); "
                             "add clips or a split column")
+    options = ExtractOptions(face_model=args.face_model, whisper_model=args.whisper_model,
+                             text_model=args.text_model, text_encoder=args.text_encoder)
+    models = check_models(options)  # before a cache is begun, and whether or not every clip is in it
     cache = Path(args.cache) if args.cache else out.with_name(out.name + ".cache")
     cache.mkdir(parents=True, exist_ok=True)
     # temporaries of a run killed mid-write; another run filling this cache now keeps its own
@@ -406,15 +434,12 @@ def run(args: argparse.Namespace) -> int:
     for stale in cache.glob("*.npz.tmp"):  # the names of versions before write_atomic
         stale.unlink(missing_ok=True)
     spec = FeatureSpec(text_encoder=args.text_encoder)  # what ClipModels extracts with
-    cached = [cache_path(cache, c, args.text_encoder, spec.voicing) for c in clips]  # hashes each path once
+    cached = [cache_path(cache, c, args.text_encoder, spec.voicing, models) for c in clips]  # hashes each path once
     todo = [(i, str(c.path)) for i, c in enumerate(clips) if read_cache(cached[i]) is None]
     logger.info("%d clips, %d cached, %d to extract", len(clips), len(clips) - len(todo), len(todo))
     failures: dict[int, str] = {}
     started = time.perf_counter()
-    options = ExtractOptions(face_model=args.face_model, whisper_model=args.whisper_model,
-                             text_model=args.text_model, text_encoder=args.text_encoder)
     if todo:
-        check_models(options)
         if args.engine == "ray":
             outcomes = run_on_ray(todo, partial(load_models, options), process_clip, cluster, env=WORKER_ENV)
         else:
@@ -457,12 +482,16 @@ def run(args: argparse.Namespace) -> int:
         for key, mask in (("face", "vision_mask"), ("audio", "audio_mask"), ("text", "text_mask")):
             coverage[key].extend(data[split][mask].max(1).tolist())
     save_dataset(out, data)  # pickle-free, written whole under a temporary name
+    untrained = missing_classes(class_names, data["train"].get("class_labels"))
+    if untrained:
+        logger.warning("the classes %s have no clip in the train split: a model trained on %s cannot learn them",
+                       untrained, out)
     done = len(clips) - len(failures)
     cov = ", ".join(f"{k} {np.mean(v):.0%}" for k, v in coverage.items())
-    print(f"{out}: {done} clips extracted, {len(failures)} failed, {time.perf_counter() - started:.0f} s; "
-          f"clips with each modality: {cov}; splits " +
+    print(f"{out}: {done} clips extracted ({len(clips) - len(todo)} of them from the cache), "
+          f"{len(failures)} failed, {time.perf_counter() - started:.0f} s; clips with each modality: {cov}; splits " +
           ", ".join(f"{s} {len(data[s]['id'])}" for s in ("train", "valid", "test")), file=sys.stderr)
-    return 0
+    return EXIT_SOME_FAILED if failures else 0
 
 
 def check_out(out: Path, overwrite: bool) -> None:
@@ -483,13 +512,15 @@ def build_parser() -> argparse.ArgumentParser:
     from realtime.features.text import add_text_encoder_option
 
     parser = Parser(prog="python -m realtime.extract", description=__doc__.split("\n")[0],
-                    epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad input or usage; "
-                           "130 interrupted (finished clips are cached: run again to resume)")
+                    epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad input or usage; 3 some clips "
+                           "failed (the others' features are written); 130 interrupted (finished clips are cached: "
+                           "run again to resume)")
     parser.add_argument("--videos", required=True, help="folder of clips (paths in --labels are relative to it)")
     parser.add_argument("--labels", required=True,
                         help="UTF-8 CSV: MMSA's label.csv (video_id,clip_id,label,...,mode) or "
-                             "path,label[,split][,class] with labels in [-3, 3]; without a split, clips are "
-                             "split by speaker: the path's folder, or the file name before its last '_'")
+                             "path,label[,split][,class][,speaker] with labels in [-3, 3]; without a split, "
+                             "clips are split by speaker: the speaker column, else the path's folder, else the "
+                             "file name before its last '_'")
     parser.add_argument("--out", required=True,
                         help="features to write: a .npz file (pickle-free; read by models.train/evaluate)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 
 import pytest
 
@@ -68,9 +69,9 @@ def extraction(extraction_run):
 @pytest.mark.slow
 def test_extract_train_evaluate_serve(corpus, extraction, tmp_path, capsys, caplog):
     clips, _ = corpus
-    features, _, _, proc, _ = extraction
+    features, _, killed, proc, _ = extraction
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "10 clips extracted, 0 failed" in proc.stderr
+    assert f"10 clips extracted ({len(killed['cached'])} of them from the cache), 0 failed" in proc.stderr
     assert proc.exit_lag < EXIT_BOUND  # its MediaPipe graph and Whisper closed, nothing left hanging
     assert not [line for line in proc.stderr.splitlines() if NATIVE_NOISE.match(line)], proc.stderr
 
@@ -118,6 +119,17 @@ def test_split_by_speaker_without_a_split_column(layout):
         by_speaker.setdefault(clip.group, set()).add(split)
     assert all(len(s) == 1 for s in by_speaker.values()), by_speaker
 
+    # a speaker column says who speaks where names cannot (RAVDESS's actor is the last field
+    # of '03-01-06-01-02-01-12.mp4'; CREMA-D's '1001_DFA_ANG_XX' would group by '1001_DFA_ANG')
+    named = labels.with_name("speakers.csv")
+    with named.open("w", newline="") as fh:
+        csv.writer(fh).writerows([["path", "label", "speaker"]] + [r[:2] + [f"actor{i % 2}"]
+                                                                   for i, r in enumerate(rows[1:])])
+    parsed = read_labels(clips, named)
+    assert [c.group for c in parsed] == [f"actor{i % 2}" for i in range(len(parsed))]
+    splits = assign_splits(parsed)
+    assert len({s for c, s in zip(parsed, splits) if c.group == "actor0"}) == 1
+
 
 @pytest.mark.slow
 def test_interrupted_extraction_resumes(extraction):
@@ -148,6 +160,7 @@ def test_interrupted_extraction_resumes(extraction):
     ("path,label,class\nspk0/clip0.mp4,-1,sad\nspk1/clip1.mp4,-1,Sad\n",
      "row 3: class 'Sad' differs from 'sad' only in case"),
     ("path,label,split\nspk0/clip0.mp4,1,training\n", "row 2: unknown split 'training'"),
+    ("path;label\nspk0/clip0.mp4;1\n", "has ['path;label'] (';' between them? use ',')"),
 ])
 def test_bad_labels_one_line_errors(layout, tmp_path, content, fragment, capsys):
     clips, _ = layout
@@ -200,3 +213,83 @@ def test_mmsa_raw_layout(tmp_path):
     labels.write_text(labels.read_text().replace(",train\n", ",training\n"))
     with pytest.raises(DataError, match="row 2: unknown split 'training'"):
         read_labels(tmp_path, labels)
+
+
+def test_a_headers_case_is_free_and_a_column_not_read_is_named(layout, tmp_path, caplog):
+    """'emotion' for 'class' trained a model with no classes and said nothing; 'Path,Label'
+    was refused."""
+    from realtime.extract import read_labels
+
+    clips, labels = layout
+    rows = list(csv.reader(labels.read_text().splitlines()))
+    renamed = tmp_path / "renamed.csv"
+    with renamed.open("w", newline="") as fh:
+        csv.writer(fh).writerows([["Path", "LABEL", " Split", "emotion"]] + [r + ["happy"] for r in rows[1:]])
+    caplog.clear()
+    parsed = read_labels(clips, renamed)
+    assert len(parsed) == len(rows) - 1 and {c.split for c in parsed} == {"train", "valid", "test"}
+    assert all(c.clip_class is None for c in parsed)
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(said) == 1 and "columns ['emotion'] are not read" in said[0] and "class" in said[0], said
+    caplog.clear()
+    read_labels(clips, labels)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_the_cache_key_names_the_models(layout, tmp_path):
+    """Features extracted with another Whisper (face, words' model) were taken from the
+    cache for this one's: the key now names the models' files."""
+    from realtime.extract import cache_path, models_key, read_labels
+
+    clips, labels = layout
+    clip = read_labels(clips, labels)[0]
+    whisper = tmp_path / "whisper"
+    whisper.mkdir()
+    (whisper / "model.bin").write_bytes(b"12345")
+    face = tmp_path / "face.task"
+    face.write_bytes(b"face")
+    key = models_key([face, whisper])
+    assert key == models_key([face, whisper])
+    other = tmp_path / "other-whisper"
+    shutil.copytree(whisper, other)
+    assert models_key([face, other]) != key  # another folder
+    (whisper / "model.bin").write_bytes(b"123456")
+    assert models_key([face, whisper]) != key  # the same folder, other weights
+    cache = tmp_path / "cache"
+    assert cache_path(cache, clip, "mpnet", "speech", key) != cache_path(cache, clip, "mpnet", "speech", "other")
+    assert cache_path(cache, clip, "mpnet", "speech", key) == cache_path(cache, clip, "mpnet", "speech", key)
+
+
+@pytest.mark.slow
+def test_a_cached_extraction_checks_its_models_and_one_that_lost_clips_says_so(corpus, extraction, tmp_path, capsys):
+    """Every clip cached, a missing --whisper-model passed (exit 0, the old features); a clip
+    that failed left exit code 0, which a script cannot tell from a whole set."""
+    clips, labels = corpus
+    _, cache, _, resumed, _ = extraction
+    assert resumed.returncode == 0
+    out = tmp_path / "again.npz"
+    code, stderr = extract_main(capsys, "--videos", clips, "--labels", labels, "--out", out, "--cache", cache,
+                                "--quiet", "--whisper-model", tmp_path / "no-such-whisper")
+    lines = stderr.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "no-such-whisper" in lines[0], stderr
+    assert not out.exists()
+
+    code, stderr = extract_main(capsys, "--videos", clips, "--labels", labels, "--out", out, "--cache", cache,
+                                "--quiet")
+    assert code == 0 and "10 clips extracted (10 of them from the cache), 0 failed" in stderr, stderr
+
+    broken = clips / "spk0" / "broken-clip.mp4"  # a text file by another name
+    broken.write_text("not a video")
+    try:
+        with_broken = tmp_path / "with_broken.csv"
+        with_broken.write_text(labels.read_text().rstrip("\n") + "\nspk0/broken-clip.mp4,1.0,train\n")
+        code, stderr = extract_main(capsys, "--videos", clips, "--labels", with_broken, "--out", out, "--cache", cache,
+                                    "--quiet", "--overwrite")
+    finally:
+        broken.unlink()
+    assert code == 3, stderr
+    assert "skipped" in stderr and "broken-clip.mp4 (row 12)" in stderr
+    assert "10 clips extracted (10 of them from the cache), 1 failed" in stderr
+    from models.data import load_dataset
+
+    assert sum(len(s) for s in load_dataset(out).splits.values()) == 10  # the others' features written
