@@ -11,7 +11,7 @@ import torch
 from models.config import MODALITIES
 from models.corrkd import drop_missing, keep_subset
 from models.data import Split
-from models.metrics import classification_metrics, regression_metrics
+from models.metrics import REGRESSION_KEYS, classification_metrics, regression_metrics
 
 
 @dataclass
@@ -89,8 +89,11 @@ def evaluate(net: torch.nn.Module, split: Split, device: torch.device, missing_r
              available: tuple[str, ...] | None = None, seed: int = 0) -> dict[str, float]:
     """MMSA metrics (and class metrics when the model has classes) on one split."""
     pred, logits = predict(net, split, device, missing_rate, available, seed)
-    rated = slice(None) if split.valence_weights is None else split.valence_weights > 0
-    metrics = regression_metrics(pred[rated], split.labels[rated])
+    rated = np.ones(len(pred), dtype=bool) if split.valence_weights is None else split.valence_weights > 0
+    if rated.any():
+        metrics = regression_metrics(pred[rated], split.labels[rated])
+    else:  # every sample names an emotion and rates no valence: undefined (null in JSON), not an error
+        metrics = dict.fromkeys(REGRESSION_KEYS, float("nan"))
     if logits is not None and split.class_labels is not None:
         metrics.update(classification_metrics(logits, split.class_labels))
     return metrics

@@ -35,6 +35,11 @@ def _multiclass_acc(pred: np.ndarray, truth: np.ndarray, bound: float) -> float:
     return float(np.mean(np.round(np.clip(pred, -bound, bound)) == np.round(np.clip(truth, -bound, bound))))
 
 
+REGRESSION_KEYS = ("Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_3", "Mult_acc_5",
+                   "Mult_acc_7", "MAE", "Corr")
+"""The keys ``regression_metrics`` gives, in its order."""
+
+
 def regression_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """All MMSA regression metrics; values rounded to 4 places as MMSA prints them."""
     pred = np.asarray(pred, dtype=np.float64).reshape(-1)

@@ -111,12 +111,14 @@ def model_config_for(dataset: Dataset, overrides: dict) -> ModelConfig:
 
 def _validation_score(net: DMD, dataset: Dataset, device: torch.device, student: bool) -> float:
     """Validation MAE (lower is better); with emotion classes, plus 3 x (1 - macro F1), so
-    that a point of macro F1 weighs as much as 0.03 of MAE on the [-3, 3] scale."""
+    that a point of macro F1 weighs as much as 0.03 of MAE on the [-3, 3] scale. A split
+    that rates no valence (classes only) is scored by its classes alone."""
     rates = STUDENT_VALID_RATES if student else (0.0,)
     scores = []
     for rate in rates:
         metrics = evaluate(net, dataset.splits["valid"], device, rate, seed=1)
-        scores.append(metrics["MAE"] + 3.0 * (1.0 - metrics.get("Class_macro_F1", 1.0)))
+        mae = metrics["MAE"] if math.isfinite(metrics["MAE"]) else 0.0
+        scores.append(mae + 3.0 * (1.0 - metrics.get("Class_macro_F1", 1.0)))
     return float(np.mean(scores))
 
 

@@ -12,7 +12,8 @@ Label layouts:
   ``video_id, clip_id, text, label, label_T, label_A, label_V, annotation, mode``
   (mode: train/valid/test);
 * plain CSV: ``path, label[, split][, class][, speaker]`` (path relative to DIR; label in
-  [-3, 3]). Without a split column, splits are made by speaker (the speaker column, else
+  [-3, 3], or empty where a class is given: the clip then teaches its emotion and no
+  valence). Without a split column, splits are made by speaker (the speaker column, else
   the path's folder, else the id before the last '_' of a file name), never by clip.
 
 Each finished clip is cached (``<out>.cache/``), so an interrupted run resumes where it
@@ -73,6 +74,9 @@ class Clip:
     """Speaker or video id: all clips of a group land in one split."""
     clip_class: str | None = None
     row: int = 0
+    rated: bool = True
+    """False for a row that names a class and leaves its label empty: it teaches its emotion,
+    not the valence (``label`` is then a placeholder, 0)."""
 
 
 def read_labels(videos: Path, labels: Path) -> list[Clip]:
@@ -142,15 +146,20 @@ def _split(labels: Path, row: int, value: str | None) -> str | None:
 
 
 def _clip(labels: Path, row: int, path: Path, label: str, split, group: str, clip_class) -> Clip:
-    try:
-        value = float(label)
-    except ValueError:
-        raise DataError(f"{labels} row {row}: label {label!r} is not a number") from None
+    if not label and clip_class:  # an emotion corpus rates no valence: the class alone teaches
+        value, rated = 0.0, False
+    elif not label:
+        raise DataError(f"{labels} row {row}: no label (a valence in [-3, 3]) and no class")
+    else:
+        try:
+            value, rated = float(label), True
+        except ValueError:
+            raise DataError(f"{labels} row {row}: label {label!r} is not a number") from None
     if not -3.0 <= value <= 3.0 or not np.isfinite(value):
         raise DataError(f"{labels} row {row}: label {value} is outside [-3, 3]")
     if not path.is_file():
         raise DataError(f"{labels} row {row}: '{path}' does not exist")
-    return Clip(path=path, label=value, split=split, group=group, clip_class=clip_class, row=row)
+    return Clip(path=path, label=value, split=split, group=group, clip_class=clip_class, row=row, rated=rated)
 
 
 def assign_splits(clips: list[Clip], valid: float = 0.1, test: float = 0.1) -> list[str]:
@@ -479,6 +488,8 @@ def run(args: argparse.Namespace) -> int:
         if class_names:
             data[split]["class_labels"] = np.array(
                 [class_names.index(c.clip_class) if c.clip_class else -1 for c, _ in rows], dtype=np.int64)
+        if not all(c.rated for c in clips):  # 0: out of the valence losses and metrics (models.data)
+            data[split]["valence_weights"] = np.array([1.0 if c.rated else 0.0 for c, _ in rows], dtype=np.float32)
         for key, mask in (("face", "vision_mask"), ("audio", "audio_mask"), ("text", "text_mask")):
             coverage[key].extend(data[split][mask].max(1).tolist())
     save_dataset(out, data)  # pickle-free, written whole under a temporary name
@@ -518,7 +529,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--videos", required=True, help="folder of clips (paths in --labels are relative to it)")
     parser.add_argument("--labels", required=True,
                         help="UTF-8 CSV: MMSA's label.csv (video_id,clip_id,label,...,mode) or "
-                             "path,label[,split][,class][,speaker] with labels in [-3, 3]; without a split, "
+                             "path,label[,split][,class][,speaker] with labels in [-3, 3] (empty where a class "
+                             "is given: no valence); without a split, "
                              "clips are split by speaker: the speaker column, else the path's folder, else the "
                              "file name before its last '_'")
     parser.add_argument("--out", required=True,

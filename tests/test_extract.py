@@ -161,6 +161,7 @@ def test_interrupted_extraction_resumes(extraction):
      "row 3: class 'Sad' differs from 'sad' only in case"),
     ("path,label,split\nspk0/clip0.mp4,1,training\n", "row 2: unknown split 'training'"),
     ("path;label\nspk0/clip0.mp4;1\n", "has ['path;label'] (';' between them? use ',')"),
+    ("path,label,class\nspk0/clip0.mp4,,\n", "row 2: no label (a valence in [-3, 3]) and no class"),
 ])
 def test_bad_labels_one_line_errors(layout, tmp_path, content, fragment, capsys):
     clips, _ = layout
@@ -278,6 +279,24 @@ def test_a_cached_extraction_checks_its_models_and_one_that_lost_clips_says_so(c
                                 "--quiet")
     assert code == 0 and "10 clips extracted (10 of them from the cache), 0 failed" in stderr, stderr
 
+    # rows naming a class and no valence: their valence weighs 0 in training and metrics
+    rows = list(csv.reader(labels.read_text().splitlines()))
+    classes = tmp_path / "classes.csv"
+    with classes.open("w", newline="") as fh:
+        csv.writer(fh).writerows([rows[0] + ["class"]] + [[r[0], "" if i >= 5 else r[1], r[2],
+                                                           "happy" if float(r[1]) > 0 else "sad"]
+                                                          for i, r in enumerate(rows[1:])])
+    by_class = tmp_path / "by_class.npz"
+    code, stderr = extract_main(capsys, "--videos", clips, "--labels", classes, "--out", by_class, "--cache", cache,
+                                "--quiet")
+    assert code == 0, stderr
+    from models.data import load_dataset
+
+    data = load_dataset(by_class)
+    assert data.class_names == ("happy", "sad")
+    weights = {i: w for s in data.splits.values() for i, w in zip(s.ids, s.valence_weights)}
+    assert weights == {r[0]: (1.0 if i < 5 else 0.0) for i, r in enumerate(rows[1:])}
+
     broken = clips / "spk0" / "broken-clip.mp4"  # a text file by another name
     broken.write_text("not a video")
     try:
@@ -290,6 +309,22 @@ def test_a_cached_extraction_checks_its_models_and_one_that_lost_clips_says_so(c
     assert code == 3, stderr
     assert "skipped" in stderr and "broken-clip.mp4 (row 12)" in stderr
     assert "10 clips extracted (10 of them from the cache), 1 failed" in stderr
-    from models.data import load_dataset
-
     assert sum(len(s) for s in load_dataset(out).splits.values()) == 10  # the others' features written
+
+
+def test_a_row_may_name_its_class_and_leave_its_valence_empty(layout, tmp_path):
+    """Emotion corpora (RAVDESS, CREMA-D) name a class and rate no valence: such a row had to
+    invent a number, which then taught a valence no one gave."""
+    from realtime.extract import read_labels
+
+    clips, labels = layout
+    rows = list(csv.reader(labels.read_text().splitlines()))
+    mixed = tmp_path / "mixed.csv"
+    with mixed.open("w", newline="") as fh:
+        csv.writer(fh).writerows([["path", "label", "split", "class"]] +
+                                 [[r[0], "" if i % 2 else r[1], r[2], "happy" if float(r[1]) > 0 else "sad"]
+                                  for i, r in enumerate(rows[1:])])
+    parsed = read_labels(clips, mixed)
+    assert [c.rated for c in parsed] == [i % 2 == 0 for i in range(len(parsed))]
+    assert all(c.label == 0.0 for c in parsed if not c.rated)
+    assert [c.label for c in parsed if c.rated] == [float(r[1]) for i, r in enumerate(rows[1:]) if i % 2 == 0]

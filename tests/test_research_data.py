@@ -190,3 +190,24 @@ def test_a_checkpoint_given_as_a_file_or_a_folder_with_only_its_teacher(trained,
     caplog.clear()
     code, err, _ = _run(main, capsys, "--checkpoint", only, "--data", synthetic_pickle, "--device", "cpu")
     assert code == 0 and [r for r in caplog.records if "holds no student/: using its teacher" in r.getMessage()]
+
+
+def test_a_set_whose_valid_and_test_splits_rate_no_valence_trains_and_scores_its_classes(raw, tmp_path, capsys):
+    """Class-only rows (realtime.extract's empty label): evaluation raised ValueError on a
+    split with no rated sample, and the validation score would have been NaN."""
+    from models.evaluate import main as evaluate_main
+    from models.train import main as train_main
+
+    data = _classed(raw, NAMES)
+    for split in ("valid", "test"):
+        data[split]["valence_weights"] = np.zeros(len(data[split]["regression_labels"]), dtype=np.float32)
+    path = save_dataset(tmp_path / "classes_only.npz", data)
+    code, err, _ = _run(train_main, capsys, "--data", path, "--out", tmp_path / "o", "--stage", "teacher",
+                        "--config", "small", "--epochs", "2", "--device", "cpu", "--quiet")
+    assert code == 0, err
+    doc = json.loads((tmp_path / "o" / "teacher" / "checkpoint.json").read_text())
+    assert doc["provenance"]["best_epoch"] in (1, 2)
+    code, err, stdout = _run(evaluate_main, capsys, "--checkpoint", tmp_path / "o", "--data", path, "--device", "cpu")
+    assert code == 0, err
+    row = json.loads(stdout)
+    assert row["MAE"] is None and row["Corr"] is None and 0.0 <= row["Class_acc"] <= 1.0
