@@ -19,6 +19,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from models import safejson
@@ -88,20 +89,21 @@ class Checkpoint:
         }:
             raise CheckpointError(f"{self.path}: steps {have.get('steps')} differ from the input's {steps}")
 
-    def class_index(self, names) -> list[int] | None:
-        """Where each of the data's class names (``Dataset.class_names``, in the order its
-        labels index them) sits among this checkpoint's: the data's label k means this
-        checkpoint's class ``index[k]``. None where either names no classes. CheckpointError
-        for a data class the checkpoint does not predict: its labels would be scored as
-        whatever class shares their index."""
+    def class_labels_for(self, names, labels):
+        """The data's class labels (indices into ``names``, its ``Dataset.class_names``; -1:
+        none) as indices into this checkpoint's classes, matched by name; unchanged where
+        either names no classes. CheckpointError where a label names a class the checkpoint
+        does not predict: it would be scored as whatever class shares its index."""
         ours, theirs = tuple(self.model.class_names), tuple(names)
-        if not ours or not theirs:
-            return None
-        unknown = [name for name in theirs if name not in ours]
-        if unknown:
+        if not ours or not theirs or labels is None:
+            return labels
+        index = np.array([ours.index(name) if name in ours else -2 for name in theirs])
+        mapped = np.where(labels >= 0, index[labels.clip(0)], -1)
+        if (mapped == -2).any():
+            unknown = sorted({theirs[k] for k in labels[mapped == -2]})
             raise CheckpointError(f"{self.path}: predicts the classes {list(ours)}; the data's {unknown} "
                                   f"{'is' if len(unknown) == 1 else 'are'} not among them")
-        return [ours.index(name) for name in theirs]
+        return mapped
 
 
 POSITIVE_FIELDS = ("d", "heads", "cross_layers", "memory_layers", "gd_size_homo", "gd_size_hetero", "dict_atoms")

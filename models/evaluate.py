@@ -21,8 +21,6 @@ import logging
 import math
 import sys
 
-import numpy as np
-
 from models import safejson
 from models.checkpoint import load_checkpoint
 from models.corrkd import SUBSETS
@@ -40,12 +38,9 @@ def run(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.checkpoint)
     dataset = load_dataset(args.data, splits=(args.split,))
     ckpt.check_features(dataset.feature_set, dataset.dims, dataset.steps, dataset.meta.get("extractor"))
-    index = ckpt.class_index(dataset.class_names)
-    net = ckpt.build(device)
     split = dataset.splits[args.split]
-    if index is not None and split.class_labels is not None:  # the data's class k is the checkpoint's index[k]
-        labels = split.class_labels
-        split = dataclasses.replace(split, class_labels=np.where(labels >= 0, np.take(index, labels.clip(0)), -1))
+    split = dataclasses.replace(split, class_labels=ckpt.class_labels_for(dataset.class_names, split.class_labels))
+    net = ckpt.build(device)
     base = {"checkpoint": ckpt.id, "split": args.split, "samples": len(split)}
     for rate in args.missing_rate:
         metrics = evaluate(net, split, device, missing_rate=rate, seed=args.seed)

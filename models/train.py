@@ -349,8 +349,10 @@ def check_out(out: Path, stage: str, overwrite: bool, resuming: bool = False, as
         existing = [f"{role}/" for role in roles if (out / role).exists()]
         if existing:
             done = ", finished: nothing to resume" if asked_to_resume else ""
+            what = ("replace the teacher (the student distilled from it is removed)" if stage == "teacher"
+                    else f"replace {'them' if len(existing) > 1 else 'it'}")
             raise UsageError(f"--out '{out}' already holds {' and '.join(existing)}{done}; pass --overwrite to "
-                             f"replace {'them' if len(existing) > 1 else 'it'} or choose another folder")
+                             f"{what} or choose another folder")
     if stage == "student" and not (out / "teacher").is_dir():
         raise UsageError(f"--stage student needs a trained teacher in '{out / 'teacher'}'")
 
@@ -427,7 +429,7 @@ def run(args: argparse.Namespace, ranks: Ranks = SINGLE) -> int:
                   f"{result.seconds:.0f} s", file=sys.stderr)
     if args.stage in ("student", "both"):
         if teacher_net is None:
-            teacher_net, model_cfg = _trained_teacher(out, dataset, args.model, device, ranks)
+            teacher_net, model_cfg = _trained_teacher(out, dataset, model_cfg.class_names, args.model, device, ranks)
         result = fit(dataset, model_cfg, train_cfg, device, teacher=teacher_net, seed=args.seed, progress=progress,
                      ranks=ranks, state_path=resume_dir / "student.safetensors" if keep_state else None)
         if ranks.main:
@@ -500,17 +502,19 @@ def _finish_stage(resume_dir: Path, role: str) -> None:
     (resume_dir / f"{role}.safetensors").unlink(missing_ok=True)
 
 
-def _trained_teacher(out: Path, dataset: Dataset, model: str | None, device: torch.device,
-                     ranks: Ranks) -> tuple[DMD, ModelConfig]:
-    """The teacher in ``out/teacher`` and its config, read by rank 0 and sent to every rank."""
+def _trained_teacher(out: Path, dataset: Dataset, classes: tuple[str, ...], model: str | None,
+                     device: torch.device, ranks: Ranks) -> tuple[DMD, ModelConfig]:
+    """The teacher in ``out/teacher`` and its config, read by rank 0 and sent to every rank.
+    ``classes``: the class names this run's config gives the data (the teacher's must be
+    these, in this order: the student keeps its teacher's heads)."""
     ckpt = None
     if ranks.main:
         ckpt = load_checkpoint(out / "teacher")
         ckpt.check_features(dataset.feature_set, dataset.dims, dataset.steps, dataset.meta.get("extractor"))
-        if tuple(ckpt.model.class_names) != tuple(dataset.class_names):  # the student keeps its teacher's heads
+        if tuple(ckpt.model.class_names) != tuple(classes):
             raise CheckpointError(f"the teacher in '{out / 'teacher'}' was trained on the classes "
-                                  f"{list(ckpt.model.class_names)}, the data's are {list(dataset.class_names)}; "
-                                  "train a teacher on this data (--stage both)")
+                                  f"{list(ckpt.model.class_names)}, this run's are {list(classes)}; "
+                                  "train a teacher on this data (--stage both --overwrite)")
         if model is not None and model != ckpt.model.architecture:
             raise UsageError(f"--model {model}: the teacher in '{out / 'teacher'}' is "
                              f"{ckpt.model.architecture}; a student starts from its teacher's weights")
@@ -557,7 +561,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True,
                         help="output folder (teacher/ and student/ inside); existing checkpoints there are "
                              "replaced only with --overwrite")
-    parser.add_argument("--overwrite", action="store_true", help="replace checkpoints already in --out")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace checkpoints already in --out (a new teacher removes the student distilled "
+                             "from the old one)")
     parser.add_argument("--config", default="mosi",
                         help="preset (mosi, mosei, small) or a JSON file with 'model' and/or 'train' overrides "
                              "(default mosi)")

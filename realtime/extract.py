@@ -116,6 +116,8 @@ def read_labels(videos: Path, labels: Path) -> list[Clip]:
             path = videos / row["path"]
             split = _split(labels, i, row.get("split"))
             rel = Path(row["path"])
+            if "speaker" in columns and not row.get("speaker"):  # the name's guess could join two speakers
+                raise DataError(f"{labels} row {i}: the speaker column is empty")
             group = row.get("speaker") or (str(rel.parent) if str(rel.parent) != "." else rel.stem.rsplit("_", 1)[0])
             clips.append(_clip(labels, i, path, row["label"], split, group, row.get("class") or None))
     else:
@@ -258,16 +260,29 @@ def check_models(options: ExtractOptions) -> str:
                        text_model_path(options.text_model, options.text_encoder)])
 
 
+MODEL_SAMPLE = 1 << 20
+"""Bytes read from each end of a model file for ``models_key``."""
+
+
 def models_key(paths: list[Path]) -> str:
-    """A digest of the models' files (each one's path, size and change time; a folder's files
-    directly inside it): features extracted with another Whisper, face or words' model are
-    not taken from the cache for this one's."""
-    parts = []
+    """A digest of the models' contents: for each model (a file, or a folder's files directly
+    inside it) each file's name, size and first and last megabyte. Features extracted with
+    another Whisper, face or words' model are not taken from the cache for this one's; the
+    same model installed again, copied or moved keeps the key."""
+    digest = hashlib.sha1()
     for path in paths:
-        path = Path(path).resolve()
+        path = Path(path)
         files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
-        parts += [f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files]
-    return hashlib.sha1("\n".join(parts).encode()).hexdigest()[:16]
+        for file in files:
+            size = file.stat().st_size
+            digest.update(f"{file.name}:{size}:".encode())
+            with file.open("rb") as fh:
+                digest.update(fh.read(MODEL_SAMPLE))
+                if size > 2 * MODEL_SAMPLE:
+                    fh.seek(size - MODEL_SAMPLE)
+                    digest.update(fh.read(MODEL_SAMPLE))
+        digest.update(b"\0")  # where one model's files end
+    return digest.hexdigest()[:16]
 
 
 def extract_clip(path: Path, models: ClipModels) -> dict:

@@ -129,6 +129,9 @@ def test_split_by_speaker_without_a_split_column(layout):
     assert [c.group for c in parsed] == [f"actor{i % 2}" for i in range(len(parsed))]
     splits = assign_splits(parsed)
     assert len({s for c, s in zip(parsed, splits) if c.group == "actor0"}) == 1
+    named.write_text(named.read_text().replace(",actor1", ",", 1))
+    with pytest.raises(DataError, match="row 3: the speaker column is empty"):
+        read_labels(clips, named)
 
 
 @pytest.mark.slow
@@ -251,11 +254,16 @@ def test_the_cache_key_names_the_models(layout, tmp_path):
     face.write_bytes(b"face")
     key = models_key([face, whisper])
     assert key == models_key([face, whisper])
-    other = tmp_path / "other-whisper"
-    shutil.copytree(whisper, other)
-    assert models_key([face, other]) != key  # another folder
-    (whisper / "model.bin").write_bytes(b"123456")
-    assert models_key([face, whisper]) != key  # the same folder, other weights
+    copy = tmp_path / "copy" / "whisper"
+    shutil.copytree(whisper, copy)
+    assert models_key([face, copy]) == key  # the same model elsewhere (installed again, moved)
+    (whisper / "model.bin").write_bytes(b"12346")
+    assert models_key([face, whisper]) != key  # other weights of the same size
+    (whisper / "model.bin").write_bytes(b"1" * (3 << 20))
+    big = models_key([face, whisper])
+    (whisper / "model.bin").write_bytes(b"1" * ((3 << 20) - 1) + b"2")
+    assert models_key([face, whisper]) != big  # a large file differing in its last byte
+    assert models_key([whisper, face]) != models_key([face, whisper])  # which model is which
     cache = tmp_path / "cache"
     assert cache_path(cache, clip, "mpnet", "speech", key) != cache_path(cache, clip, "mpnet", "speech", "other")
     assert cache_path(cache, clip, "mpnet", "speech", key) == cache_path(cache, clip, "mpnet", "speech", key)

@@ -85,6 +85,27 @@ def test_evaluation_matches_the_datas_classes_to_the_checkpoints_by_name(classed
     unknown = save_dataset(tmp_path / "unknown.npz", _classed(raw, angry, angry))
     code, err, _ = _run(main, capsys, "--checkpoint", out / "teacher", "--data", unknown, "--device", "cpu")
     assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and "['angry'] is not among them" in err[0]
+    # a class the checkpoint does not know, named by the data but used by no label of the split scored
+    elsewhere = _classed(raw, angry, angry)
+    elsewhere["test"]["class_labels"] = np.where(elsewhere["test"]["class_labels"] == 1, -1,
+                                                 elsewhere["test"]["class_labels"])
+    elsewhere = save_dataset(tmp_path / "elsewhere.npz", elsewhere)
+    code, err, stdout = _run(main, capsys, "--checkpoint", out / "teacher", "--data", elsewhere, "--device", "cpu")
+    assert code == 0 and json.loads(stdout)["MAE"] == rows["same"]["MAE"], err
+
+
+def test_a_config_without_classes_serves_both_stages(classed, tmp_path, capsys):
+    """A config may train a model without the data's classes: its student stage takes the
+    teacher made with the same config."""
+    from models.train import main
+
+    data, _ = classed
+    config = tmp_path / "no_classes.json"
+    config.write_text(json.dumps({"model": {"class_names": []}}))
+    for stage in ("teacher", "student"):
+        code, err, _ = _run(main, capsys, "--data", data, "--out", tmp_path / "run", "--stage", stage, "--config",
+                            config, "--epochs", "1", "--device", "cpu", "--quiet")
+        assert code == 0, (stage, err)
 
 
 def test_a_student_stage_refuses_a_teacher_of_other_classes(classed, raw, tmp_path, capsys):
@@ -123,6 +144,7 @@ def test_a_new_teacher_takes_the_student_of_the_old_one_with_it(trained, synthet
             "--quiet", "--seed", "11"]
     code, err, _ = _run(train.main, capsys, *args, "--stage", "teacher")
     assert code == 2 and len(err) == 1 and "already holds teacher/ and student/" in err[0], err
+    assert "the student distilled from it is removed" in err[0]
 
     fit = train.fit
 
