@@ -20,6 +20,7 @@ import dataclasses
 import logging
 import math
 import sys
+from pathlib import Path
 
 from models import safejson
 from models.checkpoint import load_checkpoint
@@ -35,11 +36,21 @@ def run(args: argparse.Namespace) -> int:
         if not (math.isfinite(rate) and 0.0 <= rate <= 1.0):
             raise UsageError(f"--missing-rate {rate}: must be within [0, 1]")
     device = resolve_device(args.device)
-    ckpt = load_checkpoint(args.checkpoint)
+    checkpoint = args.checkpoint
+    if checkpoint == "default" and not Path(checkpoint).exists():  # the bundled model
+        from realtime.engine import DEFAULT_CHECKPOINT
+
+        checkpoint = DEFAULT_CHECKPOINT
+    ckpt = load_checkpoint(checkpoint)
     dataset = load_dataset(args.data, splits=(args.split,))
     ckpt.check_features(dataset.feature_set, dataset.dims, dataset.steps, dataset.meta.get("extractor"))
     split = dataset.splits[args.split]
     split = dataclasses.replace(split, class_labels=ckpt.class_labels_for(dataset.class_names, split.class_labels))
+    rated = split.valence_weights is None or bool((split.valence_weights > 0).any())
+    classed = bool(ckpt.model.class_names) and split.class_labels is not None and bool((split.class_labels >= 0).any())
+    if not rated and not classed:
+        raise UsageError(f"nothing to score: split '{args.split}' of {args.data} rates no valence and "
+                         f"{'the checkpoint predicts no classes' if not ckpt.model.class_names else 'names no class'}")
     net = ckpt.build(device)
     base = {"checkpoint": ckpt.id, "split": args.split, "samples": len(split)}
     for rate in args.missing_rate:
@@ -56,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="python -m models.evaluate", description=__doc__.split("\n")[0],
                     epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad input or usage")
     parser.add_argument("--checkpoint", required=True,
-                        help="checkpoint folder, or a models.train output folder (its student is scored)")
+                        help="checkpoint folder, or a models.train output folder (its student is scored); "
+                             "'default': the bundled model")
     parser.add_argument("--data", required=True,
                         help=f"dataset: a .npz (realtime.extract, realtime.corpus, models.synthetic) or an MMSA "
                              f"pickle (.pkl). {PICKLE_NOTE}")

@@ -303,6 +303,11 @@ def _check_replicas(net: DMD, ranks: Ranks, when: str) -> None:
         raise RuntimeError(f"{when}: the replicas differ ({', '.join(digests)})")
 
 
+def rated_samples(split) -> int:
+    """Samples of ``split`` that rate a valence (weight above 0): 0 for a set of classes only."""
+    return len(split) if split.valence_weights is None else int((split.valence_weights > 0).sum())
+
+
 def feature_set_of(dataset: Dataset) -> dict:
     """What a checkpoint records about its inputs."""
     spec = {"name": dataset.feature_set, "dims": dataset.dims, "steps": dataset.steps}
@@ -325,6 +330,7 @@ def save_stage(out: Path, role: str, result: FitResult, dataset: Dataset, model_
         "valid_score": round(result.best_score, 4),
         "test_metrics": test,
         "train_seconds": round(result.seconds, 1),
+        "rated_samples": rated_samples(dataset.splits["train"]),
         "device": str(device),
         **(extra or {}),
     }
@@ -381,6 +387,9 @@ def run(args: argparse.Namespace, ranks: Ranks = SINGLE) -> int:
     untrained = dataset.classes_not_in("train")
     if untrained and ranks.main:
         logger.warning("the classes %s have no sample in the train split: the model cannot learn them", untrained)
+    if rated_samples(dataset.splits["train"]) == 0 and ranks.main:
+        logger.warning("no sample of the train split rates a valence: the model learns emotions only, and its "
+                       "valence (sentiment) means nothing; the checkpoint says so (provenance 'rated_samples')")
     model_over, train_over = load_preset(args.config)
     if args.epochs is not None:
         train_over["epochs"] = args.epochs
@@ -409,6 +418,11 @@ def run(args: argparse.Namespace, ranks: Ranks = SINGLE) -> int:
             done = _start_or_resume(resume_dir, resuming, {
                 "data": str(Path(args.data).resolve()), "stage": args.stage, "seed": args.seed,
                 "model": model_cfg.to_dict(), "train": train_cfg.to_dict()})
+        elif resume_dir.exists():
+            # --overwrite starts again (check_out): an interrupted run's state left here would
+            # let a later --resume take this run's checkpoints for its own and train over them
+            shutil.rmtree(resume_dir, ignore_errors=True)
+            logger.info("removed the interrupted run's state in %s (--overwrite)", resume_dir)
     done = broadcast(done, ranks)
     progress = not args.quiet and ranks.main and on_terminal()  # bars on rank 0's terminal, never in a log
     extra = {"distributed": {"world_size": ranks.world_size, "backend": _backend(device),
@@ -511,6 +525,11 @@ def _trained_teacher(out: Path, dataset: Dataset, classes: tuple[str, ...], mode
     if ranks.main:
         ckpt = load_checkpoint(out / "teacher")
         ckpt.check_features(dataset.feature_set, dataset.dims, dataset.steps, dataset.meta.get("extractor"))
+        trained_on = ckpt.provenance.get("dataset")
+        if trained_on and Path(trained_on).resolve() != Path(dataset.source).resolve():
+            logger.warning("the teacher in '%s' was trained on %s, this run's data is %s: a student of other data "
+                           "may be tested on what its teacher learned from", out / "teacher", trained_on,
+                           dataset.source)
         if tuple(ckpt.model.class_names) != tuple(classes):
             raise CheckpointError(f"the teacher in '{out / 'teacher'}' was trained on the classes "
                                   f"{list(ckpt.model.class_names)}, this run's are {list(classes)}; "

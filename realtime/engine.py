@@ -61,13 +61,19 @@ class ModelEstimate(Estimate):
 
 
 def find_checkpoint(path: str | None) -> Checkpoint:
-    """The checkpoint asked for, else the bundled default; CheckpointError if neither."""
+    """The checkpoint asked for, else the bundled default; CheckpointError if neither. A
+    checkpoint that learned no valence (trained on classes alone) is warned of."""
     if path:
-        return load_checkpoint(path)
-    if (DEFAULT_CHECKPOINT / "checkpoint.json").is_file():
-        return load_checkpoint(DEFAULT_CHECKPOINT)
-    raise CheckpointError("no checkpoint given and no bundled default: pass --checkpoint DIR "
-                          "(train one with 'python -m models.train', see README)")
+        checkpoint = load_checkpoint(path)
+    elif (DEFAULT_CHECKPOINT / "checkpoint.json").is_file():
+        checkpoint = load_checkpoint(DEFAULT_CHECKPOINT)
+    else:
+        raise CheckpointError("no checkpoint given and no bundled default: pass --checkpoint DIR "
+                              "(train one with 'python -m models.train', see README)")
+    if checkpoint.provenance.get("rated_samples") == 0:
+        logger.warning("'%s' learned no valence (no training sample rated one): the sentiment in its records means "
+                       "nothing", checkpoint.path)
+    return checkpoint
 
 
 class InferenceEngine:

@@ -42,6 +42,7 @@ import os
 import sys
 import threading
 import time
+import unicodedata
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -89,6 +90,9 @@ def read_labels(videos: Path, labels: Path) -> list[Clip]:
         with labels.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             columns = [c.strip().lower() for c in (reader.fieldnames or [])]  # 'Path' is 'path'
+            twice = sorted({c for c in columns if columns.count(c) > 1})
+            if twice:  # the last one's values would win, in silence
+                raise DataError(f"{labels}: the header names {twice} twice (case and spaces aside)")
             rows = []
             for row in reader:
                 if None in row:  # DictReader's key for the fields past the header's
@@ -103,10 +107,14 @@ def read_labels(videos: Path, labels: Path) -> list[Clip]:
         raise DataError(f"{labels}: no rows")
     clips = []
     if set(MMSA_COLUMNS) <= set(columns):
+        ignored = [c for c in columns if c in PLAIN_COLUMNS and c not in MMSA_COLUMNS]
+        if ignored:
+            logger.warning("%s: MMSA's layout (video_id, clip_id, label, mode) does not read the columns %s",
+                           labels, ignored)
         for i, row in enumerate(rows, start=2):
             path = videos / row["video_id"] / f"{row['clip_id']}.mp4"
             split = _split(labels, i, row.get("mode"))
-            clips.append(_clip(labels, i, path, row["label"], split, row["video_id"], None))
+            clips.append(_clip(labels, i, path, row["label"], split, row["video_id"], None, classes=False))
     elif {"path", "label"} <= set(columns):
         ignored = [c for c in columns if c not in PLAIN_COLUMNS]
         if ignored:  # 'emotion' for 'class' would train a model with no classes, and say nothing
@@ -119,6 +127,7 @@ def read_labels(videos: Path, labels: Path) -> list[Clip]:
             if "speaker" in columns and not row.get("speaker"):  # the name's guess could join two speakers
                 raise DataError(f"{labels} row {i}: the speaker column is empty")
             group = row.get("speaker") or (str(rel.parent) if str(rel.parent) != "." else rel.stem.rsplit("_", 1)[0])
+            group = " ".join(unicodedata.normalize("NFC", group).casefold().split())  # 'Anna', 'anna ' are one
             clips.append(_clip(labels, i, path, row["label"], split, group, row.get("class") or None))
     else:
         hint = " (';' between them? use ',')" if len(columns) == 1 and ";" in columns[0] else ""
@@ -147,11 +156,12 @@ def _split(labels: Path, row: int, value: str | None) -> str | None:
     return split
 
 
-def _clip(labels: Path, row: int, path: Path, label: str, split, group: str, clip_class) -> Clip:
+def _clip(labels: Path, row: int, path: Path, label: str, split, group: str, clip_class, classes: bool = True) -> Clip:
+    """``classes``: the layout has a class column (MMSA's has none)."""
     if not label and clip_class:  # an emotion corpus rates no valence: the class alone teaches
         value, rated = 0.0, False
     elif not label:
-        raise DataError(f"{labels} row {row}: no label (a valence in [-3, 3]) and no class")
+        raise DataError(f"{labels} row {row}: no label (a valence in [-3, 3])" + (" and no class" if classes else ""))
     else:
         try:
             value, rated = float(label), True
@@ -165,14 +175,26 @@ def _clip(labels: Path, row: int, path: Path, label: str, split, group: str, cli
 
 
 def assign_splits(clips: list[Clip], valid: float = 0.1, test: float = 0.1) -> list[str]:
-    """Splits from the file, else by group hash: every clip of a group shares a split."""
+    """Splits from the file, else by group: a clip whose row names none takes the one its
+    group's other rows name, else its group's hash, so every clip of a group shares a split
+    (a group the file itself puts in two splits is warned of)."""
+    named: dict[str, set[str]] = {}
+    for clip in clips:
+        if clip.split is not None:
+            named.setdefault(clip.group, set()).add(clip.split)
+    for group, splits in sorted(named.items()):
+        if len(splits) > 1:
+            logger.warning("speaker %r has clips in the splits %s: what a model learns of them is tested on them",
+                           group, sorted(splits))
     out = []
     for clip in clips:
         if clip.split is not None:
             out.append(clip.split)
-            continue
-        h = int(hashlib.sha1(clip.group.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-        out.append("test" if h < test else "valid" if h < test + valid else "train")
+        elif len(named.get(clip.group, ())) == 1:
+            out.append(next(iter(named[clip.group])))
+        else:
+            h = int(hashlib.sha1(clip.group.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+            out.append("test" if h < test else "valid" if h < test + valid else "train")
     return out
 
 
@@ -477,8 +499,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: skipped {clips[index].path} (row {clips[index].row}): {error}", file=sys.stderr)
 
     data: dict = {"meta": {"feature_set": FEATURE_SET_NAME, "extractor": spec.describe()["extractor"],
-                           "source": str(labels), "class_names": sorted({c.clip_class for c in clips
-                                                                         if c.clip_class})}}
+                           "source": str(labels),
+                           "class_names": sorted({c.clip_class for i, c in enumerate(clips)  # of clips extracted
+                                                  if c.clip_class and i not in failures})}}
     class_names = data["meta"]["class_names"]
     coverage = {"face": [], "audio": [], "text": []}
     for split in ("train", "valid", "test"):
@@ -508,6 +531,9 @@ def run(args: argparse.Namespace) -> int:
         for key, mask in (("face", "vision_mask"), ("audio", "audio_mask"), ("text", "text_mask")):
             coverage[key].extend(data[split][mask].max(1).tolist())
     save_dataset(out, data)  # pickle-free, written whole under a temporary name
+    if not any(clip.rated for i, clip in enumerate(clips) if splits[i] == "train" and i not in failures):
+        logger.warning("no clip of the train split rates a valence (every label is empty): a model trained on %s "
+                       "learns emotions only, and its valence means nothing", out)
     untrained = missing_classes(class_names, data["train"].get("class_labels"))
     if untrained:
         logger.warning("the classes %s have no clip in the train split: a model trained on %s cannot learn them",

@@ -165,6 +165,7 @@ def test_interrupted_extraction_resumes(extraction):
     ("path,label,split\nspk0/clip0.mp4,1,training\n", "row 2: unknown split 'training'"),
     ("path;label\nspk0/clip0.mp4;1\n", "has ['path;label'] (';' between them? use ',')"),
     ("path,label,class\nspk0/clip0.mp4,,\n", "row 2: no label (a valence in [-3, 3]) and no class"),
+    ("path,label,class,Class\nspk0/clip0.mp4,1,happy,sad\n", "the header names ['class'] twice"),
 ])
 def test_bad_labels_one_line_errors(layout, tmp_path, content, fragment, capsys):
     clips, _ = layout
@@ -270,7 +271,8 @@ def test_the_cache_key_names_the_models(layout, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_cached_extraction_checks_its_models_and_one_that_lost_clips_says_so(corpus, extraction, tmp_path, capsys):
+def test_a_cached_extraction_checks_its_models_and_one_that_lost_clips_says_so(corpus, extraction, tmp_path, capsys,
+                                                                               caplog):
     """Every clip cached, a missing --whisper-model passed (exit 0, the old features); a clip
     that failed left exit code 0, which a script cannot tell from a whole set."""
     clips, labels = corpus
@@ -304,12 +306,22 @@ def test_a_cached_extraction_checks_its_models_and_one_that_lost_clips_says_so(c
     assert data.class_names == ("happy", "sad")
     weights = {i: w for s in data.splits.values() for i, w in zip(s.ids, s.valence_weights)}
     assert weights == {r[0]: (1.0 if i < 5 else 0.0) for i, r in enumerate(rows[1:])}
+    assert not [r for r in caplog.records if "rates a valence" in r.getMessage()]
+    unrated = tmp_path / "unrated.csv"  # every row a class and no valence
+    with unrated.open("w", newline="") as fh:
+        csv.writer(fh).writerows([["path", "label", "split", "class"]] + [[r[0], "", r[2], "sad"] for r in rows[1:]])
+    caplog.clear()
+    code, stderr = extract_main(capsys, "--videos", clips, "--labels", unrated, "--out", tmp_path / "unrated.npz",
+                                "--cache", cache, "--quiet")
+    assert code == 0, stderr
+    assert [r for r in caplog.records if "no clip of the train split rates a valence" in r.getMessage()]
 
     broken = clips / "spk0" / "broken-clip.mp4"  # a text file by another name
     broken.write_text("not a video")
     try:
-        with_broken = tmp_path / "with_broken.csv"
-        with_broken.write_text(labels.read_text().rstrip("\n") + "\nspk0/broken-clip.mp4,1.0,train\n")
+        with_broken = tmp_path / "with_broken.csv"  # its class is the only 'angry'
+        with_broken.write_text(classes.read_text().rstrip("\n").replace(",,", ",1.0,") +
+                               "\nspk0/broken-clip.mp4,1.0,train,angry\n")
         code, stderr = extract_main(capsys, "--videos", clips, "--labels", with_broken, "--out", out, "--cache", cache,
                                     "--quiet", "--overwrite")
     finally:
@@ -317,7 +329,9 @@ def test_a_cached_extraction_checks_its_models_and_one_that_lost_clips_says_so(c
     assert code == 3, stderr
     assert "skipped" in stderr and "broken-clip.mp4 (row 12)" in stderr
     assert "10 clips extracted (10 of them from the cache), 1 failed" in stderr
-    assert sum(len(s) for s in load_dataset(out).splits.values()) == 10  # the others' features written
+    failed = load_dataset(out)
+    assert sum(len(s) for s in failed.splits.values()) == 10  # the others' features written
+    assert failed.class_names == ("happy", "sad")  # not the failed clip's class
 
 
 def test_a_row_may_name_its_class_and_leave_its_valence_empty(layout, tmp_path):
@@ -336,3 +350,46 @@ def test_a_row_may_name_its_class_and_leave_its_valence_empty(layout, tmp_path):
     assert [c.rated for c in parsed] == [i % 2 == 0 for i in range(len(parsed))]
     assert all(c.label == 0.0 for c in parsed if not c.rated)
     assert [c.label for c in parsed if c.rated] == [float(r[1]) for i, r in enumerate(rows[1:]) if i % 2 == 0]
+
+
+def test_one_speaker_however_written_and_rows_without_a_split_follow_their_speaker(layout, tmp_path, caplog):
+    """'Anna' and 'anna', NFC and NFD 'Zoë' were two speakers, and a row with an empty split
+    went by hash while its speaker's other rows named one: one speaker in two splits."""
+    from realtime.extract import assign_splits, read_labels
+
+    clips, labels = layout
+    rows = list(csv.reader(labels.read_text().splitlines()))[1:]
+    speakers = ["Anna", "anna ", "Zo\u00eb", "Zoe\u0308", " ZO\u00cb"] * 2
+    mixed = tmp_path / "mixed.csv"
+    with mixed.open("w", newline="") as fh:
+        csv.writer(fh).writerows([["path", "label", "speaker", "split"]] +
+                                 [[r[0], r[1], who, "test" if i == 0 else ""] for i, (r, who) in
+                                  enumerate(zip(rows, speakers))])
+    parsed = read_labels(clips, mixed)
+    assert [c.group for c in parsed] == ["anna", "anna", "zo\u00eb", "zo\u00eb", "zo\u00eb"] * 2
+    splits = assign_splits(parsed)
+    assert [s for c, s in zip(parsed, splits) if c.group == "anna"] == ["test"] * 4  # row 2's split, for all
+    assert len({s for c, s in zip(parsed, splits) if c.group != "anna"}) == 1
+    caplog.clear()
+    with mixed.open("w", newline="") as fh:
+        csv.writer(fh).writerows([["path", "label", "speaker", "split"]] +
+                                 [[r[0], r[1], "anna", "train" if i else "test"] for i, r in enumerate(rows)])
+    assign_splits(read_labels(clips, mixed))
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(said) == 1 and "speaker 'anna' has clips in the splits ['test', 'train']" in said[0], said
+
+
+def test_mmsas_layout_names_the_columns_it_does_not_read(tmp_path, caplog):
+    from realtime.extract import read_labels
+
+    (tmp_path / "vidA").mkdir()
+    (tmp_path / "vidA" / "1.mp4").write_bytes(b"x")
+    labels = tmp_path / "label.csv"
+    labels.write_text("video_id,clip_id,label,mode,class\nvidA,1,1.0,train,happy\n")
+    caplog.clear()
+    assert [c.clip_class for c in read_labels(tmp_path, labels)] == [None]
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(said) == 1 and "does not read the columns ['class']" in said[0], said
+    labels.write_text("video_id,clip_id,label,mode\nvidA,1,,train\n")
+    with pytest.raises(DataError, match=r"row 2: no label \(a valence in \[-3, 3\]\)$"):
+        read_labels(tmp_path, labels)

@@ -233,3 +233,76 @@ def test_a_set_whose_valid_and_test_splits_rate_no_valence_trains_and_scores_its
     assert code == 0, err
     row = json.loads(stdout)
     assert row["MAE"] is None and row["Corr"] is None and 0.0 <= row["Class_acc"] <= 1.0
+
+
+def test_overwrite_clears_an_interrupted_runs_state(trained, synthetic_pickle, tmp_path, capsys):
+    """An interrupted --resume run's state survived a later --overwrite run; a --resume after
+    it took that run's finished teacher for its own and trained over its student."""
+    from models.distributed import RESUME_DIR, write_run_file
+    from models.train import main
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    state = run / RESUME_DIR
+    write_run_file(state, {"identity": {"data": str(synthetic_pickle), "stage": "both", "seed": 0},
+                           "done": ["teacher"]})
+    (state / "student.safetensors").write_bytes(b"an epoch's state")
+    args = ["--data", synthetic_pickle, "--out", run, "--config", "small", "--epochs", "1", "--device", "cpu",
+            "--quiet"]
+    code, err, _ = _run(main, capsys, *args)
+    assert code == 2 and "holds an interrupted run (resume/)" in err[0]
+    code, err, _ = _run(main, capsys, *args, "--overwrite", "--seed", "7")
+    assert code == 0, err
+    assert not state.exists()
+    code, err, _ = _run(main, capsys, *args, "--resume")
+    assert code == 2 and len(err) == 1 and "finished: nothing to resume" in err[0], err
+
+
+def test_a_model_that_learned_no_valence_says_so_when_trained_and_served(raw, tmp_path, capsys, caplog):
+    from models.train import main
+    from realtime.engine import find_checkpoint
+
+    data = _classed(raw, NAMES)
+    for split in ("train", "valid", "test"):
+        data[split]["valence_weights"] = np.zeros(len(data[split]["regression_labels"]), dtype=np.float32)
+    path = save_dataset(tmp_path / "classes_only.npz", data)
+    caplog.clear()
+    code, err, _ = _run(main, capsys, "--data", path, "--out", tmp_path / "o", "--stage", "teacher", "--config",
+                        "small", "--epochs", "1", "--device", "cpu", "--quiet")
+    assert code == 0, err
+    assert [r for r in caplog.records if "no sample of the train split rates a valence" in r.getMessage()]
+    doc = json.loads((tmp_path / "o" / "teacher" / "checkpoint.json").read_text())
+    assert doc["provenance"]["rated_samples"] == 0
+    caplog.clear()
+    find_checkpoint(str(tmp_path / "o"))
+    assert [r for r in caplog.records if "learned no valence" in r.getMessage()]
+    caplog.clear()
+    find_checkpoint(None)  # the bundled model learned valence from rated sentences
+    assert not [r for r in caplog.records if "learned no valence" in r.getMessage()]
+
+
+def test_a_teacher_of_other_data_is_named_and_nothing_to_score_is_refused(classed, raw, tmp_path, capsys, caplog):
+    from models.evaluate import main as evaluate_main
+    from models.train import main as train_main
+
+    data, out = classed
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    other = save_dataset(tmp_path / "other.npz", _classed(raw, NAMES))
+    caplog.clear()
+    code, err, _ = _run(train_main, capsys, "--data", other, "--out", run, "--stage", "student", "--config", "small",
+                        "--epochs", "1", "--device", "cpu", "--quiet")
+    assert code == 0, err
+    said = [r.getMessage() for r in caplog.records if "was trained on" in r.getMessage()]
+    assert len(said) == 1 and str(data) in said[0] and str(other) in said[0], said
+
+    # a split that rates no valence, scored by a checkpoint without classes: nothing to score
+    none = _classed(raw, NAMES)
+    none["test"]["valence_weights"] = np.zeros(len(none["test"]["regression_labels"]), dtype=np.float32)
+    none["test"]["class_labels"][:] = -1
+    path = save_dataset(tmp_path / "none.npz", none)
+    code, err, _ = _run(evaluate_main, capsys, "--checkpoint", run, "--data", path, "--device", "cpu")
+    assert code == 2 and len(err) == 1 and "nothing to score: split 'test'" in err[0], err
+    # the bundled model, by name
+    code, err, stdout = _run(evaluate_main, capsys, "--checkpoint", "default", "--data", data, "--device", "cpu")
+    assert code == 2 and "trained on feature set" in err[0]  # found, and refused for the synthetic features
