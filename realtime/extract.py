@@ -13,8 +13,9 @@ Label layouts:
   (mode: train/valid/test);
 * plain CSV: ``path, label[, split][, class][, speaker]`` (path relative to DIR; label in
   [-3, 3], or empty where a class is given: the clip then teaches its emotion and no
-  valence). Without a split column, splits are made by speaker (the speaker column, else
-  the path's folder, else the id before the last '_' of a file name), never by clip.
+  valence). A row without a split takes the one its speaker's other rows name, else one
+  is chosen by speaker (the speaker column, else the path's folder, else the id before the
+  last '_' of a file name), never by clip.
 
 Each finished clip is cached (``<out>.cache/``), so an interrupted run resumes where it
 stopped; a clip that fails is reported and skipped. Every engine runs the same per-clip
