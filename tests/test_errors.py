@@ -87,3 +87,20 @@ def test_a_training_run_stopped_before_it_saved_leaves_no_empty_folder(tmp_path,
     (tmp_path / "mine").mkdir()
     assert main(argv + [str(tmp_path / "mine")]) == 130
     assert (tmp_path / "mine").is_dir()
+
+
+def test_a_whisper_path_that_is_missing_or_a_file_is_named_as_such(tmp_path):
+    """Both read "is not a CTranslate2 Whisper folder (no model.bin)", which sent a user who
+    had named model.bin itself looking for a model.bin."""
+    from models.errors import ModelNotFoundError
+    from realtime.features.speech import whisper_model_path
+
+    with pytest.raises(ModelNotFoundError, match="Whisper folder '.*nowhere' does not exist"):
+        whisper_model_path(str(tmp_path / "nowhere"))
+    (tmp_path / "model.bin").write_bytes(b"weights")
+    with pytest.raises(ModelNotFoundError, match="model.bin' is a file; give the CTranslate2 Whisper folder"):
+        whisper_model_path(str(tmp_path / "model.bin"))
+    assert whisper_model_path(str(tmp_path)) == tmp_path
+    (tmp_path / "model.bin").unlink()
+    with pytest.raises(ModelNotFoundError, match="is not a CTranslate2 Whisper folder"):
+        whisper_model_path(str(tmp_path))

@@ -246,6 +246,10 @@ def whisper_model_path(given: str | None) -> Path:
     if not (path / "model.bin").is_file():
         from models.errors import ModelNotFoundError
 
+        if not path.exists():
+            raise ModelNotFoundError(f"Whisper folder '{path}' does not exist")
+        if path.is_file():  # the weights file named instead of its folder
+            raise ModelNotFoundError(f"'{path}' is a file; give the CTranslate2 Whisper folder that holds it")
         raise ModelNotFoundError(f"'{path}' is not a CTranslate2 Whisper folder (no model.bin)")
     return path
 
