@@ -3,7 +3,8 @@
     python -m models.evaluate --checkpoint DIR --data FILE [--split test]
         [--missing-rate R ...] [--subsets] [--device auto|cpu|cuda]
 
-Prints one JSON object per line: one per missing rate (random whole-modality and
+Prints one JSON object per line (``samples`` scored, of which ``rated`` rate a valence and
+so count in the valence metrics): one per missing rate (random whole-modality and
 time-step drops, models.corrkd.drop_missing, fixed seed) and, with ``--subsets``, one per
 available-modality subset ({L}, {A}, {V}, {L,A}, {L,V}, {A,V}, {L,A,V}) as CorrKD reports.
 A metric that is undefined (e.g. Non0 scores with no non-zero label) is null, never NaN.
@@ -46,13 +47,15 @@ def run(args: argparse.Namespace) -> int:
     ckpt.check_features(dataset.feature_set, dataset.dims, dataset.steps, dataset.meta.get("extractor"))
     split = dataset.splits[args.split]
     split = dataclasses.replace(split, class_labels=ckpt.class_labels_for(dataset.class_names, split.class_labels))
-    rated = split.valence_weights is None or bool((split.valence_weights > 0).any())
+    rated_count = len(split) if split.valence_weights is None else int((split.valence_weights > 0).sum())
+    rated = rated_count > 0
     classed = bool(ckpt.model.class_names) and split.class_labels is not None and bool((split.class_labels >= 0).any())
     if not rated and not classed:
         raise UsageError(f"nothing to score: split '{args.split}' of {args.data} rates no valence and "
                          f"{'the checkpoint predicts no classes' if not ckpt.model.class_names else 'names no class'}")
     net = ckpt.build(device)
-    base = {"checkpoint": ckpt.id, "split": args.split, "samples": len(split)}
+    # 'rated': the samples the valence metrics cover (a class-only row rates none)
+    base = {"checkpoint": ckpt.id, "split": args.split, "samples": len(split), "rated": rated_count}
     for rate in args.missing_rate:
         metrics = evaluate(net, split, device, missing_rate=rate, seed=args.seed)
         print(safejson.dumps({**base, "missing_rate": rate, **metrics}), flush=True)

@@ -540,7 +540,10 @@ def run(args: argparse.Namespace) -> int:
         logger.warning("the classes %s have no clip in the train split: a model trained on %s cannot learn them",
                        untrained, out)
     done = len(clips) - len(failures)
+    unrated = sum(not clip.rated for i, clip in enumerate(clips) if i not in failures)
     cov = ", ".join(f"{k} {np.mean(v):.0%}" for k, v in coverage.items())
+    if unrated:
+        cov += f"; {unrated} clips name a class and rate no valence"
     print(f"{out}: {done} clips extracted ({len(clips) - len(todo)} of them from the cache), "
           f"{len(failures)} failed, {time.perf_counter() - started:.0f} s; clips with each modality: {cov}; splits " +
           ", ".join(f"{s} {len(data[s]['id'])}" for s in ("train", "valid", "test")), file=sys.stderr)

@@ -78,6 +78,7 @@ def test_evaluation_matches_the_datas_classes_to_the_checkpoints_by_name(classed
         assert code == 0, err
         rows[name] = json.loads(stdout)
     assert rows["reordered"] == rows["same"]
+    assert rows["same"]["rated"] == rows["same"]["samples"] > 0  # every sample rates a valence
     assert 0.0 < rows["same"]["Class_acc"] < 1.0  # a real score, not a degenerate one
     assert rows["fewer"]["Class_acc"] != rows["same"]["Class_acc"]  # scored on the named classes only
 
@@ -233,6 +234,7 @@ def test_a_set_whose_valid_and_test_splits_rate_no_valence_trains_and_scores_its
     assert code == 0, err
     row = json.loads(stdout)
     assert row["MAE"] is None and row["Corr"] is None and 0.0 <= row["Class_acc"] <= 1.0
+    assert row["samples"] == len(data["test"]["regression_labels"]) and row["rated"] == 0
 
 
 def test_overwrite_clears_an_interrupted_runs_state(trained, synthetic_pickle, tmp_path, capsys):
