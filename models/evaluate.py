@@ -21,7 +21,6 @@ import dataclasses
 import logging
 import math
 import sys
-from pathlib import Path
 
 from models import safejson
 from models.checkpoint import load_checkpoint
@@ -37,12 +36,7 @@ def run(args: argparse.Namespace) -> int:
         if not (math.isfinite(rate) and 0.0 <= rate <= 1.0):
             raise UsageError(f"--missing-rate {rate}: must be within [0, 1]")
     device = resolve_device(args.device)
-    checkpoint = args.checkpoint
-    if checkpoint == "default" and not Path(checkpoint).exists():  # the bundled model
-        from realtime.engine import DEFAULT_CHECKPOINT
-
-        checkpoint = DEFAULT_CHECKPOINT
-    ckpt = load_checkpoint(checkpoint)
+    ckpt = load_checkpoint(args.checkpoint)
     dataset = load_dataset(args.data, splits=(args.split,))
     ckpt.check_features(dataset.feature_set, dataset.dims, dataset.steps, dataset.meta.get("extractor"))
     split = dataset.splits[args.split]
@@ -71,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
                     epilog="exit codes: 0 done; 1 internal failure (a bug); 2 bad input or usage")
     parser.add_argument("--checkpoint", required=True,
                         help="checkpoint folder, or a models.train output folder (its student is scored); "
-                             "'default': the bundled model")
+                             "the bundled model is realtime/assets/default")
     parser.add_argument("--data", required=True,
                         help=f"dataset: a .npz (realtime.extract, realtime.corpus, models.synthetic) or an MMSA "
                              f"pickle (.pkl). {PICKLE_NOTE}")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from models.data import DataError, load_dataset, save_dataset
+from tests.conftest import ROOT
 
 NAMES = ("happy", "neutral", "sad")
 
@@ -305,6 +306,10 @@ def test_a_teacher_of_other_data_is_named_and_nothing_to_score_is_refused(classe
     path = save_dataset(tmp_path / "none.npz", none)
     code, err, _ = _run(evaluate_main, capsys, "--checkpoint", run, "--data", path, "--device", "cpu")
     assert code == 2 and len(err) == 1 and "nothing to score: split 'test'" in err[0], err
-    # the bundled model, by name
-    code, err, stdout = _run(evaluate_main, capsys, "--checkpoint", "default", "--data", data, "--device", "cpu")
+    # the bundled model, where --help says it is
+    from realtime.engine import DEFAULT_CHECKPOINT
+
+    assert DEFAULT_CHECKPOINT.relative_to(ROOT).as_posix() == "realtime/assets/default"
+    code, err, stdout = _run(evaluate_main, capsys, "--checkpoint", DEFAULT_CHECKPOINT, "--data", data,
+                             "--device", "cpu")
     assert code == 2 and "trained on feature set" in err[0]  # found, and refused for the synthetic features
