@@ -6,14 +6,17 @@
     python -m gui --source examples/talking.mp4 --screenshot docs/gui.png --after 12
 
 Exit codes: 0 closed normally (or screenshot saved), 1 internal failure (a bug), 2 bad
-usage or a screenshot run that failed.
+usage or a screenshot run that failed, 130 Ctrl-C, 143 SIGTERM (the window closes, its run
+stops and its models close first).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+import threading
 
 from realtime.service import (
     AFTER_MAX,
@@ -30,7 +33,8 @@ from realtime.service import (
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog=prog_name("python -m gui"), description=__doc__.split("\n")[0],
                                 epilog="exit codes: 0 closed normally (or screenshot saved); 1 internal failure "
-                                       "(a bug); 2 bad usage, or a screenshot run that failed")
+                                       "(a bug); 2 bad usage, or a screenshot run that failed; 130 Ctrl-C; "
+                                       "143 SIGTERM")
     p.add_argument("--version", action="version", version=version_string())
     p.add_argument("--source", help="a media file, 'webcam' or a camera index (default: camera 0 if any)")
     add_model_options(p, file_runs=False)
@@ -152,8 +156,40 @@ def _run(app, window, args: argparse.Namespace) -> int:
         window.screenshot_when(args.after, args.screenshot)
     if args.source:
         window.start()
-    app.exec()
+    with _closing_on_signals(app, result):
+        app.exec()
     return result["code"]
+
+
+@contextlib.contextmanager
+def _closing_on_signals(app, result: dict):
+    """Ctrl-C and SIGTERM end Qt's loop (``main`` then stops the run and closes its models)
+    with exit code 128 + the signal's number. Python runs a handler only between bytecodes,
+    which Qt's loop seldom gives it: a timer hands it some every 0.2 s. Before, Ctrl-C raised
+    KeyboardInterrupt inside whatever slot ran (a traceback, and the window went on), and
+    SIGTERM killed the process before the models were closed. The handlers found are put
+    back after."""
+    import signal
+
+    from PyQt6.QtCore import QTimer
+
+    def stop(signum, frame) -> None:
+        result["code"] = 128 + signum
+        app.quit()
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    before = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    timer = QTimer()
+    timer.timeout.connect(lambda: None)
+    timer.start(200)
+    try:
+        yield
+    finally:
+        timer.stop()
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

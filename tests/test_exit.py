@@ -5,7 +5,9 @@ The checks themselves are tested first: a process that lingers after its work fa
 the run with its stacks, and a MediaPipe graph left to its finalizer is named.
 """
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -234,3 +236,23 @@ def test_an_interrupt_that_breaks_what_it_lands_in_still_ends_the_run(broken, tm
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err, err
     assert not out.exists()
+
+
+@pytest.mark.slow  # loads the models (about 10 s) in a window drawn offscreen
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_the_window_closes_on_ctrl_c_and_sigterm(tmp_path, sig, code):
+    """Ctrl-C raised KeyboardInterrupt inside a Qt slot: a traceback, and the window went on
+    (records kept coming; a second Ctrl-C neither); SIGTERM ended the process before its
+    run stopped and its models closed."""
+    records = tmp_path / "r.jsonl"
+
+    def recording(lines) -> bool:
+        return records.exists() and len(records.read_text().splitlines()) >= 2
+
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    proc = finish(start(["--source", EXAMPLE, "--record", records], module="gui", env=env), timeout=240,
+                  interrupt_when=recording, sig=sig)
+    assert proc.returncode == code, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "exit-audit:" not in proc.stderr, proc.stderr[-3000:]
+    kept = read_records(records)
+    assert len(kept) >= 2 and all(r["t_end"] <= 23.0 for r in kept)  # every line whole
