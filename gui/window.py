@@ -61,6 +61,7 @@ class MainWindow(QMainWindow):
         self.estimates_seen = 0
         self.recorder = None
         self.record_path: Path | None = None
+        self._record_lock = None  # realtime.outputs.OutputLocks while recording
         self._dirty = False
         self._frame_serial = -1
         self._transcript_serial = -1
@@ -291,16 +292,29 @@ class MainWindow(QMainWindow):
             self.stop_recording()
 
     def record_to(self, path: str | Path, overwrite: bool = False) -> None:
-        """Write every estimate from now on to a JSONL file (flushed as it goes)."""
+        """Write every estimate from now on to a JSONL file (flushed as it goes), locked as
+        ``python -m realtime`` locks its outputs: a run appending to it meanwhile is refused
+        (it had written lines this window then wrote over). ``overwrite``: replace a file
+        that holds records (the file dialog has asked); otherwise such a file is refused."""
+        from realtime.outputs import OutputLocks
         from realtime.sinks import OutputError, make_sink
 
+        path = Path(path)
+        lock = OutputLocks()
         try:
-            self.recorder = make_sink(Path(path), "overwrite" if overwrite else "refuse")
+            if not overwrite and path.is_file() and path.stat().st_size > 0:
+                raise OutputError(f"'{path}' holds records already: record to another file (the window replaces "
+                                  "one only when its dialog has asked)")
+            lock.acquire(path, "records file")
+            self.recorder = make_sink(path, "overwrite" if overwrite else "refuse")
         except OutputError as exc:
+            lock.release()
             self.show_error(str(exc))
             self.record_button.setChecked(False)
             return
-        self.record_path = Path(path)
+        lock.keep(path)
+        self._record_lock = lock
+        self.record_path = path
         self.record_button.blockSignals(True)
         self.record_button.setChecked(True)
         self.record_button.blockSignals(False)
@@ -311,6 +325,7 @@ class MainWindow(QMainWindow):
         if self.recorder is not None:
             self.recorder.close()
             self.recorder = None
+            self._record_lock.release()
             self.statusBar().showMessage(f"records saved to {self.record_path}")
         self.record_button.setText("Record JSONL...")
 

@@ -309,3 +309,25 @@ def test_a_bad_face_rate_is_a_one_line_error():
     proc = cli("--face-fps", "0", "--source", EXAMPLE, module="gui", timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: --face-fps must be a number of frames per second from 1 to 60, got 0"
+
+
+def test_a_recording_is_locked_as_the_commands_outputs_are(qtbot, tmp_path):
+    """python -m realtime --append onto the window's recording exited 0 while the window
+    wrote over its lines (it took no lock); the refusal of a file holding records named
+    --overwrite and --append, options the window does not have."""
+    from realtime.outputs import OutputError, OutputLocks
+
+    window = open_window(qtbot, Session(), source=tmp_path / "clip.mp4")
+    record = tmp_path / "rec.jsonl"
+    window.record_to(record)
+    assert window.recorder is not None
+    with OutputLocks() as other, pytest.raises(OutputError, match="is being written by another run"):
+        other.acquire(record, "--out")
+    window.stop_recording()
+    with OutputLocks() as other:
+        other.acquire(record, "--out")  # free once the recording stops
+    record.write_text('{"t_end": 4.0}\n')
+    window.record_to(record)
+    assert window.recorder is None and window.banner.isVisible()
+    text = window.banner.text()
+    assert "holds records already" in text and "--overwrite" not in text and "--append" not in text
