@@ -46,6 +46,16 @@ HEALTH_EVERY = 8  # redraw ticks between health updates
 FILE_ITEM = "Open a file..."
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+"""Names whose suffix chooses the image format (``python -m realtime --plot`` likewise)."""
+
+
+def image_format(path: str | Path) -> str | None:
+    """None (Qt reads the format from the suffix) for IMAGE_SUFFIXES, else PNG: a .jpg was
+    written as PNG data under its JPEG name."""
+    return None if Path(path).suffix.lower() in IMAGE_SUFFIXES else "PNG"
+
+
 class MainWindow(QMainWindow):
     """The live demo. ``base`` holds what the controls do not set (checkpoint, device, models)."""
 
@@ -335,7 +345,7 @@ class MainWindow(QMainWindow):
             self.save_plots(path)
 
     def save_plots(self, path: str | Path) -> bool:
-        ok = self.plots.grab().save(str(path), "PNG")
+        ok = self.plots.grab().save(str(path), image_format(path))
         self.statusBar().showMessage(f"plots saved to {path}" if ok else f"could not write {path}")
         return ok
 
@@ -464,7 +474,7 @@ class MainWindow(QMainWindow):
         _, path = self._screenshot
         self._screenshot = None
         self._redraw(force=True)
-        ok = self.grab().save(path, "PNG")
+        ok = self.grab().save(path, image_format(path))
         self.screenshot_saved.emit(path if ok else "")
 
     def closeEvent(self, event) -> None:

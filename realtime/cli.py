@@ -99,6 +99,8 @@ def _check_args(args: argparse.Namespace) -> None:
     elif args.workers != 1:
         raise UsageError(f"--workers {args.workers}: a run on this machine has one worker; several need "
                          "--engine ray (with a folder as --source)")
+    if args.quiet and not (args.out or args.summary or args.plot):  # the summary line was all it kept
+        raise UsageError("--quiet without --out, --summary or --plot keeps nothing of the run: give one of them")
     if args.duration is not None:
         seconds_option("--duration", args.duration, 0.1, DURATION_MAX)
     if args.summary and (problem := folder_problem(Path(args.summary))):
@@ -470,14 +472,12 @@ def _run(args: argparse.Namespace, components: Components | None) -> int:
             return run_folder_on_ray(args, files, out_dir, locks)
         # every output checked and locked before any model loads (issue 17)
         outs, plots = _plan_outputs(args, files, out_dir, locks)
-        if args.out is None:
-            logger.warning("no --out given: the records of this run are not kept, only its summary "
-                           "(pass --out FILE.jsonl to keep them)")
         ignored = [flag for flag, given in (("--duration", args.duration is not None),
                                             ("--microphone", args.microphone is not None),
                                             ("--no-microphone", args.no_microphone)) if given and not live]
         if ignored:
-            logger.warning("%s: for a camera; a file or folder runs to its end with its own audio", ", ".join(ignored))
+            logger.warning("%s: for a camera and microphone; a file or folder runs to its end with its own audio",
+                           ", ".join(ignored))
         live_models = live or args.pace == "realtime"
         if live_models and args.text_precision == "bfloat16":
             logger.warning("live runs (a device, or --pace realtime) keep their words in float32: --text-precision "
@@ -486,6 +486,9 @@ def _run(args: argparse.Namespace, components: Components | None) -> int:
         comps = components or load_components(args, live=live_models)
         _stop_if_asked()
         loaded = None if components is not None else time.perf_counter() - started
+        if args.out is None:  # said once the models are up: an error loading them is then the one line
+            logger.warning("no --out given: the records of this run are not kept, only its summary "
+                           "(pass --out FILE.jsonl to keep them)")
         if live:
             summary = run_live(args, comps)
             summary.load_seconds = loaded

@@ -242,7 +242,7 @@ class Summary:
         cov = ", ".join(f"{k} {v:.0%}" for k, v in d["coverage"].items())
         mean = "n/a" if d["mean_sentiment"] is None else f"{d['mean_sentiment']:+.2f}"
         rtf = "n/a" if d["real_time_factor"] is None else f"{d['real_time_factor']:.2f}"
-        text = f"{self.source}: {d['windows']} windows"
+        text = f"{self.source}: {d['windows']} window{'' if d['windows'] == 1 else 's'}"
         if self.empty:
             text += f" ({self.empty} with nothing to read: no face, voice or word)"
         text += f", coverage {cov}, mean sentiment {mean}, "

@@ -331,3 +331,12 @@ def test_a_recording_is_locked_as_the_commands_outputs_are(qtbot, tmp_path):
     assert window.recorder is None and window.banner.isVisible()
     text = window.banner.text()
     assert "holds records already" in text and "--overwrite" not in text and "--append" not in text
+
+
+def test_plots_and_screenshots_are_written_in_the_format_their_name_says(qtbot, tmp_path):
+    """A --screenshot named .jpg held PNG data."""
+    window = open_window(qtbot, Session(), source=tmp_path / "clip.mp4")
+    for name, kind in (("p.jpg", "JPEG"), ("p.jpeg", "JPEG"), ("p.png", "PNG"), ("p.plot", "PNG")):
+        assert window.save_plots(tmp_path / name)
+        with Image.open(tmp_path / name) as image:
+            assert image.format == kind, name

@@ -467,7 +467,7 @@ def test_an_empty_source_is_refused_not_read_as_the_working_folder(tmp_path, cap
 
 
 def test_a_file_run_names_the_camera_options_it_ignores(small, clips, tmp_path, capsys, caplog):
-    said = "for a camera; a file or folder runs to its end with its own audio"
+    said = "for a camera and microphone; a file or folder runs to its end with its own audio"
     ran = run(small, capsys, caplog, "--source", clips / "clip.wav", "--out", tmp_path / "a.jsonl",
               "--duration", "0.5", "--microphone", "1", "--quiet")
     assert ran.returncode == 0 and f"--duration, --microphone: {said}" in ran.stderr, ran.stderr
@@ -491,8 +491,19 @@ def test_out_must_name_a_records_file(tmp_path, capsys, caplog):
 
 @pytest.mark.slow  # loads the live models (about 15 s)
 def test_a_run_without_out_says_its_records_are_not_kept(clips, small, capsys, caplog):
-    ran = run(small, capsys, caplog, "--source", clips / "clip.wav", "--quiet")
+    ran = run(small, capsys, caplog, "--source", clips / "clip.wav")
     assert ran.returncode == 0 and "records of this run are not kept" in ran.stderr
+    assert json.loads(ran.stdout)["windows"] > 0  # the summary, all it keeps
+
+
+def test_a_run_that_would_keep_nothing_is_refused_and_a_load_error_comes_alone(tmp_path, capsys, caplog):
+    """--quiet without an output kept nothing and said "only its summary"; without --out a
+    checkpoint that does not load printed that warning before its error line."""
+    one_error(run(None, capsys, caplog, "--source", EXAMPLE, "--quiet"),
+              "--quiet without --out, --summary or --plot keeps nothing of the run")
+    ran = run(None, capsys, caplog, "--source", EXAMPLE, "--checkpoint", tmp_path / "nowhere")
+    one_error(ran, "no such checkpoint folder")
+    assert "not kept" not in ran.stderr and len(ran.stderr.strip().splitlines()) == 1, ran.stderr
 
 
 @pytest.mark.slow
