@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None, ignore_unknown: bool = False) -> int:
         # window (kept alive by its screenshot slot's reference cycle) went in the exit's
         # final garbage collection, after the QApplication: exits took over 10 s on 2 busy
         # cores, or crashed with SIGSEGV.
+        window.close()  # its closeEvent stops the run and the recording (a signal ends the loop without it)
         window.session.close()
         sip.delete(window)
 
