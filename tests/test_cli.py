@@ -127,7 +127,8 @@ def test_windows_with_nothing_to_read_are_left_out_of_the_summary(media, tmp_pat
     summary = json.loads(summary_path.read_text())
     assert summary["empty_windows"] == summary["windows"] == len(records)
     assert summary["mean_sentiment"] is None and summary["leading_emotions"] == {}
-    assert f"{len(records)} windows ({len(records)} with nothing to read" in ran.stdout + ran.stderr
+    windows = f"{len(records)} window{'' if len(records) == 1 else 's'}"
+    assert f"{windows} ({len(records)} with nothing to read" in ran.stdout + ran.stderr
 
 
 def test_face_fps_sets_how_many_frames_are_analysed(tmp_path, components, capsys, caplog):
