@@ -75,9 +75,10 @@ def main(argv: list[str] | None = None, ignore_unknown: bool = False) -> int:
             print("error: --screenshot needs --source", file=sys.stderr)
             return 2
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # no display needed to render
+    if args.source:
         from realtime.sources.live import camera_index
 
-        if camera_index(args.source) is None:
+        if camera_index(args.source) is None:  # a file that cannot be played: one line, no window
             from realtime.sources.file import MediaError, probe
 
             try:

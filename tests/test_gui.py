@@ -280,9 +280,12 @@ def test_realtime_gui_flag_opens_the_same_window(gui_screenshot_run):
     assert "ignores --quiet" in proc.stderr and png.stat().st_size > 10_000
 
 
-def test_screenshot_of_a_missing_file_fails_with_one_line(tmp_path):
+@pytest.mark.parametrize("screenshot", [True, False])
+def test_a_missing_file_fails_with_one_line(tmp_path, screenshot):
+    """Without --screenshot the window opened, said nothing on stderr and stayed open."""
     started = time.monotonic()
-    proc = cli("--source", tmp_path / "nope.mp4", "--screenshot", tmp_path / "x.png", module="gui", timeout=120)
+    extra = ["--screenshot", tmp_path / "x.png"] if screenshot else []
+    proc = cli("--source", tmp_path / "nope.mp4", *extra, module="gui", timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: '{tmp_path / 'nope.mp4'}': no such file"]
     # refused before any model or window is loaded (about 1 s on 2 idle cores; loading is 10 s or more)
