@@ -75,6 +75,14 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def rated(self) -> np.ndarray:
+        """(N,) bool: the samples that rate a valence (weight above 0), those its valence
+        losses and metrics cover; a class-only sample rates none."""
+        if self.valence_weights is None:
+            return np.ones(len(self), dtype=bool)
+        return self.valence_weights > 0
+
     def subset(self, index: np.ndarray) -> Split:
         return Split(
             inputs={m: v[index] for m, v in self.inputs.items()},

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     ckpt.check_features(dataset.feature_set, dataset.dims, dataset.steps, dataset.meta.get("extractor"))
     split = dataset.splits[args.split]
     split = dataclasses.replace(split, class_labels=ckpt.class_labels_for(dataset.class_names, split.class_labels))
-    rated_count = len(split) if split.valence_weights is None else int((split.valence_weights > 0).sum())
+    rated_count = int(split.rated.sum())
     rated = rated_count > 0
     classed = bool(ckpt.model.class_names) and split.class_labels is not None and bool((split.class_labels >= 0).any())
     if not rated and not classed:

@@ -89,7 +89,7 @@ def evaluate(net: torch.nn.Module, split: Split, device: torch.device, missing_r
              available: tuple[str, ...] | None = None, seed: int = 0) -> dict[str, float]:
     """MMSA metrics (and class metrics when the model has classes) on one split."""
     pred, logits = predict(net, split, device, missing_rate, available, seed)
-    rated = np.ones(len(pred), dtype=bool) if split.valence_weights is None else split.valence_weights > 0
+    rated = split.rated
     if rated.any():
         metrics = regression_metrics(pred[rated], split.labels[rated])
     else:  # every sample names an emotion and rates no valence: undefined (null in JSON), not an error

@@ -303,11 +303,6 @@ def _check_replicas(net: DMD, ranks: Ranks, when: str) -> None:
         raise RuntimeError(f"{when}: the replicas differ ({', '.join(digests)})")
 
 
-def rated_samples(split) -> int:
-    """Samples of ``split`` that rate a valence (weight above 0): 0 for a set of classes only."""
-    return len(split) if split.valence_weights is None else int((split.valence_weights > 0).sum())
-
-
 def feature_set_of(dataset: Dataset) -> dict:
     """What a checkpoint records about its inputs."""
     spec = {"name": dataset.feature_set, "dims": dataset.dims, "steps": dataset.steps}
@@ -330,7 +325,7 @@ def save_stage(out: Path, role: str, result: FitResult, dataset: Dataset, model_
         "valid_score": round(result.best_score, 4),
         "test_metrics": test,
         "train_seconds": round(result.seconds, 1),
-        "rated_samples": rated_samples(dataset.splits["train"]),
+        "rated_samples": int(dataset.splits["train"].rated.sum()),
         "device": str(device),
         **(extra or {}),
     }
@@ -387,7 +382,7 @@ def run(args: argparse.Namespace, ranks: Ranks = SINGLE) -> int:
     untrained = dataset.classes_not_in("train")
     if untrained and ranks.main:
         logger.warning("the classes %s have no sample in the train split: the model cannot learn them", untrained)
-    if rated_samples(dataset.splits["train"]) == 0 and ranks.main:
+    if not dataset.splits["train"].rated.any() and ranks.main:
         logger.warning("no sample of the train split rates a valence: the model learns emotions only, and its "
                        "valence (sentiment) means nothing; the checkpoint says so (provenance 'rated_samples')")
     model_over, train_over = load_preset(args.config)
