@@ -170,10 +170,10 @@ def _closing_on_signals(app, result: dict):
     which Qt's loop seldom gives it: a timer hands it some every 0.2 s. Before, Ctrl-C raised
     KeyboardInterrupt inside whatever slot ran (a traceback, and the window went on), and
     SIGTERM killed the process before the models were closed. The handlers found are put
-    back after."""
-    import signal
-
+    back after (``realtime.interrupts``)."""
     from PyQt6.QtCore import QTimer
+
+    from realtime import interrupts
 
     def stop(signum, frame) -> None:
         result["code"] = 128 + signum
@@ -182,7 +182,7 @@ def _closing_on_signals(app, result: dict):
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
         yield
         return
-    before = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    before = interrupts.take_signals(stop)
     timer = QTimer()
     timer.timeout.connect(lambda: None)
     timer.start(200)
@@ -190,8 +190,7 @@ def _closing_on_signals(app, result: dict):
         yield
     finally:
         timer.stop()
-        for sig, handler in before.items():
-            signal.signal(sig, handler)
+        interrupts.give_back(before)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ import argparse
 import dataclasses
 import functools
 import logging
-import signal
 import sys
 import threading
 import time
@@ -378,7 +377,7 @@ def main(argv: list[str] | None = None, components: Components | None = None) ->
         return EXIT_BAD_INPUT
     # SIGTERM ends the run like Ctrl-C: finished windows are on disk, the file stays valid
     _STOP_ASKED.clear()
-    previous = _take_signals()
+    previous = interrupts.take_signals(_ask_to_stop)
     unraisable = sys.unraisablehook
     sys.unraisablehook = functools.partial(_unraisable_unless_the_stop, unraisable)
     try:
@@ -395,20 +394,12 @@ def main(argv: list[str] | None = None, components: Components | None = None) ->
         return EXIT_INTERRUPTED
     finally:
         sys.unraisablehook = unraisable
-        for sig, handler in previous.items():
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        interrupts.give_back(previous)
 
 
 _STOP_ASKED = threading.Event()
 """Set by Ctrl-C and SIGTERM (``_ask_to_stop``) for the rest of the command: whatever the
 interrupt broke or a fallback swallowed on its way, the run ends as interrupted (exit 130)."""
-
-
-def _take_signals() -> dict:
-    """Make Ctrl-C and SIGTERM ask the run to stop (``_ask_to_stop``), except a signal ignored
-    on purpose (a shell's background job ignores Ctrl-C); returns the handlers to give back."""
-    return {sig: signal.signal(sig, _ask_to_stop) for sig in (signal.SIGTERM, signal.SIGINT)
-            if signal.getsignal(sig) is not signal.SIG_IGN}
 
 
 def _ask_to_stop(signum, frame) -> None:
