@@ -88,3 +88,28 @@ def test_a_window_length_is_built_into_an_engine_not_written_into_it(components,
     assert other.spec.face_steps == engine.spec.face_steps
     with build_run(dataclasses.replace(components, engine=other), FileFeed(EXAMPLE), RunOptions(hop=1.0)) as run:
         assert run.pipeline.spec.window == trained + 1.0
+
+
+def test_a_stopped_realtime_replay_says_it_reached_what_it_handed_over_not_what_it_decoded():
+    """A replay at realtime pace decodes up to ``REORDER_SPAN`` (and the decoder's buffers)
+    ahead of the clock; stopped after half a second, its run had heard half a second, not
+    what the decoder held (it read 1.4 s: a real-time factor a replay cannot have)."""
+    import threading
+
+    from realtime.sources.file import FileFeed, FileOptions
+
+    queues = {name: BoundedQueue(10_000, drop_oldest=True) for name in WORKERS}
+    state = RunState()
+    inlet = Inlet(queues, state, lambda stream, message: None)
+    feed = FileFeed(EXAMPLE, FileOptions(pace="realtime"))
+    state.start_clock()
+    thread = threading.Thread(target=feed, args=(inlet,))
+    thread.start()
+    while state.clock() < 0.5:
+        time.sleep(0.01)
+    state.stop.set()
+    thread.join(timeout=5.0)
+    assert not thread.is_alive()
+    heard = state.clock()
+    assert feed.source.end_time > heard + 0.5  # the decoder was ahead ...
+    assert 0.3 < state.end_time <= heard  # ... and the run counts what it played

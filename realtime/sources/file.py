@@ -8,6 +8,7 @@ replays at wall-clock pace like a camera would deliver.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 import math
@@ -332,12 +333,18 @@ class FileFeed:
 
     def __call__(self, inlet) -> None:
         realtime = self.source.options.pace == "realtime"
-        for item in self.source.read(inlet.clock if realtime else None):
-            while inlet.paused and not inlet.stopped:
-                time.sleep(0.02)  # hold the input while paused (asap pace has no clock to stop)
-            if inlet.stopped:
-                break
-            inlet.route(item)
+        handed = 0.0
+        with contextlib.closing(self.source.read(inlet.clock if realtime else None)) as items:
+            for item in items:
+                while inlet.paused and not inlet.stopped:
+                    time.sleep(0.02)  # hold the input while paused (asap pace has no clock to stop)
+                if inlet.stopped:
+                    # the run heard what was handed over; the decoder reads up to REORDER_SPAN
+                    # (and its own buffers) ahead of that, which a stopped replay never played
+                    inlet.reached(handed)
+                    return
+                inlet.route(item)
+                handed = max(handed, _due(item))
         inlet.reached(self.source.end_time)
 
 
