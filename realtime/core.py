@@ -164,7 +164,12 @@ class StreamCore:
             if options.live:
                 if now is None:
                     raise ValueError("a live core steps at a time: step(now)")
-                self._waiting += self.assembler.step(until=now - options.close_grace)
+                until = now - options.close_grace
+                if self.source_ended:
+                    # the clock runs on while the workers finish; windows past the media's end
+                    # are not the clock's to close: ``finish`` closes the one that covers it
+                    until = min(until, self.end_time)
+                self._waiting += self.assembler.step(until=until)
             else:
                 self._waiting += self.assembler.step()
         if options.live or self._finished or len(self._waiting) >= options.batch:

@@ -215,6 +215,25 @@ def test_live_finish_flushes_what_the_clock_had_not_closed():
     assert [e.t_end for e in scored(c, ms(2100))] == [2.5, 3.0]
 
 
+def test_a_live_run_whose_media_ended_closes_the_windows_a_file_run_would_however_long_it_finishes():
+    """A replay's clock runs on while Whisper reads its last words: windows past the media's
+    end closed by the clock made the example's record count vary (39 or 40) with how long
+    that took."""
+    ends = {}
+    for live, finishing_ms in ((False, 0), (True, 0), (True, 700), (True, 2000)):
+        c = core(live=live)
+        frames(c, 0, 3600)
+        got = scored(c, ms(3650))
+        c.take(Mark("source", 3.6, final=True))
+        for stream in ALL:
+            c.take(Mark(stream, math.inf, final=True))
+        got += scored(c, ms(3600 + finishing_ms))
+        c.finish(end_time=3.6)
+        ends[live, finishing_ms] = [e.t_end for e in got + scored(c, ms(3600 + finishing_ms))]
+    assert ends[False, 0] == [2.0, 2.5, 3.0, 3.5, 4.0]  # the last window covers the media's end: 3.6 s
+    assert ends[True, 0] == ends[True, 700] == ends[True, 2000] == ends[False, 0]
+
+
 def test_a_file_run_stopped_early_keeps_only_the_windows_every_stream_passed():
     c = core(live=False)
     for t in range(0, 4000, 100):

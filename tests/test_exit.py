@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from realtime.logs import NATIVE_NOISE
-from tests.conftest import EXAMPLE, EXIT_BOUND, cli, finish, read_records, start
+from tests.conftest import EXAMPLE, EXIT_BOUND, TALKING_FACES, cli, finish, read_records, start
 
 LINGER = """
 import sys, threading, time
@@ -99,6 +99,14 @@ def test_replayed_live_run_exits_promptly_and_verbose_brings_third_party_output_
     assert proc.exit_lag < EXIT_BOUND
     records = read_records(out)
     assert records and records[-1]["t_end"] >= 4.5
+    # the windows a file run of the clip has: the last covers the media's end, none lies
+    # past it (the clock, running on while the workers finished, had closed one or two more)
+    import av
+
+    with av.open(str(TALKING_FACES / "face_5.mp4")) as media:
+        length = media.duration / av.time_base
+    hop = records[-1]["t_end"] - records[-2]["t_end"]
+    assert records[-1]["t_end"] - hop < length <= records[-1]["t_end"] + 0.05, (length, records[-1]["t_end"])
     assert "INFO realtime.features.face: face model loaded" in proc.stderr
     assert [line for line in proc.stderr.splitlines() if NATIVE_NOISE.match(line)], "-v lets MediaPipe speak"
     # live on a CPU: the words' encoder runs in ONNX Runtime (checked against torch as it loads),
