@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import sys
 import threading
@@ -55,15 +56,16 @@ def main(argv: list[str] | None = None, ignore_unknown: bool = False) -> int:
     """``ignore_unknown``: launched as ``python -m realtime --gui``, whose other options
     (--out, --quiet, ...) the window does not take; they are named in one warning."""
     parser = build_parser()
+    unknown: list[str] = []
     if ignore_unknown:
         args, unknown = parser.parse_known_args(argv)
-        if unknown:
-            print(f"warning: the GUI ignores {' '.join(unknown)}", file=sys.stderr)
     else:
         args = parser.parse_args(argv)
     from realtime import logs
 
     logs.configure(args.verbose)
+    if unknown:
+        logging.getLogger(__name__).warning("the GUI ignores %s", " ".join(unknown))
     try:
         check_model_options(args)
         seconds_option("--after", args.after, 0.0, AFTER_MAX)

@@ -497,7 +497,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 write_atomic(cached[outcome.index], outcome.payload)
     for index, error in sorted(failures.items()):
-        print(f"warning: skipped {clips[index].path} (row {clips[index].row}): {error}", file=sys.stderr)
+        logger.warning("skipped %s (row %s): %s", clips[index].path, clips[index].row, error)
 
     data: dict = {"meta": {"feature_set": FEATURE_SET_NAME, "extractor": spec.describe()["extractor"],
                            "source": str(labels),

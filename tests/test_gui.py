@@ -252,6 +252,8 @@ def test_screenshot_command(gui_screenshot_run):
     assert proc.exit_lag < EXIT_BOUND  # the window closes, its threads stop and the models close
     assert not [line for line in proc.stderr.splitlines() if NATIVE_NOISE.match(line)], proc.stderr
     assert "propagateSizeHints" not in proc.stderr, proc.stderr  # Qt's offscreen chatter (gui.__main__.QT_NOISE)
+    # the command line's options the window does not take are named, as every warning is
+    assert "WARNING: the GUI ignores --quiet" in proc.stderr.splitlines(), proc.stderr
     with Image.open(png) as image:
         assert image.width >= 1000 and image.height >= 600
         # not a blank window: the video and the plots give many distinct colours

@@ -196,7 +196,7 @@ def test_crashes_and_killed_workers_give_every_clip_once(corpus, local_features,
     assert proc.returncode == 3, proc.stderr[-3000:]
     assert killed and (tmp_path / "crashed").exists()
     assert f"{len(CLIPS) - 1} clips extracted (0 of them from the cache), 1 failed" in proc.stderr
-    skipped = [line for line in proc.stderr.splitlines() if line.startswith("warning: skipped")]
+    skipped = [line for line in proc.stderr.splitlines() if line.startswith("WARNING: skipped")]
     assert len(skipped) == 1 and poison in skipped[0] and "its worker died 3 times" in skipped[0], proc.stderr
     assert len(list(cache.glob("*.npz"))) == len(CLIPS) - 1
     assert not [p.name for p in cache.iterdir() if not p.name.endswith(".npz")], "temporary files left"
