@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from models.errors import UsageError, UserError
-from realtime import interrupts
+from realtime import interrupts, logs
 from realtime.cluster import add_engine_options, cluster_options
 from realtime.outputs import folder_problem
 from realtime.service import (
@@ -129,8 +129,21 @@ NO_FACE_FRAMES = 10
 
 def run_file(path: Path, out: Path | None, args: argparse.Namespace, comps: Components):
     """One media file through the pipeline; returns its Summary."""
+    from realtime.sinks import Summary
+
+    summary = Summary(source=str(path), keep_records=bool(args.plot))
+    with logs.warnings_kept(summary.warnings, summary.said):  # the summary keeps what the run warned of
+        _run_file(path, out, args, comps, summary)
+    if summary.face_frames >= NO_FACE_FRAMES and not summary.interrupted and not summary.coverage_sum["face"]:
+        # a second of frames analysed and a face in none (not a worker that failed, nor one picture)
+        summary.warnings.append("no face found in its video: MediaPipe's face detector finds faces near the "
+                                "camera, as a webcam sees them, not small faces in a wide shot")
+    return summary
+
+
+def _run_file(path: Path, out: Path | None, args: argparse.Namespace, comps: Components, summary) -> None:
     from realtime.run import RunOptions, build_run
-    from realtime.sinks import Summary, make_sink
+    from realtime.sinks import make_sink
     from realtime.sources.file import FileFeed, FileOptions
 
     feed = FileFeed(path, FileOptions(pace=args.pace, video_fps=args.face_fps))
@@ -140,7 +153,6 @@ def run_file(path: Path, out: Path | None, args: argparse.Namespace, comps: Comp
     if not info.has_audio:
         logger.warning("'%s' has no audio stream; running face only", path)
     sinks = [make_sink(out, _output_mode(args), source=str(path))] if out is not None else []
-    summary = Summary(source=str(path), keep_records=bool(args.plot))
     bar = _progress(args, info.duration)
 
     def on_estimate(est) -> None:
@@ -158,27 +170,28 @@ def run_file(path: Path, out: Path | None, args: argparse.Namespace, comps: Comp
             sink.close()
         if bar is not None:
             bar.close()
-    if feed.decode_errors:
+    if feed.decode_errors:  # the reader warned of the first; a file cut short it warned of itself
         summary.warnings.append(f"{feed.decode_errors} decode errors")
-    # a second of frames analysed and a face in none (not a worker that failed, nor one picture)
-    if summary.face_frames >= NO_FACE_FRAMES and not summary.interrupted and not summary.coverage_sum["face"]:
-        summary.warnings.append("no face found in its video: MediaPipe's face detector finds faces near the "
-                                "camera, as a webcam sees them, not small faces in a wide shot")
-    if feed.ended_early:  # the reader warned of it as reading ended
-        summary.warnings.append("ended at {:.1f} s of the {:.1f} s its container declares".format(*feed.ended_early))
-        summary.said.add(summary.warnings[-1])
-    return summary
 
 
 def run_live(args: argparse.Namespace, comps: Components):
-    from realtime.run import RunOptions, build_run
-    from realtime.sinks import Summary, make_sink
-    from realtime.sources.live import LiveFeed, open_devices, source_name
+    from realtime.sinks import Summary
+    from realtime.sources.live import source_name
 
     out = Path(args.out) if args.out else None
     name = source_name(args.source)
-    sinks = [make_sink(out, _output_mode(args), source=name)] if out is not None else []
     summary = Summary(source=name, keep_records=bool(args.plot))
+    with logs.warnings_kept(summary.warnings, summary.said):  # the summary keeps what the run warned of
+        _run_live(args, comps, summary, out, name)
+    return summary
+
+
+def _run_live(args: argparse.Namespace, comps: Components, summary, out: Path | None, name: str) -> None:
+    from realtime.run import RunOptions, build_run
+    from realtime.sinks import make_sink
+    from realtime.sources.live import LiveFeed, open_devices
+
+    sinks = [make_sink(out, _output_mode(args), source=name)] if out is not None else []
     camera, mic = open_devices(camera_index(args.source), None if args.no_microphone else (args.microphone or ""))
     if _STOP_ASKED.is_set():  # an interrupted sounddevice import reads as a missing microphone
         if camera is not None:
@@ -194,7 +207,6 @@ def run_live(args: argparse.Namespace, comps: Components):
     finally:
         for sink in sinks:
             sink.close()
-    return summary
 
 
 def _progress(args: argparse.Namespace, duration: float | None):
@@ -429,8 +441,6 @@ def _stop_if_asked() -> None:
 
 
 def _run(args: argparse.Namespace, components: Components | None) -> int:
-    from realtime import logs
-
     logs.configure(args.verbose)
     from models import safejson
     from realtime.outputs import OutputLocks

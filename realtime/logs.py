@@ -60,6 +60,35 @@ def is_verbose() -> bool:
     return _verbose
 
 
+class _Keeper(logging.Handler):
+    def __init__(self, into: list[str], said: set[str], prefixes: tuple[str, ...]):
+        super().__init__(logging.WARNING)
+        self.into, self.said, self.prefixes = into, said, prefixes
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not record.name.startswith(self.prefixes):
+            return
+        message = record.getMessage()
+        if message not in self.said:
+            self.said.add(message)
+            self.into.append(message)
+
+
+@contextlib.contextmanager
+def warnings_kept(into: list[str], said: set[str],
+                  prefixes: tuple[str, ...] = ("realtime", "models")) -> Iterator[None]:
+    """Every warning our code logs meanwhile (any thread; loggers under ``prefixes``) is also
+    kept in ``into``, once, and added to ``said`` (it was logged: the end of a run need not
+    say it again). A run's summary keeps what it warned of this way, not only its own findings."""
+    keeper = _Keeper(into, said, prefixes)
+    root = logging.getLogger()
+    root.addHandler(keeper)
+    try:
+        yield
+    finally:
+        root.removeHandler(keeper)
+
+
 @contextlib.contextmanager
 def native_stderr_filtered() -> Iterator[None]:
     """Hold fd 2 while native libraries start; give back every line that is not their chatter.
