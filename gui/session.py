@@ -66,6 +66,14 @@ class LiveView:
     committed: list[Word] = field(default_factory=list)
     tentative: list[Word] = field(default_factory=list)
     transcript_serial: int = 0
+    note: str | None = None
+    """What the video pane says while there is no picture (an input without video)."""
+
+    def no_video(self, note: str) -> None:
+        """The input has no picture: the pane says ``note`` instead of waiting for one."""
+        with self.lock:
+            self.note = note
+            self.frame_serial += 1
 
     def on_face(self, frame: VideoFrame, face: FaceFrame) -> None:
         with self.lock:
@@ -289,6 +297,8 @@ class Session(QObject):
                          "microphone": mic_state}
         if camera is None and mic is None:
             raise UsageError(f"camera {index} cannot be opened and no microphone is available")
+        if camera is None:
+            self.view.no_video(f"camera {index} cannot be opened: voice and words only")
         return LiveFeed(camera, mic, video_fps=options.face_fps, name=options.source)
 
     def _file_feed(self, options: SessionOptions):
@@ -299,6 +309,7 @@ class Session(QObject):
         self._devices = {"camera": f"file {info.path.name}", "microphone": f"file {info.path.name}"}
         if not info.has_video:
             self.message.emit(f"'{info.path.name}' has no video stream; running audio + text only")
+            self.view.no_video(f"no video in '{info.path.name}': voice and words only")
         if not info.has_audio:
             self.message.emit(f"'{info.path.name}' has no audio stream; running face only")
         return feed

@@ -393,12 +393,15 @@ class MainWindow(QMainWindow):
         view = self.session.view
         with view.lock:
             frame_serial, transcript_serial = view.frame_serial, view.transcript_serial
-            image, landmarks, frame_t = view.image, view.landmarks, view.frame_t
+            image, landmarks, frame_t, note = view.image, view.landmarks, view.frame_t, view.note
             committed, tentative = list(view.committed), list(view.tentative)
         if frame_serial != self._frame_serial:
             self._frame_serial = frame_serial
-            caption = f"{frame_t:6.1f} s" + ("" if landmarks is not None else "   no face")
-            self.video.set_frame(image, landmarks, caption)
+            if image is not None:
+                caption = f"{frame_t:6.1f} s" + ("" if landmarks is not None else "   no face")
+                self.video.set_frame(image, landmarks, caption)
+            elif note is not None:  # an input without video: the pane says so instead of "starting..."
+                self.video.clear(note)
         if transcript_serial != self._transcript_serial or force:
             self._transcript_serial = transcript_serial
             self.transcript.set_words(committed, tentative)

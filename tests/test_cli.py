@@ -157,25 +157,14 @@ def test_a_file_cut_short_runs_as_far_as_it_goes_and_says_so(media, tmp_path, co
     assert ran.stderr.count("its container declares") == 1, ran.stderr  # said once, not again at the end
 
 
-def test_the_summary_keeps_every_warning_the_run_gave_once(tmp_path, components, capsys, caplog, monkeypatch):
+def test_the_summary_keeps_every_warning_the_run_gave_once(media, tmp_path, components, capsys, caplog,
+                                                            monkeypatch):
     """An audio file's missing video and a hop that leaves gaps were said on stderr and left
     out of the --summary JSON, which held only the end-of-run findings."""
-    import av
-
     import realtime.run
 
     monkeypatch.setattr(realtime.run, "_GAPS_WARNED", set())
-
-    clip = tmp_path / "speech.wav"
-    with av.open(str(EXAMPLE)) as media, av.open(str(clip), "w") as wav:
-        out = wav.add_stream("pcm_s16le", rate=16000, layout="mono")
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=16000)
-        for frame in media.decode(audio=0):
-            if frame.time > 6.0:
-                break
-            for piece in resampler.resample(frame):
-                wav.mux(out.encode(piece))
-        wav.mux(out.encode(None))
+    clip = media["audio_only_wav"]
     summary = tmp_path / "s.json"
     ran = run_main(components, capsys, caplog, "--source", clip, "--summary", summary, "--window", "2", "--hop", "3")
     assert ran.returncode == 0, ran.stderr[-2000:]

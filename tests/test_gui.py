@@ -169,6 +169,18 @@ def test_bad_file_shows_a_message_and_the_window_stays_usable(qtbot, session, tm
     qtbot.waitUntil(lambda: not running_threads(), timeout=10_000)
 
 
+def test_a_file_without_video_says_so_in_the_video_pane(qtbot, session, media):
+    # the pane said "starting..." for the whole of an audio file's run
+    window = open_window(qtbot, session, source=media["audio_only_wav"], pace="asap")
+    window.start()
+    assert window.video.placeholder == "starting..."
+    qtbot.waitUntil(lambda: "no video in 'audio_only.wav'" in window.video.placeholder, timeout=60_000)
+    wait_finished(qtbot, window)
+    assert window.estimates_seen > 0 and window.video._pixmap is None
+    assert window.video.placeholder == "no video in 'audio_only.wav': voice and words only"
+    window.close()
+
+
 def test_camera_that_cannot_open(qtbot, session):
     # this machine has no camera and no microphone: the window says so and stays usable
     window = open_window(qtbot, session, source="7", microphone=None)
