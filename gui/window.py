@@ -307,16 +307,16 @@ class MainWindow(QMainWindow):
         (it had written lines this window then wrote over). ``overwrite``: replace a file
         that holds records (the file dialog has asked); otherwise such a file is refused."""
         from realtime.outputs import OutputLocks
-        from realtime.sinks import OutputError, make_sink
+        from realtime.sinks import OutputError, check_output, make_sink
 
         path = Path(path)
         lock = OutputLocks()
         try:
-            if not overwrite and path.is_file() and path.stat().st_size > 0:
-                raise OutputError(f"'{path}' holds records already: record to another file (the window replaces "
-                                  "one only when its dialog has asked)")
+            mode = "overwrite" if overwrite else "refuse"
+            check_output(path, mode, label="the records file", advice="record to another file (the window replaces "
+                         "one only when its dialog has asked)")  # in the window's words, not the command line's
             lock.acquire(path, "records file")
-            self.recorder = make_sink(path, "overwrite" if overwrite else "refuse")
+            self.recorder = make_sink(path, mode)
         except OutputError as exc:
             lock.release()
             self.show_error(str(exc))

@@ -24,7 +24,7 @@ from pathlib import Path
 from models.errors import UsageError, UserError
 from realtime import interrupts, logs
 from realtime.cluster import add_engine_options, cluster_options
-from realtime.outputs import folder_problem
+from realtime.outputs import folder_problem, output_file_problem
 from realtime.service import (
     DURATION_MAX,
     EXIT_BAD_INPUT,
@@ -283,10 +283,8 @@ def _plan_outputs(args: argparse.Namespace, files: list[Path], out_dir: Path | N
     for label, path in labelled:
         if label == "--out":
             check_output(path, mode)
-        elif path.is_dir():
-            raise UsageError(f"{label} '{path}' is a folder; give a file name")
-        elif path.exists() and path.stat().st_size > 0 and mode == "refuse":
-            raise UsageError(f"{label} '{path}' exists; pass --overwrite to replace it")
+        elif problem := output_file_problem(label, path, mode != "refuse"):
+            raise UsageError(problem)
     for label, path in labelled:
         locks.acquire(path, label)
     return outs, plots
@@ -341,8 +339,8 @@ def run_folder_on_ray(args: argparse.Namespace, files: list[Path], out_dir: Path
     if args.summary:
         labelled.append(("--summary", Path(args.summary)))
     check_distinct(files, labelled)
-    if args.summary and Path(args.summary).exists() and not args.overwrite and Path(args.summary).stat().st_size:
-        raise UsageError(f"--summary '{args.summary}' exists; pass --overwrite to replace it")
+    if args.summary and (problem := output_file_problem("--summary", Path(args.summary), args.overwrite)):
+        raise UsageError(problem)
     locks.acquire(out_dir / ".ray-run.lock", "--out")  # one run per folder at a time
     if args.summary:
         locks.acquire(Path(args.summary), "--summary")

@@ -56,7 +56,7 @@ from models.config import LEGACY_VOICING
 from models.data import DataError, missing_classes, save_dataset
 from models.errors import Parser, UserError
 from realtime.cluster import Outcome, add_engine_options, cluster_options, progress, run_on_ray, worker_label
-from realtime.outputs import remove_stale_temporaries, write_atomic
+from realtime.outputs import output_file_problem, remove_stale_temporaries, write_atomic
 from realtime.service import EXIT_SOME_FAILED
 
 logger = logging.getLogger(__name__)
@@ -554,10 +554,8 @@ def check_out(out: Path, overwrite: bool) -> None:
     """DataError for an --out that is not a new .npz file (or --overwrite is not given)."""
     if out.suffix.lower() != ".npz":
         raise DataError(f"--out '{out}': name a .npz file (features are written as a pickle-free NumPy archive)")
-    if out.is_dir():
-        raise DataError(f"--out '{out}' is a folder; give a file name")
-    if out.exists() and not overwrite:
-        raise DataError(f"--out '{out}' exists; pass --overwrite to replace it")
+    if problem := output_file_problem("--out", out, overwrite):
+        raise DataError(problem)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

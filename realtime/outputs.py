@@ -121,6 +121,20 @@ def writable_problem(path: Path) -> str | None:
     return problem
 
 
+def output_file_problem(label: str, path: Path, replace: bool,
+                        advice: str = "pass --overwrite to replace it") -> str | None:
+    """The one-line refusal of ``path`` as an output file named ``label`` (``--out``, ``--plot``,
+    ...), or None: a folder in its place, a file holding something that may not be replaced
+    (``replace`` False; ``advice`` says how to), or a path this user cannot write."""
+    path = Path(path)
+    if path.is_dir():
+        return f"{label} '{path}' is a folder; give a file name"
+    if not replace and path.is_file() and path.stat().st_size > 0:
+        return f"{label} '{path}' exists; {advice}"
+    problem = writable_problem(path)
+    return f"cannot write {label} '{path}': {problem}" if problem else None
+
+
 STALE_AFTER = 3600.0
 """Seconds after which a temporary ``write_atomic`` left is stale whoever wrote it: the only
 sign of a writer on another machine sharing the folder, whose process this one cannot see."""

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from models.errors import UserError
-from realtime.outputs import folder_problem
+from realtime.outputs import output_file_problem
 
 EMOTION_COLOURS: dict[str, str] = {
     "neutral": "#9e9e9e", "happy": "#f2b701", "sad": "#3969ac", "angry": "#e73f74",
@@ -39,11 +39,8 @@ def check_plot_path(path: str | Path) -> Path:
     path = Path(path)
     if path.suffix.lower() not in (".png", ".jpg", ".jpeg"):
         raise PlotError(f"--plot '{path}': use a .png or .jpg file name")
-    if path.is_dir():
-        raise PlotError(f"--plot '{path}' is a folder; give a file name")
-    problem = folder_problem(path)
-    if problem:
-        raise PlotError(f"cannot write --plot '{path}': {problem}")
+    if problem := output_file_problem("--plot", path, replace=True):
+        raise PlotError(problem)
     return path
 
 

@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 
 from models import safejson
-from realtime.outputs import OutputError, end_torn_line, writable_problem
+from realtime.outputs import OutputError, end_torn_line, output_file_problem
 from realtime.types import Estimate
 
 logger = logging.getLogger(__name__)
@@ -140,21 +140,20 @@ def _csv_header(path: Path) -> list[str] | None:
     return header
 
 
-def check_output(path: str | Path, mode: str = "refuse") -> None:
-    """Fail early, before any model loads, on an output that cannot be written."""
+def check_output(path: str | Path, mode: str = "refuse", label: str = "--out",
+                 advice: str = "pass --overwrite or --append") -> None:
+    """Fail early, before any model loads, on an output that cannot be written. ``label``
+    names the file in the error, ``advice`` says how a file holding records may be replaced
+    (the command line's words by default)."""
     path = Path(path)
-    if path.is_dir():
-        raise OutputError(f"--out '{path}' is a folder; give a file name")
-    if path.suffix.lower() == ".json":
-        raise OutputError(f"--out '{path}': records are JSON Lines (one object per line, not one JSON "
-                          "document): name the file .jsonl, or .csv for a table")
-    if path.suffix.lower() not in RECORD_SUFFIXES:
-        raise OutputError(f"--out '{path}': use a .jsonl or .csv file name")
-    if path.exists() and mode == "refuse" and path.stat().st_size > 0:
-        raise OutputError(f"--out '{path}' exists; pass --overwrite or --append")
-    problem = writable_problem(path)
-    if problem:
-        raise OutputError(f"cannot write --out '{path}': {problem}")
+    if not path.is_dir():
+        if path.suffix.lower() == ".json":
+            raise OutputError(f"{label} '{path}': records are JSON Lines (one object per line, not one JSON "
+                              "document): name the file .jsonl, or .csv for a table")
+        if path.suffix.lower() not in RECORD_SUFFIXES:
+            raise OutputError(f"{label} '{path}': use a .jsonl or .csv file name")
+    if problem := output_file_problem(label, path, mode != "refuse", advice):
+        raise OutputError(problem)
     if mode == "append" and path.suffix.lower() == ".csv":
         _csv_header(path)  # a table that is not one of records is refused before any model loads
 

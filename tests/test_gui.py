@@ -347,7 +347,10 @@ def test_a_recording_is_locked_as_the_commands_outputs_are(qtbot, tmp_path):
     window.record_to(record)
     assert window.recorder is None and window.banner.isVisible()
     text = window.banner.text()
-    assert "holds records already" in text and "--overwrite" not in text and "--append" not in text
+    assert "exists; record to another file" in text and "--overwrite" not in text and "--append" not in text
+    window.record_to(tmp_path / "records.json")  # the window has no --out: its errors name the file its way
+    text = window.banner.text()
+    assert window.recorder is None and "the records file" in text and "--out" not in text
 
 
 def test_plots_and_screenshots_are_written_in_the_format_their_name_says(qtbot, tmp_path):
