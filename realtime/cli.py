@@ -171,7 +171,7 @@ def _run_file(path: Path, out: Path | None, args: argparse.Namespace, comps: Com
         if bar is not None:
             bar.close()
     if feed.decode_errors:  # the reader warned of the first; a file cut short it warned of itself
-        summary.warnings.append(f"{feed.decode_errors} decode errors")
+        summary.warnings.append(f"{feed.decode_errors} decode error{'s' if feed.decode_errors != 1 else ''}")
 
 
 def run_live(args: argparse.Namespace, comps: Components):

@@ -240,6 +240,110 @@ def test_truncated_files(media, caplog, tmp_path):
     assert [w.ended_early for w in wholes] == [None, None, None]
 
 
+def write_tracks(path, tracks, frames=None, fps: int = 25, cover: np.ndarray | None = None) -> None:
+    """A file of audio tracks (each a list of (samples at 16 kHz, start in seconds): its
+    packets' timestamps skip where a part starts late), optional H.264 frames at ``fps`` and
+    an optional cover picture (an attached_pic stream, as music files carry)."""
+    import av
+
+    codec = "libmp3lame" if str(path).endswith(".mp3") else "aac"
+    with av.open(str(path), "w") as out:  # every stream made before the first packet
+        audio = [out.add_stream(codec, rate=16000, layout="mono") for _ in tracks]
+        video = picture = None
+        if frames is not None:
+            video = out.add_stream("libx264", rate=fps)
+            video.width, video.height, video.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        if cover is not None:
+            picture = out.add_stream("mjpeg")
+            picture.width, picture.height, picture.pix_fmt = cover.shape[1], cover.shape[0], "yuvj420p"
+            picture.disposition = av.stream.Disposition.attached_pic
+        if picture is not None:
+            image = av.VideoFrame.from_ndarray(cover, format="rgb24").reformat(format="yuvj420p")
+            for packet in [*picture.encode(image), *picture.encode(None)]:
+                out.mux(packet)
+        if video is not None:
+            for i, image in enumerate(frames):
+                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+                frame.pts, frame.time_base = i, Fraction(1, fps)
+                for packet in video.encode(frame):
+                    out.mux(packet)
+            for packet in video.encode():
+                out.mux(packet)
+        for stream, parts in zip(audio, tracks):
+            for samples, start in parts:
+                for k in range(0, len(samples), 1152):
+                    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[None, k:k + 1152]), format="flt",
+                                                       layout="mono")
+                    frame.sample_rate, frame.pts, frame.time_base = 16000, round(start * 16000) + k, Fraction(1, 16000)
+                    for packet in stream.encode(frame):
+                        out.mux(packet)
+            for packet in stream.encode(None):
+                out.mux(packet)
+
+
+def loudness(chunks) -> dict[float, float]:
+    """Each 0.1 s chunk's RMS by its start time (rounded to the chunk)."""
+    return {round(c.t, 1): float(np.sqrt(np.mean(c.samples ** 2))) for c in chunks if len(c.samples) == 1600}
+
+
+def test_a_gap_in_the_audio_is_heard_as_silence_and_what_follows_keeps_its_time(tmp_path, caplog):
+    """Audio packets missing from 6 to 11 s (a cut; damage does the same): the speech after
+    the gap was stamped 5 s early, its words in the wrong windows, and nothing was said."""
+    speech = example_audio(22.0)
+    gapped = tmp_path / "gapped.m4a"
+    write_tracks(gapped, [[(speech[: 6 * 16000], 0.0), (speech[11 * 16000:], 11.0)]])
+    _, original = split(EXAMPLE)
+    _, chunks = split(gapped)
+    heard, truth = loudness(chunks), loudness(original)
+    after = [t for t in truth if 11.3 <= t <= 21.5 and t in heard]
+    assert len(after) > 90
+    # the same loudness at the same times after the gap (shifted 5 s it correlated near 0)
+    assert np.corrcoef([heard[t] for t in after], [truth[t] for t in after])[0, 1] > 0.9
+    assert max(heard[t] for t in heard if 6.2 <= t <= 10.8) == 0.0  # the gap is silence
+    starts = [c.t for c in chunks]
+    assert np.allclose(np.diff(starts), 0.1, atol=1e-6)  # one continuous timeline
+    assert "its audio skips from 6.0" in caplog.text and "heard as silence" in caplog.text
+
+
+def test_the_codecs_padding_past_the_audio_s_end_is_left_out(tmp_path):
+    """AAC decodes whole frames: a 4.00 s clip gave 4.03 s of samples, a second window past
+    its end and a summary 0.03 s too long."""
+    clip = tmp_path / "four.mp4"
+    write_tracks(clip, [[(example_audio(6.0)[2 * 16000:], 0.0)]], frames=[np.zeros((48, 64, 3), np.uint8)] * 100)
+    source = FileSource(clip)
+    chunks = [i for i in source if isinstance(i, AudioChunk)]
+    ends = [c.t + len(c.samples) / 16000 for c in chunks]
+    assert 3.95 < ends[-1] <= 4.0 + 1e-6 and source.end_time <= 4.0 + 1e-6
+
+
+def test_a_second_audio_track_and_a_low_frame_rate_are_said(tmp_path, caplog):
+    two = tmp_path / "two.mp4"  # as recorders write them: the desktop's sound on one track, the voice on another
+    write_tracks(two, [[(np.zeros(32000, np.float32), 0.0)], [(example_audio(2.0), 0.0)]])
+    FileSource(two)
+    assert "has 2 audio streams: only the first is heard" in caplog.text
+    caplog.clear()
+    slow = tmp_path / "slow.mp4"
+    write_tracks(slow, [[(example_audio(2.0), 0.0)]], frames=[np.zeros((48, 64, 3), np.uint8)] * 10, fps=5)
+    FileSource(slow)
+    assert "has 5 frames a second, fewer than the 10 the face is read at" in caplog.text
+    caplog.clear()
+    FileSource(EXAMPLE)
+    assert not caplog.records
+
+
+def test_a_cover_picture_is_no_video(tmp_path):
+    """An mp3's cover art was read as a one-frame video: no 'no video stream' notice, and its
+    lone frame, stamped at 0, counted as a late sample in the summary."""
+    from realtime.synth_media import astronaut_face
+
+    song = tmp_path / "song.mp3"
+    write_tracks(song, [[(example_audio(3.0), 0.0)]], cover=np.ascontiguousarray(astronaut_face()[0][:256, :256]))
+    info = probe(song)
+    assert info.has_audio and not info.has_video
+    frames, chunks = split(song)
+    assert not frames and sum(len(c.samples) for c in chunks) > 2.5 * 16000
+
+
 def example_audio(seconds: float) -> np.ndarray:
     _, chunks = split(EXAMPLE)
     return np.concatenate([c.samples for c in chunks])[: int(16000 * seconds)]

@@ -40,6 +40,10 @@ class MediaInfo:
     duration: float | None
     width: int = 0
     height: int = 0
+    fps: float | None = None
+    """The video's average frame rate, where the container says."""
+    audio_streams: int = 0
+    """Audio streams in the file; the first is read."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,7 @@ def probe(path: str | Path) -> MediaInfo:
         raise MediaError(f"'{path}' is empty")
     try:
         with av.open(str(path), timeout=10) as container:
-            video = container.streams.video[0] if container.streams.video else None
+            video = next(iter(_moving(container)), None)
             audio = container.streams.audio[0] if container.streams.audio else None
             if video is None and audio is None:
                 raise MediaError(f"'{path}' has no audio or video stream")
@@ -78,6 +82,8 @@ def probe(path: str | Path) -> MediaInfo:
                 path=path, has_video=video is not None, has_audio=audio is not None, duration=duration,
                 width=video.codec_context.width if video else 0,
                 height=video.codec_context.height if video else 0,
+                fps=float(video.average_rate) if video is not None and video.average_rate else None,
+                audio_streams=len(container.streams.audio),
             )
     except MediaError:
         raise
@@ -88,6 +94,14 @@ def probe(path: str | Path) -> MediaInfo:
     if info.has_video and (info.width <= 0 or info.height <= 0):
         raise MediaError(f"'{path}': video stream has no frame size")
     return info
+
+
+def _moving(container) -> list:
+    """The container's video streams that move: an audio file's cover picture (a stream of
+    one attached picture) is no video of a face."""
+    import av
+
+    return [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
 
 
 def _scaled_size(width: int, height: int, max_side: int) -> tuple[int, int]:
@@ -104,13 +118,19 @@ def _declared_end(container, streams: list, origin: float) -> float | None:
             for s in streams if s.duration is not None and s.time_base is not None]
     if ends:
         return max(ends)
-    if container.duration and len(container.streams.video) + len(container.streams.audio) == len(streams):
+    if container.duration and len(_moving(container)) + len(container.streams.audio) == len(streams):
         return (container.start_time or 0) / 1e6 + container.duration / 1e6 - origin
     return None
 
 
 ENDED_EARLY = 1.0
 """Seconds short of its declared length (and 5 % of it) at which a file is said to end early."""
+AUDIO_GAP = 0.1
+"""Seconds an audio stream's timestamps may skip ahead of its samples before the gap is
+filled with silence (what follows keeps its own time instead of moving up)."""
+CODEC_PADDING = 0.1
+"""Seconds of decoded audio past the stream's declared end taken for the codec's padding
+(AAC decodes whole frames of 1024 samples) and left out."""
 
 
 class FileSource:
@@ -119,9 +139,18 @@ class FileSource:
     def __init__(self, path: str | Path, options: FileOptions = FileOptions()):
         if options.pace not in ("asap", "realtime"):
             raise ValueError(f"unknown pace {options.pace!r}: use asap or realtime")
-        self.info = probe(path)
+        self.info = info = probe(path)
         self.options = options
         self.decode_errors = 0
+        self.audio_gaps = 0
+        """Times the audio's timestamps skipped ahead of its samples (heard as silence)."""
+        if info.audio_streams > 1:
+            logger.warning("'%s' has %d audio streams: only the first is heard (mix them, or pick the one with the "
+                           "voice, e.g. with ffmpeg -map 0:a:1, to hear another)", info.path, info.audio_streams)
+        if info.fps is not None and info.fps < options.video_fps - 0.5:
+            logger.warning("'%s' has %.3g frames a second, fewer than the %g the face is read at: the model's "
+                           "face steps between its frames are masked, so its windows read a face coverage under "
+                           "1 where the face never leaves", info.path, info.fps, options.video_fps)
         self.end_time = 0.0
         self.ended_early: tuple[float, float] | None = None
         """(where the media ended, the length its container declares), seconds, when it ended
@@ -154,9 +183,9 @@ class FileSource:
         info = self.info
         container = av.open(str(info.path), timeout=10)
         try:
-            streams = [s for s in (container.streams.video[:1] + container.streams.audio[:1])]
-            video = container.streams.video[0] if info.has_video else None
+            video = _moving(container)[0] if info.has_video else None
             audio = container.streams.audio[0] if info.has_audio else None
+            streams = [s for s in (video, audio) if s is not None]
             if video is not None:
                 video.thread_type = "AUTO"
             origin = self._origin(container)
@@ -193,6 +222,10 @@ class FileSource:
                     else:
                         if audio_t0 is None:
                             audio_t0 = max(0.0, t)
+                        heard = audio_t0 + (samples_out + len(pending)) / AUDIO_RATE  # where its samples end
+                        if t - heard > AUDIO_GAP:  # a cut, or packets lost to damage: silence, not a jump
+                            self._gap(heard, t)
+                            pending = np.concatenate([pending, np.zeros(round((t - heard) * AUDIO_RATE), np.float32)])
                         for out in resampler.resample(frame):
                             pending = np.concatenate([pending, _mono(out)])
                         while len(pending) >= chunk:
@@ -206,10 +239,17 @@ class FileSource:
                         pending = np.concatenate([pending, _mono(out)])
                 except Exception:  # a resampler left in a bad state by corrupt input
                     pass
+                audio_end = _declared_end(container, [audio], origin)
+                excess = audio_t0 + (samples_out + len(pending)) / AUDIO_RATE - (audio_end or math.inf)
+                if 0 < excess <= CODEC_PADDING:  # the codec's padding past the stream's end
+                    pending = pending[: max(0, len(pending) - round(excess * AUDIO_RATE))]
                 if len(pending):
                     yield AudioChunk(t=audio_t0 + samples_out / AUDIO_RATE, samples=pending, rate=AUDIO_RATE)
                     samples_out += len(pending)
                 self.end_time = max(self.end_time, audio_t0 + samples_out / AUDIO_RATE)
+            if self.audio_gaps > 1:
+                logger.warning("'%s': %d gaps in its audio in all, each heard as silence", info.path,
+                               self.audio_gaps)
             if audio is not None and samples_out == 0:
                 logger.warning("'%s': its audio stream holds no audio; running without audio and text", info.path)
             declared = _declared_end(container, [s for s in (video, audio) if s is not None], origin)
@@ -227,7 +267,7 @@ class FileSource:
     def _origin(container) -> float:
         """Media time zero: the earliest stream start (many files start a little above 0)."""
         starts = []
-        for s in list(container.streams.video[:1]) + list(container.streams.audio[:1]):
+        for s in _moving(container)[:1] + list(container.streams.audio[:1]):
             if s.start_time is not None and s.time_base is not None:
                 starts.append(float(s.start_time * s.time_base))
         return min(starts) if starts else 0.0
@@ -259,6 +299,12 @@ class FileSource:
                 logger.warning("'%s': skipping undecodable data near %.2f s (%s)", self.info.path, self.end_time,
                                type(exc).__name__)
             return []
+
+    def _gap(self, heard: float, t: float) -> None:
+        self.audio_gaps += 1
+        if self.audio_gaps == 1:
+            logger.warning("'%s': its audio skips from %.2f s to %.2f s; the gap is heard as silence", self.info.path,
+                           heard, t)
 
     def _damaged(self, t: float) -> None:
         self.decode_errors += 1
