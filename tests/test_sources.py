@@ -286,7 +286,7 @@ def loudness(chunks) -> dict[float, float]:
     return {round(c.t, 1): float(np.sqrt(np.mean(c.samples ** 2))) for c in chunks if len(c.samples) == 1600}
 
 
-def test_a_gap_in_the_audio_is_heard_as_silence_and_what_follows_keeps_its_time(tmp_path, caplog):
+def test_a_gap_in_the_audio_stays_a_gap_and_what_follows_keeps_its_time(tmp_path, caplog):
     """Audio packets missing from 6 to 11 s (a cut; damage does the same): the speech after
     the gap was stamped 5 s early, its words in the wrong windows, and nothing was said."""
     speech = example_audio(22.0)
@@ -299,10 +299,10 @@ def test_a_gap_in_the_audio_is_heard_as_silence_and_what_follows_keeps_its_time(
     assert len(after) > 90
     # the same loudness at the same times after the gap (shifted 5 s it correlated near 0)
     assert np.corrcoef([heard[t] for t in after], [truth[t] for t in after])[0, 1] > 0.9
-    assert max(heard[t] for t in heard if 6.2 <= t <= 10.8) == 0.0  # the gap is silence
-    starts = [c.t for c in chunks]
-    assert np.allclose(np.diff(starts), 0.1, atol=1e-6)  # one continuous timeline
-    assert "its audio skips from 6.0" in caplog.text and "heard as silence" in caplog.text
+    ends = [c.t + len(c.samples) / 16000 for c in chunks]
+    gaps = [(end, c.t) for end, c in zip(ends, chunks[1:]) if c.t - end > 1e-6]
+    assert len(gaps) == 1 and 5.9 < gaps[0][0] < 6.1 and 10.9 < gaps[0][1] < 11.1  # no sample invented there
+    assert "its audio skips from 6.0" in caplog.text and "nothing is heard in between" in caplog.text
 
 
 def test_the_codecs_padding_past_the_audio_s_end_is_left_out(tmp_path):

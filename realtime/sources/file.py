@@ -126,8 +126,8 @@ def _declared_end(container, streams: list, origin: float) -> float | None:
 ENDED_EARLY = 1.0
 """Seconds short of its declared length (and 5 % of it) at which a file is said to end early."""
 AUDIO_GAP = 0.1
-"""Seconds an audio stream's timestamps may skip ahead of its samples before the gap is
-filled with silence (what follows keeps its own time instead of moving up)."""
+"""Seconds an audio stream's timestamps may skip ahead of its samples before what follows is
+stamped at its own time, leaving a gap (counted on, it would move up)."""
 CODEC_PADDING = 0.1
 """Seconds of decoded audio past the stream's declared end taken for the codec's padding
 (AAC decodes whole frames of 1024 samples) and left out."""
@@ -223,9 +223,16 @@ class FileSource:
                         if audio_t0 is None:
                             audio_t0 = max(0.0, t)
                         heard = audio_t0 + (samples_out + len(pending)) / AUDIO_RATE  # where its samples end
-                        if t - heard > AUDIO_GAP:  # a cut, or packets lost to damage: silence, not a jump
+                        if t - heard > AUDIO_GAP:  # a cut, or packets lost to damage
+                            # what follows keeps its own time (counted on, it came that much early),
+                            # and the gap stays a gap, as a live capture's does downstream
                             self._gap(heard, t)
-                            pending = np.concatenate([pending, np.zeros(round((t - heard) * AUDIO_RATE), np.float32)])
+                            if len(pending):
+                                yield AudioChunk(t=audio_t0 + samples_out / AUDIO_RATE, samples=pending,
+                                                 rate=AUDIO_RATE)
+                                samples_out += len(pending)
+                                pending = np.zeros(0, dtype=np.float32)
+                            audio_t0 += t - heard
                         for out in resampler.resample(frame):
                             pending = np.concatenate([pending, _mono(out)])
                         while len(pending) >= chunk:
@@ -248,7 +255,7 @@ class FileSource:
                     samples_out += len(pending)
                 self.end_time = max(self.end_time, audio_t0 + samples_out / AUDIO_RATE)
             if self.audio_gaps > 1:
-                logger.warning("'%s': %d gaps in its audio in all, each heard as silence", info.path,
+                logger.warning("'%s': %d gaps in its audio in all; nothing is heard in them", info.path,
                                self.audio_gaps)
             if audio is not None and samples_out == 0:
                 logger.warning("'%s': its audio stream holds no audio; running without audio and text", info.path)
@@ -303,7 +310,7 @@ class FileSource:
     def _gap(self, heard: float, t: float) -> None:
         self.audio_gaps += 1
         if self.audio_gaps == 1:
-            logger.warning("'%s': its audio skips from %.2f s to %.2f s; the gap is heard as silence", self.info.path,
+            logger.warning("'%s': its audio skips from %.2f s to %.2f s; nothing is heard in between", self.info.path,
                            heard, t)
 
     def _damaged(self, t: float) -> None:
