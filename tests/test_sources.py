@@ -305,6 +305,32 @@ def test_a_gap_in_the_audio_stays_a_gap_and_what_follows_keeps_its_time(tmp_path
     assert "its audio skips from 6.0" in caplog.text and "nothing is heard in between" in caplog.text
 
 
+def test_one_frame_stamped_far_ahead_moves_nothing(caplog):
+    """A single bad timestamp (one frame a minute ahead, the next back in line) had re-based
+    every later sample a minute ahead: the media then ran to 68 s of an 8 s file."""
+    import av
+
+    from realtime.sources.file import _AudioTimeline
+
+    def stamped(shift_at: int, shift: float, only_one: bool) -> list:
+        source = FileSource(EXAMPLE)
+        timeline = _AudioTimeline(source, 1600, declared_end=None)
+        chunks = []
+        with av.open(str(EXAMPLE)) as media:
+            for i, frame in enumerate(media.decode(audio=0)):
+                t = float(frame.time) + (shift if i == shift_at or (i > shift_at and not only_one) else 0.0)
+                chunks += timeline.take(frame, t)
+        return chunks + list(timeline.finish()), source.audio_gaps
+
+    chunks, gaps = stamped(100, 60.0, only_one=True)
+    starts = [c.t for c in chunks]
+    assert gaps == 0 and np.allclose(np.diff(starts[:-1]), 0.1, atol=1e-6) and starts[-1] < 23.0
+    chunks, gaps = stamped(100, 5.0, only_one=False)  # the stream itself goes on from there: a gap
+    ends = [c.t + len(c.samples) / 16000 for c in chunks]
+    jumps = [round(c.t - end, 2) for end, c in zip(ends, chunks[1:]) if c.t - end > 1e-6]
+    assert gaps == 1 and jumps == [5.0] and 27.0 < ends[-1] < 28.0
+
+
 def test_the_codecs_padding_past_the_audio_s_end_is_left_out(tmp_path):
     """AAC decodes whole frames: a 4.00 s clip gave 4.03 s of samples, a second window past
     its end and a summary 0.03 s too long."""

@@ -189,12 +189,9 @@ class FileSource:
             if video is not None:
                 video.thread_type = "AUTO"
             origin = self._origin(container)
-            resampler = av.AudioResampler(format="fltp", rate=AUDIO_RATE) if audio is not None else None
-            pending = np.zeros(0, dtype=np.float32)
-            audio_t0: float | None = None
-            samples_out = 0
+            timeline = _AudioTimeline(self, int(round(opts.audio_chunk * AUDIO_RATE)),
+                                      _declared_end(container, [audio], origin)) if audio is not None else None
             next_video_t = -math.inf
-            chunk = int(round(opts.audio_chunk * AUDIO_RATE))
             size = _scaled_size(info.width, info.height, opts.max_side) if video is not None else None
             frame_step = 1.0 / float(video.average_rate) if video is not None and video.average_rate else 0.0
             read_end = 0.0  # where what was read ends: a frame's end, the last audio sample
@@ -220,44 +217,15 @@ class FileSource:
                         # then silently finds no face (see shared/data/talking_faces).
                         yield VideoFrame(t=t, image=np.ascontiguousarray(image))
                     else:
-                        if audio_t0 is None:
-                            audio_t0 = max(0.0, t)
-                        heard = audio_t0 + (samples_out + len(pending)) / AUDIO_RATE  # where its samples end
-                        if t - heard > AUDIO_GAP:  # a cut, or packets lost to damage
-                            # what follows keeps its own time (counted on, it came that much early),
-                            # and the gap stays a gap, as a live capture's does downstream
-                            self._gap(heard, t)
-                            if len(pending):
-                                yield AudioChunk(t=audio_t0 + samples_out / AUDIO_RATE, samples=pending,
-                                                 rate=AUDIO_RATE)
-                                samples_out += len(pending)
-                                pending = np.zeros(0, dtype=np.float32)
-                            audio_t0 += t - heard
-                        for out in resampler.resample(frame):
-                            pending = np.concatenate([pending, _mono(out)])
-                        while len(pending) >= chunk:
-                            t_chunk = audio_t0 + samples_out / AUDIO_RATE
-                            yield AudioChunk(t=t_chunk, samples=pending[:chunk].copy(), rate=AUDIO_RATE)
-                            samples_out += chunk
-                            pending = pending[chunk:]
-            if resampler is not None and audio_t0 is not None:
-                try:
-                    for out in resampler.resample(None):
-                        pending = np.concatenate([pending, _mono(out)])
-                except Exception:  # a resampler left in a bad state by corrupt input
-                    pass
-                audio_end = _declared_end(container, [audio], origin)
-                excess = audio_t0 + (samples_out + len(pending)) / AUDIO_RATE - (audio_end or math.inf)
-                if 0 < excess <= CODEC_PADDING:  # the codec's padding past the stream's end
-                    pending = pending[: max(0, len(pending) - round(excess * AUDIO_RATE))]
-                if len(pending):
-                    yield AudioChunk(t=audio_t0 + samples_out / AUDIO_RATE, samples=pending, rate=AUDIO_RATE)
-                    samples_out += len(pending)
-                self.end_time = max(self.end_time, audio_t0 + samples_out / AUDIO_RATE)
+                        yield from timeline.take(frame, t)
+            if timeline is not None:
+                yield from timeline.finish()
+                if timeline.heard:
+                    self.end_time = max(self.end_time, timeline.end)
             if self.audio_gaps > 1:
                 logger.warning("'%s': %d gaps in its audio in all; nothing is heard in them", info.path,
                                self.audio_gaps)
-            if audio is not None and samples_out == 0:
+            if timeline is not None and not timeline.heard:
                 logger.warning("'%s': its audio stream holds no audio; running without audio and text", info.path)
             declared = _declared_end(container, [s for s in (video, audio) if s is not None], origin)
             read_end = max(read_end, self.end_time)
@@ -308,6 +276,7 @@ class FileSource:
             return []
 
     def _gap(self, heard: float, t: float) -> None:
+        """The audio skips from ``heard`` to ``t`` (``_AudioTimeline``)."""
         self.audio_gaps += 1
         if self.audio_gaps == 1:
             logger.warning("'%s': its audio skips from %.2f s to %.2f s; nothing is heard in between", self.info.path,
@@ -399,6 +368,93 @@ class FileFeed:
                 inlet.route(item)
                 handed = max(handed, _due(item))
         inlet.reached(self.source.end_time)
+
+
+class _AudioTimeline:
+    """One audio stream's decoded frames as 16 kHz mono chunks of ``chunk`` samples, each
+    stamped with its media time.
+
+    Chunks are stamped by counting samples from the first frame's time, except where the
+    stream's own times skip ahead by over ``AUDIO_GAP`` (a cut, or packets lost to damage):
+    what follows then keeps its own time and the gap stays a gap. A skip is taken once the
+    frame after it goes on from the new time; one frame whose time alone is off (a bad
+    timestamp) is counted on. The last full chunk is held back until the next comes, so that
+    the codec's padding past the stream's declared end (``declared_end``; AAC decodes whole
+    frames) can be left out at the end."""
+
+    def __init__(self, source: FileSource, chunk: int, declared_end: float | None):
+        import av
+
+        self.source = source
+        self.chunk = chunk
+        self.declared_end = declared_end
+        self.resampler = av.AudioResampler(format="fltp", rate=AUDIO_RATE)
+        self.t0: float | None = None  # the time of the first sample not yet stamped
+        self.pending = np.zeros(0, dtype=np.float32)
+        self.held: AudioChunk | None = None  # the last full chunk, until the next
+        self.skip: tuple | None = None  # (frame, its time) that skipped ahead, until the next frame says
+        self.heard = False
+        """Whether the stream gave any sample."""
+
+    @property
+    def end(self) -> float:
+        """Where the samples taken so far end."""
+        return (self.t0 or 0.0) + len(self.pending) / AUDIO_RATE
+
+    def take(self, frame, t: float) -> Iterator[AudioChunk]:
+        if self.t0 is None:
+            self.t0 = max(0.0, t)
+        if self.skip is not None:
+            (skipped, at), self.skip = self.skip, None
+            if abs(t - (at + skipped.samples / skipped.sample_rate)) <= AUDIO_GAP:  # the stream goes on from there
+                self.source._gap(self.end, at)
+                yield from self._cut()
+                self.t0 = at
+            yield from self._resample(skipped)
+        if t - self.end > AUDIO_GAP and (self.declared_end is None or t < self.declared_end):
+            self.skip = (frame, t)
+            return
+        yield from self._resample(frame)
+
+    def finish(self) -> Iterator[AudioChunk]:
+        if self.skip is not None:
+            yield from self._resample(self.skip[0])
+        try:
+            for out in self.resampler.resample(None):
+                self.pending = np.concatenate([self.pending, _mono(out)])
+                self.heard = True
+        except Exception:  # a resampler left in a bad state by corrupt input
+            pass
+        tail = np.concatenate([self.held.samples, self.pending]) if self.held is not None else self.pending
+        t = self.held.t if self.held is not None else self.t0
+        excess = (t or 0.0) + len(tail) / AUDIO_RATE - (self.declared_end or math.inf)
+        if 0 < excess <= CODEC_PADDING:  # the codec's padding past the stream's end
+            tail = tail[: max(0, len(tail) - round(excess * AUDIO_RATE))]
+        self.held, self.pending = None, np.zeros(0, dtype=np.float32)
+        for start in range(0, len(tail), self.chunk):
+            yield AudioChunk(t=t + start / AUDIO_RATE, samples=tail[start:start + self.chunk].copy(), rate=AUDIO_RATE)
+        self.t0 = (t or 0.0) + len(tail) / AUDIO_RATE
+
+    def _resample(self, frame) -> Iterator[AudioChunk]:
+        for out in self.resampler.resample(frame):
+            self.pending = np.concatenate([self.pending, _mono(out)])
+            self.heard = True
+        while len(self.pending) >= self.chunk:
+            if self.held is not None:
+                yield self.held
+            self.held = AudioChunk(t=self.t0, samples=self.pending[: self.chunk].copy(), rate=AUDIO_RATE)
+            self.t0 += self.chunk / AUDIO_RATE
+            self.pending = self.pending[self.chunk:]
+
+    def _cut(self) -> Iterator[AudioChunk]:
+        """Stamp everything taken so far, before a gap."""
+        if self.held is not None:
+            yield self.held
+            self.held = None
+        if len(self.pending):
+            yield AudioChunk(t=self.t0, samples=self.pending, rate=AUDIO_RATE)
+            self.t0 += len(self.pending) / AUDIO_RATE
+            self.pending = np.zeros(0, dtype=np.float32)
 
 
 def _mono(frame) -> np.ndarray:
