@@ -192,17 +192,16 @@ def run_on_ray(todo: list[tuple[int, str]], load: Callable[[bool], Any],
     if started_here:
         _init(ray, options, env)
     try:
-        outcomes = _run(ray, todo, load, process, options)
-        # the first actors start now; the driver's C++ core worker logs a line of its own for
-        # each ("has constructor arguments in the object store"), sifted out (logs.NATIVE_NOISE)
-        with logs.native_stderr_filtered():
-            first = next(outcomes, None)
-        if first is not None:
-            yield first
-            yield from outcomes
+        yield from _run(ray, todo, load, process, options)
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _quiet_token_notice(record: logging.LogRecord) -> bool:
+    """Ray's notice that a cluster it starts uses token authentication (its default) is not
+    the user's to act on; its warning that authentication is off stays."""
+    return "Token authentication is enabled" not in record.getMessage()
 
 
 def _init(ray, options: ClusterOptions, env: dict[str, str] | None) -> None:
@@ -211,8 +210,8 @@ def _init(ray, options: ClusterOptions, env: dict[str, str] | None) -> None:
     # for file ... metrics_agent_port"): give them longer (the raylet reads these at start)
     os.environ.setdefault("RAY_agent_register_timeout_ms", "180000")
     os.environ.setdefault("RAY_raylet_start_wait_time_s", "180")
-    if not logs.is_verbose():  # Ray's notices (its token mode, ...) are not the user's to act on; -v shows them
-        logging.getLogger("ray").setLevel(logging.ERROR)
+    if not logs.is_verbose():  # -v shows it
+        logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_quiet_token_notice)
     runtime_env = {"env_vars": dict(env)} if env else None
     kwargs: dict = dict(log_to_driver=False, logging_level=logging.WARNING, runtime_env=runtime_env,
                         configure_logging=False)

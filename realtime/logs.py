@@ -23,14 +23,13 @@ import tempfile
 import threading
 from collections.abc import Iterator
 
-# third-party lines written to fd 2 by native code (glog/absl, TFLite, MediaPipe, Ray's core worker)
+# third-party lines written to fd 2 by native code (glog/absl, TFLite, MediaPipe)
 NATIVE_NOISE = re.compile(
     r"^(?:[IWE]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\]"  # absl/glog: W0000 00:00:17.. 1234 file.cc:12] ...
     r"|WARNING: Logging before InitGoogle\(\)"
     r"|INFO: Created TensorFlow Lite"
     r"|INFO: Initialized TensorFlow Lite"
-    r"|WARNING: All log messages before absl::InitializeLog\(\)"
-    r"|\[\d{4}-\d\d-\d\d [\d:,]+ [IWE] \d+ \d+\] \w+\.cc:\d+:)"  # Ray: [2026-11-28 01:23:50,860 E 1 1] x.cc:2:
+    r"|WARNING: All log messages before absl::InitializeLog\(\))"
 )
 
 _verbose = False
