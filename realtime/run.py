@@ -144,6 +144,12 @@ def build_run(components: Components, feed: Feed, options: RunOptions = RunOptio
         _GAPS_WARNED.add((options.hop, window))
         logger.warning("--hop %g s is longer than the %g s window: %g s between windows is never analysed",
                        options.hop, window, options.hop - window)
+    spec = components.engine.spec
+    fps, steps = getattr(getattr(feed, "info", None), "fps", None), spec.face_steps / spec.window
+    if fps is not None and fps < 0.9 * steps:  # a file's own rate (--face-fps under it is the user's choice)
+        logger.warning("'%s' has %.3g frames a second, fewer than the model's %g face steps a second: the steps "
+                       "between its frames are masked, so its windows read a face coverage of about %.1f where "
+                       "the face never leaves", feed.info.path, fps, steps, fps / steps)
     components.face.new_stream()  # the input's clock starts at 0 again
     # the engine's own voicing, if another's was loaded; live, voice frames 0.1 s at a time
     components.acoustic.reset(components.engine.spec.voicing, block=LIVE_BLOCK if options.live else FILE_BLOCK)

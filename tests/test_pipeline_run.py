@@ -113,3 +113,20 @@ def test_a_stopped_realtime_replay_says_it_reached_what_it_handed_over_not_what_
     heard = state.clock()
     assert feed.source.end_time > heard + 0.5  # the decoder was ahead ...
     assert 0.3 < state.end_time <= heard  # ... and the run counts what it played
+
+
+def test_a_video_under_the_models_face_steps_a_second_is_warned_of(components, tmp_path, caplog):
+    """A 5 fps video reads a face coverage of about 0.6 with the face always in view (the
+    model reads 8 face steps a second); a 25 fps one read at --face-fps 30 is no such video."""
+    from realtime.run import RunOptions, build_run
+    from realtime.sources.file import FileFeed, FileOptions
+    from tests.test_sources import example_audio, write_tracks
+
+    slow = tmp_path / "slow.mp4"
+    write_tracks(slow, [[(example_audio(2.0), 0.0)]], frames=[np.zeros((48, 64, 3), np.uint8)] * 10, fps=5)
+    for path, fps, warned in ((slow, 10, True), (EXAMPLE, 30, False), (EXAMPLE, 10, False)):
+        caplog.clear()
+        with build_run(components, FileFeed(path, FileOptions(video_fps=fps)), RunOptions()):
+            pass
+        said = "has 5 frames a second, fewer than the model's 8 face steps a second" in caplog.text
+        assert said == warned and ("frames a second" in caplog.text) == warned, (path, fps, caplog.text)

@@ -147,10 +147,6 @@ class FileSource:
         if info.audio_streams > 1:
             logger.warning("'%s' has %d audio streams: only the first is heard (mix them, or pick the one with the "
                            "voice, e.g. with ffmpeg -map 0:a:1, to hear another)", info.path, info.audio_streams)
-        if info.fps is not None and info.fps < options.video_fps - 0.5:
-            logger.warning("'%s' has %.3g frames a second, fewer than the %g the face is read at: the model's "
-                           "face steps between its frames are masked, so its windows read a face coverage under "
-                           "1 where the face never leaves", info.path, info.fps, options.video_fps)
         self.end_time = 0.0
         self.ended_early: tuple[float, float] | None = None
         """(where the media ended, the length its container declares), seconds, when it ended
