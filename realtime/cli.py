@@ -363,8 +363,8 @@ def run_folder_on_ray(args: argparse.Namespace, files: list[Path], out_dir: Path
             continue
         result = json.loads(outcome.payload)
         write_atomic(outs[path], result["records"])
-        for warning in result["warnings"]:
-            logger.warning("%s: %s", path, warning)
+        for warning in result["warnings"]:  # said on the worker, whose log stays there: said here
+            logger.warning("%s", warning) if f"'{path}'" in warning else logger.warning("%s: %s", path, warning)
         done.append(result["summary"])
     _write_summary(args, done, locks)
     if not args.quiet:

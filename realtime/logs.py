@@ -66,9 +66,13 @@ class _Keeper(logging.Handler):
         self.into, self.said, self.prefixes = into, said, prefixes
 
     def emit(self, record: logging.LogRecord) -> None:
-        if not record.name.startswith(self.prefixes):
+        if not any(record.name == p or record.name.startswith(p + ".") for p in self.prefixes):
             return
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed call: logging's own handlers survive it, so does this one
+            self.handleError(record)
+            return
         if message not in self.said:
             self.said.add(message)
             self.into.append(message)

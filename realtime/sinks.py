@@ -232,7 +232,7 @@ class Summary:
         for key, values in (("latency_ms", self.latencies_ms), ("speech_lag_ms", self.speech_lags_ms)):
             if values:
                 out[key] = {f"p{q}": round(float(np.percentile(values, q)), 1) for q in (50, 95, 99)}
-        if self.warnings:  # what the run warned of at its end (decode errors, a file cut short, ...)
+        if self.warnings:  # what the run warned of as it went (cli: logs.warnings_kept) and at its end
             out["warnings"] = list(self.warnings)
         return out
 

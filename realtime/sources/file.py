@@ -96,12 +96,14 @@ def probe(path: str | Path) -> MediaInfo:
     return info
 
 
+ATTACHED_PIC = 0x400
+"""FFmpeg's AV_DISPOSITION_ATTACHED_PIC, as a number: not every PyAV the project allows names it."""
+
+
 def _moving(container) -> list:
     """The container's video streams that move: an audio file's cover picture (a stream of
     one attached picture) is no video of a face."""
-    import av
-
-    return [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+    return [s for s in container.streams.video if not int(getattr(s, "disposition", 0)) & ATTACHED_PIC]
 
 
 def _scaled_size(width: int, height: int, max_side: int) -> tuple[int, int]:
