@@ -24,7 +24,7 @@ from pathlib import Path
 from models.errors import UsageError, UserError
 from realtime import interrupts, logs
 from realtime.cluster import add_engine_options, cluster_options
-from realtime.outputs import folder_problem, output_file_problem
+from realtime.outputs import output_file_problem
 from realtime.service import (
     DURATION_MAX,
     EXIT_BAD_INPUT,
@@ -102,8 +102,6 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError("--quiet without --out, --summary or --plot keeps nothing of the run: give one of them")
     if args.duration is not None:
         seconds_option("--duration", args.duration, 0.1, DURATION_MAX)
-    if args.summary and (problem := folder_problem(Path(args.summary))):
-        raise UsageError(f"cannot write --summary '{args.summary}': {problem}")
     if args.plot:
         from realtime.plot import PlotError, check_plot_path
 
