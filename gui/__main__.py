@@ -54,10 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, ignore_unknown: bool = False) -> int:
     """``ignore_unknown``: launched as ``python -m realtime --gui``, whose other options
-    (--out, --quiet, ...) the window does not take; they are named in one warning."""
+    (--quiet, --summary, ...) the window does not take; they are named in one warning.
+    Its ``--out`` is the window's ``--record``."""
     parser = build_parser()
     unknown: list[str] = []
     if ignore_unknown:
+        # the command line's records file is the window's recording (it had been ignored)
+        argv = ["--record" if a == "--out" else f"--record={a[6:]}" if a.startswith("--out=") else a
+                for a in (sys.argv[1:] if argv is None else argv)]
         args, unknown = parser.parse_known_args(argv)
     else:
         args = parser.parse_args(argv)

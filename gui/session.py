@@ -124,6 +124,8 @@ class Session(QObject):
     queued when a run was stopped and another started."""
     message = pyqtSignal(str)
     """A one-line status for the status bar."""
+    warned = pyqtSignal(str)
+    """A warning the run gave (realtime's, the models' or the session's own log), as it came."""
     failed = pyqtSignal(str)
     """A one-line error: the run did not start or could not go on."""
     finished = pyqtSignal(object)
@@ -189,14 +191,16 @@ class Session(QObject):
             self._components = None
             self._components_key = None
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """End the run and wait for its threads (finished windows are still delivered)."""
+    def stop(self, timeout: float = 10.0, wait: bool = True) -> None:
+        """End the run and wait for its threads (finished windows are still delivered).
+        ``wait`` False: ask, and return at once (``finished`` says when it has ended; a run
+        still loading its models ends once they are loaded)."""
         self._stop.set()
         self._paused = False
         run = self._current
         if run is not None:
             run.stop()
-        if self._thread is not None:
+        if wait and self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 logger.warning("the pipeline did not stop within %.0f s", timeout)
@@ -215,18 +219,20 @@ class Session(QObject):
     # ---- the run (its own thread) -----------------------------------------------------
     def _run(self, options: SessionOptions) -> None:
         from models.errors import UserError
+        from realtime import logs
         from realtime.sinks import Summary
 
         summary = Summary(source=options.source)
         try:
-            if not options.live:
-                from realtime.sources.file import probe
+            with logs.warnings_to(self.warned.emit, ("realtime", "models", "gui")):  # the window shows them
+                if not options.live:
+                    from realtime.sources.file import probe
 
-                probe(options.source)  # a bad file is reported before any model loads
-            comps = self._load(options)
-            if self._stop.is_set():
-                return
-            summary = self._run_pipeline(options, comps, summary)
+                    probe(options.source)  # a bad file is reported before any model loads
+                comps = self._load(options)
+                if self._stop.is_set():
+                    return
+                summary = self._run_pipeline(options, comps, summary)
         except UserError as exc:
             self.failed.emit(str(exc))
         except Exception as exc:  # the window stays usable whatever a run does
@@ -308,8 +314,8 @@ class Session(QObject):
         info = feed.info
         self._devices = {"camera": f"file {info.path.name}", "microphone": f"file {info.path.name}"}
         if not info.has_video:
-            self.message.emit(f"'{info.path.name}' has no video stream; running audio + text only")
+            logger.warning("'%s' has no video stream; running audio + text only", info.path.name)
             self.view.no_video(f"no video in '{info.path.name}': voice and words only")
         if not info.has_audio:
-            self.message.emit(f"'{info.path.name}' has no audio stream; running face only")
+            logger.warning("'%s' has no audio stream; running face only", info.path.name)
         return feed

@@ -229,7 +229,8 @@ class SentimentPlot(QWidget):
         self.span = span
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        self.plot = _plot(f"valence, last {span:.0f} s  (-3 negative ... +3 positive)", "valence", (-3, 3))
+        self.plot = _plot(f"valence, last {span:.0f} s  (-3 negative ... +3 positive)", "valence", (-3.3, 3.3))
+        self.plot.getAxis("left").setTicks([[(v, f"{v:+d}" if v else "0") for v in range(-3, 4)]])
         self.plot.addLine(y=0, pen=pg.mkPen("#999", width=1))
         self.curve = self.plot.plot(pen=pg.mkPen("#333", width=2))
         layout.addWidget(self.plot, 3)
@@ -249,10 +250,14 @@ class SentimentPlot(QWidget):
         self.layout().addWidget(self.class_plot, 2)
 
     def redraw(self, history: History) -> None:
-        if not len(history):
+        if not len(history):  # a new run: nothing of the last one stays
+            self.curve.setData([], [])
+            if self.leading is not None:
+                self.leading.setData([], [])
             return
         t = np.fromiter(history.t, float)
         self.curve.setData(t, np.fromiter(history.sentiment, float))
+        self.curve.setSymbol("o" if len(t) == 1 else None)  # a line of one point is not drawn
         right = max(t[-1], self.span)
         self.plot.setXRange(right - self.span, right, padding=0)
         if self.leading is not None:
@@ -278,6 +283,11 @@ class EmotionBars(QWidget):
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self.names: tuple[str, ...] = ()
         self.readings: dict[str, tuple[float, dict[str, float] | None] | None] = {}
+
+    def clear(self) -> None:
+        """No reading (a new run, before its first window)."""
+        self.names, self.readings = (), {}
+        self.update()
 
     def set_estimate(self, est) -> None:
         self.names = tuple(est.emotions or {})
@@ -352,7 +362,9 @@ class EdgeTimeline(QWidget):
 
     def redraw(self, history: History) -> None:
         series = history.edges.get(self.kind)
-        if not series:
+        if not series:  # a new run (or one without the edges): nothing of the last one stays
+            for curve in self.curves.values():
+                curve.setData([], [])
             return
         t = np.fromiter(history.t, float)
         top = 0.1
@@ -361,11 +373,13 @@ class EdgeTimeline(QWidget):
             if values:
                 y = np.fromiter(values, float)
                 curve.setData(t[-len(y):], y, connect="finite")
+                # a line of one point is not drawn (and a point that is not a number has no symbol)
+                curve.setSymbol("o" if len(y) == 1 and np.isfinite(y[0]) else None)
                 if np.isfinite(y).any():
                     top = max(top, float(np.nanmax(y)))
         right = max(t[-1], self.span)
         self.plot.setXRange(right - self.span, right, padding=0)
-        self.plot.setYRange(0, min(1.0, top * 1.35), padding=0)  # headroom for the legend
+        self.plot.setYRange(0, top * 1.35, padding=0)  # headroom for the legend, a weight of 1 included
 
 
 class AtomView(QWidget):
@@ -445,7 +459,10 @@ class HealthStrip(QWidget):
             label.setTextFormat(Qt.TextFormat.RichText)
             label.setStyleSheet("QLabel { background: #f3f3f3; border: 1px solid #ccc; border-radius: 4px;"
                                 " padding: 3px 6px; }")
-            label.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+            # a long text is cut at the cell's edge (its tooltip holds it whole), rather than
+            # widening the window as a run goes (the strip had grown it past 1,490 px)
+            label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+            label.setMinimumWidth(60)
             layout.addWidget(label, 1)
             self.labels[cell] = label
         self.states: dict[str, str] = {}
@@ -461,6 +478,7 @@ class HealthStrip(QWidget):
         colour = {"present": "#2e9d3a", "partial": "#e0a100", "missing": "#d03030"}.get(state, "#999999")
         self.states[cell] = state
         self.labels[cell].setText(f'<span style="color:{colour}; font-size:13pt">&#9679;</span> {escape(text)}')
+        self.labels[cell].setToolTip(text)
 
     def text(self, cell: str) -> str:
         return self.labels[cell].text()

@@ -37,6 +37,8 @@ from gui.widgets import (
     TranscriptView,
     VideoView,
 )
+from realtime.service import HOP_RANGE, WINDOW_RANGE
+from realtime.sources.live import camera_index
 from realtime.types import Estimate
 
 logger = logging.getLogger(__name__)
@@ -83,6 +85,7 @@ class MainWindow(QMainWindow):
         self._build()
         self.session.estimate.connect(self._on_estimate)
         self.session.message.connect(self._on_message)
+        self.session.warned.connect(self._on_warned)
         self.session.failed.connect(self._on_failed)
         self.session.finished.connect(self._on_finished)
         self.timer = QTimer(self)
@@ -105,6 +108,12 @@ class MainWindow(QMainWindow):
                                   " border-radius: 4px; padding: 4px 8px; }")
         self.banner.hide()
         root.addWidget(self.banner)
+        self.notes = QLabel()  # the run's warnings, as they come
+        self.notes.setWordWrap(True)
+        self.notes.setStyleSheet("QLabel { background: #fff6d6; color: #6b4e00; border: 1px solid #e8d28a;"
+                                 " border-radius: 4px; padding: 4px 8px; }")
+        self.notes.hide()
+        root.addWidget(self.notes)
 
         left = QSplitter(Qt.Orientation.Vertical)
         self.video = VideoView()
@@ -157,8 +166,11 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
         self.resize(1400, 860)
 
-    def _controls(self) -> QHBoxLayout:
-        row = QHBoxLayout()
+    def _controls(self) -> QVBoxLayout:
+        """Two rows (the input and the run; the settings and the outputs), so that the window
+        fits a 1280 px projector or a small laptop's screen (one row needed 1330 px)."""
+        rows = QVBoxLayout()
+        rows.setSpacing(2)
         self.source_box = QComboBox()
         self.source_box.setMinimumContentsLength(18)
         for index in self.cameras:
@@ -195,13 +207,14 @@ class MainWindow(QMainWindow):
         self.stop_button.clicked.connect(self.stop)
 
         self.window_spin = QDoubleSpinBox()
-        self.window_spin.setRange(1.0, 20.0)
+        self.window_spin.setRange(*WINDOW_RANGE)  # the command line's ranges
         self.window_spin.setSingleStep(0.5)
         self.window_spin.setSuffix(" s")
         self.window_spin.setValue(self.base.window or 4.0)
         self.window_spin.setToolTip("window length (the checkpoint was trained on its own; see the warning)")
         self.hop_spin = QDoubleSpinBox()
-        self.hop_spin.setRange(0.1, 10.0)
+        self.hop_spin.setRange(*HOP_RANGE)
+        self.hop_spin.setDecimals(2)
         self.hop_spin.setSingleStep(0.1)
         self.hop_spin.setSuffix(" s")
         self.hop_spin.setValue(self.base.hop)
@@ -215,12 +228,16 @@ class MainWindow(QMainWindow):
         self.png_button = QPushButton("Save plots PNG...")
         self.png_button.clicked.connect(self._on_save_png)
 
-        for widget in (QLabel("Source"), self.source_box, QLabel("Mic"), self.mic_box, self.start_button,
-                       self.pause_button, self.stop_button, QLabel("Window"), self.window_spin, QLabel("Hop"),
-                       self.hop_spin, self.landmarks_box, self.record_button, self.png_button):
-            row.addWidget(widget)
-        row.addStretch(1)
-        return row
+        for widgets in ((QLabel("Source"), self.source_box, QLabel("Mic"), self.mic_box, self.start_button,
+                         self.pause_button, self.stop_button),
+                        (QLabel("Window"), self.window_spin, QLabel("Hop"), self.hop_spin, self.landmarks_box,
+                         self.record_button, self.png_button)):
+            row = QHBoxLayout()
+            for widget in widgets:
+                row.addWidget(widget)
+            row.addStretch(1)
+            rows.addLayout(row)
+        return rows
 
     def _add_file(self, path: str) -> None:
         i = self.source_box.findData(path)
@@ -230,10 +247,17 @@ class MainWindow(QMainWindow):
         self.source_box.setCurrentIndex(i)
 
     def _show_devices(self) -> None:
-        face = "Face: no camera found - play a file" if not self.cameras else "Face: idle"
-        audio = "Audio: no microphone found" if not self.microphones else "Audio: idle"
-        self.health.set_cell("face", "missing" if not self.cameras else "idle", face)
-        self.health.set_cell("audio", "missing" if not self.microphones else "idle", audio)
+        """The health strip before a run: what the chosen source can give."""
+        source = self.source_box.currentData()
+        if source is not None and camera_index(source) is None:  # a file: it says when it plays
+            self.health.set_cell("face", "idle", "Face: idle (a file)")
+            self.health.set_cell("audio", "idle", "Audio: idle (a file)")
+        else:
+            face = "Face: no camera found - play a file" if not self.cameras else "Face: idle"
+            audio = "Audio: no microphone found" if not self.microphones else "Audio: idle"
+            self.health.set_cell("face", "missing" if not self.cameras else "idle", face)
+            self.health.set_cell("audio", "missing" if not self.microphones else "idle", audio)
+        self.health.set_cell("text", "idle", "Text: idle")
 
     # ---- controls --------------------------------------------------------------------
     def options(self) -> SessionOptions:
@@ -246,20 +270,38 @@ class MainWindow(QMainWindow):
         if self.session.running:
             return
         options = self.options()
+        self._clear_panes()
+        self.pause_button.setChecked(False)
+        self.session.start(options)
+        self._set_running(True)
+
+    def _clear_panes(self) -> None:
+        """Nothing of the last run stays on screen as the next starts."""
         self.banner.hide()
+        self.notes.clear()
+        self.notes.hide()
         self.history.clear()
         self.last = None
         self.estimates_seen = 0
         self.video.clear("starting...")
         self.transcript.set_words([], [])
         self._frame_serial = self._transcript_serial = -1
-        self.pause_button.setChecked(False)
-        self.session.start(options)
-        self._set_running(True)
+        self.emotions.clear()
+        for kind in self.graphs:
+            self.graphs[kind].set_weights({})
+            self.atom_views[kind].hide()
+        self.sentiment.redraw(self.history)
+        for plot in self.edge_plots.values():
+            plot.redraw(self.history)
+        self._show_devices()
 
     def stop(self) -> None:
-        self.session.stop()
-        self._set_running(False)
+        """Ask the run to stop; the controls come back when it has (``_on_finished``). A run
+        still loading its models ends once they are loaded: the window does not wait."""
+        self.session.stop(wait=False)
+        for widget in (self.start_button, self.pause_button, self.stop_button):
+            widget.setEnabled(False)
+        self.statusBar().showMessage("stopping...")
 
     def _set_running(self, running: bool) -> None:
         self.start_button.setEnabled(not running)
@@ -345,8 +387,16 @@ class MainWindow(QMainWindow):
             self.save_plots(path)
 
     def save_plots(self, path: str | Path) -> bool:
+        """The plots as an image named ``path`` (.png or .jpg; a name without a suffix gets
+        .png). Another suffix is refused: its data would be PNG under, say, an .svg name."""
+        path = Path(path)
+        if not path.suffix:
+            path = path.with_suffix(".png")
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            self._on_message(f"plots are saved as .png or .jpg images; '{path.name}' names neither")
+            return False
         ok = self.plots.grab().save(str(path), image_format(path))
-        self.statusBar().showMessage(f"plots saved to {path}" if ok else f"could not write {path}")
+        self._on_message(f"plots saved to {path}" if ok else f"could not write {path}")
         return ok
 
     # ---- from the session (GUI thread, through signals) --------------------------------
@@ -369,6 +419,14 @@ class MainWindow(QMainWindow):
 
     def _on_message(self, text: str) -> None:
         self.statusBar().showMessage(text)
+        self.statusBar().setToolTip(text)  # the whole of a line the window's width cuts
+
+    def _on_warned(self, text: str) -> None:
+        """A warning of the run: kept on screen (the status bar's next message would hide it)."""
+        lines = self.notes.text().splitlines()
+        if text not in lines:
+            self.notes.setText("\n".join([*lines, text][-4:]))
+            self.notes.show()
 
     def _on_failed(self, text: str) -> None:
         self.show_error(text)
@@ -376,9 +434,13 @@ class MainWindow(QMainWindow):
     def _on_finished(self, summary) -> None:
         self._set_running(False)
         self.pause_button.setChecked(False)
-        if summary.windows:
-            self.statusBar().showMessage(summary.line())
         self._redraw(force=True)
+        if summary.windows:
+            self._on_message(summary.line())
+        elif not self.banner.isVisible():
+            self._on_message("stopped")
+        if self.video.placeholder == "starting..." and self.video._pixmap is None:
+            self.video.clear("stopped" if not self.banner.isVisible() else "not started: see the message above")
         if self._screenshot is not None:
             self._take_screenshot_soon()
 
@@ -386,7 +448,7 @@ class MainWindow(QMainWindow):
         """A message in the window; the controls stay usable."""
         self.banner.setText(f"error: {text}")
         self.banner.show()
-        self.statusBar().showMessage(text)
+        self._on_message(text)
 
     # ---- drawing ---------------------------------------------------------------------
     def _redraw(self, force: bool = False) -> None:

@@ -21,7 +21,7 @@ import re
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 # third-party lines written to fd 2 by native code (glog/absl, TFLite, MediaPipe)
 NATIVE_NOISE = re.compile(
@@ -60,10 +60,10 @@ def is_verbose() -> bool:
     return _verbose
 
 
-class _Keeper(logging.Handler):
-    def __init__(self, into: list[str], said: set[str], prefixes: tuple[str, ...]):
+class _Teller(logging.Handler):
+    def __init__(self, tell: Callable[[str], None], prefixes: tuple[str, ...]):
         super().__init__(logging.WARNING)
-        self.into, self.said, self.prefixes = into, said, prefixes
+        self.tell, self.prefixes = tell, prefixes
 
     def emit(self, record: logging.LogRecord) -> None:
         if not any(record.name == p or record.name.startswith(p + ".") for p in self.prefixes):
@@ -73,24 +73,35 @@ class _Keeper(logging.Handler):
         except Exception:  # a malformed call: logging's own handlers survive it, so does this one
             self.handleError(record)
             return
-        if message not in self.said:
-            self.said.add(message)
-            self.into.append(message)
+        self.tell(message)
 
 
 @contextlib.contextmanager
-def warnings_kept(into: list[str], said: set[str],
-                  prefixes: tuple[str, ...] = ("realtime", "models")) -> Iterator[None]:
-    """Every warning our code logs meanwhile (any thread; loggers under ``prefixes``) is also
-    kept in ``into``, once, and added to ``said`` (it was logged: the end of a run need not
-    say it again). A run's summary keeps what it warned of this way, not only its own findings."""
-    keeper = _Keeper(into, said, prefixes)
+def warnings_to(tell: Callable[[str], None], prefixes: tuple[str, ...] = ("realtime", "models")) -> Iterator[None]:
+    """``tell(message)`` for every warning our code logs meanwhile, from any thread (loggers
+    under ``prefixes``), besides logging it as usual."""
+    teller = _Teller(tell, prefixes)
     root = logging.getLogger()
-    root.addHandler(keeper)
+    root.addHandler(teller)
     try:
         yield
     finally:
-        root.removeHandler(keeper)
+        root.removeHandler(teller)
+
+
+def warnings_kept(into: list[str], said: set[str]) -> contextlib.AbstractContextManager:
+    """Every warning our code logs meanwhile is also kept in ``into``, once, and added to
+    ``said`` (it was logged: the end of a run need not say it again). A run's summary keeps
+    what it warned of this way, not only its own findings."""
+    lock = threading.Lock()
+
+    def keep(message: str) -> None:
+        with lock:
+            if message not in said:
+                said.add(message)
+                into.append(message)
+
+    return warnings_to(keep)
 
 
 @contextlib.contextmanager

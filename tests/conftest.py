@@ -465,8 +465,9 @@ def _replayed_verbose(lane: SecondLane, folder: Path):
 def _gui_screenshot(lane: SecondLane, folder: Path):
     # python -m realtime --gui: the flag hands the command line to python -m gui, which
     # plays the example, saves the window and exits
-    png = folder / "shot.png"
-    proc = lane.launch(["--gui", "--source", EXAMPLE, "--pace", "asap", "--screenshot", png, "--after", 6, "--quiet"])
+    png = folder / "shot.png"  # --out: the window's recording (beside the picture)
+    proc = lane.launch(["--gui", "--source", EXAMPLE, "--pace", "asap", "--screenshot", png, "--after", 6, "--quiet",
+                        "--out", folder / "recorded.jsonl"])
     return png, finish(proc, done="screenshot saved", timeout=300)
 
 

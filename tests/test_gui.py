@@ -162,9 +162,8 @@ def test_bad_file_shows_a_message_and_the_window_stays_usable(qtbot, session, tm
     assert window.estimates_seen == held, "estimates kept coming while paused"
     window.pause_button.setChecked(False)
     qtbot.waitUntil(lambda: window.estimates_seen > held, timeout=60_000)
-    window.stop()
-    assert not session.running
-    assert window.start_button.isEnabled()
+    window.stop()  # asks; the controls come back once the run has ended
+    qtbot.waitUntil(lambda: not session.running and window.start_button.isEnabled(), timeout=10_000)
     window.close()
     qtbot.waitUntil(lambda: not running_threads(), timeout=10_000)
 
@@ -266,6 +265,8 @@ def test_screenshot_command(gui_screenshot_run):
     assert "propagateSizeHints" not in proc.stderr, proc.stderr  # Qt's offscreen chatter (gui.__main__.QT_NOISE)
     # the command line's options the window does not take are named, as every warning is
     assert "WARNING: the GUI ignores --quiet" in proc.stderr.splitlines(), proc.stderr
+    records = read_records(png.parent / "recorded.jsonl")  # its --out is the window's --record (it was ignored)
+    assert records and records[0]["t_end"] == 4.0
     with Image.open(png) as image:
         assert image.width >= 1000 and image.height >= 600
         # not a blank window: the video and the plots give many distinct colours
@@ -356,7 +357,49 @@ def test_a_recording_is_locked_as_the_commands_outputs_are(qtbot, tmp_path):
 def test_plots_and_screenshots_are_written_in_the_format_their_name_says(qtbot, tmp_path):
     """A --screenshot named .jpg held PNG data."""
     window = open_window(qtbot, Session(), source=tmp_path / "clip.mp4")
-    for name, kind in (("p.jpg", "JPEG"), ("p.jpeg", "JPEG"), ("p.png", "PNG"), ("p.plot", "PNG")):
+    for name, kind in (("p.jpg", "JPEG"), ("p.jpeg", "JPEG"), ("p.png", "PNG"), ("plain", "PNG")):
         assert window.save_plots(tmp_path / name)
-        with Image.open(tmp_path / name) as image:
+        saved = tmp_path / (name if "." in name else f"{name}.png")  # a name without a suffix gets .png
+        with Image.open(saved) as image:
             assert image.format == kind, name
+    # another suffix is refused: its data were PNG under, say, an .svg name
+    assert not window.save_plots(tmp_path / "p.svg") and not (tmp_path / "p.svg").exists()
+    assert "names neither" in window.statusBar().currentMessage()
+
+
+def test_a_new_run_starts_on_clear_panes_and_a_stop_does_not_wait_for_the_models(qtbot, session, media):
+    """A demo presenter's probe: the last run's emotions, curves and graph weights stayed on
+    screen into the next run (a smiling face shown 'fearful' until its first window); Stop
+    while the models loaded froze the window for 6 s; the spin boxes cut --window 30 to 20
+    and --hop 0.05 to 0.1 in silence; a run's warnings went to stderr only."""
+    window = open_window(qtbot, session, source=media["audio_only_wav"], pace="asap", window=30.0, hop=0.05)
+    assert (window.window_spin.value(), window.hop_spin.value()) == (30.0, 0.05)  # the command line's ranges
+    window.window_spin.setValue(4.0)
+    window.hop_spin.setValue(0.5)
+    window.start()
+    wait_finished(qtbot, window)
+    assert window.estimates_seen and window.emotions.readings and window.sentiment.curve.getData()[0] is not None
+    # the run's warnings stay on screen, in the window's own strip
+    assert "has no video stream" in window.notes.text() and window.notes.isVisible()
+
+    # a fresh session (its models not loaded): Stop returns at once, the run ends once they load
+    fresh = Session()
+    window2 = MainWindow(SessionOptions(source=str(EXAMPLE), pace="asap"), session=fresh)
+    qtbot.addWidget(window2)
+    window2.history.add(window.last)  # as if a run had shown a window
+    window2.last = window.last
+    window2._redraw(force=True)
+    assert window2.emotions.readings and window2.sentiment.curve.getData()[0] is not None
+    window2.start()
+    assert not window2.emotions.readings and window2.sentiment.curve.getData()[0] is None  # cleared at once
+    assert not window2.notes.isVisible()
+    started = time.monotonic()
+    window2.stop()
+    assert time.monotonic() - started < 1.0 and not window2.start_button.isEnabled()
+    qtbot.waitUntil(lambda: not fresh.running, timeout=120_000)
+    qtbot.wait(100)
+    assert window2.start_button.isEnabled() and window2.estimates_seen == 0
+    assert window2.video.placeholder == "stopped" and window2.statusBar().currentMessage() == "stopped"
+    window2.close()
+    release(fresh)
+    window.close()
