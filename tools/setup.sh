@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+# TORCH_INDEX: where torch comes from; PyPI's Linux wheel is the CUDA build (several GB with
+# its nvidia packages). A CPU-only machine: TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX=${TORCH_INDEX:-}
 
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     # espeak-ng: example and test speech; libportaudio2: microphone; the rest: Qt offscreen
@@ -21,7 +24,7 @@ fi
 
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 PIP="$VENV/bin/python -m pip"
-"$VENV/bin/python" -c "import torch" 2>/dev/null || $PIP install -q "$TORCH_SPEC"
+"$VENV/bin/python" -c "import torch" 2>/dev/null || $PIP install -q ${TORCH_INDEX:+--index-url "$TORCH_INDEX"} "$TORCH_SPEC"
 # EXTRAS: the optional parts to install; 'ray' (Ray Data, about 590 MB with pyarrow) runs
 # --engine ray and its tests (tests/test_ray.py, skipped without it). EXTRAS=dev leaves it out.
 $PIP install -q -e ".[${EXTRAS:-dev,ray}]"
