@@ -28,7 +28,9 @@ import copy
 import logging
 import math
 import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -627,6 +629,10 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s" if ranks.main
                         else f"%(levelname)s %(name)s [rank {ranks.rank}]: %(message)s")
     made = not Path(args.out).exists()
+    # SIGTERM (a scheduler's, or torchrun tearing the group down) ends a run as Ctrl-C does:
+    # exit 130 and its message, not 143 and nothing said
+    previous = signal.signal(signal.SIGTERM, _interrupt) \
+        if threading.current_thread() is threading.main_thread() else None
     try:
         return run(args, ranks)
     except UserError as exc:
@@ -642,8 +648,14 @@ def main(argv: list[str] | None = None) -> int:
         _remove_if_empty(args.out, made and ranks.main)
         return 130
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         if ranks.launched:
             stop()
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -89,6 +89,25 @@ def test_a_training_run_stopped_before_it_saved_leaves_no_empty_folder(tmp_path,
     assert (tmp_path / "mine").is_dir()
 
 
+def test_sigterm_ends_a_training_run_as_ctrl_c_does(tmp_path, synthetic_pickle):
+    """SIGTERM (a scheduler's) ended training with 143 and nothing said; every command's
+    README exit code for an interruption is 130."""
+    import subprocess
+    import sys
+
+    script = ("import os, signal, sys, time\n"
+              "import models.train as t\n"
+              "def fit(*a, **k):\n"
+              "    os.kill(os.getpid(), signal.SIGTERM)\n"
+              "    time.sleep(30)\n"
+              "t.fit = fit\n"
+              f"sys.exit(t.main(['--data', {str(synthetic_pickle)!r}, '--epochs', '1', '--quiet', "
+              f"'--out', {str(tmp_path / 'run')!r}]))\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == "error: interrupted; nothing saved for the stage in progress"
+
+
 def test_a_whisper_path_that_is_missing_or_a_file_is_named_as_such(tmp_path):
     """Both read "is not a CTranslate2 Whisper folder (no model.bin)", which sent a user who
     had named model.bin itself looking for a model.bin."""
