@@ -73,6 +73,7 @@ class MainWindow(QMainWindow):
         self.estimates_seen = 0
         self.recorder = None
         self.record_path: Path | None = None
+        self._record_made = False  # the recording made its file (an empty one is removed)
         self._record_lock = None  # realtime.outputs.OutputLocks while recording
         self._dirty = False
         self._frame_serial = -1
@@ -357,6 +358,7 @@ class MainWindow(QMainWindow):
             mode = "overwrite" if overwrite else "refuse"
             check_output(path, mode, label="the records file", advice="record to another file (the window replaces "
                          "one only when its dialog has asked)")  # in the window's words, not the command line's
+            made = not path.exists()  # before the lock, which may make it
             lock.acquire(path, "records file")
             self.recorder = make_sink(path, mode)
         except OutputError as exc:
@@ -367,6 +369,7 @@ class MainWindow(QMainWindow):
         lock.keep(path)
         self._record_lock = lock
         self.record_path = path
+        self._record_made = made
         self.record_button.blockSignals(True)
         self.record_button.setChecked(True)
         self.record_button.blockSignals(False)
@@ -378,7 +381,12 @@ class MainWindow(QMainWindow):
             self.recorder.close()
             self.recorder = None
             self._record_lock.release()
-            self.statusBar().showMessage(f"records saved to {self.record_path}")
+            path = self.record_path
+            if self._record_made and path.is_file() and path.stat().st_size == 0:
+                path.unlink()  # nothing recorded: no empty file left behind, as the command line leaves none
+                self.statusBar().showMessage(f"nothing recorded; {path} not kept")
+            else:
+                self.statusBar().showMessage(f"records saved to {path}")
         self.record_button.setText("Record JSONL...")
 
     def _on_save_png(self) -> None:

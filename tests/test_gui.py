@@ -342,6 +342,7 @@ def test_a_recording_is_locked_as_the_commands_outputs_are(qtbot, tmp_path):
     with OutputLocks() as other, pytest.raises(OutputError, match="is being written by another run"):
         other.acquire(record, "--out")
     window.stop_recording()
+    assert not record.exists()  # nothing was recorded: no empty file is left, as the command line leaves none
     with OutputLocks() as other:
         other.acquire(record, "--out")  # free once the recording stops
     record.write_text('{"t_end": 4.0}\n')
