@@ -320,11 +320,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dialogue", type=Path, help="MELD-style CSV with Utterance and Emotion columns")
     parser.add_argument("--valence", type=Path, help="SST-style CSV with sentence and values (0..1) columns")
     parser.add_argument("--checkpoint", help="checkpoint to evaluate (default: the bundled model)")
-    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "emotion-eval", help="media and records")
-    parser.add_argument("--actors", type=int, default=8, help="RAVDESS actors (half male, half female)")
-    parser.add_argument("--lines-per-class", type=int, default=40, help="dialogue lines per emotion")
-    parser.add_argument("--sentences-per-sign", type=int, default=100, help="opinion sentences per sign")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every sampling choice")
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "emotion-eval",
+                        help="media and records (default: runs/emotion-eval)")
+    parser.add_argument("--actors", type=int, default=8,
+                        help="RAVDESS actors (half male, half female; default %(default)s)")
+    parser.add_argument("--lines-per-class", type=int, default=40,
+                        help="dialogue lines per emotion (default %(default)s)")
+    parser.add_argument("--sentences-per-sign", type=int, default=100,
+                        help="opinion sentences per sign (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every sampling choice (default %(default)s)")
     parser.add_argument("--score-only", action="store_true",
                         help="score the records an earlier run of the same checkpoint left in --work, "
                              "without running the CLI again (refuses records of another checkpoint)")

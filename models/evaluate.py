@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                              "dropped (default 0)")
     parser.add_argument("--subsets", action="store_true", help="also score each available-modality subset")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default auto: a GPU if any)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the simulated missing data")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the simulated missing data (default %(default)s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:

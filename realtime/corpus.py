@@ -719,17 +719,22 @@ def build_parser() -> argparse.ArgumentParser:
                                             "movie subtitle lines labelled with emotions")
     parser.add_argument("--work", help="folder for each source's extracted features (default: <out>.parts)")
     parser.add_argument("--faces-per-class", type=int, default=700,
-                        help="training images per class (a quarter of that for validation and test)")
+                        help="training images per class (a quarter of that for validation and test"
+                             "; default %(default)s)")
     parser.add_argument("--texts-per-class", type=int, default=1200,
-                        help="training comments per class (a quarter of that for validation and test)")
-    parser.add_argument("--sentences-count", type=int, default=4000, help="rated sentences to use, all splits")
+                        help="training comments per class (a quarter of that for validation and test"
+                             "; default %(default)s)")
+    parser.add_argument("--sentences-count", type=int, default=4000,
+                        help="rated sentences to use, all splits (default %(default)s)")
     parser.add_argument("--subtitles-per-class", type=int, default=1200,
-                        help="training subtitle lines per class (a quarter of that for validation and test)")
+                        help="training subtitle lines per class (a quarter of that for validation and test"
+                             "; default %(default)s)")
     parser.add_argument("--subtitles-valence-scale", type=float, default=1.0,
                         help="multiply the subtitle lines' valence targets (their emotion's typical valence) by this, "
                              "0 to 1 (default 1; 0: the lines teach no valence, only their emotion)")
     parser.add_argument("--voice-copies", type=int, default=4,
-                        help="windows per training clip, shifted in time (voice corpora are small)")
+                        help="windows per training clip, shifted in time (voice corpora are small"
+                             "; default %(default)s)")
     parser.add_argument("--exclude", action="append", default=[], metavar="FILE",
                         help="sentences never to train on (an evaluation set: CSV with a sentence column, or one "
                              "a line); repeatable")
@@ -751,7 +756,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--face-model", help="face_landmarker.task (default: the installed one)")
     add_text_encoder_option(parser, "sentence-transformer for the words")
     parser.add_argument("--text-model", help="folder of the --text-encoder model (default: the installed one)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every sampling choice")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every sampling choice (default %(default)s)")
     return parser
 
 
