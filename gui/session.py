@@ -68,12 +68,20 @@ class LiveView:
     transcript_serial: int = 0
     note: str | None = None
     """What the video pane says while there is no picture (an input without video)."""
+    words_note: str | None = None
+    """What the transcript says while it has no words (an input without audio)."""
 
     def no_video(self, note: str) -> None:
         """The input has no picture: the pane says ``note`` instead of waiting for one."""
         with self.lock:
             self.note = note
             self.frame_serial += 1
+
+    def no_audio(self, note: str) -> None:
+        """The input has no sound: the transcript says ``note`` instead of 'no words yet'."""
+        with self.lock:
+            self.words_note = note
+            self.transcript_serial += 1
 
     def on_face(self, frame: VideoFrame, face: FaceFrame) -> None:
         with self.lock:
@@ -305,6 +313,8 @@ class Session(QObject):
             raise UsageError(f"camera {index} cannot be opened and no microphone is available")
         if camera is None:
             self.view.no_video(f"camera {index} cannot be opened: voice and words only")
+        if mic is None:
+            self.view.no_audio("no microphone: no words")
         return LiveFeed(camera, mic, video_fps=options.face_fps, name=options.source)
 
     def _file_feed(self, options: SessionOptions):
@@ -318,4 +328,5 @@ class Session(QObject):
             self.view.no_video(f"no video in '{info.path.name}': voice and words only")
         if not info.has_audio:
             logger.warning("'%s' has no audio stream; running face only", info.path.name)
+            self.view.no_audio(f"no audio in '{info.path.name}': no words")
         return feed

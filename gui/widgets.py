@@ -256,8 +256,8 @@ class SentimentPlot(QWidget):
                 self.leading.setData([], [])
             return
         t = np.fromiter(history.t, float)
-        self.curve.setData(t, np.fromiter(history.sentiment, float))
         self.curve.setSymbol("o" if len(t) == 1 else None)  # a line of one point is not drawn
+        self.curve.setData(t, np.fromiter(history.sentiment, float))
         right = max(t[-1], self.span)
         self.plot.setXRange(right - self.span, right, padding=0)
         if self.leading is not None:
@@ -364,6 +364,7 @@ class EdgeTimeline(QWidget):
         series = history.edges.get(self.kind)
         if not series:  # a new run (or one without the edges): nothing of the last one stays
             for curve in self.curves.values():
+                curve.setSymbol(None)
                 curve.setData([], [])
             return
         t = np.fromiter(history.t, float)
@@ -372,9 +373,10 @@ class EdgeTimeline(QWidget):
             values = series.get(name)
             if values:
                 y = np.fromiter(values, float)
-                curve.setData(t[-len(y):], y, connect="finite")
-                # a line of one point is not drawn (and a point that is not a number has no symbol)
+                # a line of one point is not drawn (and a point that is not a number has no
+                # symbol: its bounds would be NaN), so the symbol is chosen before the data
                 curve.setSymbol("o" if len(y) == 1 and np.isfinite(y[0]) else None)
+                curve.setData(t[-len(y):], y, connect="finite")
                 if np.isfinite(y).any():
                     top = max(top, float(np.nanmax(y)))
         right = max(t[-1], self.span)
@@ -430,7 +432,8 @@ class TranscriptView(QTextBrowser):
         self.committed_text = ""
         self.tentative_text = ""
 
-    def set_words(self, committed: list[Word], tentative: list[Word]) -> None:
+    def set_words(self, committed: list[Word], tentative: list[Word], empty: str | None = None) -> None:
+        """``empty``: what to say while there are no words (default: 'no words yet')."""
         from html import escape
 
         self.committed_text = " ".join(w.text for w in committed)
@@ -439,7 +442,7 @@ class TranscriptView(QTextBrowser):
         if self.tentative_text:
             html += f' <span style="color:#888"><i>{escape(self.tentative_text)}</i></span>'
         if not committed and not tentative:
-            html = '<span style="color:#888"><i>no words yet</i></span>'
+            html = f'<span style="color:#888"><i>{escape(empty or "no words yet")}</i></span>'
         self.setHtml(f'<div style="font-size:11pt">{html}</div>')
         self.verticalScrollBar().setValue(self.verticalScrollBar().maximum())
 

@@ -463,7 +463,8 @@ class MainWindow(QMainWindow):
         view = self.session.view
         with view.lock:
             frame_serial, transcript_serial = view.frame_serial, view.transcript_serial
-            image, landmarks, frame_t, note = view.image, view.landmarks, view.frame_t, view.note
+            image, landmarks, frame_t, note, words_note = (view.image, view.landmarks, view.frame_t, view.note,
+                                                           view.words_note)
             committed, tentative = list(view.committed), list(view.tentative)
         if frame_serial != self._frame_serial:
             self._frame_serial = frame_serial
@@ -474,7 +475,7 @@ class MainWindow(QMainWindow):
                 self.video.clear(note)
         if transcript_serial != self._transcript_serial or force:
             self._transcript_serial = transcript_serial
-            self.transcript.set_words(committed, tentative)
+            self.transcript.set_words(committed, tentative, words_note)
         if self._dirty or force:
             self._dirty = False
             if self.last is not None:

@@ -177,6 +177,11 @@ def test_a_file_without_video_says_so_in_the_video_pane(qtbot, session, media):
     wait_finished(qtbot, window)
     assert window.estimates_seen > 0 and window.video._pixmap is None
     assert window.video.placeholder == "no video in 'audio_only.wav': voice and words only"
+    # and a file without sound says so where the words would be (it read 'no words yet' throughout)
+    window._add_file(str(media["video_no_audio"]))
+    window.start()
+    wait_finished(qtbot, window)
+    assert window.transcript.toPlainText() == "no audio in 'video_no_audio.mp4': no words"
     window.close()
 
 
