@@ -314,7 +314,7 @@ def test_one_frame_stamped_far_ahead_moves_nothing(caplog):
 
     def stamped(shift_at: int, shift: float, only_one: bool) -> list:
         source = FileSource(EXAMPLE)
-        timeline = _AudioTimeline(source, 1600, declared_end=None)
+        timeline = _AudioTimeline(1600, declared_end=None, on_gap=source._gap)
         chunks = []
         with av.open(str(EXAMPLE)) as media:
             for i, frame in enumerate(media.decode(audio=0)):

@@ -145,7 +145,7 @@ class FileSource:
         self.options = options
         self.decode_errors = 0
         self.audio_gaps = 0
-        """Times the audio's timestamps skipped ahead of its samples (heard as silence)."""
+        """Times the audio's timestamps skipped ahead of its samples (gaps: nothing heard there)."""
         if info.audio_streams > 1:
             logger.warning("'%s' has %d audio streams: only the first is heard (mix them, or pick the one with the "
                            "voice, e.g. with ffmpeg -map 0:a:1, to hear another)", info.path, info.audio_streams)
@@ -187,8 +187,9 @@ class FileSource:
             if video is not None:
                 video.thread_type = "AUTO"
             origin = self._origin(container)
-            timeline = _AudioTimeline(self, int(round(opts.audio_chunk * AUDIO_RATE)),
-                                      _declared_end(container, [audio], origin)) if audio is not None else None
+            timeline = _AudioTimeline(int(round(opts.audio_chunk * AUDIO_RATE)),
+                                      _declared_end(container, [audio], origin),
+                                      on_gap=self._gap) if audio is not None else None
             next_video_t = -math.inf
             size = _scaled_size(info.width, info.height, opts.max_side) if video is not None else None
             frame_step = 1.0 / float(video.average_rate) if video is not None and video.average_rate else 0.0
@@ -378,12 +379,13 @@ class _AudioTimeline:
     frame after it goes on from the new time; one frame whose time alone is off (a bad
     timestamp) is counted on. The last full chunk is held back until the next comes, so that
     the codec's padding past the stream's declared end (``declared_end``; AAC decodes whole
-    frames) can be left out at the end."""
+    frames) can be left out at the end. ``on_gap(where the samples ended, where the stream
+    goes on)`` is told of each gap."""
 
-    def __init__(self, source: FileSource, chunk: int, declared_end: float | None):
+    def __init__(self, chunk: int, declared_end: float | None, on_gap: Callable[[float, float], None]):
         import av
 
-        self.source = source
+        self.on_gap = on_gap
         self.chunk = chunk
         self.declared_end = declared_end
         self.resampler = av.AudioResampler(format="fltp", rate=AUDIO_RATE)
@@ -405,7 +407,7 @@ class _AudioTimeline:
         if self.skip is not None:
             (skipped, at), self.skip = self.skip, None
             if abs(t - (at + skipped.samples / skipped.sample_rate)) <= AUDIO_GAP:  # the stream goes on from there
-                self.source._gap(self.end, at)
+                self.on_gap(self.end, at)
                 yield from self._cut()
                 self.t0 = at
             yield from self._resample(skipped)
