@@ -281,12 +281,13 @@ def worker_label() -> str:
 
 def progress(outcomes: Iterable[Outcome], total: int, quiet: bool, desc: str) -> Iterator[Outcome]:
     """``outcomes`` with a progress bar on stderr: clips done and failed, and how many
-    workers (processes across the cluster) have finished clips so far."""
+    workers (processes across the cluster) have finished clips so far. Only on a terminal:
+    a log or captured output gets no bar (as training's), only the summary line."""
     from tqdm import tqdm
 
     workers: Counter = Counter()
     failed = 0
-    with tqdm(total=total, unit="clip", desc=desc, disable=quiet, file=sys.stderr) as bar:
+    with tqdm(total=total, unit="clip", desc=desc, disable=quiet or not sys.stderr.isatty(), file=sys.stderr) as bar:
         for outcome in outcomes:
             workers[outcome.worker] += 1
             failed += outcome.error is not None

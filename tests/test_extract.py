@@ -394,3 +394,18 @@ def test_mmsas_layout_names_the_columns_it_does_not_read(tmp_path, caplog):
     labels.write_text("video_id,clip_id,label,mode\nvidA,1,,train\n")
     with pytest.raises(DataError, match=r"row 2: no label \(a valence in \[-3, 3\]\)$"):
         read_labels(tmp_path, labels)
+
+
+def test_the_clips_progress_bar_is_drawn_on_a_terminal_only(capsys, monkeypatch):
+    """Extraction's and a folder run's bar went into logs and captured output (training's
+    never did): a newcomer's redirected stderr held a line of it per update."""
+    import sys
+
+    from realtime.cluster import Outcome, progress
+
+    outcomes = [Outcome(i, b"", None, "1@local") for i in range(3)]
+    assert len(list(progress(iter(outcomes), 3, quiet=False, desc="extract"))) == 3
+    assert "clip" not in capsys.readouterr().err  # stderr captured: not a terminal
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    list(progress(iter(outcomes), 3, quiet=False, desc="extract"))
+    assert "3/3" in capsys.readouterr().err  # on a terminal the bar is drawn
