@@ -125,7 +125,8 @@ def main(argv: list[str] | None = None, ignore_unknown: bool = False) -> int:
         # cores, or crashed with SIGSEGV.
         window.close()  # its closeEvent stops the run and the recording (a signal ends the loop without it)
         window.session.close()
-        sip.delete(window)
+        if not window.session.running:  # a run still loading its models would reach the deleted session
+            sip.delete(window)
 
 
 QT_NOISE = ("This plugin does not support propagateSizeHints()",)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from PyQt6 import sip
 from PyQt6.QtCore import QObject, pyqtSignal
 
 from realtime.sources.live import camera_index
@@ -154,6 +155,7 @@ class Session(QObject):
         self._paused = False
         self._devices: dict[str, str] = {}
         self._latencies: deque = deque(maxlen=50)
+        self._closed = False
 
     # ---- control (GUI thread) ---------------------------------------------------------
     @property
@@ -192,7 +194,9 @@ class Session(QObject):
         return self._components.engine if self._components is not None else None
 
     def close(self) -> None:
-        """Stop the run and close the models now (never left to finalizers at exit)."""
+        """Stop the run and close the models now (never left to finalizers at exit); models a
+        run was still loading are closed by that run as the load ends."""
+        self._closed = True
         self.stop()
         if self._components is not None:
             self._components.close()
@@ -232,13 +236,15 @@ class Session(QObject):
 
         summary = Summary(source=options.source)
         try:
-            with logs.warnings_to(self.warned.emit, ("realtime", "models", "gui")):  # the window shows them
+            with logs.warnings_to(self._warn, ("realtime", "models", "gui")):  # the window shows them
                 if not options.live:
                     from realtime.sources.file import probe
 
                     probe(options.source)  # a bad file is reported before any model loads
+                if self._stop.is_set():  # stopped before the models began to load
+                    return
                 comps = self._load(options)
-                if self._stop.is_set():
+                if comps is None or self._stop.is_set():
                     return
                 summary = self._run_pipeline(options, comps, summary)
         except UserError as exc:
@@ -248,7 +254,15 @@ class Session(QObject):
             self.failed.emit(f"internal error: {type(exc).__name__}: {exc}")
         finally:
             self._current = None
-            self.finished.emit(summary)
+            if not sip.isdeleted(self):
+                self.finished.emit(summary)
+
+    def _warn(self, text: str) -> None:
+        """A warning of the run for the window, unless the window (and this object with it) is
+        gone: a run stopped while its models load can outlive it, and its next warning would
+        reach freed memory (SIGSEGV)."""
+        if not sip.isdeleted(self):
+            self.warned.emit(text)
 
     def _load(self, options: SessionOptions):
         from realtime.service import component_args, load_components
@@ -261,7 +275,11 @@ class Session(QObject):
             started = time.perf_counter()
             args = component_args(device=options.device, checkpoint=options.checkpoint, face_model=options.face_model,
                                   whisper_model=options.whisper_model, text_model=options.text_model)
-            self._components = load_components(args, live=True)
+            comps = load_components(args, live=True)
+            if self._closed:  # the session closed while they loaded: nobody else will close them
+                comps.close()
+                return None
+            self._components = comps
             self._components_key = options.models_key()
             logger.info("models loaded in %.1f s", time.perf_counter() - started)
         comps = self._components
@@ -323,10 +341,8 @@ class Session(QObject):
         feed = FileFeed(Path(options.source), FileOptions(pace=options.pace, video_fps=options.face_fps))
         info = feed.info
         self._devices = {"camera": f"file {info.path.name}", "microphone": f"file {info.path.name}"}
-        if not info.has_video:
-            logger.warning("'%s' has no video stream; running audio + text only", info.path.name)
+        if not info.has_video:  # build_run warns of it; the panes say it too
             self.view.no_video(f"no video in '{info.path.name}': voice and words only")
         if not info.has_audio:
-            logger.warning("'%s' has no audio stream; running face only", info.path.name)
             self.view.no_audio(f"no audio in '{info.path.name}': no words")
         return feed

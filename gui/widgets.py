@@ -256,8 +256,9 @@ class SentimentPlot(QWidget):
                 self.leading.setData([], [])
             return
         t = np.fromiter(history.t, float)
-        self.curve.setSymbol("o" if len(t) == 1 else None)  # a line of one point is not drawn
-        self.curve.setData(t, np.fromiter(history.sentiment, float))
+        y = np.fromiter(history.sentiment, float)
+        self.curve.setSymbol("o" if len(t) == 1 and np.isfinite(y[0]) else None)  # a line of one point is not drawn
+        self.curve.setData(t, y)
         right = max(t[-1], self.span)
         self.plot.setXRange(right - self.span, right, padding=0)
         if self.leading is not None:

@@ -8,7 +8,7 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
-from PyQt6.QtCore import Qt, QTimer, pyqtSignal
+from PyQt6.QtCore import QCoreApplication, Qt, QTimer, pyqtSignal
 from PyQt6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -73,7 +73,6 @@ class MainWindow(QMainWindow):
         self.estimates_seen = 0
         self.recorder = None
         self.record_path: Path | None = None
-        self._record_made = False  # the recording made its file (an empty one is removed)
         self._record_lock = None  # realtime.outputs.OutputLocks while recording
         self._dirty = False
         self._frame_serial = -1
@@ -114,6 +113,8 @@ class MainWindow(QMainWindow):
         self.notes.setStyleSheet("QLabel { background: #fff6d6; color: #6b4e00; border: 1px solid #e8d28a;"
                                  " border-radius: 4px; padding: 4px 8px; }")
         self.notes.hide()
+        # three lines at most (the whole text as a tooltip): a run's warnings do not grow the window
+        self.notes.setMaximumHeight(3 * self.notes.fontMetrics().lineSpacing() + 12)
         root.addWidget(self.notes)
 
         left = QSplitter(Qt.Orientation.Vertical)
@@ -208,14 +209,15 @@ class MainWindow(QMainWindow):
         self.stop_button.clicked.connect(self.stop)
 
         self.window_spin = QDoubleSpinBox()
+        self.window_spin.setDecimals(3)  # the command line's values as given (2.125 s, not 2.13)
         self.window_spin.setRange(*WINDOW_RANGE)  # the command line's ranges
         self.window_spin.setSingleStep(0.5)
         self.window_spin.setSuffix(" s")
         self.window_spin.setValue(self.base.window or 4.0)
         self.window_spin.setToolTip("window length (the checkpoint was trained on its own; see the warning)")
         self.hop_spin = QDoubleSpinBox()
+        self.hop_spin.setDecimals(3)
         self.hop_spin.setRange(*HOP_RANGE)
-        self.hop_spin.setDecimals(2)
         self.hop_spin.setSingleStep(0.1)
         self.hop_spin.setSuffix(" s")
         self.hop_spin.setValue(self.base.hop)
@@ -280,6 +282,7 @@ class MainWindow(QMainWindow):
         """Nothing of the last run stays on screen as the next starts."""
         self.banner.hide()
         self.notes.clear()
+        self.notes.setToolTip("")
         self.notes.hide()
         self.history.clear()
         self.last = None
@@ -299,10 +302,12 @@ class MainWindow(QMainWindow):
     def stop(self) -> None:
         """Ask the run to stop; the controls come back when it has (``_on_finished``). A run
         still loading its models ends once they are loaded: the window does not wait."""
+        if not self.session.running:
+            return
         self.session.stop(wait=False)
         for widget in (self.start_button, self.pause_button, self.stop_button):
             widget.setEnabled(False)
-        self.statusBar().showMessage("stopping...")
+        self._on_message("stopping...")
 
     def _set_running(self, running: bool) -> None:
         self.start_button.setEnabled(not running)
@@ -358,18 +363,15 @@ class MainWindow(QMainWindow):
             mode = "overwrite" if overwrite else "refuse"
             check_output(path, mode, label="the records file", advice="record to another file (the window replaces "
                          "one only when its dialog has asked)")  # in the window's words, not the command line's
-            made = not path.exists()  # before the lock, which may make it
-            lock.acquire(path, "records file")
+            lock.acquire(path, "records file")  # released with nothing written, it leaves nothing behind
             self.recorder = make_sink(path, mode)
         except OutputError as exc:
             lock.release()
             self.show_error(str(exc))
             self.record_button.setChecked(False)
             return
-        lock.keep(path)
         self._record_lock = lock
         self.record_path = path
-        self._record_made = made
         self.record_button.blockSignals(True)
         self.record_button.setChecked(True)
         self.record_button.blockSignals(False)
@@ -380,13 +382,9 @@ class MainWindow(QMainWindow):
         if self.recorder is not None:
             self.recorder.close()
             self.recorder = None
-            self._record_lock.release()
+            self._record_lock.release()  # a file it made with nothing in it goes, with its folders
             path = self.record_path
-            if self._record_made and path.is_file() and path.stat().st_size == 0:
-                path.unlink()  # nothing recorded: no empty file left behind, as the command line leaves none
-                self.statusBar().showMessage(f"nothing recorded; {path} not kept")
-            else:
-                self.statusBar().showMessage(f"records saved to {path}")
+            self._on_message(f"records saved to {path}" if path.exists() else f"nothing recorded; {path} not kept")
         self.record_button.setText("Record JSONL...")
 
     def _on_save_png(self) -> None:
@@ -395,13 +393,13 @@ class MainWindow(QMainWindow):
             self.save_plots(path)
 
     def save_plots(self, path: str | Path) -> bool:
-        """The plots as an image named ``path`` (.png or .jpg; a name without a suffix gets
-        .png). Another suffix is refused: its data would be PNG under, say, an .svg name."""
+        """The plots as an image named ``path`` (``IMAGE_SUFFIXES``; a name without a suffix
+        gets .png). Another suffix is refused: its data would be PNG under, say, an .svg name."""
         path = Path(path)
         if not path.suffix:
             path = path.with_suffix(".png")
         if path.suffix.lower() not in IMAGE_SUFFIXES:
-            self._on_message(f"plots are saved as .png or .jpg images; '{path.name}' names neither")
+            self._on_message(f"plots are saved as {', '.join(IMAGE_SUFFIXES)} images; '{path.name}' names none")
             return False
         ok = self.plots.grab().save(str(path), image_format(path))
         self._on_message(f"plots saved to {path}" if ok else f"could not write {path}")
@@ -418,6 +416,7 @@ class MainWindow(QMainWindow):
             self.recorder.source = source
             try:
                 self.recorder.write(est)
+                self._record_lock.keep(self.record_path)  # it holds records now: kept whatever follows
             except OSError as exc:
                 self.show_error(f"recording stopped: {exc}")
                 self.record_button.setChecked(False)
@@ -431,9 +430,11 @@ class MainWindow(QMainWindow):
 
     def _on_warned(self, text: str) -> None:
         """A warning of the run: kept on screen (the status bar's next message would hide it)."""
-        lines = self.notes.text().splitlines()
+        lines = self.notes.toolTip().splitlines()
         if text not in lines:
-            self.notes.setText("\n".join([*lines, text][-4:]))
+            lines.append(text)
+            self.notes.setToolTip("\n".join(lines))
+            self.notes.setText("\n".join(lines[-3:]))
             self.notes.show()
 
     def _on_failed(self, text: str) -> None:
@@ -442,6 +443,9 @@ class MainWindow(QMainWindow):
     def _on_finished(self, summary) -> None:
         self._set_running(False)
         self.pause_button.setChecked(False)
+        for warning in summary.warnings:  # the run's end findings (decode errors, windows left unscored)
+            if warning not in summary.said:
+                self._on_warned(warning)
         self._redraw(force=True)
         if summary.windows:
             self._on_message(summary.line())
@@ -555,6 +559,7 @@ class MainWindow(QMainWindow):
         """Stop every thread and release camera and microphone before the window goes."""
         self.timer.stop()
         self.session.stop()
+        QCoreApplication.sendPostedEvents()  # the estimates still queued reach the recording first
         self.stop_recording()
         super().closeEvent(event)
 

@@ -28,7 +28,6 @@ import copy
 import logging
 import math
 import shutil
-import signal
 import sys
 import threading
 import time
@@ -73,6 +72,7 @@ from models.errors import Parser, UsageError, UserError
 from models.loop import batches, evaluate
 from models.losses import dmd_losses
 from models.progress import Progress, on_terminal
+from models.signals import give_back, take_signals
 from models.teacher_cache import TeacherCache
 
 logger = logging.getLogger(__name__)
@@ -630,9 +630,8 @@ def main(argv: list[str] | None = None) -> int:
                         else f"%(levelname)s %(name)s [rank {ranks.rank}]: %(message)s")
     made = not Path(args.out).exists()
     # SIGTERM (a scheduler's, or torchrun tearing the group down) ends a run as Ctrl-C does:
-    # exit 130 and its message, not 143 and nothing said
-    previous = signal.signal(signal.SIGTERM, _interrupt) \
-        if threading.current_thread() is threading.main_thread() else None
+    # exit 130 and its message, not 143 and nothing said (signals: the main thread's only)
+    previous = take_signals(_interrupt) if threading.current_thread() is threading.main_thread() else {}
     try:
         return run(args, ranks)
     except UserError as exc:
@@ -648,8 +647,7 @@ def main(argv: list[str] | None = None) -> int:
         _remove_if_empty(args.out, made and ranks.main)
         return 130
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        give_back(previous)
         if ranks.launched:
             stop()
 

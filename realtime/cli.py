@@ -146,10 +146,6 @@ def _run_file(path: Path, out: Path | None, args: argparse.Namespace, comps: Com
 
     feed = FileFeed(path, FileOptions(pace=args.pace, video_fps=args.face_fps))
     info = feed.info
-    if not info.has_video:
-        logger.warning("'%s' has no video stream; running audio + text only", path)
-    if not info.has_audio:
-        logger.warning("'%s' has no audio stream; running face only", path)
     sinks = [make_sink(out, _output_mode(args), source=str(path))] if out is not None else []
     bar = _progress(args, info.duration)
 

@@ -4,16 +4,19 @@ A stop signal's handler (``realtime.cli``) raises KeyboardInterrupt in the main 
 between any two of its bytecodes. Landing between a record's write and its count, it left
 the summary one window short of the file. ``held()`` keeps the interrupt for the end of
 such a step; ``interrupt()`` is what the handler raises through. ``take_signals`` and
-``give_back`` install a command's handler and put back what was there (the CLI's, the
-window's).
+``give_back`` (``models.signals``, shared with training) install a command's handler and put
+back what was there (the CLI's, the window's).
 """
 
 from __future__ import annotations
 
 import contextlib
-import signal
 import threading
 from collections.abc import Iterator
+
+from models.signals import give_back, take_signals
+
+__all__ = ["give_back", "held", "interrupt", "take_signals"]
 
 _held = 0
 _pending = False
@@ -47,17 +50,3 @@ def interrupt() -> None:
         _pending = True
         return
     raise KeyboardInterrupt
-
-
-def take_signals(handler) -> dict:
-    """Make Ctrl-C and SIGTERM call ``handler``, except a signal ignored on purpose (a shell's
-    background job ignores Ctrl-C); returns the handlers to give back (``give_back``)."""
-    return {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)
-            if signal.getsignal(sig) is not signal.SIG_IGN}
-
-
-def give_back(previous: dict) -> None:
-    """Put back the handlers ``take_signals`` replaced (one not installed from Python, which
-    ``signal.signal`` returns as None, as the default)."""
-    for sig, handler in previous.items():
-        signal.signal(sig, signal.SIG_DFL if handler is None else handler)

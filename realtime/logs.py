@@ -69,11 +69,9 @@ class _Teller(logging.Handler):
         if not any(record.name == p or record.name.startswith(p + ".") for p in self.prefixes):
             return
         try:
-            message = record.getMessage()
-        except Exception:  # a malformed call: logging's own handlers survive it, so does this one
+            self.tell(record.getMessage())
+        except Exception:  # a malformed call, or a listener that failed: a warning never raises
             self.handleError(record)
-            return
-        self.tell(message)
 
 
 @contextlib.contextmanager

@@ -125,6 +125,21 @@ _GAPS_WARNED: set[tuple[float, float]] = set()
 """(hop, window) pairs whose gaps this process has warned of."""
 
 
+def _warn_of_the_media(info, spec) -> None:
+    """What a file's streams lack, for every front end (``info``: a file feed's MediaInfo)."""
+    if info is None:
+        return
+    if not info.has_video:
+        logger.warning("'%s' has no video stream; running audio + text only", info.path)
+    if not info.has_audio:
+        logger.warning("'%s' has no audio stream; running face only", info.path)
+    steps = spec.face_steps / spec.window
+    if info.fps is not None and info.fps < 0.9 * steps:  # its own rate (--face-fps under it is the user's choice)
+        logger.warning("'%s' has %.3g frames a second, fewer than the model's %g face steps a second: the steps "
+                       "between its frames are masked, so its windows read a face coverage of about %.1f where "
+                       "the face never leaves", info.path, info.fps, steps, info.fps / steps)
+
+
 def build_run(components: Components, feed: Feed, options: RunOptions = RunOptions(),
               on_estimate: Callable[[Estimate], None] | None = None,
               on_face: Callable[[VideoFrame, FaceFrame], None] | None = None,
@@ -144,12 +159,7 @@ def build_run(components: Components, feed: Feed, options: RunOptions = RunOptio
         _GAPS_WARNED.add((options.hop, window))
         logger.warning("--hop %g s is longer than the %g s window: %g s between windows is never analysed",
                        options.hop, window, options.hop - window)
-    spec = components.engine.spec
-    fps, steps = getattr(getattr(feed, "info", None), "fps", None), spec.face_steps / spec.window
-    if fps is not None and fps < 0.9 * steps:  # a file's own rate (--face-fps under it is the user's choice)
-        logger.warning("'%s' has %.3g frames a second, fewer than the model's %g face steps a second: the steps "
-                       "between its frames are masked, so its windows read a face coverage of about %.1f where "
-                       "the face never leaves", feed.info.path, fps, steps, fps / steps)
+    _warn_of_the_media(getattr(feed, "info", None), components.engine.spec)
     components.face.new_stream()  # the input's clock starts at 0 again
     # the engine's own voicing, if another's was loaded; live, voice frames 0.1 s at a time
     components.acoustic.reset(components.engine.spec.voicing, block=LIVE_BLOCK if options.live else FILE_BLOCK)

@@ -348,6 +348,9 @@ def test_a_recording_is_locked_as_the_commands_outputs_are(qtbot, tmp_path):
         other.acquire(record, "--out")
     window.stop_recording()
     assert not record.exists()  # nothing was recorded: no empty file is left, as the command line leaves none
+    window.record_to(tmp_path / "made" / "for" / "it.jsonl")
+    window.stop_recording()
+    assert not (tmp_path / "made").exists()  # nor the folders the recording made
     with OutputLocks() as other:
         other.acquire(record, "--out")  # free once the recording stops
     record.write_text('{"t_end": 4.0}\n')
@@ -370,7 +373,7 @@ def test_plots_and_screenshots_are_written_in_the_format_their_name_says(qtbot, 
             assert image.format == kind, name
     # another suffix is refused: its data were PNG under, say, an .svg name
     assert not window.save_plots(tmp_path / "p.svg") and not (tmp_path / "p.svg").exists()
-    assert "names neither" in window.statusBar().currentMessage()
+    assert "names none" in window.statusBar().currentMessage()
 
 
 def test_a_new_run_starts_on_clear_panes_and_a_stop_does_not_wait_for_the_models(qtbot, session, media):
@@ -409,3 +412,25 @@ def test_a_new_run_starts_on_clear_panes_and_a_stop_does_not_wait_for_the_models
     window2.close()
     release(fresh)
     window.close()
+
+
+def test_one_window_is_drawn_as_a_point_and_one_that_is_not_a_number_is_not(qtbot):
+    """A run of one window drew no curve (a line of one point); its symbol on a value that is
+    not a number made pyqtgraph's bounds NaN (an error under the suite's warnings filter)."""
+    import math
+    from types import SimpleNamespace
+
+    from gui.widgets import EdgeTimeline, History, SentimentPlot
+
+    plot, edges = SentimentPlot(), EdgeTimeline("homo", "edges")
+    qtbot.addWidget(plot)
+    qtbot.addWidget(edges)
+    for value, drawn in ((0.5, "o"), (math.nan, None)):
+        history = History()
+        history.add(SimpleNamespace(t_end=4.0, sentiment=value, edges={"homo": {"L->A": value}}, emotions=None,
+                                    emotion=None))
+        plot.redraw(history)
+        edges.redraw(history)
+        assert plot.curve.opts["symbol"] == drawn and edges.curves["L->A"].opts["symbol"] == drawn
+        plot.grab()  # painted: bounds of a NaN point would raise here
+        edges.grab()

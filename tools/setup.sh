@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set up everything from scratch: system packages (when root), a virtual environment in
-# $VENV (default .venv) with torch installed FIRST (a plain 'torch' requirement would pull
-# a multi-GB CUDA build), the project with its test tools and Ray, and MediaPipe's face model.
+# $VENV (default .venv) with torch installed FIRST, pinned (on Linux PyPI's torch is the CUDA
+# build, several GB: TORCH_INDEX below gives the CPU one; a torch already there is kept, so
+# set it on a fresh environment), the project with its test tools and Ray, and MediaPipe's
+# face model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # PYTHON: the interpreter (3.11, 3.12 or 3.13); VENV: where the environment goes. Another
