@@ -443,9 +443,8 @@ class MainWindow(QMainWindow):
     def _on_finished(self, summary) -> None:
         self._set_running(False)
         self.pause_button.setChecked(False)
-        for warning in summary.warnings:  # the run's end findings (decode errors, windows left unscored)
-            if warning not in summary.said:
-                self._on_warned(warning)
+        for warning in summary.unsaid:  # the run's end findings (decode errors, windows left unscored)
+            self._on_warned(warning)
         self._redraw(force=True)
         if summary.windows:
             self._on_message(summary.line())

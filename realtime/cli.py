@@ -130,7 +130,7 @@ def run_file(path: Path, out: Path | None, args: argparse.Namespace, comps: Comp
     from realtime.sinks import Summary
 
     summary = Summary(source=str(path), keep_records=bool(args.plot))
-    with logs.warnings_kept(summary.warnings, summary.said):  # the summary keeps what the run warned of
+    with logs.warnings_to(summary.said_warning):  # the summary keeps what the run warned of
         _run_file(path, out, args, comps, summary)
     if summary.face_frames >= NO_FACE_FRAMES and not summary.interrupted and not summary.coverage_sum["face"]:
         # a second of frames analysed and a face in none (not a worker that failed, nor one picture)
@@ -175,7 +175,7 @@ def run_live(args: argparse.Namespace, comps: Components):
     out = Path(args.out) if args.out else None
     name = source_name(args.source)
     summary = Summary(source=name, keep_records=bool(args.plot))
-    with logs.warnings_kept(summary.warnings, summary.said):  # the summary keeps what the run warned of
+    with logs.warnings_to(summary.said_warning):  # the summary keeps what the run warned of
         _run_live(args, comps, summary, out, name)
     return summary
 
@@ -216,9 +216,8 @@ def _report(summary, args, done: list, locks=None, plot: Path | None = None) -> 
     """Warnings and the summary line; the plot (``plot``: this run's picture path); with
     --summary, the summaries so far as JSON (one object for a file or camera, a list for a
     folder), replaced whole (a temporary file renamed)."""
-    for warning in summary.warnings:
-        if warning not in summary.said:
-            logger.warning("%s: %s", summary.source, warning)
+    for warning in summary.unsaid:
+        logger.warning("%s: %s", summary.source, warning)
     if not args.quiet:
         print(summary.line(), file=sys.stderr)
     done.append(summary.as_dict())

@@ -87,21 +87,6 @@ def warnings_to(tell: Callable[[str], None], prefixes: tuple[str, ...] = ("realt
         root.removeHandler(teller)
 
 
-def warnings_kept(into: list[str], said: set[str]) -> contextlib.AbstractContextManager:
-    """Every warning our code logs meanwhile is also kept in ``into``, once, and added to
-    ``said`` (it was logged: the end of a run need not say it again). A run's summary keeps
-    what it warned of this way, not only its own findings."""
-    lock = threading.Lock()
-
-    def keep(message: str) -> None:
-        with lock:
-            if message not in said:
-                said.add(message)
-                into.append(message)
-
-    return warnings_to(keep)
-
-
 @contextlib.contextmanager
 def native_stderr_filtered() -> Iterator[None]:
     """Hold fd 2 while native libraries start; give back every line that is not their chatter.

@@ -467,8 +467,8 @@ class Pipeline:
             stats = core.assembler.stats
             for name, count in (("late", stats.late), ("duplicate", stats.duplicates)):
                 summary.dropped[name] = summary.dropped.get(name, 0) + count
-            summary.warnings.extend(w for w in state.failed.values() if w not in summary.warnings)
-            summary.said.update(state.failed.values())  # logged as each stream was given up
+            for message in state.failed.values():  # logged as each stream was given up
+                summary.said_warning(message)
             summary.speech_lags_ms.extend(1000.0 * lag for lag in core.speech_lags)
             self._log_words(words_before)
         return summary

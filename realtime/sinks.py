@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -180,7 +181,7 @@ class Summary:
     """Video frames the face worker analysed, a face found in them or not."""
     said: set[str] = field(default_factory=set)
     """Warnings already logged as they happened (a file cut short, said by its reader): the
-    summary keeps them, the end of the run does not log them again."""
+    summary keeps them, the end of the run does not log them again (``said_warning``)."""
     latencies_ms: list[float] = field(default_factory=list)
     speech_lags_ms: list[float] = field(default_factory=list)
     interrupted: bool = False
@@ -212,6 +213,23 @@ class Summary:
             self.leading[estimate.emotion] = self.leading.get(estimate.emotion, 0) + 1
         self.sentiment_sum += estimate.sentiment
 
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def said_warning(self, message: str) -> None:
+        """A warning logged as it happened (any thread; the CLI passes every warning of a run
+        here, ``logs.warnings_to``): kept once among ``warnings``, not said again at the end."""
+        with self._lock:
+            if message not in self.said:
+                self.said.add(message)
+                if message not in self.warnings:
+                    self.warnings.append(message)
+
+    @property
+    def unsaid(self) -> list[str]:
+        """The warnings nobody has said yet: the run's end findings (decode errors, no face
+        found, windows left unscored), for the end of the run to say."""
+        return [w for w in self.warnings if w not in self.said]
+
     def as_dict(self) -> dict:
         n = max(self.windows, 1)
         read = self.windows - self.empty
@@ -232,7 +250,7 @@ class Summary:
         for key, values in (("latency_ms", self.latencies_ms), ("speech_lag_ms", self.speech_lags_ms)):
             if values:
                 out[key] = {f"p{q}": round(float(np.percentile(values, q)), 1) for q in (50, 95, 99)}
-        if self.warnings:  # what the run warned of as it went (cli: logs.warnings_kept) and at its end
+        if self.warnings:  # what the run warned of as it went (said_warning) and at its end
             out["warnings"] = list(self.warnings)
         return out
 
