@@ -80,6 +80,13 @@ def main(argv: list[str] | None = None, ignore_unknown: bool = False) -> int:
         if not args.source:
             print("error: --screenshot needs --source", file=sys.stderr)
             return 2
+        from gui.window import IMAGE_SUFFIXES
+
+        suffix = os.path.splitext(args.screenshot)[1]
+        if suffix and suffix.lower() not in IMAGE_SUFFIXES:  # its data would be PNG under that name
+            print(f"error: --screenshot saves {', '.join(IMAGE_SUFFIXES)} images; "
+                  f"'{os.path.basename(args.screenshot)}' names none", file=sys.stderr)
+            return 2
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # no display needed to render
     if args.source:
         from realtime.sources.live import camera_index
@@ -177,14 +184,19 @@ def _closing_on_signals(app, result: dict):
     which Qt's loop seldom gives it: a timer hands it some every 0.2 s. Before, Ctrl-C raised
     KeyboardInterrupt inside whatever slot ran (a traceback, and the window went on), and
     SIGTERM killed the process before the models were closed. The handlers found are put
-    back after (``realtime.interrupts``)."""
+    back after (``realtime.interrupts``).
+
+    The handler only posts the quit: it runs at whatever bytecode Python reaches next, which
+    may be inside a widget's paintEvent, and Qt 6's ``quit()`` closes the windows at once
+    (the run stops, queued events are delivered): done from inside a paint, the process
+    crashed with SIGSEGV (about 1 Ctrl-C in 6)."""
     from PyQt6.QtCore import QTimer
 
     from realtime import interrupts
 
     def stop(signum, frame) -> None:
         result["code"] = 128 + signum
-        app.quit()
+        QTimer.singleShot(0, app.quit)  # carried out by the loop, outside whatever was running
 
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
         yield

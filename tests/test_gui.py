@@ -312,6 +312,15 @@ def test_a_missing_file_fails_with_one_line(tmp_path, screenshot):
     assert time.monotonic() - started < 20
 
 
+def test_a_screenshot_in_a_format_it_cannot_write_is_refused(tmp_path):
+    """--screenshot x.svg wrote PNG data under the .svg name, after a whole run."""
+    shot = tmp_path / "x.svg"
+    proc = cli("--source", EXAMPLE, "--screenshot", shot, module="gui", timeout=120)
+    assert proc.returncode == 2 and not shot.exists()
+    assert proc.stderr.strip().splitlines() == ["error: --screenshot saves .png, .jpg, .jpeg, .bmp images; "
+                                                "'x.svg' names none"]
+
+
 def test_the_face_rate_reaches_the_window_s_feeds(qtbot):
     """--face-fps (SessionOptions.face_fps) sets both the camera's and a file's face rate."""
     from realtime.sources.replay import ReplayCamera
@@ -434,3 +443,41 @@ def test_one_window_is_drawn_as_a_point_and_one_that_is_not_a_number_is_not(qtbo
         assert plot.curve.opts["symbol"] == drawn and edges.curves["L->A"].opts["symbol"] == drawn
         plot.grab()  # painted: bounds of a NaN point would raise here
         edges.grab()
+
+
+def test_a_signal_during_a_paint_closes_the_window_after_the_paint(qtbot, qapp):
+    """Ctrl-C's handler runs at the next bytecode, which may be inside a paintEvent; it called
+    quit() there, and Qt 6's quit() closes the windows at once (the run stopped, queued events
+    delivered) under the painter: python -m gui crashed with SIGSEGV about 1 Ctrl-C in 6."""
+    import os
+    import signal
+
+    from PyQt6.QtCore import QTimer
+    from PyQt6.QtWidgets import QWidget
+
+    from gui.__main__ import _closing_on_signals
+
+    events: list[str] = []
+
+    class Painted(QWidget):
+        def paintEvent(self, event) -> None:
+            events.append("paint")
+            if "signal" not in events:
+                events.append("signal")
+                os.kill(os.getpid(), signal.SIGINT)  # the handler runs on one of the next bytecodes
+                sum(range(1000))
+                events.append("painted")
+
+        def closeEvent(self, event) -> None:
+            events.append("close")
+            super().closeEvent(event)
+
+    widget = Painted()
+    qtbot.addWidget(widget)
+    result = {"code": 0}
+    with _closing_on_signals(qapp, result):
+        QTimer.singleShot(20_000, qapp.quit)  # a bound if the signal never ends the loop
+        widget.show()
+        qapp.exec()
+    assert result["code"] == 130
+    assert "close" in events and events.index("close") > events.index("painted"), events
