@@ -194,9 +194,13 @@ def _closing_on_signals(app, result: dict):
 
     from realtime import interrupts
 
+    quit_soon = QTimer()
+    quit_soon.setSingleShot(True)
+    quit_soon.timeout.connect(app.quit)
+
     def stop(signum, frame) -> None:
         result["code"] = 128 + signum
-        QTimer.singleShot(0, app.quit)  # carried out by the loop, outside whatever was running
+        quit_soon.start(0)  # carried out by the loop, outside whatever was running
 
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
         yield
@@ -209,6 +213,7 @@ def _closing_on_signals(app, result: dict):
         yield
     finally:
         timer.stop()
+        quit_soon.stop()  # a signal the loop did not reach quits no later loop
         interrupts.give_back(before)
 
 

@@ -1,6 +1,10 @@
 """The desktop window, offscreen, on the example video: real models, real pipeline threads."""
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
 import time
 
 import pytest
@@ -9,7 +13,7 @@ from PIL import Image
 from gui.session import Session, SessionOptions
 from gui.window import MainWindow, running_threads
 from realtime.logs import NATIVE_NOISE
-from tests.conftest import EXAMPLE, EXIT_BOUND, cli, read_records
+from tests.conftest import EXAMPLE, EXIT_BOUND, ROOT, cli, read_records
 
 pytestmark = pytest.mark.slow
 
@@ -445,39 +449,47 @@ def test_one_window_is_drawn_as_a_point_and_one_that_is_not_a_number_is_not(qtbo
         edges.grab()
 
 
-def test_a_signal_during_a_paint_closes_the_window_after_the_paint(qtbot, qapp):
+def test_a_signal_during_a_paint_closes_the_window_after_the_paint(tmp_path):
     """Ctrl-C's handler runs at the next bytecode, which may be inside a paintEvent; it called
     quit() there, and Qt 6's quit() closes the windows at once (the run stopped, queued events
-    delivered) under the painter: python -m gui crashed with SIGSEGV about 1 Ctrl-C in 6."""
-    import os
-    import signal
+    delivered) under the painter: python -m gui crashed with SIGSEGV about 1 Ctrl-C in 6.
+    In a process of its own: quitting the suite's QApplication would end pyqtgraph's views
+    (its aboutToQuit clean-up) for every later test."""
+    script = tmp_path / "paint.py"
+    script.write_text(textwrap.dedent("""
+        import json, os, signal, sys
+        from PyQt6.QtCore import QTimer
+        from PyQt6.QtWidgets import QApplication, QWidget
+        from gui.__main__ import _closing_on_signals
 
-    from PyQt6.QtCore import QTimer
-    from PyQt6.QtWidgets import QWidget
+        events = []
 
-    from gui.__main__ import _closing_on_signals
+        class Painted(QWidget):
+            def paintEvent(self, event):
+                events.append("paint")
+                if "signal" not in events:
+                    events.append("signal")
+                    os.kill(os.getpid(), signal.SIGINT)  # the handler runs on one of the next bytecodes
+                    sum(range(1000))
+                    events.append("painted")
 
-    events: list[str] = []
+            def closeEvent(self, event):
+                events.append("close")
+                super().closeEvent(event)
 
-    class Painted(QWidget):
-        def paintEvent(self, event) -> None:
-            events.append("paint")
-            if "signal" not in events:
-                events.append("signal")
-                os.kill(os.getpid(), signal.SIGINT)  # the handler runs on one of the next bytecodes
-                sum(range(1000))
-                events.append("painted")
-
-        def closeEvent(self, event) -> None:
-            events.append("close")
-            super().closeEvent(event)
-
-    widget = Painted()
-    qtbot.addWidget(widget)
-    result = {"code": 0}
-    with _closing_on_signals(qapp, result):
-        QTimer.singleShot(20_000, qapp.quit)  # a bound if the signal never ends the loop
-        widget.show()
-        qapp.exec()
-    assert result["code"] == 130
+        app = QApplication(sys.argv[:1])
+        widget = Painted()
+        result = {"code": 0}
+        QTimer.singleShot(20_000, app.quit)  # a bound if the signal never ends the loop
+        with _closing_on_signals(app, result):
+            widget.show()
+            app.exec()
+        print(json.dumps(events))
+        sys.exit(result["code"])
+    """))
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    proc = subprocess.run([sys.executable, str(script)], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 130, proc.stderr[-3000:]
+    events = json.loads(proc.stdout.strip().splitlines()[-1])
     assert "close" in events and events.index("close") > events.index("painted"), events
