@@ -43,7 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-microphone", action="store_true", help="live: video only")
     p.add_argument("--pace", choices=("realtime", "asap"), default="realtime",
                    help="files: play at media speed (default) or as fast as possible")
-    p.add_argument("--record", help="write every record to this JSONL file (refuses to replace one)")
+    p.add_argument("--record", help="write every record to this .jsonl or .csv file (one that holds records is "
+                                    "refused unless --overwrite or --append)")
+    kept = p.add_mutually_exclusive_group()
+    kept.add_argument("--overwrite", action="store_true", help="--record: replace the file")
+    kept.add_argument("--append", action="store_true", help="--record: add to the file's records")
     p.add_argument("--screenshot", help="save the window as PNG after --after seconds of media, then exit")
     p.add_argument("--after", type=float, default=10.0,
                    help=f"media seconds before --screenshot, 0 to {AFTER_MAX:g} (default 10)")
@@ -75,6 +79,10 @@ def main(argv: list[str] | None = None, ignore_unknown: bool = False) -> int:
         seconds_option("--after", args.after, 0.0, AFTER_MAX)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if (args.overwrite or args.append) and not args.record:
+        print(f"error: --{'overwrite' if args.overwrite else 'append'} is for the --record file; give one",
+              file=sys.stderr)
         return 2
     if args.screenshot:
         if not args.source:
@@ -150,7 +158,8 @@ def _quiet_qt(kind, context, message: str) -> None:
 def _run(app, window, args: argparse.Namespace) -> int:
     """Show the window, start its run if a source is given, and run Qt's loop until it closes."""
     if args.record:
-        window.record_to(args.record)
+        window.record_to(args.record, "overwrite" if args.overwrite else "append" if args.append else "refuse",
+                         advice="pass --overwrite or --append")
         if window.recorder is None:
             print(f"error: {window.banner.text().removeprefix('error: ')}", file=sys.stderr)
             return 2

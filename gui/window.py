@@ -345,24 +345,24 @@ class MainWindow(QMainWindow):
             if not path:
                 self.record_button.setChecked(False)
                 return
-            self.record_to(path, overwrite=True)  # the dialog has asked about replacing it
+            self.record_to(path, mode="overwrite")  # the dialog has asked about replacing it
         elif not on:
             self.stop_recording()
 
-    def record_to(self, path: str | Path, overwrite: bool = False) -> None:
-        """Write every estimate from now on to a JSONL file (flushed as it goes), locked as
-        ``python -m realtime`` locks its outputs: a run appending to it meanwhile is refused
-        (it had written lines this window then wrote over). ``overwrite``: replace a file
-        that holds records (the file dialog has asked); otherwise such a file is refused."""
+    def record_to(self, path: str | Path, mode: str = "refuse", advice: str = "record to another file (the "
+                  "window replaces one only when its dialog has asked)") -> None:
+        """Write every estimate from now on to a JSONL (or CSV) file, flushed as it goes, locked
+        as ``python -m realtime`` locks its outputs: a run appending to it meanwhile is refused
+        (it had written lines this window then wrote over). ``mode``: ``refuse`` a file that
+        holds records (``advice`` says what to do instead), ``overwrite`` it (the file dialog
+        has asked, or the command line's --overwrite) or ``append`` to it (--append)."""
         from realtime.outputs import OutputLocks
         from realtime.sinks import OutputError, check_output, make_sink
 
         path = Path(path)
         lock = OutputLocks()
         try:
-            mode = "overwrite" if overwrite else "refuse"
-            check_output(path, mode, label="the records file", advice="record to another file (the window replaces "
-                         "one only when its dialog has asked)")  # in the window's words, not the command line's
+            check_output(path, mode, label="the records file", advice=advice)
             lock.acquire(path, "records file")  # released with nothing written, it leaves nothing behind
             self.recorder = make_sink(path, mode)
         except OutputError as exc:

@@ -465,9 +465,10 @@ def _replayed_verbose(lane: SecondLane, folder: Path):
 def _gui_screenshot(lane: SecondLane, folder: Path):
     # python -m realtime --gui: the flag hands the command line to python -m gui, which
     # plays the example, saves the window and exits
-    png = folder / "shot.png"  # --out: the window's recording (beside the picture)
+    png = folder / "shot.png"  # --out: the window's recording (beside the picture), appended to
+    (folder / "recorded.jsonl").write_text(json.dumps({"t_start": 0.0, "t_end": 4.0, "source": "earlier"}) + "\n")
     proc = lane.launch(["--gui", "--source", EXAMPLE, "--pace", "asap", "--screenshot", png, "--after", 6, "--quiet",
-                        "--out", folder / "recorded.jsonl"])
+                        "--out", folder / "recorded.jsonl", "--append"])
     return png, finish(proc, done="screenshot saved", timeout=300)
 
 

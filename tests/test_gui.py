@@ -275,7 +275,8 @@ def test_screenshot_command(gui_screenshot_run):
     # the command line's options the window does not take are named, as every warning is
     assert "WARNING: the GUI ignores --quiet" in proc.stderr.splitlines(), proc.stderr
     records = read_records(png.parent / "recorded.jsonl")  # its --out is the window's --record (it was ignored)
-    assert records and records[0]["t_end"] == 4.0
+    assert records[0]["source"] == "earlier"  # --append: the record kept (the flag was ignored, the file refused)
+    assert len(records) > 1 and records[1]["t_end"] == 4.0 and records[1]["source"].endswith("talking.mp4")
     with Image.open(png) as image:
         assert image.width >= 1000 and image.height >= 600
         # not a blank window: the video and the plots give many distinct colours
@@ -314,6 +315,20 @@ def test_a_missing_file_fails_with_one_line(tmp_path, screenshot):
     assert proc.stderr.strip().splitlines() == [f"error: '{tmp_path / 'nope.mp4'}': no such file"]
     # refused before any model or window is loaded (about 1 s on 2 idle cores; loading is 10 s or more)
     assert time.monotonic() - started < 20
+
+
+def test_a_recording_that_holds_records_is_refused_unless_replaced_or_appended_to(tmp_path):
+    """python -m gui --record took no --overwrite or --append (and python -m realtime --gui
+    named them as ignored, then refused the file)."""
+    record = tmp_path / "rec.jsonl"
+    record.write_text('{"t_end": 4.0}\n')
+    proc = cli("--source", EXAMPLE, "--record", record, module="gui", timeout=120)  # offscreen (conftest)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: the records file '{record}' exists; pass --overwrite or "
+                                                "--append"]
+    assert record.read_text() == '{"t_end": 4.0}\n'
+    proc = cli("--source", EXAMPLE, "--append", module="gui", timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip() == "error: --append is for the --record file; give one"
 
 
 def test_a_screenshot_in_a_format_it_cannot_write_is_refused(tmp_path):
