@@ -1,0 +1,99 @@
+"""Media files from Python: ``python -m realtime --source FILE``'s run, the models loaded once.
+
+    from realtime import Recognizer
+
+    with Recognizer() as recognizer:                      # the bundled model; a GPU if there is one
+        for record in recognizer.analyse("clip.mp4"):     # one dict per window, as --out writes them
+            print(record["t_end"], record["emotion"], record["sentiment"])
+
+The records are the command line's (docs/RECORDS.md), each naming its file in ``source``;
+two analyses of a file give the same records. The options are the command line's, with its
+defaults and ranges (a bad one raises ``ValueError`` with the command line's message).
+Warnings go to the ``realtime`` logger, as Python's logging shows them. Leave the ``with``
+block (or call ``close``) to release the models: MediaPipe's graph, Whisper and the words'
+encoder hold native threads that must not be left to the interpreter's exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+from models import safejson
+from realtime.service import FACE_FPS, check_model_options, component_args, load_components
+from realtime.sinks import Summary, _named
+
+
+class Recognizer:
+    """The models of a file run, loaded once (5-10 s on a small CPU) for any number of files.
+
+    ``checkpoint``: a checkpoint folder (default: the bundled model); ``device``: auto, cpu
+    or cuda[:N]; ``hop``: seconds between windows; ``face_fps``: frames a second whose face is
+    analysed; ``window``: window seconds (default: the checkpoint's); the rest as the command
+    line's --precision, --text-precision, --face-model, --whisper-model and --text-model.
+    """
+
+    def __init__(self, checkpoint: str | Path | None = None, device: str = "auto", *, hop: float = 0.5,
+                 face_fps: float = FACE_FPS, window: float | None = None, precision: str = "float32",
+                 text_precision: str = "auto", face_model: str | Path | None = None,
+                 whisper_model: str | Path | None = None, text_model: str | Path | None = None):
+        args = component_args(device=device, checkpoint=_text(checkpoint), window=window,
+                              face_model=_text(face_model), whisper_model=_text(whisper_model),
+                              text_model=_text(text_model), precision=precision, text_precision=text_precision)
+        check_model_options(argparse.Namespace(**vars(args), hop=hop, face_fps=face_fps))
+        self.hop, self.face_fps = hop, face_fps
+        self.summary: Summary | None = None
+        """What the last ``analyse`` did (windows, coverage, warnings, real-time factor)."""
+        self._components = load_components(args)
+
+    def analyse(self, path: str | Path, on_record: Callable[[dict], None] | None = None) -> list[dict]:
+        """Every window of the file at ``path``, as fast as it decodes: its records, in time
+        order. ``on_record`` is called with each record as its window is done (from this
+        thread), for files too long to wait for. Media that cannot be read raises
+        ``realtime.sources.file.MediaError`` (a ``models.errors.UserError``) before any window."""
+        from realtime.run import RunOptions, build_run
+        from realtime.sources.file import FileFeed, FileOptions
+
+        if self._components is None:
+            raise RuntimeError("this Recognizer is closed")
+        records: list[dict] = []
+        sink = _Records(str(path), records, on_record)
+        feed = FileFeed(path, FileOptions(pace="asap", video_fps=self.face_fps))
+        summary = Summary(source=str(path))
+        with build_run(self._components, feed, RunOptions(hop=self.hop)) as run:
+            run.run([sink], summary)
+        self.summary = summary
+        return records
+
+    def close(self) -> None:
+        """Release the models now (idempotent)."""
+        if self._components is not None:
+            self._components.close()
+            self._components = None
+
+    def __enter__(self) -> Recognizer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _Records:
+    """A sink that keeps each record (the JSONL sink's dict) and hands it on."""
+
+    def __init__(self, source: str, records: list[dict], on_record: Callable[[dict], None] | None):
+        self.source, self.records, self.on_record = source, records, on_record
+
+    def write(self, estimate) -> None:
+        record = safejson.finite(_named(estimate.record(), self.source))  # NaN as None, as JSON's null
+        self.records.append(record)
+        if self.on_record is not None:
+            self.on_record(record)
+
+    def close(self) -> None:
+        pass
+
+
+def _text(path: str | Path | None) -> str | None:
+    return None if path is None else str(path)
