@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     kept = p.add_mutually_exclusive_group()
     kept.add_argument("--overwrite", action="store_true", help="--record: replace the file")
     kept.add_argument("--append", action="store_true", help="--record: add to the file's records")
-    p.add_argument("--screenshot", help="save the window as PNG after --after seconds of media, then exit")
+    p.add_argument("--screenshot", help="save the window as an image (.png, .jpg, .jpeg or .bmp; PNG for a name "
+                                        "without a suffix) after --after seconds of media, then exit")
     p.add_argument("--after", type=float, default=10.0,
                    help=f"media seconds before --screenshot, 0 to {AFTER_MAX:g} (default 10)")
     p.add_argument("-v", "--verbose", action="store_true",
