@@ -18,6 +18,7 @@ import logging
 import os
 import sys
 import threading
+from pathlib import Path
 
 from realtime.service import (
     AFTER_MAX,
@@ -82,8 +83,8 @@ def main(argv: list[str] | None = None, ignore_unknown: bool = False) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if (args.overwrite or args.append) and not args.record:
-        print(f"error: --{'overwrite' if args.overwrite else 'append'} is for the --record file; give one",
-              file=sys.stderr)
+        print(f"error: --{'overwrite' if args.overwrite else 'append'} is for the "
+              f"{'--out' if ignore_unknown else '--record'} file; give one", file=sys.stderr)
         return 2
     if args.screenshot:
         if not args.source:
@@ -91,10 +92,10 @@ def main(argv: list[str] | None = None, ignore_unknown: bool = False) -> int:
             return 2
         from gui.window import IMAGE_SUFFIXES
 
-        suffix = os.path.splitext(args.screenshot)[1]
-        if suffix and suffix.lower() not in IMAGE_SUFFIXES:  # its data would be PNG under that name
-            print(f"error: --screenshot saves {', '.join(IMAGE_SUFFIXES)} images; "
-                  f"'{os.path.basename(args.screenshot)}' names none", file=sys.stderr)
+        shot = Path(args.screenshot)
+        if shot.suffix and shot.suffix.lower() not in IMAGE_SUFFIXES:  # its data would be PNG under that name
+            print(f"error: --screenshot saves {', '.join(IMAGE_SUFFIXES)} images; '{shot.name}' names none",
+                  file=sys.stderr)
             return 2
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # no display needed to render
     if args.source:

@@ -9,19 +9,32 @@
 The records are the command line's (docs/RECORDS.md), each naming its file in ``source``;
 two analyses of a file give the same records. The options are the command line's, with its
 defaults and ranges (a bad one raises ``ValueError`` with the command line's message).
-Warnings go to the ``realtime`` logger, as Python's logging shows them. Leave the ``with``
-block (or call ``close``) to release the models: MediaPipe's graph, Whisper and the words'
-encoder hold native threads that must not be left to the interpreter's exit.
+Warnings go to the ``realtime`` logger (shown on stderr where nothing configured logging)
+and into ``summary.warnings``. One analysis at a time per Recognizer: the models follow one
+input's clock (another thread's call raises ``RuntimeError``; give each thread its own).
+Leave the ``with`` block (or call ``close``) to release the models: MediaPipe's graph,
+Whisper and the words' encoder hold native threads that must not be left to the
+interpreter's exit.
 """
 
 from __future__ import annotations
 
 import argparse
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from models import safejson
-from realtime.service import FACE_FPS, check_model_options, component_args, load_components
+from realtime.service import (
+    FACE_FPS,
+    FACE_FPS_RANGE,
+    HOP_RANGE,
+    check_model_options,
+    component_args,
+    load_components,
+    number_option,
+    seconds_option,
+)
 from realtime.sinks import Summary, _named
 
 
@@ -29,9 +42,10 @@ class Recognizer:
     """The models of a file run, loaded once (5-10 s on a small CPU) for any number of files.
 
     ``checkpoint``: a checkpoint folder (default: the bundled model); ``device``: auto, cpu
-    or cuda[:N]; ``hop``: seconds between windows; ``face_fps``: frames a second whose face is
-    analysed; ``window``: window seconds (default: the checkpoint's); the rest as the command
-    line's --precision, --text-precision, --face-model, --whisper-model and --text-model.
+    or cuda[:N]; ``hop``: seconds between windows and ``face_fps``: frames a second whose
+    face is analysed (defaults for ``analyse``, which may set its own); ``window``: window
+    seconds (default: the checkpoint's); the rest as the command line's --precision,
+    --text-precision, --face-model, --whisper-model and --text-model.
     """
 
     def __init__(self, checkpoint: str | Path | None = None, device: str = "auto", *, hop: float = 0.5,
@@ -42,35 +56,60 @@ class Recognizer:
                               face_model=_text(face_model), whisper_model=_text(whisper_model),
                               text_model=_text(text_model), precision=precision, text_precision=text_precision)
         check_model_options(argparse.Namespace(**vars(args), hop=hop, face_fps=face_fps))
-        self.hop, self.face_fps = hop, face_fps
+        self._hop, self._face_fps = hop, face_fps
         self.summary: Summary | None = None
-        """What the last ``analyse`` did (windows, coverage, warnings, real-time factor)."""
+        """What the last ``analyse`` did (windows, coverage, warnings, real-time factor); None
+        while one runs, or after one that failed before its first window."""
+        self._busy = threading.Lock()
         self._components = load_components(args)
 
-    def analyse(self, path: str | Path, on_record: Callable[[dict], None] | None = None) -> list[dict]:
+    @property
+    def hop(self) -> float:
+        return self._hop
+
+    @property
+    def face_fps(self) -> float:
+        return self._face_fps
+
+    def analyse(self, path: str | Path, on_record: Callable[[dict], None] | None = None, *,
+                hop: float | None = None, face_fps: float | None = None) -> list[dict]:
         """Every window of the file at ``path``, as fast as it decodes: its records, in time
         order. ``on_record`` is called with each record as its window is done (from this
-        thread), for files too long to wait for. Media that cannot be read raises
-        ``realtime.sources.file.MediaError`` (a ``models.errors.UserError``) before any window."""
-        from realtime.run import RunOptions, build_run
-        from realtime.sources.file import FileFeed, FileOptions
+        thread), for files too long to wait for. ``hop`` and ``face_fps``: this file's (default:
+        the Recognizer's). Media that cannot be read raises ``realtime.sources.file.MediaError``
+        (a ``ValueError``) before any window; Ctrl-C (KeyboardInterrupt) stops the run, its
+        threads end and ``summary`` says how far it got, and is raised again."""
+        from realtime.cli import run_file, say_end_findings
 
-        if self._components is None:
-            raise RuntimeError("this Recognizer is closed")
-        records: list[dict] = []
-        sink = _Records(str(path), records, on_record)
-        feed = FileFeed(path, FileOptions(pace="asap", video_fps=self.face_fps))
-        summary = Summary(source=str(path))
-        with build_run(self._components, feed, RunOptions(hop=self.hop)) as run:
-            run.run([sink], summary)
-        self.summary = summary
+        hop = self._hop if hop is None else hop
+        face_fps = self._face_fps if face_fps is None else face_fps
+        seconds_option("--hop", hop, *HOP_RANGE)
+        number_option("--face-fps", face_fps, *FACE_FPS_RANGE, "frames per second")
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError("this Recognizer is analysing another file: give each thread a Recognizer of its own")
+        try:
+            if self._components is None:
+                raise RuntimeError("this Recognizer is closed")
+            self.summary = None
+            path = Path(path)
+            records: list[dict] = []
+            args = argparse.Namespace(pace="asap", face_fps=face_fps, hop=hop, quiet=True, plot=None)
+            summary = run_file(path, None, args, self._components, sinks=[_Records(str(path), records, on_record)])
+            self.summary = summary
+            say_end_findings(summary)  # a face never found, decode errors, windows left unscored
+            summary.said.update(summary.warnings)
+        finally:
+            self._busy.release()
+        if summary.interrupted:
+            raise KeyboardInterrupt
         return records
 
     def close(self) -> None:
-        """Release the models now (idempotent)."""
-        if self._components is not None:
-            self._components.close()
-            self._components = None
+        """Release the models now (idempotent; waits for an analysis in another thread)."""
+        with self._busy:
+            if self._components is not None:
+                self._components.close()
+                self._components = None
 
     def __enter__(self) -> Recognizer:
         return self

@@ -19,6 +19,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from models.errors import UsageError, UserError
@@ -125,13 +126,14 @@ NO_FACE_FRAMES = 10
 (an audio file's cover picture is one frame)."""
 
 
-def run_file(path: Path, out: Path | None, args: argparse.Namespace, comps: Components):
-    """One media file through the pipeline; returns its Summary."""
+def run_file(path: Path, out: Path | None, args: argparse.Namespace, comps: Components, sinks: Sequence = ()):
+    """One media file through the pipeline; returns its Summary. ``sinks``: more places
+    than ``out`` for its records (``realtime.Recognizer`` keeps them in a list)."""
     from realtime.sinks import Summary
 
     summary = Summary(source=str(path), keep_records=bool(args.plot))
     with logs.warnings_to(summary.said_warning):  # the summary keeps what the run warned of
-        _run_file(path, out, args, comps, summary)
+        _run_file(path, out, args, comps, summary, sinks)
     if summary.face_frames >= NO_FACE_FRAMES and not summary.interrupted and not summary.coverage_sum["face"]:
         # a second of frames analysed and a face in none (not a worker that failed, nor one picture)
         summary.warnings.append("no face found in its video: MediaPipe's face detector finds faces near the "
@@ -139,7 +141,8 @@ def run_file(path: Path, out: Path | None, args: argparse.Namespace, comps: Comp
     return summary
 
 
-def _run_file(path: Path, out: Path | None, args: argparse.Namespace, comps: Components, summary) -> None:
+def _run_file(path: Path, out: Path | None, args: argparse.Namespace, comps: Components, summary,
+              more_sinks: Sequence) -> None:
     from realtime.run import RunOptions, build_run
     from realtime.sinks import make_sink
     from realtime.sources.file import FileFeed, FileOptions
@@ -147,6 +150,7 @@ def _run_file(path: Path, out: Path | None, args: argparse.Namespace, comps: Com
     feed = FileFeed(path, FileOptions(pace=args.pace, video_fps=args.face_fps))
     info = feed.info
     sinks = [make_sink(out, _output_mode(args), source=str(path))] if out is not None else []
+    sinks += more_sinks
     bar = _progress(args, info.duration)
 
     def on_estimate(est) -> None:
@@ -212,12 +216,18 @@ def _progress(args: argparse.Namespace, duration: float | None):
                 bar_format="{desc} {n:.1f}/{total} s |{bar}| {elapsed} ({rate_fmt}) {postfix}")
 
 
+def say_end_findings(summary) -> None:
+    """Log the warnings of a run nobody has said yet: its end findings (decode errors, no face
+    found, windows left unscored)."""
+    for warning in summary.unsaid:
+        logger.warning("%s: %s", summary.source, warning)
+
+
 def _report(summary, args, done: list, locks=None, plot: Path | None = None) -> None:
     """Warnings and the summary line; the plot (``plot``: this run's picture path); with
     --summary, the summaries so far as JSON (one object for a file or camera, a list for a
     folder), replaced whole (a temporary file renamed)."""
-    for warning in summary.unsaid:
-        logger.warning("%s: %s", summary.source, warning)
+    say_end_findings(summary)
     if not args.quiet:
         print(summary.line(), file=sys.stderr)
     done.append(summary.as_dict())

@@ -77,14 +77,20 @@ class _Teller(logging.Handler):
 @contextlib.contextmanager
 def warnings_to(tell: Callable[[str], None], prefixes: tuple[str, ...] = ("realtime", "models")) -> Iterator[None]:
     """``tell(message)`` for every warning our code logs meanwhile, from any thread (loggers
-    under ``prefixes``), besides logging it as usual."""
+    under ``prefixes``), besides logging it as usual. Where nothing configured logging (a
+    script using ``realtime.Recognizer``), Python shows warnings through its last resort,
+    which a handler on the root would silence: that one is kept showing them."""
     teller = _Teller(tell, prefixes)
     root = logging.getLogger()
-    root.addHandler(teller)
+    unconfigured = not any(logging.getLogger(name).handlers for name in ("", *prefixes))
+    handlers = [teller, logging.lastResort] if unconfigured and logging.lastResort is not None else [teller]
+    for handler in handlers:
+        root.addHandler(handler)
     try:
         yield
     finally:
-        root.removeHandler(teller)
+        for handler in handlers:
+            root.removeHandler(handler)
 
 
 @contextlib.contextmanager

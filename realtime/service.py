@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+import numbers
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,8 @@ AFTER_MAX = 24 * 3600.0
 
 def number_option(name: str, value: float, low: float, high: float, unit: str) -> None:
     """UsageError unless ``value`` is a finite number (of ``unit``) in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):  # from Python: '0.5', None
+        raise UsageError(f"{name} must be a number of {unit} from {low:g} to {high:g}, got {value!r}")
     if not math.isfinite(value) or not low <= value <= high:
         raise UsageError(f"{name} must be a number of {unit} from {low:g} to {high:g}, got {value:g}")
 
@@ -154,8 +157,12 @@ def check_model_options(args: argparse.Namespace) -> None:
     number_option("--face-fps", args.face_fps, *FACE_FPS_RANGE, "frames per second")
     if args.window is not None:
         seconds_option("--window", args.window, *WINDOW_RANGE)
-    if args.device not in ("auto", "cpu") and not args.device.startswith("cuda"):
+    if not isinstance(args.device, str) or args.device not in ("auto", "cpu") and not args.device.startswith("cuda"):
         raise UsageError(f"unknown --device {args.device!r}: use auto, cpu or cuda")
+    for option, value, choices in (("--precision", getattr(args, "precision", None), PRECISIONS),
+                                   ("--text-precision", getattr(args, "text_precision", None), TEXT_PRECISIONS)):
+        if value is not None and value not in choices:  # argparse checks them; from Python, here
+            raise UsageError(f"unknown {option} {value!r}: use {', '.join(choices)}")
 
 
 def component_args(device: str = "auto", checkpoint: str | None = None, window: float | None = None,

@@ -39,32 +39,62 @@ def test_the_readme_s_python_gives_the_command_line_s_records(tmp_path, example_
 
 
 @pytest.mark.slow  # loads the models (about 10 s)
-def test_records_as_they_come_again_on_a_second_file_and_errors_as_exceptions(tmp_path, example_run):
+def test_records_as_they_come_one_run_at_a_time_and_what_a_run_warned_of(tmp_path, example_run, media):
     """Each record reaches ``on_record`` as its window is done, the same as those returned
-    and those --out writes; the models serve a second analysis alike; bad media and a closed
-    recognizer raise."""
+    and those --out writes; the models serve a second analysis alike; a second thread's call
+    during a run is refused (it had reset the models under the run: wrong records, in
+    silence); Ctrl-C stops a run and is raised again (it had returned the records so far as
+    if whole); the summary keeps what the run warned of, and the end's findings are said."""
     out, _ = example_run
-    result = tmp_path / "records.json"
-    run_script(tmp_path / "use.py", textwrap.dedent(f"""
-        import json
+    result = tmp_path / "result.json"
+    proc = run_script(tmp_path / "use.py", textwrap.dedent(f"""
+        import _thread, json, threading
         from realtime import Recognizer
         from realtime.sources.file import MediaError
 
-        seen = []
+        seen, refused = [], []
+
+        def from_another_thread():
+            try:
+                recognizer.analyse({str(EXAMPLE)!r})
+            except RuntimeError as error:
+                refused.append(str(error))
+
+        def on_record(record):
+            seen.append(record)
+            if len(seen) == 1:
+                other = threading.Thread(target=from_another_thread)
+                other.start()
+                other.join()
+
+        def interrupt(record):
+            if record["t_end"] == 6.0:  # once (a second Ctrl-C would end the windows kept after the first)
+                _thread.interrupt_main()
+
         with Recognizer(device="cpu") as recognizer:
-            first = recognizer.analyse({str(EXAMPLE)!r}, on_record=seen.append)
+            first = recognizer.analyse({str(EXAMPLE)!r}, on_record=on_record)
             again = recognizer.analyse({str(EXAMPLE)!r})
             try:
+                recognizer.analyse({str(EXAMPLE)!r}, on_record=interrupt)
+                interrupted = None
+            except KeyboardInterrupt:
+                interrupted = [recognizer.summary.interrupted, recognizer.summary.windows,
+                               [t.name for t in threading.enumerate() if t.name.startswith("realtime-")]]
+            without_audio = recognizer.analyse({str(media["video_no_audio"])!r})
+            warned = list(recognizer.summary.warnings)
+            recognizer.analyse({str(media["no_face"])!r})
+            no_face = list(recognizer.summary.warnings)
+            try:
                 recognizer.analyse({str(tmp_path / "missing.mp4")!r})
-                raise SystemExit("no MediaError")
             except MediaError as error:
-                missing = str(error)
+                missing = [str(error), recognizer.summary]
         try:
             recognizer.analyse({str(EXAMPLE)!r})
-            raise SystemExit("a closed recognizer analysed")
         except RuntimeError as error:
             closed = str(error)
-        json.dump({{"first": first, "seen": seen, "again": again, "missing": missing, "closed": closed}},
+        json.dump({{"first": first, "seen": seen, "again": again,
+                    "refused": refused, "interrupted": interrupted, "without_audio": len(without_audio),
+                    "warned": warned, "no_face": no_face, "missing": missing, "closed": closed}},
                   open({str(result)!r}, "w"))
     """))
     got = json.loads(result.read_text())
@@ -74,14 +104,31 @@ def test_records_as_they_come_again_on_a_second_file_and_errors_as_exceptions(tm
         same_record(ours, theirs, "record")
     for ours, theirs in zip(got["again"], got["first"]):
         same_record(ours, theirs, "again")
-    assert got["missing"] == f"'{tmp_path / 'missing.mp4'}': no such file"
+    assert got["refused"] == ["this Recognizer is analysing another file: give each thread a Recognizer of its own"]
+    assert got["interrupted"][0] is True and 0 < got["interrupted"][1] < len(expected)
+    assert got["interrupted"][2] == []  # the run's threads ended
+    assert got["without_audio"] > 0 and any("has no audio stream" in w for w in got["warned"]), got["warned"]
+    assert any(w.startswith("no face found") for w in got["no_face"]), got["no_face"]
+    # said as they happened and at the end, though nothing configured logging
+    assert "has no audio stream" in proc.stderr and "no face found in its video" in proc.stderr, proc.stderr
+    assert got["missing"] == [f"'{tmp_path / 'missing.mp4'}': no such file", None]
     assert got["closed"] == "this Recognizer is closed"
 
 
-def test_a_bad_option_raises_before_any_model_loads():
+def test_a_bad_option_raises_before_any_model_loads(monkeypatch):
+    import realtime.api
     from realtime import Recognizer
 
-    with pytest.raises(ValueError, match="--hop must be a number of seconds from 0.05 to 60, got 0"):
-        Recognizer(hop=0)
-    with pytest.raises(ValueError, match="unknown --device 'gpu'"):
-        Recognizer(device="gpu")
+    def load_components(args):
+        raise AssertionError("the models were loaded before the options were checked")
+
+    monkeypatch.setattr(realtime.api, "load_components", load_components)
+    for options, message in (({"hop": 0}, "--hop must be a number of seconds from 0.05 to 60, got 0"),
+                             ({"hop": "0.5"}, "--hop must be a number of seconds from 0.05 to 60, got '0.5'"),
+                             ({"face_fps": None}, "--face-fps must be a number of frames per second from 1 to 60, "
+                                                  "got None"),
+                             ({"device": "gpu"}, "unknown --device 'gpu': use auto, cpu or cuda"),
+                             ({"precision": "half"}, "unknown --precision 'half': use float32, bfloat16")):
+        with pytest.raises(ValueError) as error:
+            Recognizer(**options)
+        assert str(error.value) == message

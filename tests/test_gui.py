@@ -329,6 +329,8 @@ def test_a_recording_that_holds_records_is_refused_unless_replaced_or_appended_t
     assert record.read_text() == '{"t_end": 4.0}\n'
     proc = cli("--source", EXAMPLE, "--append", module="gui", timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip() == "error: --append is for the --record file; give one"
+    proc = cli("--gui", "--source", EXAMPLE, "--overwrite", timeout=120)  # the command line names it --out
+    assert proc.returncode == 2 and proc.stderr.strip() == "error: --overwrite is for the --out file; give one"
 
 
 def test_a_screenshot_in_a_format_it_cannot_write_is_refused(tmp_path):
