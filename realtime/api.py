@@ -20,7 +20,10 @@ interpreter's exit.
 from __future__ import annotations
 
 import argparse
+import atexit
+import logging
 import threading
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,6 +39,8 @@ from realtime.service import (
     seconds_option,
 )
 from realtime.sinks import Summary, _named
+
+logger = logging.getLogger("realtime")
 
 
 class Recognizer:
@@ -62,6 +67,7 @@ class Recognizer:
         while one runs, or after one that failed before its first window."""
         self._busy = threading.Lock()
         self._components = load_components(args)
+        _close_at_exit(self)
 
     @property
     def hop(self) -> float:
@@ -116,6 +122,31 @@ class Recognizer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+_OPEN: weakref.WeakSet[Recognizer] = weakref.WeakSet()
+
+
+_HOOKED: list[bool] = []
+
+
+def _close_at_exit(recognizer: Recognizer) -> None:
+    """A Recognizer left open (a notebook, a script without ``with``) is closed by an exit
+    hook, while the interpreter still runs, with a warning: left to finalizers, MediaPipe's
+    graph could hang the exit. The hook is threading's (what concurrent.futures uses): it
+    runs before the thread pools shut down, one of which MediaPipe closes its graph through
+    (an ``atexit`` hook came too late: 'cannot schedule new futures after shutdown')."""
+    if not _HOOKED:
+        getattr(threading, "_register_atexit", atexit.register)(_close_the_open)
+        _HOOKED.append(True)
+    _OPEN.add(recognizer)
+
+
+def _close_the_open() -> None:
+    for recognizer in list(_OPEN):
+        if recognizer._components is not None:
+            logger.warning("a Recognizer was left open: closed at exit (use 'with Recognizer() as r:' or close())")
+            recognizer.close()
 
 
 class _Records:
