@@ -228,5 +228,12 @@ def _closing_on_signals(app, result: dict):
         interrupts.give_back(before)
 
 
+def script() -> None:
+    """The installed command's entry point (pyproject.toml), as python -m runs it."""
+    from models.signals import exit_quickly
+
+    exit_quickly(main())  # its models closed: no last garbage collection over them
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    script()

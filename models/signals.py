@@ -1,10 +1,13 @@
 """A command's Ctrl-C and SIGTERM handler, installed and put back with care (every entry
 point's: ``models.train``'s here, ``realtime.interrupts`` re-exports them for the CLI and the
-window)."""
+window); and a command's exit, ``exit_quickly``."""
 
 from __future__ import annotations
 
+import gc
 import signal
+import sys
+from typing import NoReturn
 
 
 def take_signals(handler) -> dict:
@@ -20,3 +23,13 @@ def give_back(previous: dict) -> None:
     ``signal.signal`` returns as None, as the default)."""
     for sig, handler in previous.items():
         signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+
+
+def exit_quickly(code: int) -> NoReturn:
+    """``sys.exit(code)`` without the interpreter's last garbage collections over every object
+    the models made: 1.5-1.9 CPU seconds on 2 cores after the work was done (an exit that
+    took 5-15 s on a loaded machine). Entry points call it once they have closed their native
+    resources themselves (never left to finalizers at exit); what is left is freed with the
+    process. Objects frozen are out of ``gc.get_objects()``: ``gc.unfreeze()`` to see them."""
+    gc.freeze()
+    sys.exit(code)

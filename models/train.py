@@ -657,4 +657,6 @@ def _interrupt(signum, frame) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from models.signals import exit_quickly
+
+    exit_quickly(main())  # its models closed: no last garbage collection over them

@@ -19,5 +19,12 @@ def main(argv: list[str] | None = None) -> int:
     return cli_main(argv)
 
 
+def script() -> None:
+    """The installed command's entry point (pyproject.toml), as python -m runs it."""
+    from models.signals import exit_quickly
+
+    exit_quickly(main())  # its models closed: no last garbage collection over them
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    script()

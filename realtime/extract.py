@@ -605,4 +605,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from models.signals import exit_quickly
+
+    exit_quickly(main())  # its models closed: no last garbage collection over them

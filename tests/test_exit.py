@@ -36,15 +36,20 @@ def test_a_process_that_lingers_after_its_work_fails_with_its_stacks():
 
 LEAK = """
 from realtime.features.face import FaceExtractor
+from models.signals import exit_quickly
 face = FaceExtractor()
 {close}
 print("work done", flush=True)
+{end}
 """
 
 
+@pytest.mark.parametrize("end", ["", "exit_quickly(0)"])
 @pytest.mark.parametrize("close", ["", "face.close()"])
-def test_the_exit_audit_names_a_graph_left_to_its_finalizer(close):
-    proc = finish(start(["-c", LEAK.format(close=close)], module=None), timeout=120, done="work done")
+def test_the_exit_audit_names_a_graph_left_to_its_finalizer(close, end):
+    """Also after the commands' own exit (``exit_quickly`` freezes the heap, which hides it
+    from ``gc.get_objects``)."""
+    proc = finish(start(["-c", LEAK.format(close=close, end=end)], module=None), timeout=120, done="work done")
     assert proc.returncode == 0, proc.stderr
     assert ("exit-audit: 1 FaceLandmarker graph(s) still open" in proc.stderr) == (not close), proc.stderr
     # building the graph printed MediaPipe's and TFLite's chatter to fd 2; none of it shows

@@ -18,10 +18,14 @@ import sys
 
 def _audit() -> None:
     module = sys.modules.get("mediapipe.tasks.python.vision.face_landmarker")
+    frozen = gc.get_freeze_count()  # models.signals.exit_quickly froze the heap: unfrozen to be seen
+    gc.unfreeze()
     # type(), not isinstance(): the heap holds weak proxies whose referents are gone
     still_open = [] if module is None else [
         obj for obj in gc.get_objects()
         if issubclass(type(obj), module.FaceLandmarker) and getattr(obj, "_handle", None)]
+    if frozen:
+        gc.freeze()
     log = os.environ.get("EXIT_AUDIT_LOG")
     if log:
         with open(log, "a", encoding="ascii") as f:
