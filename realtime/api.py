@@ -64,7 +64,7 @@ class Recognizer:
         self._hop, self._face_fps = hop, face_fps
         self.summary: Summary | None = None
         """What the last ``analyse`` did (windows, coverage, warnings, real-time factor); None
-        while one runs, or after one that failed before its first window."""
+        while one runs and after one that raised (other than by Ctrl-C)."""
         self._busy = threading.Lock()
         self._components = load_components(args)
         _close_at_exit(self)
