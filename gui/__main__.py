@@ -160,8 +160,9 @@ def _quiet_qt(kind, context, message: str) -> None:
 def _run(app, window, args: argparse.Namespace) -> int:
     """Show the window, start its run if a source is given, and run Qt's loop until it closes."""
     if args.record:
-        window.record_to(args.record, "overwrite" if args.overwrite else "append" if args.append else "refuse",
-                         advice="pass --overwrite or --append")
+        from realtime.sinks import output_mode
+
+        window.record_to(args.record, output_mode(args.overwrite, args.append), advice="pass --overwrite or --append")
         if window.recorder is None:
             print(f"error: {window.banner.text().removeprefix('error: ')}", file=sys.stderr)
             return 2

@@ -103,7 +103,6 @@ class Recognizer:
             summary = run_file(path, None, args, self._components, sinks=[_Records(str(path), records, on_record)])
             self.summary = summary
             say_end_findings(summary)  # a face never found, decode errors, windows left unscored
-            summary.said.update(summary.warnings)
         finally:
             self._busy.release()
         if summary.interrupted:

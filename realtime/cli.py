@@ -118,7 +118,9 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _output_mode(args: argparse.Namespace) -> str:
-    return "overwrite" if args.overwrite else "append" if args.append else "refuse"
+    from realtime.sinks import output_mode
+
+    return output_mode(args.overwrite, args.append)
 
 
 NO_FACE_FRAMES = 10
@@ -217,10 +219,11 @@ def _progress(args: argparse.Namespace, duration: float | None):
 
 
 def say_end_findings(summary) -> None:
-    """Log the warnings of a run nobody has said yet: its end findings (decode errors, no face
-    found, windows left unscored)."""
+    """Log the warnings of a run nobody has said yet (its end findings: decode errors, no face
+    found, windows left unscored), and mark them said."""
     for warning in summary.unsaid:
         logger.warning("%s: %s", summary.source, warning)
+        summary.said_warning(warning)
 
 
 def _report(summary, args, done: list, locks=None, plot: Path | None = None) -> None:

@@ -31,6 +31,12 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
+def output_mode(overwrite: bool, append: bool) -> str:
+    """The records file's mode from the --overwrite and --append flags (the command line's
+    --out, the window's --record)."""
+    return "overwrite" if overwrite else "append" if append else "refuse"
+
+
 def _open(path: Path, mode: str):
     """mode: 'refuse' (never overwrite), 'overwrite' or 'append'."""
     check_output(path, mode)
