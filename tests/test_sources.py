@@ -1,6 +1,7 @@
 """Sources and feature workers on real decoded media."""
 
 import dataclasses
+import math
 from fractions import Fraction
 
 import numpy as np
@@ -972,3 +973,35 @@ def test_the_commit_option_picks_the_transcriber_and_an_unknown_one_is_refused()
         StreamingTranscriber(None, ASROptions(commit="sentences"))
     with pytest.raises(ValueError, match="commits by 'agreement', the options by 'segments'"):
         AgreementTranscriber(None, ASROptions.for_files())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("live", [True, False], ids=["live", "file"])
+def test_a_long_capture_gap_ends_the_utterance_instead_of_filling_the_buffer(whisper, transcribers, live):
+    """The example's audio with an hour missing between its sentences at 11 s (a file whose
+    audio skips ahead, a stream that lost its audio): the buffer never holds the hour (it
+    was filled with silence: 230 MB, and a read over it), the words before the gap are
+    committed with the first step after it, and those after it keep the stream's times."""
+    from realtime.features.speech import GAP_FILLED, ASROptions
+
+    gap = 3600.0
+    asr = transcribers(whisper, ASROptions(min_chunk=0.5) if live else ASROptions.for_files())
+    chunks = [AudioChunk(c.t + gap if c.t >= 11.0 else c.t, c.samples, c.rate) for c in split(EXAMPLE)[1]]
+    steps, most = [], 0.0
+    for chunk in chunks:
+        asr.insert_audio(chunk)
+        most = max(most, asr.buffered)
+        if asr.ready():
+            steps.append((chunk.t, asr.process_iter()))
+    steps.append((math.inf, asr.finish()))
+    assert most < 30.0 + GAP_FILLED, most
+    words = [w for _, new in steps for w in new]
+    assert [w.start for w in words] == sorted(w.start for w in words)
+    before = " ".join(w.text.lower().strip(".,!?") for w in words if w.end < 11.0)
+    after = " ".join(w.text.lower().strip(".,!?") for w in words if w.start > gap + 11.0)
+    assert len(before) + len(after) + 1 == len(" ".join(w.text.lower().strip(".,!?") for w in words))
+    assert all(k in before.split() for k in ("wonderful", "happy", "terrible", "miserable")), before
+    assert all(k in after.split() for k in ("fantastic", "beautiful", "sad", "disaster")), after
+    # the words before the gap come with the first step after it, not at the stream's end
+    first_after = next(new for t, new in steps if t >= gap)
+    assert "miserable" in [w.text.lower().strip(".,!?") for w in first_after]

@@ -221,6 +221,13 @@ QUIET_DBFS = -50.0
 10 dB under SILENCE_DBFS, so a quiet speaker is still transcribed (a sentence 26 dB under
 the example's voice is: tests/test_sources.py); a muted microphone or a quiet room is not."""
 
+GAP_FILLED = 5.0
+"""Seconds of a capture gap (a file whose audio stream skips ahead, a live stream that lost
+audio) filled with silence in the buffer, which keeps the words' times on the stream's clock.
+A longer gap ends the utterance before it (its words are committed as at the end of a
+stream) and the buffer starts again after it: filled, a gap of ten minutes cost 256 MB and
+a 2.2 s step, and one of hours could exhaust the memory."""
+
 LOOP_RATIO = 2.4
 """A segment whose text compresses (zlib) more than this is a decoding loop (",000 ,000 ,000
 ..."), not speech: Whisper's own threshold. 'segments' steps drop such a segment's words.
@@ -370,14 +377,19 @@ class StreamingTranscriber:
         self.close()
 
     def reset(self, t: float = 0.0) -> None:
+        self._committed: list[Word] = []
+        self._carried: list[Word] = []  # committed at a gap, for the next step to return
+        self._restart(t)
+        self._t0_set = False
+
+    def _restart(self, t: float) -> None:
+        """An empty buffer from time ``t`` on (the committed words stay, as the prompt)."""
         if self._speech is not None:
             self._speech.reset()
         self._speech_t0 = t  # time of the voice detector's first sample
         self._audio = np.zeros(0, dtype=np.float32)
         self._t0 = t  # time of the buffer's first sample
-        self._t0_set = False
         self._new = 0  # samples since the last step
-        self._committed: list[Word] = []
         self._hypothesis: list[Word] = []  # uncommitted words of the last step
         self._seen_until = t  # audio time covered by the last step
         self._segment_starts: list[float] = []  # the last step's segments' first words
@@ -406,6 +418,9 @@ class StreamingTranscriber:
         if not self._t0_set:
             self._t0, self._t0_set = chunk.t, True
             self._seen_until = self._speech_t0 = chunk.t
+        elif chunk.t > self._buffer_end + GAP_FILLED:  # a long gap: the utterance before it is over
+            self._carried.extend(self._finish())
+            self._restart(chunk.t)
         expected = self._buffer_end
         samples = np.asarray(chunk.samples, dtype=np.float32)
         if chunk.t > expected + 0.05:  # a capture gap: fill with silence to keep the clock
@@ -420,7 +435,21 @@ class StreamingTranscriber:
         self._new += len(samples)
 
     def process_iter(self) -> list[Word]:
-        """One transcription step; returns newly committed words (maybe none)."""
+        """One transcription step; returns newly committed words (maybe none), with those
+        a long capture gap committed (``GAP_FILLED``) first."""
+        carried, self._carried = self._carried, []
+        return carried + self._process()
+
+    def ready(self) -> bool:
+        """Whether the next step is due: enough new audio, or words a gap committed."""
+        return bool(self._carried) or self._ready()
+
+    def finish(self) -> list[Word]:
+        """Commit what is left (end of stream)."""
+        carried, self._carried = self._carried, []
+        return carried + self._finish()
+
+    def _process(self) -> list[Word]:
         if not len(self._audio):
             return []
         if not self._hypothesis and not self._worth_reading():
@@ -433,7 +462,7 @@ class StreamingTranscriber:
             return []
         return self._step()
 
-    def ready(self) -> bool:
+    def _ready(self) -> bool:
         """Whether enough new audio has come for the next step."""
         raise NotImplementedError
 
@@ -441,8 +470,8 @@ class StreamingTranscriber:
         """One transcription step (``process_iter`` after its checks): the words it commits."""
         raise NotImplementedError
 
-    def finish(self) -> list[Word]:
-        """Commit what is left (end of stream)."""
+    def _finish(self) -> list[Word]:
+        """Commit what the buffer holds (its audio ends here)."""
         raise NotImplementedError
 
     def _judge_to_end(self) -> None:
@@ -582,7 +611,7 @@ class AgreementTranscriber(StreamingTranscriber):
     drops_untimed = True
     skips_short_tails = True
 
-    def ready(self) -> bool:
+    def _ready(self) -> bool:
         return self._new >= self.options.min_chunk * AUDIO_RATE
 
     def _step(self) -> list[Word]:
@@ -614,7 +643,7 @@ class AgreementTranscriber(StreamingTranscriber):
         self._trim()
         return agreed
 
-    def finish(self) -> list[Word]:
+    def _finish(self) -> list[Word]:
         """Commit whatever the last hypothesis holds (end of stream), read once more when new
         audio came and it may hold speech."""
         self._judge_to_end()
@@ -707,7 +736,7 @@ class SegmentTranscriber(StreamingTranscriber):
     commit = "segments"
     drops_loops = True
 
-    def ready(self) -> bool:
+    def _ready(self) -> bool:
         return self._new > 0 and len(self._audio) >= self.options.min_chunk * AUDIO_RATE
 
     def _step(self) -> list[Word]:
@@ -749,7 +778,7 @@ class SegmentTranscriber(StreamingTranscriber):
                 most -= 1
         return words
 
-    def finish(self) -> list[Word]:
+    def _finish(self) -> list[Word]:
         """Commit what the buffer holds (end of stream)."""
         self._judge_to_end()
         rest = self._uncommitted(self._transcribe()) if self._worth_reading() else []
