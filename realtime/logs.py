@@ -60,6 +60,32 @@ def is_verbose() -> bool:
     return _verbose
 
 
+_owners: dict[int, tuple[_Teller, ...]] = {}
+"""Thread ident -> the ``warnings_to`` blocks whose work that thread does (its own, and those
+of the thread that started it through ``carried``). A thread not listed (a device's callback
+thread) tells every block."""
+
+
+def carried(target: Callable[..., None]) -> Callable[..., None]:
+    """``target``, to run in a thread of its own, telling its warnings to the ``warnings_to``
+    blocks of the thread calling this (that starts it), and to no other: two runs in two
+    threads each keep their own warnings, and a thread of a run that outlives its block (a
+    worker that did not stop in time) tells none of the next run's."""
+    blocks = _owners.get(threading.get_ident())
+    if not blocks:  # started outside any block: unclaimed, as the thread starting it
+        return target
+
+    def run(*args, **kwargs) -> None:
+        ident = threading.get_ident()
+        _owners[ident] = blocks
+        try:
+            target(*args, **kwargs)
+        finally:
+            _owners.pop(ident, None)
+
+    return run
+
+
 class _Teller(logging.Handler):
     def __init__(self, tell: Callable[[str], None], prefixes: tuple[str, ...]):
         super().__init__(logging.WARNING)
@@ -67,6 +93,9 @@ class _Teller(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         if not any(record.name == p or record.name.startswith(p + ".") for p in self.prefixes):
+            return
+        blocks = _owners.get(record.thread) if record.thread is not None else None
+        if blocks is not None and self not in blocks:  # another run's thread
             return
         try:
             self.tell(record.getMessage())
@@ -76,14 +105,18 @@ class _Teller(logging.Handler):
 
 @contextlib.contextmanager
 def warnings_to(tell: Callable[[str], None], prefixes: tuple[str, ...] = ("realtime", "models")) -> Iterator[None]:
-    """``tell(message)`` for every warning our code logs meanwhile, from any thread (loggers
-    under ``prefixes``), besides logging it as usual. Where nothing configured logging (a
+    """``tell(message)`` for every warning our code logs meanwhile in this thread and the
+    threads it starts through ``carried`` (loggers under ``prefixes``), and for those of
+    threads no block claims, besides logging it as usual. Where nothing configured logging (a
     script using ``realtime.Recognizer``), Python shows warnings through its last resort,
     which a handler on the root would silence: that one is kept showing them."""
     teller = _Teller(tell, prefixes)
     root = logging.getLogger()
     unconfigured = not any(logging.getLogger(name).handlers for name in ("", *prefixes))
     handlers = [teller, logging.lastResort] if unconfigured and logging.lastResort is not None else [teller]
+    ident = threading.get_ident()
+    outer = _owners.get(ident)
+    _owners[ident] = (*(outer or ()), teller)
     for handler in handlers:
         root.addHandler(handler)
     try:
@@ -91,6 +124,10 @@ def warnings_to(tell: Callable[[str], None], prefixes: tuple[str, ...] = ("realt
     finally:
         for handler in handlers:
             root.removeHandler(handler)
+        if outer is None:
+            _owners.pop(ident, None)
+        else:
+            _owners[ident] = outer
 
 
 @contextlib.contextmanager

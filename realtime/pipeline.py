@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
-from realtime import interrupts
+from realtime import interrupts, logs
 from realtime.core import StreamCore
 from realtime.engine import InferenceEngine
 from realtime.features.acoustic import AcousticExtractor
@@ -271,7 +271,7 @@ class Pipeline:
             self.transcriber.close()  # its voice detector; a straggling text worker keeps it
 
     def _start(self, name: str, target: Callable[[], None]) -> None:
-        thread = threading.Thread(target=target, name=f"realtime-{name}", daemon=True)
+        thread = threading.Thread(target=logs.carried(target), name=f"realtime-{name}", daemon=True)
         self._threads.append(thread)
         thread.start()
 

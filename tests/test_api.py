@@ -117,6 +117,35 @@ def test_records_as_they_come_one_run_at_a_time_and_what_a_run_warned_of(tmp_pat
     assert "a Recognizer was left open: closed at exit" in proc.stderr  # run_script: no graph left to a finalizer
 
 
+@pytest.mark.slow  # loads the models twice (about 20 s)
+def test_two_recognizers_in_two_threads_each_keep_their_own_warnings(tmp_path, media):
+    """What the refusal of a second thread advises: a Recognizer per thread. Each summary had
+    held both runs' warnings: the example's named the other file as having no audio."""
+    result = tmp_path / "result.json"
+    run_script(tmp_path / "two.py", textwrap.dedent(f"""
+        import json, threading
+        from realtime import Recognizer
+
+        warned = {{}}
+
+        def analyse(path):
+            with Recognizer(device="cpu") as recognizer:
+                recognizer.analyse(path)
+                warned[path] = list(recognizer.summary.warnings)
+
+        threads = [threading.Thread(target=analyse, args=(path,))
+                   for path in ({str(EXAMPLE)!r}, {str(media["video_no_audio"])!r})]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        json.dump(warned, open({str(result)!r}, "w"))
+    """))
+    warned = json.loads(result.read_text())
+    assert warned[str(EXAMPLE)] == []
+    assert any("has no audio stream" in w for w in warned[str(media["video_no_audio"])]), warned
+
+
 def test_a_bad_option_raises_before_any_model_loads(monkeypatch):
     import realtime.api
     from realtime import Recognizer
