@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None, ignore_unknown: bool = False) -> int:
         # cores, or crashed with SIGSEGV.
         window.close()  # its closeEvent stops the run and the recording (a signal ends the loop without it)
         window.session.close()
-        if not window.session.running:  # a run still loading its models would reach the deleted session
+        if not window.session.alive:  # a run still loading its models would reach the deleted session
             sip.delete(window)
 
 

@@ -152,6 +152,7 @@ class Session(QObject):
         self._current = None  # the realtime.run.Run in progress
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._ended = threading.Event()  # the run's: set as its ``finished`` is emitted
         self._paused = False
         self._devices: dict[str, str] = {}
         self._latencies: deque = deque(maxlen=50)
@@ -160,18 +161,31 @@ class Session(QObject):
     # ---- control (GUI thread) ---------------------------------------------------------
     @property
     def running(self) -> bool:
+        """Whether a run is in progress: its ``finished`` not yet emitted."""
+        return self.alive and not self._ended.is_set()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the run's thread is alive: ``running``, or in its last instant, emitting
+        ``finished``."""
         return self._thread is not None and self._thread.is_alive()
 
     def start(self, options: SessionOptions) -> None:
+        """Start a run; also in reply to the last run's ``finished`` (emitted from its thread
+        a moment before that thread ends: a start then had been refused as 'in progress')."""
         if self.running:
             raise RuntimeError("a run is in progress; stop it first")
+        if self.alive and self._thread is not threading.current_thread():
+            self._thread.join(5.0)  # it has emitted ``finished``: nothing of the run is left
         self.options = options
         self.view = LiveView()
         self._stop.clear()
         self._paused = False
         self._devices = {}
         self._latencies.clear()
-        self._thread = threading.Thread(target=self._run, args=(options,), name="gui-session", daemon=True)
+        self._ended = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(options, self._ended), name="gui-session",
+                                        daemon=True)
         self._thread.start()
 
     def pause(self) -> None:
@@ -229,7 +243,7 @@ class Session(QObject):
                       latency_ms=float(np.median(latencies)) if latencies else None, devices=dict(self._devices))
 
     # ---- the run (its own thread) -----------------------------------------------------
-    def _run(self, options: SessionOptions) -> None:
+    def _run(self, options: SessionOptions, ended: threading.Event) -> None:
         from models.errors import UserError
         from realtime import logs
         from realtime.sinks import Summary
@@ -254,6 +268,7 @@ class Session(QObject):
             self.failed.emit(f"internal error: {type(exc).__name__}: {exc}")
         finally:
             self._current = None
+            ended.set()
             if not sip.isdeleted(self):
                 self.finished.emit(summary)
 

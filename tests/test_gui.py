@@ -406,6 +406,32 @@ def test_plots_and_screenshots_are_written_in_the_format_their_name_says(qtbot, 
     assert "names none" in window.statusBar().currentMessage()
 
 
+def test_a_run_started_in_reply_to_the_last_ones_finished_starts(qtbot, session, media):
+    """``finished`` comes from the run's own thread a moment before that thread ends: a start
+    in reply (a script chaining runs; a click on Start as it comes back) had been refused
+    with 'a run is in progress'. Replied to directly, in the run's thread, it always was."""
+    from PyQt6.QtCore import Qt
+
+    ended, refused = [], []
+
+    def next_run(summary) -> None:
+        ended.append(summary)
+        if len(ended) == 1:
+            try:
+                session.start(SessionOptions(source=str(media["audio_only_wav"]), pace="asap"))
+            except RuntimeError as error:
+                refused.append(str(error))
+
+    session.finished.connect(next_run, Qt.ConnectionType.DirectConnection)
+    try:
+        session.start(SessionOptions(source=str(media["audio_only_wav"]), pace="asap"))
+        qtbot.waitUntil(lambda: len(ended) == 2 or bool(refused), timeout=120_000)
+    finally:
+        session.finished.disconnect(next_run)
+    assert refused == [] and ended[1].windows == ended[0].windows > 0
+    qtbot.waitUntil(lambda: not session.alive, timeout=10_000)
+
+
 def test_a_new_run_starts_on_clear_panes_and_a_stop_does_not_wait_for_the_models(qtbot, session, media):
     """A demo presenter's probe: the last run's emotions, curves and graph weights stayed on
     screen into the next run (a smiling face shown 'fearful' until its first window); Stop
