@@ -63,6 +63,11 @@ class VideoView(QWidget):
         self.placeholder = placeholder
         self.set_frame(None, None)
 
+    @property
+    def showing_frame(self) -> bool:
+        """Whether a frame is on screen (else the placeholder text)."""
+        return self._pixmap is not None
+
     def paintEvent(self, event) -> None:
         painter = QPainter(self)
         painter.fillRect(self.rect(), QColor(24, 24, 28))

@@ -450,7 +450,7 @@ class MainWindow(QMainWindow):
             self._on_message(summary.line())
         elif not self.banner.isVisible():
             self._on_message("stopped")
-        if self.video.placeholder == "starting..." and self.video._pixmap is None:
+        if self.video.placeholder == "starting..." and not self.video.showing_frame:
             self.video.clear("stopped" if not self.banner.isVisible() else "not started: see the message above")
         if self._screenshot is not None:
             self._take_screenshot_soon()
