@@ -179,7 +179,7 @@ def test_a_file_without_video_says_so_in_the_video_pane(qtbot, session, media):
     assert window.video.placeholder == "starting..."
     qtbot.waitUntil(lambda: "no video in 'audio_only.wav'" in window.video.placeholder, timeout=60_000)
     wait_finished(qtbot, window)
-    assert window.estimates_seen > 0 and window.video._pixmap is None
+    assert window.estimates_seen > 0 and not window.video.showing_frame
     assert window.video.placeholder == "no video in 'audio_only.wav': voice and words only"
     # and a file without sound says so where the words would be (it read 'no words yet' throughout)
     window._add_file(str(media["video_no_audio"]))
@@ -221,7 +221,7 @@ def test_live_devices_through_the_window_are_released_on_close(qtbot, session):
     qtbot.waitUntil(lambda: window.estimates_seen >= 3, timeout=60_000)
     qtbot.waitUntil(lambda: window.health.states["face"] in ("present", "partial"), timeout=10_000)
     assert "fps" in window.health.text("face") and window.session.health().face_fps > 3
-    assert window.video._pixmap is not None, "frames reach the window"
+    assert window.video.showing_frame, "frames reach the window"
     assert window.last.latency_ms is not None and window.last.latency_ms >= 0
     window.close()
     assert not live.running
