@@ -55,6 +55,7 @@ import numpy as np
 from models.config import LEGACY_VOICING
 from models.data import DataError, missing_classes, save_dataset
 from models.errors import Parser, UserError
+from models.signals import give_back, take_signals
 from realtime.cluster import Outcome, add_engine_options, cluster_options, progress, run_on_ray, worker_label
 from realtime.outputs import output_file_problem, remove_stale_temporaries, write_atomic
 from realtime.service import EXIT_SOME_FAILED
@@ -594,6 +595,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.update(WORKER_ENV)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    # SIGTERM (a scheduler's) ends a run as Ctrl-C does: exit 130 and its message (it had
+    # ended the process at once: exit 143, nothing said; signals: the main thread's only)
+    previous = take_signals(_interrupt) if threading.current_thread() is threading.main_thread() else {}
     try:
         return run(args)
     except UserError as exc:
@@ -602,6 +606,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished clips are cached; run again to resume", file=sys.stderr)
         return 130
+    finally:
+        give_back(previous)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

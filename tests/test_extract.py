@@ -150,6 +150,37 @@ def test_interrupted_extraction_resumes(extraction):
     assert all(line.split()[2] == "0" for line in exits), exits
 
 
+@pytest.mark.slow
+def test_sigterm_ends_an_extraction_as_ctrl_c_does(corpus, tmp_path):
+    """A scheduler's SIGTERM: exit 130 and the interrupted line, the clips finished before it
+    cached whole (it had ended the process at once: exit 143, nothing said)."""
+    import signal
+    import time
+
+    from tests.conftest import start
+
+    clips, labels = corpus
+    out = tmp_path / "features.npz"
+    cache = tmp_path / "features.npz.cache"
+    proc = start(["--videos", clips, "--labels", labels, "--out", out, "--quiet"], module="realtime.extract")
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not list(cache.glob("*.npz")) and proc.poll() is None:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "interrupted: finished clips are cached; run again to resume" in stderr
+    assert "Traceback" not in stderr and not out.exists()
+    from realtime.extract import read_cache
+
+    cached = list(cache.glob("*.npz"))
+    assert cached and all(read_cache(p) is not None for p in cached)
+    assert not [p.name for p in cache.iterdir() if not p.name.endswith(".npz")], "temporary files left"
+
+
 @pytest.mark.parametrize("content,fragment", [
     ("file,score\na.mp4,1\n", "needs columns"),
     ("path,label\nnowhere.mp4,1\n", "row 2: "),
