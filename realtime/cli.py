@@ -503,30 +503,31 @@ def _run(args: argparse.Namespace, components: Components | None) -> int:
             return EXIT_OK
         failed: list[tuple[Path, str]] = []
         done: list[dict] = []
-        for path in files:
-            _stop_if_asked()
-            out = outs[path]
-            try:
-                summary = run_file(path, out, args, comps)
-            except MediaError as exc:
-                _stop_if_asked()  # an interrupted decoder's error is the interrupt, not a bad file
-                if out_dir is None:
-                    raise
-                failed.append((path, str(exc)))
-                logger.error("%s; skipped", exc)
-                for left in (out, plots[path]):
-                    if left is not None:
-                        locks.discard(left)  # an input that failed leaves no empty file
-                done.append({"source": str(path), "failed": str(exc)})
-                continue
-            if out is not None and not summary.interrupted:
-                locks.keep(out)  # a finished input keeps its file, even empty; an interrupted one only its records
-            summary.load_seconds, loaded = loaded, None  # the first file's summary says it
-            _report(summary, args, done, locks, plots[path])
-            if summary.interrupted:
-                return EXIT_INTERRUPTED
-            if args.out is None and not args.quiet:
-                print(safejson.dumps(summary.as_dict()))
+        with logs.said_once():  # a warning true of every file is said once; each summary keeps it
+            for path in files:
+                _stop_if_asked()
+                out = outs[path]
+                try:
+                    summary = run_file(path, out, args, comps)
+                except MediaError as exc:
+                    _stop_if_asked()  # an interrupted decoder's error is the interrupt, not a bad file
+                    if out_dir is None:
+                        raise
+                    failed.append((path, str(exc)))
+                    logger.error("%s; skipped", exc)
+                    for left in (out, plots[path]):
+                        if left is not None:
+                            locks.discard(left)  # an input that failed leaves no empty file
+                    done.append({"source": str(path), "failed": str(exc)})
+                    continue
+                if out is not None and not summary.interrupted:
+                    locks.keep(out)  # a finished input keeps its file, even empty; an interrupted one only its records
+                summary.load_seconds, loaded = loaded, None  # the first file's summary says it
+                _report(summary, args, done, locks, plots[path])
+                if summary.interrupted:
+                    return EXIT_INTERRUPTED
+                if args.out is None and not args.quiet:
+                    print(safejson.dumps(summary.as_dict()))
         if failed:
             _write_summary(args, done, locks)  # with every failure, also after the last file
             print(f"error: {len(failed)} of {len(files)} files failed: "

@@ -131,6 +131,35 @@ def warnings_to(tell: Callable[[str], None], prefixes: tuple[str, ...] = ("realt
 
 
 @contextlib.contextmanager
+def said_once() -> Iterator[None]:
+    """Within the block, a warning already said word for word is not said again where logging
+    shows it (a folder run's '--hop ... never analysed', true of every file); the runs'
+    ``warnings_to`` blocks still hear it, so each file's summary keeps it."""
+    filters = []
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, _Teller):
+            continue
+        seen: set[str] = set()
+
+        def first_time(record: logging.LogRecord, seen: set[str] = seen) -> bool:
+            if record.levelno < logging.WARNING:
+                return True
+            message = record.getMessage()
+            if message in seen:
+                return False
+            seen.add(message)
+            return True
+
+        handler.addFilter(first_time)
+        filters.append((handler, first_time))
+    try:
+        yield
+    finally:
+        for handler, first_time in filters:
+            handler.removeFilter(first_time)
+
+
+@contextlib.contextmanager
 def native_stderr_filtered() -> Iterator[None]:
     """Hold fd 2 while native libraries start; give back every line that is not their chatter.
 

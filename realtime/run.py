@@ -121,10 +121,6 @@ class Run:
         self.pipeline.shutdown()
 
 
-_GAPS_WARNED: set[tuple[float, float]] = set()
-"""(hop, window) pairs whose gaps this process has warned of."""
-
-
 def _warn_of_the_media(info, spec) -> None:
     """What a file's streams lack, for every front end (``info``: a file feed's MediaInfo)."""
     if info is None:
@@ -155,8 +151,7 @@ def build_run(components: Components, feed: Feed, options: RunOptions = RunOptio
     from realtime.pipeline import Pipeline, PipelineOptions
 
     window = components.engine.spec.window
-    if options.hop > window + 1e-9 and (options.hop, window) not in _GAPS_WARNED:  # once, not per file
-        _GAPS_WARNED.add((options.hop, window))
+    if options.hop > window + 1e-9:  # each run's summary and window say it (a folder run's terminal once)
         logger.warning("--hop %g s is longer than the %g s window: %g s between windows is never analysed",
                        options.hop, window, options.hop - window)
     _warn_of_the_media(getattr(feed, "info", None), components.engine.spec)
