@@ -975,25 +975,39 @@ def test_the_commit_option_picks_the_transcriber_and_an_unknown_one_is_refused()
         AgreementTranscriber(None, ASROptions.for_files())
 
 
+def _gapped_steps(asr, chunks, cut: float, gap: float):
+    """Feed ``chunks`` with ``gap`` seconds missing at ``cut``: [(chunk, words its step
+    committed)], the end's words last (chunk None); the transcriber's progress never runs
+    past the audio it has."""
+    steps, most = [], 0.0
+    for c in chunks:
+        chunk = AudioChunk(c.t + gap if c.t >= cut else c.t, c.samples, c.rate)
+        asr.insert_audio(chunk)
+        most = max(most, asr.buffered)
+        if asr.ready():
+            steps.append((chunk, asr.process_iter()))
+            assert asr.progress <= chunk.t_end + 1e-6, (asr.progress, chunk.t_end)
+    steps.append((None, asr.finish()))
+    return steps, most
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("live", [True, False], ids=["live", "file"])
 def test_a_long_capture_gap_ends_the_utterance_instead_of_filling_the_buffer(whisper, transcribers, live):
     """The example's audio with an hour missing between its sentences at 11 s (a file whose
     audio skips ahead, a stream that lost its audio): the buffer never holds the hour (it
     was filled with silence: 230 MB, and a read over it), the words before the gap are
-    committed with the first step after it, and those after it keep the stream's times."""
+    committed with the first step after it, and those after it keep the stream's times.
+    Then 10 s missing in mid-sentence: the words after it are where they were, 10 s on (a step
+    over the few samples after the gap had pushed a file's clock 0.9 s ahead for good)."""
     from realtime.features.speech import GAP_FILLED, ASROptions
 
+    def options():
+        return ASROptions(min_chunk=0.5) if live else ASROptions.for_files()
+
     gap = 3600.0
-    asr = transcribers(whisper, ASROptions(min_chunk=0.5) if live else ASROptions.for_files())
-    chunks = [AudioChunk(c.t + gap if c.t >= 11.0 else c.t, c.samples, c.rate) for c in split(EXAMPLE)[1]]
-    steps, most = [], 0.0
-    for chunk in chunks:
-        asr.insert_audio(chunk)
-        most = max(most, asr.buffered)
-        if asr.ready():
-            steps.append((chunk.t, asr.process_iter()))
-    steps.append((math.inf, asr.finish()))
+    chunks = split(EXAMPLE)[1]
+    steps, most = _gapped_steps(transcribers(whisper, options()), chunks, 11.0, gap)
     assert most < 30.0 + GAP_FILLED, most
     words = [w for _, new in steps for w in new]
     assert [w.start for w in words] == sorted(w.start for w in words)
@@ -1003,5 +1017,16 @@ def test_a_long_capture_gap_ends_the_utterance_instead_of_filling_the_buffer(whi
     assert all(k in before.split() for k in ("wonderful", "happy", "terrible", "miserable")), before
     assert all(k in after.split() for k in ("fantastic", "beautiful", "sad", "disaster")), after
     # the words before the gap come with the first step after it, not at the stream's end
-    first_after = next(new for t, new in steps if t >= gap)
+    first_after = next(new for chunk, new in steps if chunk is None or chunk.t >= gap)
     assert "miserable" in [w.text.lower().strip(".,!?") for w in first_after]
+
+    whole = [w for _, new in _gapped_steps(transcribers(whisper, options()), chunks, math.inf, 0.0)[0] for w in new]
+    cut, gap = 9.2, 10.0  # in "and I feel miserable"
+    steps, _ = _gapped_steps(transcribers(whisper, options()), chunks, cut, gap)
+    later = [w for _, new in steps for w in new if w.start > gap + cut + 1.0]
+    assert len(later) >= 20
+    def same(a, b) -> bool:
+        return a.text.lower().strip(".,!?") == b.text.lower().strip(".,!?")
+
+    placed = [w for w in later if any(same(v, w) and abs(v.start + gap - w.start) <= 0.3 for v in whole)]
+    assert len(placed) >= 0.8 * len(later), [(w.text, round(w.start - gap, 2)) for w in later]

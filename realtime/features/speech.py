@@ -437,8 +437,9 @@ class StreamingTranscriber:
     def process_iter(self) -> list[Word]:
         """One transcription step; returns newly committed words (maybe none), with those
         a long capture gap committed (``GAP_FILLED``) first."""
-        carried, self._carried = self._carried, []
-        return carried + self._process()
+        new = self._process() if not self._carried or self._ready() else []
+        carried, self._carried = self._carried, []  # taken once the step has gone through
+        return carried + new
 
     def ready(self) -> bool:
         """Whether the next step is due: enough new audio, or words a gap committed."""
@@ -446,8 +447,9 @@ class StreamingTranscriber:
 
     def finish(self) -> list[Word]:
         """Commit what is left (end of stream)."""
+        new = self._finish()
         carried, self._carried = self._carried, []
-        return carried + self._finish()
+        return carried + new
 
     def _process(self) -> list[Word]:
         if not len(self._audio):
@@ -594,8 +596,9 @@ class StreamingTranscriber:
         return _unpile(out)
 
     def _cut(self, t: float) -> None:
-        """Drop the buffer's audio before time ``t``."""
-        drop = int((t - self._t0) * AUDIO_RATE)
+        """Drop the buffer's audio before time ``t`` (at most all of it: the clock never
+        runs past the audio)."""
+        drop = min(int((t - self._t0) * AUDIO_RATE), len(self._audio))
         if drop > 0:
             self._audio = self._audio[drop:]
             self._t0 += drop / AUDIO_RATE
