@@ -103,6 +103,28 @@ class _Teller(logging.Handler):
             self.handleError(record)
 
 
+_resort_lock = threading.Lock()
+_resort_users = 0  # warnings_to blocks that keep logging.lastResort on the root
+
+
+def _share_last_resort(delta: int) -> None:
+    """One block more (1) or fewer (-1) needs Python's last resort on the root: it is there
+    while any does (two runs in two threads: the first to end had taken it from the other)."""
+    global _resort_users
+    with _resort_lock:
+        _resort_users += delta
+        if delta > 0 and _resort_users == 1:
+            logging.getLogger().addHandler(logging.lastResort)
+        elif delta < 0 and _resort_users == 0:
+            logging.getLogger().removeHandler(logging.lastResort)
+
+
+def _unconfigured(prefixes: tuple[str, ...]) -> bool:
+    """Whether nothing configured logging for our loggers (our own blocks' handlers aside)."""
+    return not any(h for name in ("", *prefixes) for h in logging.getLogger(name).handlers
+                   if not isinstance(h, _Teller) and h is not logging.lastResort)
+
+
 @contextlib.contextmanager
 def warnings_to(tell: Callable[[str], None], prefixes: tuple[str, ...] = ("realtime", "models")) -> Iterator[None]:
     """``tell(message)`` for every warning our code logs meanwhile in this thread and the
@@ -112,29 +134,37 @@ def warnings_to(tell: Callable[[str], None], prefixes: tuple[str, ...] = ("realt
     which a handler on the root would silence: that one is kept showing them."""
     teller = _Teller(tell, prefixes)
     root = logging.getLogger()
-    unconfigured = not any(logging.getLogger(name).handlers for name in ("", *prefixes))
-    handlers = [teller, logging.lastResort] if unconfigured and logging.lastResort is not None else [teller]
     ident = threading.get_ident()
     outer = _owners.get(ident)
-    _owners[ident] = (*(outer or ()), teller)
-    for handler in handlers:
-        root.addHandler(handler)
-    try:
+    resort = False
+    try:  # an interrupt anywhere in here leaves nothing claimed or added behind
+        _owners[ident] = (*(outer or ()), teller)
+        root.addHandler(teller)
+        if logging.lastResort is not None and _unconfigured(prefixes):
+            _share_last_resort(1)
+            resort = True
         yield
     finally:
-        for handler in handlers:
-            root.removeHandler(handler)
+        root.removeHandler(teller)
+        if resort:
+            _share_last_resort(-1)
         if outer is None:
             _owners.pop(ident, None)
         else:
             _owners[ident] = outer
 
 
+ONCE = {"once_per_command": True}
+"""``extra=`` of a warning true of every run of a command (a folder run's files): within
+``said_once`` it is shown once."""
+
+
 @contextlib.contextmanager
 def said_once() -> Iterator[None]:
-    """Within the block, a warning already said word for word is not said again where logging
-    shows it (a folder run's '--hop ... never analysed', true of every file); the runs'
-    ``warnings_to`` blocks still hear it, so each file's summary keeps it."""
+    """Within the block, a warning logged with ``extra=ONCE`` that was already said word for
+    word is not said again where logging shows it (a folder run's '--hop ... never
+    analysed', true of every file); the runs' ``warnings_to`` blocks still hear it, so each
+    file's summary keeps it."""
     filters = []
     for handler in logging.getLogger().handlers:
         if isinstance(handler, _Teller):
@@ -142,9 +172,12 @@ def said_once() -> Iterator[None]:
         seen: set[str] = set()
 
         def first_time(record: logging.LogRecord, seen: set[str] = seen) -> bool:
-            if record.levelno < logging.WARNING:
+            if not getattr(record, "once_per_command", False):
                 return True
-            message = record.getMessage()
+            try:
+                message = record.getMessage()
+            except Exception:  # a malformed call: the handler reports it, as without the filter
+                return True
             if message in seen:
                 return False
             seen.add(message)

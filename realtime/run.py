@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from realtime import logs
+
 if TYPE_CHECKING:
     from realtime.pipeline import Inlet, Pipeline
     from realtime.service import Components
@@ -153,7 +155,7 @@ def build_run(components: Components, feed: Feed, options: RunOptions = RunOptio
     window = components.engine.spec.window
     if options.hop > window + 1e-9:  # each run's summary and window say it (a folder run's terminal once)
         logger.warning("--hop %g s is longer than the %g s window: %g s between windows is never analysed",
-                       options.hop, window, options.hop - window)
+                       options.hop, window, options.hop - window, extra=logs.ONCE)
     _warn_of_the_media(getattr(feed, "info", None), components.engine.spec)
     components.face.new_stream()  # the input's clock starts at 0 again
     # the engine's own voicing, if another's was loaded; live, voice frames 0.1 s at a time

@@ -71,4 +71,62 @@ def test_unclaimed_threads_tell_every_run_and_a_block_inside_another_tells_both(
     in_thread(lambda: log.warning("after every block"))
     assert outer == ["from a device", "inside both", "a worker inside both", "outer again"]
     assert inner == ["inside both", "a worker inside both"]
-    assert logs._owners == {}  # nothing left claimed
+    assert threading.get_ident() not in logs._owners  # nothing left claimed
+
+
+def test_a_warning_true_of_every_run_is_said_once_and_kept_by_each():
+    shown, kept = [], []
+
+    class Console(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                shown.append(record.getMessage())
+            except Exception:
+                self.handleError(record)  # Python's own "--- Logging error ---"
+
+    console = Console(logging.WARNING)
+    root = logging.getLogger()
+    root.addHandler(console)
+    try:
+        with logs.said_once():
+            for _ in range(3):  # a folder run's files
+                with logs.warnings_to(kept.append):
+                    log.warning("--hop 3 s is longer than the 2 s window", extra=logs.ONCE)
+                    log.warning("'a.mp4' has no video stream")
+            # a malformed call is left to the handler to report ("--- Logging error ---"): the
+            # filter itself must not raise at the call site
+            bad = log.makeRecord(log.name, logging.WARNING, __file__, 1, "bad %d", ("x",), None, extra=logs.ONCE)
+            assert console.filter(bad)
+        log.warning("--hop 3 s is longer than the 2 s window", extra=logs.ONCE)  # the next command
+    finally:
+        root.removeHandler(console)
+    assert shown.count("--hop 3 s is longer than the 2 s window") == 2
+    assert shown.count("'a.mp4' has no video stream") == 3  # only what is marked true of every run
+    assert kept.count("--hop 3 s is longer than the 2 s window") == 3
+
+
+def test_pythons_last_resort_shows_warnings_while_any_run_needs_it():
+    """Nothing configured logging (a script with two Recognizers in two threads): the first
+    run to end had taken Python's last resort from the root, and the other's warnings then
+    reached no terminal."""
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers = []
+    try:
+        first_in, first_out = threading.Event(), threading.Event()
+
+        def first() -> None:
+            with logs.warnings_to(lambda message: None):
+                first_in.set()
+                first_out.wait(10)
+
+        thread = threading.Thread(target=first)
+        thread.start()
+        assert first_in.wait(10)
+        with logs.warnings_to(lambda message: None):
+            first_out.set()
+            thread.join()
+            assert logging.lastResort in root.handlers
+        assert root.handlers == []
+    finally:
+        root.handlers = saved
