@@ -317,15 +317,25 @@ def analyse_file(index: int, path: str, worker: FolderWorker):
 
     from realtime.cluster import Outcome, worker_label
 
+    said: list[str] = []
     with tempfile.TemporaryDirectory(prefix="realtime-") as tmp:
         out = Path(tmp) / "records.jsonl"
         try:
-            summary = run_file(Path(path), out, worker.args, worker.comps)
+            with logs.warnings_to(said.append):  # what it warned of before failing goes back too
+                summary = run_file(Path(path), out, worker.args, worker.comps)
         except Exception as exc:  # one bad file must not end the job
-            return Outcome(index, None, f"{type(exc).__name__}: {exc}", worker_label())
+            warned = json.dumps({"warnings": said}).encode() if said else None
+            return Outcome(index, warned, f"{type(exc).__name__}: {exc}", worker_label())
         records = out.read_text(encoding="utf-8") if out.exists() else ""
     payload = {"records": records, "summary": summary.as_dict(), "warnings": summary.warnings}
     return Outcome(index, json.dumps(payload).encode(), None, worker_label())
+
+
+def say_worker_warnings(path: Path, warnings: list[str]) -> None:
+    """What a Ray worker warned of for ``path``: said on the worker, whose log stays there,
+    so said here too, each naming the file."""
+    for warning in warnings:
+        logger.warning("%s", warning) if f"'{path}'" in warning else logger.warning("%s: %s", path, warning)
 
 
 def run_folder_on_ray(args: argparse.Namespace, files: list[Path], out_dir: Path, locks) -> int:
@@ -363,14 +373,14 @@ def run_folder_on_ray(args: argparse.Namespace, files: list[Path], out_dir: Path
     for outcome in progress(outcomes, len(todo), args.quiet, "files"):
         path = files[outcome.index]
         if outcome.error:
+            say_worker_warnings(path, json.loads(outcome.payload)["warnings"] if outcome.payload else [])
             failed.append((path, outcome.error))
             logger.error("%s: %s; skipped", path, outcome.error)
             done.append({"source": str(path), "failed": outcome.error})
             continue
         result = json.loads(outcome.payload)
         write_atomic(outs[path], result["records"])
-        for warning in result["warnings"]:  # said on the worker, whose log stays there: said here
-            logger.warning("%s", warning) if f"'{path}'" in warning else logger.warning("%s: %s", path, warning)
+        say_worker_warnings(path, result["warnings"])
         done.append(result["summary"])
     _write_summary(args, done, locks)
     if not args.quiet:

@@ -141,7 +141,8 @@ class Outcome:
 
     index: int
     payload: bytes | None
-    """The clip's result, ready to be written (None when it failed)."""
+    """The clip's result, ready to be written; where it failed, what the caller's ``process``
+    sends back with the error (a folder run: the file's warnings before it), or None."""
     error: str | None
     worker: str
     """'pid@node' of the process that ran it ('pid@local' off Ray)."""

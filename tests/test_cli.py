@@ -196,6 +196,31 @@ def test_a_hop_longer_than_the_window_is_said_once_a_command_and_kept_by_every_r
         assert any("1 s between windows is never analysed" in w for w in each["warnings"]), each
 
 
+def test_a_ray_workers_warnings_before_a_failure_reach_the_driver(media, components, monkeypatch, caplog):
+    """A file that failed on a Ray worker came back as its error alone: what the worker had
+    warned of before (on the worker's log, which stays there) was lost."""
+    import json
+    import logging
+
+    import realtime.cli as cli
+
+    def fails_part_way(path, out, args, comps, summary, sinks) -> None:  # a run that breaks after a warning
+        logging.getLogger("realtime.test").warning("'%s': its audio skips from 6.0 s to 11.0 s", path)
+        raise RuntimeError("the pipeline broke")
+
+    monkeypatch.setattr(cli, "_run_file", fails_part_way)
+    worker = object.__new__(cli.FolderWorker)  # its models: the suite's, already loaded
+    worker.args, worker.comps = cli.build_parser().parse_args(["--source", str(media["audio_only_wav"])]), components
+    outcome = cli.analyse_file(4, str(media["audio_only_wav"]), worker)
+    assert outcome.index == 4 and outcome.error == "RuntimeError: the pipeline broke"
+    warned = json.loads(outcome.payload)["warnings"]
+    assert warned == [f"'{media['audio_only_wav']}': its audio skips from 6.0 s to 11.0 s"]
+    caplog.clear()
+    cli.say_worker_warnings(media["audio_only_wav"], warned + ["no face found in its video"])
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [warned[0], f"{media['audio_only_wav']}: no face found in its video"]
+
+
 def test_folder_source(media, tmp_path, components, capsys, caplog):
     folder = tmp_path / "videos"
     folder.mkdir()
