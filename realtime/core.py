@@ -41,6 +41,11 @@ if TYPE_CHECKING:
 Message = FaceFrame | list[AcousticFrame] | list[Word] | Mark
 """What the workers and the feed send to the core (``realtime.pipeline``'s out queue)."""
 
+WAITING_MOST = 256
+"""Closed windows the core holds at most (each holds its face and voice steps): the rest
+close as these are scored. A stretch with nothing in it (an hour's gap in a file's audio)
+had closed every window over it at once: about 100 MB more per hour of gap."""
+
 
 class StreamCore:
     """Routes worker results into windows, closes them by the mode's rule, scores them.
@@ -77,6 +82,9 @@ class StreamCore:
         self._stopped = False
         self._failed: set[str] = set()
         self._finished = False
+        self._closing: str | None = None  # after ``finish``: how the last windows close ("flush", "complete")
+        self._end = 0.0  # after ``finish``: where the media ends
+        self._until: float | None = None  # live: the time windows last closed up to (files: None, progress)
 
     @property
     def done(self) -> bool:
@@ -85,8 +93,8 @@ class StreamCore:
 
     @property
     def waiting(self) -> int:
-        """Windows closed and not scored yet."""
-        return len(self._waiting)
+        """Complete windows not scored yet (closed, or complete and still to close)."""
+        return len(self._waiting) + (self.assembler.complete(self._until) if self._closing == "complete" else 0)
 
     def next_due(self) -> float | None:
         """Live: the run-clock time at which the next window closes (its end +
@@ -160,6 +168,8 @@ class StreamCore:
         ending at or before ``now - close_grace`` close. File mode ignores it. After
         ``finish``, nothing more closes and every waiting window is due."""
         options = self.options
+        # windows leave the assembler WAITING_MOST at a time at most
+        room = max(options.batch, WAITING_MOST) - len(self._waiting)
         if not self._finished:
             if options.live:
                 if now is None:
@@ -169,9 +179,12 @@ class StreamCore:
                     # the clock runs on while the workers finish; windows past the media's end
                     # are not the clock's to close: ``finish`` closes the one that covers it
                     until = min(until, self.end_time)
-                self._waiting += self.assembler.step(until=until)
-            else:
-                self._waiting += self.assembler.step()
+                self._until = until
+            self._waiting += self.assembler.step(until=self._until, most=room)
+        elif self._closing == "flush":
+            self._waiting += self.assembler.flush(self._end, most=room)
+        else:  # stopped early, or interrupted: the windows complete when it came
+            self._waiting += self.assembler.step(until=self._until, most=room)
         if options.live or self._finished or len(self._waiting) >= options.batch:
             self._due = len(self._waiting)
         if not self._due:
@@ -187,15 +200,11 @@ class StreamCore:
         Normally the windows still needed to cover the media's end (``end_time``, or where
         the source's final Mark said it ends, whichever is later) close, even those no
         stream reached. After ``stop`` in file mode, only the windows every stream has
-        passed (they are complete). ``interrupted``: none (what is closed is what there
-        is). Idempotent: a second call closes nothing."""
+        passed (they are complete). ``interrupted``: only those complete when it came (what
+        every stream had passed; live, what the clock had closed). They close in ``step``,
+        ``WAITING_MOST`` at a time. Idempotent."""
         if self._finished:
             return
         self._finished = True
-        end = self.end_time if end_time is None else max(self.end_time, end_time)
-        if interrupted:
-            return
-        if self._stopped_early:
-            self._waiting += self.assembler.step()
-        else:
-            self._waiting += self.assembler.flush(end)
+        self._end = self.end_time if end_time is None else max(self.end_time, end_time)
+        self._closing = "complete" if interrupted or self._stopped_early else "flush"

@@ -118,6 +118,7 @@ class WindowAssembler:
         self._said: list[Word] = []  # the last text_context words pruned: later windows' context
         self._word_keys: set[tuple[float, str]] = set()
         self._next_index = 0
+        self._flushed = 0  # windows ``flush`` has closed (MAX_FLUSH_WINDOWS)
         self._landmarks: list[tuple[float, np.ndarray]] = []
         self.stats = AssemblerStats()
 
@@ -199,18 +200,27 @@ class WindowAssembler:
         latest = max(s.progress for s in streams)
         return min([s.progress for s in streams if not s.closed] + [latest])
 
-    def step(self, until: float | None = None) -> list[Window]:
-        """Windows now complete: up to every stream's progress, or up to ``until`` (live)."""
+    def step(self, until: float | None = None, most: int | None = None) -> list[Window]:
+        """Windows now complete: up to every stream's progress, or up to ``until`` (live);
+        at most ``most`` of them (the rest at the next call)."""
         limit = self.progress() if until is None else until
         if not math.isfinite(limit):  # no data yet (-inf), or a time that is never reached
             return []
         out = []
-        while self._end_of(self._next_index) <= limit:
+        while self._end_of(self._next_index) <= limit and (most is None or len(out) < most):
             out.append(self._emit())
         return out
 
-    def flush(self, end_time: float) -> list[Window]:
-        """At the end of the media: the windows still needed to cover ``end_time``.
+    def complete(self, until: float | None = None) -> int:
+        """How many windows ``step`` would close now (without closing them)."""
+        limit = self.progress() if until is None else until
+        if not math.isfinite(limit):
+            return 0
+        return max(0, math.floor((limit - self._end_of(self._next_index)) / self.spec.hop + 1e-9) + 1)
+
+    def flush(self, end_time: float, most: int | None = None) -> list[Window]:
+        """At the end of the media: the windows still needed to cover ``end_time``; at most
+        ``most`` of them (call again for the rest: [] once they are all closed).
 
         Media shorter than one window still gets one window (the rest masked). An end
         that is not a finite number gives nothing (it would never be reached).
@@ -219,15 +229,18 @@ class WindowAssembler:
         if not math.isfinite(end_time):
             logger.warning("media end %s is not a finite time; no closing windows", end_time)
             return out
-        while end_time > 0:
-            if len(out) >= MAX_FLUSH_WINDOWS:  # a bogus end time must not mean unbounded work
-                logger.warning("media end %.1f s is far past the data: closing windows stop at %.1f s",
-                               end_time, out[-1].t_end)
+        while end_time > 0 and (most is None or len(out) < most):
+            if self._flushed >= MAX_FLUSH_WINDOWS:  # a bogus end time must not mean unbounded work
+                if self._flushed == MAX_FLUSH_WINDOWS:
+                    logger.warning("media end %.1f s is far past the data: closing windows stop at %.1f s",
+                                   end_time, self._end_of(self._next_index - 1))
+                    self._flushed += 1  # said once
                 break
             previous_end = self._end_of(self._next_index) - self.spec.hop
             if self._next_index > 0 and previous_end >= end_time - 1e-9:
                 break
             out.append(self._emit())
+            self._flushed += 1
         return out
 
     def _emit(self) -> Window:

@@ -281,3 +281,40 @@ def test_an_interrupted_core_scores_what_closed_and_closes_nothing_more():
 def test_a_live_core_needs_the_time():
     with pytest.raises(ValueError):
         core(live=True).step()
+
+
+@pytest.mark.parametrize("live", [False, True], ids=["file", "live"])
+def test_an_hour_with_nothing_in_it_closes_its_windows_a_few_hundred_at_a_time(live):
+    """Streams that jump an hour ahead (a file whose audio skips an hour; a camera and a
+    microphone gone quiet) made every window of the hour complete at once: all 7,200 were
+    built (their face and voice steps) before the first was scored, about 100 MB an hour."""
+    from realtime.core import WAITING_MOST
+
+    c = core(live=live)
+    frames(c, 0, 2000)
+    hour = 3600.0
+    for stream in ALL:
+        c.take(Mark(stream, hour))
+    held, got = 0, []
+    while estimates := c.step(hour if live else None):
+        held = max(held, c.waiting + len(estimates))
+        got += estimates
+    c.finish(end_time=hour + 1.0)
+    while estimates := c.step():
+        held = max(held, c.waiting + len(estimates))
+        got += estimates
+    ends = [e.t_end for e in got]
+    assert ends == [2.0 + 0.5 * i for i in range(len(ends))] and ends[-1] >= hour + 1.0  # every window, in order
+    assert held <= WAITING_MOST
+    assert len(c.score.windows) == len(ends) and max(len(b) for b in c.score.batches) <= 16
+
+
+def test_an_interrupt_counts_the_complete_windows_it_leaves_unscored():
+    c = core(live=False)
+    frames(c, 0, 2000)
+    for stream in ALL:
+        c.take(Mark(stream, 3600.0))
+    c.finish(interrupted=True)
+    assert c.waiting == 7197  # 2.0 ... 3600.0 s, none closed yet
+    first = c.step()
+    assert [e.t_end for e in first] == [2.0 + 0.5 * i for i in range(16)] and c.waiting == 7197 - 16
