@@ -221,9 +221,10 @@ def _progress(args: argparse.Namespace, duration: float | None):
 def say_end_findings(summary) -> None:
     """Log the warnings of a run nobody has said yet (its end findings: decode errors, no face
     found, windows left unscored), and mark them said."""
-    for warning in summary.unsaid:
-        logger.warning("%s: %s", summary.source, warning)
-        summary.said_warning(warning)
+    with logs.kept_by_no_run():  # this run's own: no other run's summary keeps them
+        for warning in summary.unsaid:
+            logger.warning("%s: %s", summary.source, warning)
+            summary.said_warning(warning)
 
 
 def _report(summary, args, done: list, locks=None, plot: Path | None = None) -> None:

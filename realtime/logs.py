@@ -154,6 +154,23 @@ def warnings_to(tell: Callable[[str], None], prefixes: tuple[str, ...] = ("realt
             _owners[ident] = outer
 
 
+@contextlib.contextmanager
+def kept_by_no_run() -> Iterator[None]:
+    """Warnings this thread logs meanwhile are said as usual, and kept by no ``warnings_to``
+    block: its caller keeps them itself (a run's end findings, said after its block had
+    ended, reached the summary of a run in another thread)."""
+    ident = threading.get_ident()
+    outer = _owners.get(ident)
+    try:
+        _owners[ident] = ()
+        yield
+    finally:
+        if outer is None:
+            _owners.pop(ident, None)
+        else:
+            _owners[ident] = outer
+
+
 ONCE = {"once_per_command": True}
 """``extra=`` of a warning true of every run of a command (a folder run's files): within
 ``said_once`` it is shown once."""

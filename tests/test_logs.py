@@ -130,3 +130,27 @@ def test_pythons_last_resort_shows_warnings_while_any_run_needs_it():
         assert root.handlers == []
     finally:
         root.handlers = saved
+
+
+def test_what_a_run_says_for_itself_after_its_block_reaches_no_other_run():
+    """A Recognizer says its run's end findings ('no face found') after the run's block:
+    the thread was then unclaimed, and another thread's run kept them in its summary."""
+    other, inside, done = [], threading.Event(), threading.Event()
+
+    def another_run() -> None:
+        with logs.warnings_to(other.append):
+            inside.set()
+            done.wait(10)
+
+    thread = threading.Thread(target=another_run)
+    thread.start()
+    assert inside.wait(10)
+    from realtime.cli import say_end_findings
+    from realtime.sinks import Summary
+
+    summary = Summary(source="blank.mp4")
+    summary.warnings.append("no face found in its video")
+    say_end_findings(summary)
+    done.set()
+    thread.join()
+    assert other == [] and summary.unsaid == [] and threading.get_ident() not in logs._owners
