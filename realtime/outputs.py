@@ -87,6 +87,9 @@ def write_atomic(path: Path, text: str | bytes) -> None:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise OutputError(f"cannot write '{path}': {exc.strerror}") from None
+    except BaseException:  # Ctrl-C or SIGTERM mid-write: no temporary left for the next run to find
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _unresolved(path: Path) -> Path:

@@ -53,3 +53,20 @@ def test_outside_the_main_thread_a_block_holds_nothing():
     thread.start()
     thread.join()
     assert seen == [0]
+
+
+def test_an_interrupt_mid_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    """SIGTERM to `realtime.extract --workers 2` landed between a cache entry's write and its
+    rename: the temporary stayed in the cache until a later run removed it."""
+    from realtime.outputs import write_atomic
+
+    path = tmp_path / "entry.npz"
+    write_atomic(path, b"old")
+
+    def interrupted(fd) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(path, b"new")
+    assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["entry.npz"]
