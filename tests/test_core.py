@@ -285,9 +285,9 @@ def test_a_live_core_needs_the_time():
 
 @pytest.mark.parametrize("live", [False, True], ids=["file", "live"])
 def test_an_hour_with_nothing_in_it_closes_its_windows_a_few_hundred_at_a_time(live):
-    """Streams that jump an hour ahead (a file whose audio skips an hour; a camera and a
-    microphone gone quiet) made every window of the hour complete at once: all 7,200 were
-    built (their face and voice steps) before the first was scored, about 100 MB an hour."""
+    """Streams that jump an hour ahead (a file whose audio skips an hour) made every window
+    of the hour complete at once: all 7,200 were built (their face and voice steps) before
+    the first was scored, about 100 MB an hour. Live, a clock that jumps does the same."""
     from realtime.core import WAITING_MOST
 
     c = core(live=live)
