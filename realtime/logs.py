@@ -66,6 +66,22 @@ of the thread that started it through ``carried``). A thread not listed (a devic
 thread) tells every block."""
 
 
+@contextlib.contextmanager
+def _claimed(blocks: tuple[_Teller, ...]) -> Iterator[None]:
+    """This thread's warnings go to ``blocks`` alone (none: to no block) meanwhile; then it
+    is claimed as before (or by none)."""
+    ident = threading.get_ident()
+    outer = _owners.get(ident)
+    try:  # an interrupt anywhere in here leaves nothing claimed behind
+        _owners[ident] = blocks
+        yield
+    finally:
+        if outer is None:
+            _owners.pop(ident, None)
+        else:
+            _owners[ident] = outer
+
+
 def carried(target: Callable[..., None]) -> Callable[..., None]:
     """``target``, to run in a thread of its own, telling its warnings to the ``warnings_to``
     blocks of the thread calling this (that starts it), and to no other: two runs in two
@@ -76,12 +92,8 @@ def carried(target: Callable[..., None]) -> Callable[..., None]:
         return target
 
     def run(*args, **kwargs) -> None:
-        ident = threading.get_ident()
-        _owners[ident] = blocks
-        try:
+        with _claimed(blocks):
             target(*args, **kwargs)
-        finally:
-            _owners.pop(ident, None)
 
     return run
 
@@ -134,24 +146,18 @@ def warnings_to(tell: Callable[[str], None], prefixes: tuple[str, ...] = ("realt
     which a handler on the root would silence: that one is kept showing them."""
     teller = _Teller(tell, prefixes)
     root = logging.getLogger()
-    ident = threading.get_ident()
-    outer = _owners.get(ident)
     resort = False
-    try:  # an interrupt anywhere in here leaves nothing claimed or added behind
-        _owners[ident] = (*(outer or ()), teller)
-        root.addHandler(teller)
-        if logging.lastResort is not None and _unconfigured(prefixes):
-            _share_last_resort(1)
-            resort = True
-        yield
-    finally:
-        root.removeHandler(teller)
-        if resort:
-            _share_last_resort(-1)
-        if outer is None:
-            _owners.pop(ident, None)
-        else:
-            _owners[ident] = outer
+    with _claimed((*_owners.get(threading.get_ident(), ()), teller)):
+        try:  # an interrupt anywhere in here leaves nothing added behind
+            root.addHandler(teller)
+            if logging.lastResort is not None and _unconfigured(prefixes):
+                _share_last_resort(1)
+                resort = True
+            yield
+        finally:
+            root.removeHandler(teller)
+            if resort:
+                _share_last_resort(-1)
 
 
 @contextlib.contextmanager
@@ -159,16 +165,8 @@ def kept_by_no_run() -> Iterator[None]:
     """Warnings this thread logs meanwhile are said as usual, and kept by no ``warnings_to``
     block: its caller keeps them itself (a run's end findings, said after its block had
     ended, reached the summary of a run in another thread)."""
-    ident = threading.get_ident()
-    outer = _owners.get(ident)
-    try:
-        _owners[ident] = ()
+    with _claimed(()):
         yield
-    finally:
-        if outer is None:
-            _owners.pop(ident, None)
-        else:
-            _owners[ident] = outer
 
 
 ONCE = {"once_per_command": True}
