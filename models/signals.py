@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import signal
 import sys
+import threading
 from typing import NoReturn
 
 
@@ -16,6 +17,20 @@ def take_signals(handler) -> dict:
     (``give_back``)."""
     return {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)
             if signal.getsignal(sig) is not signal.SIG_IGN}
+
+
+def interrupt_on_signals() -> dict:
+    """Make Ctrl-C and SIGTERM (a scheduler's) raise KeyboardInterrupt, as Ctrl-C alone does
+    by default: a command then ends with its 'interrupted' line and exit 130, not 143 and
+    nothing said. Called from another thread it changes nothing (signals are the main
+    thread's). Returns the handlers to give back (``give_back``)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return take_signals(_raise_interrupt)
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def give_back(previous: dict) -> None:

@@ -29,7 +29,6 @@ import logging
 import math
 import shutil
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,7 +71,7 @@ from models.errors import Parser, UsageError, UserError
 from models.loop import batches, evaluate
 from models.losses import dmd_losses
 from models.progress import Progress, on_terminal
-from models.signals import give_back, take_signals
+from models.signals import give_back, interrupt_on_signals
 from models.teacher_cache import TeacherCache
 
 logger = logging.getLogger(__name__)
@@ -631,7 +630,7 @@ def main(argv: list[str] | None = None) -> int:
     made = not Path(args.out).exists()
     # SIGTERM (a scheduler's, or torchrun tearing the group down) ends a run as Ctrl-C does:
     # exit 130 and its message, not 143 and nothing said (signals: the main thread's only)
-    previous = take_signals(_interrupt) if threading.current_thread() is threading.main_thread() else {}
+    previous = interrupt_on_signals()
     try:
         return run(args, ranks)
     except UserError as exc:
@@ -650,10 +649,6 @@ def main(argv: list[str] | None = None) -> int:
         give_back(previous)
         if ranks.launched:
             stop()
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ import numpy as np
 from models.config import LEGACY_VOICING
 from models.data import DataError, missing_classes, save_dataset
 from models.errors import Parser, UserError
-from models.signals import give_back, take_signals
+from models.signals import give_back, interrupt_on_signals
 from realtime.cluster import Outcome, add_engine_options, cluster_options, progress, run_on_ray, worker_label
 from realtime.outputs import output_file_problem, remove_stale_temporaries, write_atomic
 from realtime.service import EXIT_SOME_FAILED
@@ -597,7 +597,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     # SIGTERM (a scheduler's) ends a run as Ctrl-C does: exit 130 and its message (it had
     # ended the process at once: exit 143, nothing said; signals: the main thread's only)
-    previous = take_signals(_interrupt) if threading.current_thread() is threading.main_thread() else {}
+    previous = interrupt_on_signals()
     try:
         return run(args)
     except UserError as exc:
@@ -608,10 +608,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         give_back(previous)
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":
