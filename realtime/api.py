@@ -28,16 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from models import safejson
-from realtime.service import (
-    FACE_FPS,
-    FACE_FPS_RANGE,
-    HOP_RANGE,
-    check_model_options,
-    component_args,
-    load_components,
-    number_option,
-    seconds_option,
-)
+from realtime.service import FACE_FPS, check_model_options, check_run_options, component_args, load_components
 from realtime.sinks import Summary, _named
 
 logger = logging.getLogger("realtime")
@@ -89,8 +80,7 @@ class Recognizer:
 
         hop = self._hop if hop is None else hop
         face_fps = self._face_fps if face_fps is None else face_fps
-        seconds_option("--hop", hop, *HOP_RANGE)
-        number_option("--face-fps", face_fps, *FACE_FPS_RANGE, "frames per second")
+        check_run_options(hop, face_fps)
         if not self._busy.acquire(blocking=False):
             raise RuntimeError("this Recognizer is analysing another file: give each thread a Recognizer of its own")
         try:

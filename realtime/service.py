@@ -150,11 +150,16 @@ def add_model_options(p: argparse.ArgumentParser, file_runs: bool = True) -> Non
                         "decided on each machine that embeds, so each Ray worker by its own CPU (default auto)")
 
 
+def check_run_options(hop: float, face_fps: float) -> None:
+    """UsageError for a bad --hop or --face-fps, the options each run may set."""
+    seconds_option("--hop", hop, *HOP_RANGE)
+    number_option("--face-fps", face_fps, *FACE_FPS_RANGE, "frames per second")
+
+
 def check_model_options(args: argparse.Namespace) -> None:
     """UsageError for a bad --hop, --window, --face-fps or --device (see add_model_options):
     every number finite and in range before anything starts."""
-    seconds_option("--hop", args.hop, *HOP_RANGE)
-    number_option("--face-fps", args.face_fps, *FACE_FPS_RANGE, "frames per second")
+    check_run_options(args.hop, args.face_fps)
     if args.window is not None:
         seconds_option("--window", args.window, *WINDOW_RANGE)
     if not isinstance(args.device, str) or args.device not in ("auto", "cpu") and not args.device.startswith("cuda"):
