@@ -14,9 +14,9 @@ Conv1d kernels 5/5/5 with no padding, aligned 50 steps, feature dims 768/5/20 (B
 output width, COVAREP, FACET), no BERT (inputs are the 768-d token features), future
 attention masks on (their attn_mask=true). Ours: the same sizes (cross and memory
 layers 4, "flatten" homogeneous heads), full presence masks, served by the
-inference-only forward (models/fast.py: at batch 1 in ONNX Runtime, as serving runs one
-window) and, for the record, by the same forward kept in torch and the eager training
-forward.
+inference-only forward in ONNX Runtime (models/fast.py, runtime "onnxruntime": a graph for
+one window, another for batches) and, for the record, by the same forward kept in torch
+and by the eager training forward.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def compare(root: Path | None, threads: int = 2, rounds: int = 7, batches: tuple
     torch.manual_seed(0)
     theirs = load_reference(Path(root))(reference_args()).eval()
     ours = DMD(our_config()).eval()
-    fast = FastDMD(ours)  # as serving builds it: one window in ONNX Runtime, batches in torch
+    fast = FastDMD(ours, runtime="onnxruntime")  # one window and batches in ONNX Runtime
     fast_torch = FastDMD(ours, runtime="torch")
     out: dict = {"reference": str(root), "threads": torch.get_num_threads(), "rounds": rounds,
                  "config": "MOSI: d=50, 10 heads, 4 levels, kernels 5, 50 aligned steps, dims 768/5/20, no BERT"}

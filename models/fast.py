@@ -140,6 +140,8 @@ class _Stack:
 
     def _norm(self, x: torch.Tensor, affine: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """LayerNorm with per-group weights: x (G, N, d), weights (G, 1, d)."""
+        if x.size(0) == 1:  # one encoder: a plain LayerNorm (one fused node in ONNX Runtime)
+            return F.layer_norm(x, (self.dim,), affine[0][0, 0], affine[1][0, 0], self.eps)
         return torch.addcmul(affine[1], F.layer_norm(x, (self.dim,), eps=self.eps), affine[0])
 
     def __call__(self, x: torch.Tensor, source: torch.Tensor | None, allowed: torch.Tensor | None,
@@ -175,11 +177,24 @@ class _Stack:
         return self._norm(x, self.ln_out).view(G, B, T, d) * keep
 
 
+@dataclass
+class _Plan:
+    """Which encoders run together: stacks of width d (the crossmodal and self-attention
+    encoders) and of width 2d (the memories), each with the indices of its members."""
+
+    stacks_d: list[_Stack]
+    groups_d: list[list[int]]
+    stacks_mem: list[_Stack]
+    groups_mem: list[list[int]]
+
+
 RUNTIMES = ("auto", "torch", "onnxruntime")
-"""Who runs a window alone (batch 1) on the CPU: "onnxruntime" (models/onnx_forward.py, the
-same graph without torch's per-operator cost), "torch", or "auto": ONNX Runtime where the
-network is float32 on the CPU and the export works, else torch. Batches of more than one
-window, and every GPU forward, always run in torch."""
+"""Who runs the forward on the CPU in float32: "onnxruntime" (models/onnx_forward.py: the
+same graph without torch's per-operator cost, exported once for one window and once for
+batches of any size, each encoder alone), "torch", or "auto": a window alone in ONNX Runtime
+where the export works (else torch, with a warning), batches in torch (serving's file runs,
+which would pay the batch graph's export for a few dozen windows). Every GPU forward runs
+in torch."""
 
 
 class FastDMD:
@@ -205,38 +220,67 @@ class FastDMD:
         # 3-4. encoders: the six crossmodal ones (target t <- source s) and the three
         # self-attentions over c_m share width d; the memories have width 2d
         self.cross_pairs = [(t, s) for t in MODALITIES for s in MODALITIES if s != t]
-        width_d = ([net.cross[f"{t}{s}"] for t, s in self.cross_pairs] + [net.self_attn_c[m] for m in MODALITIES])
-        is_cross = [True] * len(self.cross_pairs) + [False] * len(MODALITIES)
-        targets = [t for t, _ in self.cross_pairs] + list(MODALITIES)
-        if _padding_ratio([cfg.steps[m] for m in targets]) <= PAD_LIMIT:
-            self.groups_d = [list(range(len(width_d)))]
-        else:
-            self.groups_d = [[i] for i in range(len(width_d))]
-        self.stacks_d = [_Stack([width_d[i] for i in g], [is_cross[i] for i in g]) for g in self.groups_d]
-        self.targets_d = targets
-        memories = [net.memory[m] for m in MODALITIES]
-        self.groups_mem = [[0, 1, 2]] if _padding_ratio(steps) <= PAD_LIMIT else [[0], [1], [2]]
-        self.stacks_mem = [_Stack([memories[i] for i in g], [False] * len(g)) for g in self.groups_mem]
+        self.targets_d = [t for t, _ in self.cross_pairs] + list(MODALITIES)
+        stacked = _padding_ratio([cfg.steps[m] for m in self.targets_d]) <= PAD_LIMIT
+        self.stacked = self._plan(stacked, _padding_ratio(steps) <= PAD_LIMIT)
         self._positions: dict[tuple, torch.Tensor] = {}
-        self.onnx = None  # models.onnx_forward.OnnxForward serving batch 1, or None
+        # who serves on the CPU in float32 (None: torch): one window, and batches of more
+        self.onnx = self.onnx_batches = None  # models.onnx_forward.OnnxForward
         weight = net.proj["L"].weight
-        if runtime == "onnxruntime" or (runtime == "auto" and weight.device.type == "cpu"
-                                        and weight.dtype == torch.float32):
-            from models.onnx_forward import build_session
+        on_cpu = weight.device.type == "cpu" and weight.dtype == torch.float32
+        if runtime == "onnxruntime" or (runtime == "auto" and on_cpu):
+            self.onnx = self._export(self._forward, batched=False, required=runtime == "onnxruntime")
+        if runtime == "onnxruntime":
+            # a batch's time is in its matmuls, softmaxes and norms, which ONNX Runtime
+            # runs faster one encoder at a time (plain Gemm and LayerNormalization nodes,
+            # no stacking copies) than stacked: the batch graph is traced with that plan
+            alone = self._plan(False, False)
+            self.onnx_batches = self._export(lambda i, m: self._forward(i, m, alone), batched=True, required=True)
 
-            started = time.perf_counter()
-            self.onnx, why = build_session(self._forward, net, ServingOutput)
-            if self.onnx is None:
-                if runtime == "onnxruntime":
-                    raise RuntimeError(f"cannot serve in ONNX Runtime: {why}")
-                logger.warning("batch-1 forward stays in torch (about 2x slower): %s", why)
-            else:
-                logger.info("one-window forward exported to ONNX Runtime in %.1f s", time.perf_counter() - started)
+    @property
+    def groups_d(self) -> list[list[int]]:
+        """How the width-d encoders are grouped into stacks in torch (indices into targets_d)."""
+        return self.stacked.groups_d
+
+    @property
+    def groups_mem(self) -> list[list[int]]:
+        return self.stacked.groups_mem
+
+    def _plan(self, stack_d: bool, stack_mem: bool) -> _Plan:
+        """The encoders' stacks: every encoder of a width in one stack, or each alone."""
+        net = self.net
+        width_d = [net.cross[f"{t}{s}"] for t, s in self.cross_pairs] + [net.self_attn_c[m] for m in MODALITIES]
+        is_cross = [True] * len(self.cross_pairs) + [False] * len(MODALITIES)
+        groups_d = [list(range(len(width_d)))] if stack_d else [[i] for i in range(len(width_d))]
+        memories = [net.memory[m] for m in MODALITIES]
+        groups_mem = [[0, 1, 2]] if stack_mem else [[0], [1], [2]]
+        return _Plan(
+            stacks_d=[_Stack([width_d[i] for i in g], [is_cross[i] for i in g]) for g in groups_d],
+            groups_d=groups_d,
+            stacks_mem=[_Stack([memories[i] for i in g], [False] * len(g)) for g in groups_mem],
+            groups_mem=groups_mem,
+        )
+
+    def _export(self, forward, batched: bool, required: bool):
+        """``forward`` in an ONNX Runtime session (models/onnx_forward.py), or None with a
+        warning where it cannot be (an error where ``required``)."""
+        from models.onnx_forward import build_session
+
+        started = time.perf_counter()
+        what = "batch" if batched else "one-window"
+        session, why = build_session(forward, self.net, ServingOutput, batched=batched)
+        if session is None:
+            if required:
+                raise RuntimeError(f"cannot serve in ONNX Runtime: {why}")
+            logger.warning("%s forward stays in torch (about 2x slower): %s", what, why)
+        else:
+            logger.info("%s forward exported to ONNX Runtime in %.1f s", what, time.perf_counter() - started)
+        return session
 
     def close(self) -> None:
-        """Let the one-window ONNX Runtime session go now (idempotent); later windows of one
-        are served by the torch path."""
-        self.onnx = None
+        """Let the ONNX Runtime sessions go now (idempotent); later forwards are served by the
+        torch path."""
+        self.onnx = self.onnx_batches = None
 
     # -- helpers -------------------------------------------------------------------------
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -284,13 +328,17 @@ class FastDMD:
                 raise ValueError(
                     f"modality {m}: expected (batch, {cfg.steps[m]}, {cfg.dims[m]}), got {tuple(x.shape)}"
                 )
-        if self.onnx is not None and self.onnx.serves(inputs, masks):
-            return self.onnx(inputs, masks)
+        for session in (self.onnx, self.onnx_batches):
+            if session is not None and session.serves(inputs, masks):
+                return session(inputs, masks)
         return self._forward(inputs, masks)
 
-    def _forward(self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> ServingOutput:
-        """The forward in torch (also what models.onnx_forward traces)."""
+    def _forward(self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
+                 plan: _Plan | None = None) -> ServingOutput:
+        """The forward in torch (also what models.onnx_forward traces); ``plan``: the
+        encoders' stacks (None: ``stacked``, as many encoders in one stack as pay)."""
         net, cfg = self.net, self.cfg
+        plan = plan or self.stacked
         dtype = inputs["L"].dtype
         masks = {m: masks[m].to(dtype) for m in MODALITIES}
         present = torch.stack([(masks[m].sum(1) > 0).to(dtype) for m in MODALITIES], dim=1)  # (B, 3)
@@ -322,14 +370,14 @@ class FastDMD:
         sources = [emb_s[src] for _, src in self.cross_pairs] + [None] * len(MODALITIES)
         x_masks = [masks[t] for t in self.targets_d]
         key_masks = [masks[src] for _, src in self.cross_pairs] + [masks[m] for m in MODALITIES]
-        y = self._run(self.stacks_d, self.groups_d, xs, sources, x_masks, key_masks)
+        y = self._run(plan.stacks_d, plan.groups_d, xs, sources, x_masks, key_masks)
         n = len(self.cross_pairs)
         c_att = [masked_mean(y[n + i], masks[m]) for i, m in enumerate(MODALITIES)]
         c_fusion = torch.cat(c_att, dim=1)  # (B, 3d)
         logit_c, _, _ = _head(net.head_c, c_fusion)
         crossed = {t: torch.cat([y[i] for i, (tt, _) in enumerate(self.cross_pairs) if tt == t], dim=2)
                    for t in MODALITIES}  # (B, T_t, 2d)
-        mem = self._run(self.stacks_mem, self.groups_mem, [self._embed(crossed[m]) for m in MODALITIES],
+        mem = self._run(plan.stacks_mem, plan.groups_mem, [self._embed(crossed[m]) for m in MODALITIES],
                         [None] * 3, [masks[m] for m in MODALITIES], [masks[m] for m in MODALITIES])
         logits_hetero, repr_hetero, last_h = {}, {}, {}
         for i, m in enumerate(MODALITIES):
@@ -370,7 +418,9 @@ matmul with a broadcast bias was about 1.5x slower than separate ones at batch 6
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """x (G, N, i) @ weight (G, i, o) + bias (G, 1, o), per group (on a GPU always one batched
     matmul: one kernel, and autocast applies to it, not to out= variants)."""
-    if x.size(1) < BATCHED_ROWS or x.size(0) == 1 or x.is_cuda or torch.jit.is_tracing():
+    if x.size(0) == 1:  # one encoder: a plain matmul with its bias (one Gemm in ONNX Runtime)
+        return torch.addmm(bias[0], x[0], weight[0]).unsqueeze(0)
+    if x.size(1) < BATCHED_ROWS or x.is_cuda or torch.jit.is_tracing():
         return torch.baddbmm(bias, x, weight)
     out = x.new_empty(x.size(0), x.size(1), weight.size(2))
     for g in range(x.size(0)):

@@ -1,11 +1,15 @@
-"""Serving's forward for one window on the CPU, in ONNX Runtime (issue 15).
+"""Serving's forward on the CPU in ONNX Runtime (issue 15): one window, and batches.
 
 At batch 1 the forward's arithmetic is tiny (the bundled student: about 0.1 GFLOP) and its
 time is per-operator cost: ~1,900 aten calls, each paying Python and the dispatcher.
 ONNX Runtime runs the same graph (models/fast.py's forward, traced once at batch 1) as a
-flat list of kernels with constant-folded shapes: about half the time. At batch 64 it
-measured no faster than torch (the time is then in the matmuls and attention, the same
-kernels either way), so only batch 1 goes through here.
+flat list of kernels with constant-folded shapes: about half the time.
+
+A batch's time is in its matmuls, softmaxes and norms. Traced with each encoder alone
+(plain Gemm and LayerNormalization nodes, no stacking copies) and a batch axis of any size,
+ONNX Runtime runs the DMD authors' MOSI configuration at batch 64 in about 0.55-0.6 of
+torch's time on this project's 2-core machine (its softmax alone is several times faster
+than torch's over rows of 50). That graph serves batches of two windows or more.
 
 Export needs ``onnx`` (torch's TorchScript exporter writes through it) and serving needs
 ``onnxruntime`` (MIT; faster-whisper already depends on it). Without either, or if the
@@ -73,18 +77,21 @@ class _Traced(torch.nn.Module):
 
 
 class OnnxForward:
-    """One ONNX Runtime session that serves batch 1 (float32, CPU) of a FastDMD forward."""
+    """One ONNX Runtime session that serves a FastDMD forward (float32, CPU): one window, or
+    (``batched``) batches of two or more."""
 
-    def __init__(self, session, layout: list[tuple[str, str | None]], output_cls, steps: dict[str, int]):
+    def __init__(self, session, layout: list[tuple[str, str | None]], output_cls, steps: dict[str, int],
+                 batched: bool = False):
         self.session = session
         self.layout = layout
         self.output_cls = output_cls
         self.steps = steps
+        self.batched = batched
 
     def serves(self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> bool:
-        """Whether this session takes these tensors: one window, float32, on the CPU."""
+        """Whether this session takes these tensors: its batch size, float32, on the CPU."""
         x = inputs["L"]
-        return x.size(0) == 1 and x.dtype == torch.float32 and x.device.type == "cpu"
+        return (x.size(0) > 1) == self.batched and x.dtype == torch.float32 and x.device.type == "cpu"
 
     def __call__(self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]):
         feed = {f"x_{m}": inputs[m].contiguous().numpy() for m in MODALITIES}
@@ -96,20 +103,31 @@ class OnnxForward:
 def one_thread_session(graph: bytes | str):
     """An ONNX Runtime CPU session over ``graph`` (the model's bytes or a file's path) that
     runs on the calling thread alone: no pool to wake, every graph optimisation, quiet."""
+    return cpu_session(graph, threads=1)
+
+
+def cpu_session(graph: bytes | str, threads: int):
+    """An ONNX Runtime CPU session over ``graph`` with ``threads`` threads for an operator
+    (the caller's among them) whose helpers sleep rather than spin between operators (a
+    pipeline's other workers share the cores), every graph optimisation, quiet."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
+    options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    if threads > 1:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
 
-def build_session(forward: Callable, net: torch.nn.Module, output_cls) -> tuple[OnnxForward | None, str]:
-    """Trace ``forward`` (inputs, masks) -> ``output_cls`` at batch 1 on ``net``'s config and
-    open it in ONNX Runtime with one thread. Returns (the session, "") or (None, why not)."""
+def build_session(forward: Callable, net: torch.nn.Module, output_cls,
+                  batched: bool = False) -> tuple[OnnxForward | None, str]:
+    """Trace ``forward`` (inputs, masks) -> ``output_cls`` on ``net``'s config and open it in
+    ONNX Runtime: at batch 1 on one thread, or (``batched``) with a batch axis of any size on
+    torch's thread count. Returns (the session, "") or (None, why not)."""
     try:
         import onnx  # noqa: F401  (torch's exporter writes through it)
         import onnxruntime  # noqa: F401
@@ -117,21 +135,25 @@ def build_session(forward: Callable, net: torch.nn.Module, output_cls) -> tuple[
         return None, f"{e.name} is not installed"
     cfg = net.cfg
     gen = torch.Generator().manual_seed(0)
+    batch = 4 if batched else 1
     # an example with some steps missing, so that every mask path is in the graph
-    example = [torch.randn(1, cfg.steps[m], cfg.dims[m], generator=gen) for m in MODALITIES]
-    example += [(torch.rand(1, cfg.steps[m], generator=gen) > 0.3).float() for m in MODALITIES]
+    example = [torch.randn(batch, cfg.steps[m], cfg.dims[m], generator=gen) for m in MODALITIES]
+    example += [(torch.rand(batch, cfg.steps[m], generator=gen) > 0.3).float() for m in MODALITIES]
     buffer = io.BytesIO()
     try:
         with torch.no_grad():
-            _, layout = flatten(forward(dict(zip(MODALITIES, example[:3])), dict(zip(MODALITIES, example[3:]))))
+            out, layout = flatten(forward(dict(zip(MODALITIES, example[:3])), dict(zip(MODALITIES, example[3:]))))
+        # a batch graph: dimension 0 of every input and output is the batch, of any size
+        axes = {name: {0: "batch"} for name in _INPUTS + [f"out_{i}" for i in range(len(out))]} if batched else None
         with warnings.catch_warnings():
             # the exporter warns that traced shapes become constants (they are: batch 1, the
             # config's steps) and that its TorchScript path is deprecated
             warnings.simplefilter("ignore")
             torch.onnx.export(_Traced(forward, net).eval(), tuple(example), buffer, dynamo=False,
-                              input_names=_INPUTS, opset_version=17)
+                              input_names=_INPUTS, output_names=[f"out_{i}" for i in range(len(out))],
+                              dynamic_axes=axes, opset_version=17)
         # batch 1's kernels are too small to split: one thread, no pool to wake
-        session = one_thread_session(buffer.getvalue())
+        session = cpu_session(buffer.getvalue(), threads=torch.get_num_threads() if batched else 1)
     except Exception as e:  # an exporter or runtime that cannot take this graph: serve with torch
         return None, f"{type(e).__name__}: {e}"
-    return OnnxForward(session, layout, output_cls, dict(cfg.steps)), ""
+    return OnnxForward(session, layout, output_cls, dict(cfg.steps), batched=batched), ""

@@ -62,7 +62,8 @@ def served(out) -> dict[str, torch.Tensor]:
 def assert_same(net, inputs, masks, runtime="torch"):
     forward = FastDMD(net, runtime=runtime)
     if runtime == "onnxruntime":
-        assert forward.onnx.serves(inputs, masks), "this batch would not reach ONNX Runtime"
+        session = forward.onnx if inputs["L"].size(0) == 1 else forward.onnx_batches
+        assert session.serves(inputs, masks), "this batch would not reach ONNX Runtime"
     with torch.inference_mode():
         eager = served(net(inputs, masks))
         quick = served(forward(inputs, masks))
@@ -120,11 +121,32 @@ def test_onnxruntime_matches_eager(arch, pooling):
     assert_same(net, *make_batch(net.cfg, 1, seed=1), runtime="onnxruntime")
 
 
+@pytest.mark.parametrize("batch", [2, 7])
+def test_onnxruntime_batches_bundled_checkpoint(bundled_onnx, batch):
+    """Batches in ONNX Runtime (one graph, each encoder alone, any batch size) give the eager
+    forward's outputs, with steps and whole modalities missing in some windows."""
+    net, forward = bundled_onnx
+    inputs, masks = make_batch(net.cfg, batch, seed=batch)
+    assert forward.onnx_batches.serves(inputs, masks) and not forward.onnx.serves(inputs, masks)
+    with torch.inference_mode():
+        eager, quick = served(net(inputs, masks)), served(forward(inputs, masks))
+    for name in eager:
+        torch.testing.assert_close(quick[name], eager[name], **TOLERANCE, msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("arch", ["dmd", "dhmd"])
+@pytest.mark.parametrize("steps", [(12, 20, 16), (4, 40, 6)], ids=["unaligned", "very-unequal"])
+def test_onnxruntime_batches_match_eager(arch, steps):
+    net = make_net(arch, steps, "flatten")
+    assert_same(net, *make_batch(net.cfg, 5, seed=2), runtime="onnxruntime")
+
+
 def test_onnxruntime_serves_one_window_only():
-    """Batches of more than one window (and other dtypes) run in torch: same outputs either way."""
+    """With "auto", batches of more than one window (and other dtypes) run in torch: same
+    outputs either way; no batch graph is exported."""
     net = make_net("dmd")
     forward = FastDMD(net)  # auto: ONNX Runtime for batch 1 here (CPU, float32)
-    assert forward.onnx is not None
+    assert forward.onnx is not None and forward.onnx_batches is None
     inputs, masks = make_batch(net.cfg, 3)
     assert not forward.onnx.serves(inputs, masks)
     assert forward.onnx.serves({m: v[:1] for m, v in inputs.items()}, {m: v[:1] for m, v in masks.items()})
