@@ -1,8 +1,9 @@
 """How the bundled student's serving forward scales with CPU threads: windows per second at
 batch 1 and 64 for 1, 2, 4, ... threads, up to the machine's cores. Each thread count is
 timed in its own child process (torch's thread pool is fixed once it has run), medians
-over rounds; beside it (``torch_ms``) the same forward kept in torch, in alternation (one
-window is served by ONNX Runtime on one thread whatever the count: models/onnx_forward.py)."""
+over rounds; beside it, in alternation, the same forward kept in torch (``torch_ms``) and
+run in ONNX Runtime for batches too (``onnx_ms``, runtime "onnxruntime"). One window is
+served by ONNX Runtime on one thread whatever the count (models/onnx_forward.py)."""
 
 from __future__ import annotations
 
@@ -51,9 +52,10 @@ def _measure(threads: int, batches: list[int], rounds: int) -> list[dict]:
     checkpoint = load_checkpoint(DEFAULT_CHECKPOINT)
     spec = FeatureSpec.from_checkpoint(checkpoint.feature_set)
     net = checkpoint.build()
-    # serving's forward as the engine builds it (one CPU window in ONNX Runtime) and the
-    # same forward kept in torch, timed in alternation
-    forwards = {"ms": FastDMD(net), "torch_ms": FastDMD(net, runtime="torch")}
+    # serving's forward as the engine builds it (one CPU window in ONNX Runtime), the same
+    # forward kept in torch, and with batches in ONNX Runtime too, timed in alternation
+    forwards = {"ms": FastDMD(net), "torch_ms": FastDMD(net, runtime="torch"),
+                "onnx_ms": FastDMD(net, runtime="onnxruntime")}
     out = []
     for n in batches:
         g = torch.Generator().manual_seed(n)
