@@ -17,7 +17,8 @@ arithmetic, dominates a forward of a few ms):
   ``nn.MultiheadAttention`` calls. Sequences of different lengths are padded to the
   longest; padded keys are masked and padded queries dropped afterwards, so the answer
   is the same (up to float rounding). Where padding would more than double the work
-  (very unequal step counts), each encoder runs alone through the same code;
+  (very unequal step counts), and for CPU batches of ALONE_FROM windows or more (where
+  arithmetic, not calls, is the cost), each encoder runs alone through the same code;
 * s_m and c_m come from one matmul per modality (the two 1x1 convolutions side by side);
 * each GD-Unit's six edge scores come from two small matmuls over the stacked modalities
   (W_edge([z_s, z_t]) = W_s z_s + W_t z_t + b) instead of six concatenations;
@@ -25,7 +26,8 @@ arithmetic, dominates a forward of a few ms):
 
 A window alone on the CPU (batch 1, live serving) goes further: the wrapper traces this
 forward once and runs it in ONNX Runtime (models/onnx_forward.py), about 2x faster again;
-see RUNTIMES.
+with runtime "onnxruntime" batches go there too (a second graph, each encoder alone, about
+1.5-2.6x faster than torch at batch 16-64); see RUNTIMES.
 
 Weights are packed (and exported) when the wrapper is built: build it again after changing
 the network's weights (serving never does). Training never goes through here.
@@ -54,6 +56,13 @@ from models.layers import (
 )
 
 logger = logging.getLogger(__name__)
+
+ALONE_FROM = 4
+"""On the CPU, batches of this many windows or more run each encoder alone: stacking saves
+calls, which is what batch 1 costs, but pads and copies, which is what a batch costs (the
+bundled student at batch 4 / 16 / 64, 1 thread: 5.7 / 14.8 / 53 ms alone against 7.1 / 21 /
+94 ms stacked; at batch 1 and 2 stacked wins, 2.1 and 3.5 ms against 2.9 and 4.4 ms). A
+GPU forward always stacks (fewer kernel launches)."""
 
 PAD_LIMIT = 2.0
 """Group encoders of different lengths only while the padded work stays under this many
@@ -223,6 +232,8 @@ class FastDMD:
         self.targets_d = [t for t, _ in self.cross_pairs] + list(MODALITIES)
         stacked = _padding_ratio([cfg.steps[m] for m in self.targets_d]) <= PAD_LIMIT
         self.stacked = self._plan(stacked, _padding_ratio(steps) <= PAD_LIMIT)
+        # each encoder alone: what CPU batches of ALONE_FROM windows or more run (below)
+        self.alone = self._plan(False, False)
         self._positions: dict[tuple, torch.Tensor] = {}
         # who serves on the CPU in float32 (None: torch): one window, and batches of more
         self.onnx = self.onnx_batches = None  # models.onnx_forward.OnnxForward
@@ -234,8 +245,8 @@ class FastDMD:
             # a batch's time is in its matmuls, softmaxes and norms, which ONNX Runtime
             # runs faster one encoder at a time (plain Gemm and LayerNormalization nodes,
             # no stacking copies) than stacked: the batch graph is traced with that plan
-            alone = self._plan(False, False)
-            self.onnx_batches = self._export(lambda i, m: self._forward(i, m, alone), batched=True, required=True)
+            self.onnx_batches = self._export(lambda i, m: self._forward(i, m, self.alone), batched=True,
+                                             required=True)
 
     @property
     def groups_d(self) -> list[list[int]]:
@@ -336,9 +347,12 @@ class FastDMD:
     def _forward(self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
                  plan: _Plan | None = None) -> ServingOutput:
         """The forward in torch (also what models.onnx_forward traces); ``plan``: the
-        encoders' stacks (None: ``stacked``, as many encoders in one stack as pay)."""
+        encoders' stacks (None: ``alone`` for a CPU batch of ALONE_FROM windows or more,
+        else ``stacked``)."""
         net, cfg = self.net, self.cfg
-        plan = plan or self.stacked
+        if plan is None:
+            x = inputs["L"]
+            plan = self.alone if x.device.type == "cpu" and x.size(0) >= ALONE_FROM else self.stacked
         dtype = inputs["L"].dtype
         masks = {m: masks[m].to(dtype) for m in MODALITIES}
         present = torch.stack([(masks[m].sum(1) > 0).to(dtype) for m in MODALITIES], dim=1)  # (B, 3)

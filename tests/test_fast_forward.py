@@ -59,8 +59,8 @@ def served(out) -> dict[str, torch.Tensor]:
     return got
 
 
-def assert_same(net, inputs, masks, runtime="torch"):
-    forward = FastDMD(net, runtime=runtime)
+def assert_same(net, inputs, masks, runtime="torch", forward=None):
+    forward = forward or FastDMD(net, runtime=runtime)
     if runtime == "onnxruntime":
         session = forward.onnx if inputs["L"].size(0) == 1 else forward.onnx_batches
         assert session.serves(inputs, masks), "this batch would not reach ONNX Runtime"
@@ -176,10 +176,31 @@ def test_one_encoder_at_a_time(arch):
 
 @pytest.mark.parametrize("arch", ["dmd", "dhmd"])
 def test_one_matmul_per_encoder_at_large_batch(arch):
-    """Past BATCHED_ROWS rows the stacked layers run one matmul per encoder."""
+    """Past BATCHED_ROWS rows the stacked layers run one matmul per encoder (the stacked
+    plan, which CPU batches this large no longer take by themselves, and GPUs do)."""
     net = make_net(arch)
-    batch = fast.BATCHED_ROWS // 12 + 1
-    assert_same(net, *make_batch(net.cfg, batch))
+    inputs, masks = make_batch(net.cfg, fast.BATCHED_ROWS // 12 + 1)
+    forward = FastDMD(net, runtime="torch")
+    with torch.inference_mode():
+        eager, quick = served(net(inputs, masks)), served(forward._forward(inputs, masks, forward.stacked))
+    for name in eager:
+        torch.testing.assert_close(quick[name], eager[name], **TOLERANCE, msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("arch", ["dmd", "dhmd"])
+def test_cpu_batches_run_each_encoder_alone(arch):
+    """From ALONE_FROM windows a CPU batch takes the plan with every encoder alone, below it
+    the stacked one; both give the eager forward's outputs."""
+    net = make_net(arch)
+    forward = FastDMD(net, runtime="torch")
+    assert len(forward.stacked.groups_d) == 1 and len(forward.alone.groups_d) == 9
+    taken = []
+    run = fast.FastDMD._run
+    forward._run = lambda stacks, *rest: taken.append(len(stacks)) or run(forward, stacks, *rest)
+    for batch in (fast.ALONE_FROM - 1, fast.ALONE_FROM):
+        taken.clear()
+        assert_same(net, *make_batch(net.cfg, batch, seed=batch), forward=forward)
+        assert taken == ([9, 3] if batch >= fast.ALONE_FROM else [1, 1])
 
 
 def test_without_decoupling_and_classes():
