@@ -378,8 +378,16 @@ POOL_CLOSE_SECONDS = 60.0
 
 
 def _pool_init(options: ExtractOptions) -> None:
+    import threading
     from multiprocessing import util
 
+    import tqdm
+
+    # faster-whisper makes a (disabled) tqdm bar per transcription, and tqdm's first bar makes
+    # a multiprocessing lock: a named semaphore that a worker stopped by the pool's SIGTERM
+    # (an interrupted run) never gives back, so multiprocessing's resource tracker warned of
+    # "leaked semaphore objects" at the end of the run. A worker's bars need a thread lock only.
+    tqdm.tqdm.set_lock(threading.RLock())
     models = _POOL["models"] = load_models(options)
     # closed when the worker ends its work (the pool's close and join), while its threads run:
     # not left to the graph's finalizer at interpreter exit, which can hang (issue 13)
