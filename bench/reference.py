@@ -105,6 +105,8 @@ def compare(root: Path | None, threads: int = 2, rounds: int = 7, batches: tuple
     fast = FastDMD(ours, runtime="onnxruntime")  # one window and batches in ONNX Runtime
     fast_torch = FastDMD(ours, runtime="torch")
     out: dict = {"reference": str(root), "threads": torch.get_num_threads(), "rounds": rounds,
+                 # what "ours" is (before 2026-11-28 batches ran in torch)
+                 "ours": "FastDMD, runtime onnxruntime (one-window and batch graphs)",
                  "config": "MOSI: d=50, 10 heads, 4 levels, kernels 5, 50 aligned steps, dims 768/5/20, no BERT"}
     for n in batches:
         g = torch.Generator().manual_seed(n)

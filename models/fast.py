@@ -26,8 +26,9 @@ arithmetic, dominates a forward of a few ms):
 
 A window alone on the CPU (batch 1, live serving) goes further: the wrapper traces this
 forward once and runs it in ONNX Runtime (models/onnx_forward.py), about 2x faster again;
-with runtime "onnxruntime" batches go there too (a second graph, each encoder alone, about
-1.5-2.6x faster than torch at batch 16-64); see RUNTIMES.
+with runtime "onnxruntime" batches go there too (a second graph, each encoder alone: the
+MOSI reference configuration at batch 64 in 0.55-0.6 of torch's time, the bundled student
+at batch 16-64 in 0.7-0.75 of it with 1 thread and about the same with 2); see RUNTIMES.
 
 Weights are packed (and exported) when the wrapper is built: build it again after changing
 the network's weights (serving never does). Training never goes through here.

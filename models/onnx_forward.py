@@ -8,7 +8,7 @@ flat list of kernels with constant-folded shapes: about half the time.
 A batch's time is in its matmuls, softmaxes and norms. Traced with each encoder alone
 (plain Gemm and LayerNormalization nodes, no stacking copies) and a batch axis of any size,
 ONNX Runtime runs the DMD authors' MOSI configuration at batch 64 in about 0.55-0.6 of
-torch's time on this project's 2-core machine (its softmax alone is several times faster
+torch's time (each encoder alone in both) on this project's 2-core machine (its softmax alone is several times faster
 than torch's over rows of 50). That graph serves batches of two windows or more.
 
 Export needs ``onnx`` (torch's TorchScript exporter writes through it) and serving needs
@@ -91,7 +91,8 @@ class OnnxForward:
     def serves(self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> bool:
         """Whether this session takes these tensors: its batch size, float32, on the CPU."""
         x = inputs["L"]
-        return (x.size(0) > 1) == self.batched and x.dtype == torch.float32 and x.device.type == "cpu"
+        size = x.size(0) > 1 if self.batched else x.size(0) == 1  # (an empty batch: torch's)
+        return size and x.dtype == torch.float32 and x.device.type == "cpu"
 
     def __call__(self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]):
         feed = {f"x_{m}": inputs[m].contiguous().numpy() for m in MODALITIES}

@@ -82,7 +82,7 @@ def test_bundled_checkpoint(batch, missing):
 @pytest.mark.parametrize("arch", ["dmd", "dhmd"])
 @pytest.mark.parametrize("pooling", ["flatten", "pool"])
 @pytest.mark.parametrize("steps", [(12, 20, 16), (10, 10, 10)], ids=["unaligned", "aligned"])
-@pytest.mark.parametrize("batch", [1, 4])
+@pytest.mark.parametrize("batch", [1, 3, 4])  # 1 and 3 stacked, 4 each encoder alone (CPU)
 def test_matches_eager(arch, pooling, steps, batch):
     net = make_net(arch, steps, pooling)
     assert_same(net, *make_batch(net.cfg, batch, seed=batch))
@@ -149,6 +149,10 @@ def test_onnxruntime_serves_one_window_only():
     assert forward.onnx is not None and forward.onnx_batches is None
     inputs, masks = make_batch(net.cfg, 3)
     assert not forward.onnx.serves(inputs, masks)
+    empty = {m: v[:0] for m, v in inputs.items()}, {m: v[:0] for m, v in masks.items()}
+    assert not forward.onnx.serves(*empty)  # an empty batch is torch's
+    with torch.inference_mode():
+        assert forward(*empty).sentiment.shape == (0,)
     assert forward.onnx.serves({m: v[:1] for m, v in inputs.items()}, {m: v[:1] for m, v in masks.items()})
     assert not forward.onnx.serves({m: v[:1].double() for m, v in inputs.items()}, masks)
     with torch.inference_mode():
@@ -160,7 +164,8 @@ def test_onnxruntime_serves_one_window_only():
 
 def test_runtime_choice():
     net = make_net("dmd")
-    assert FastDMD(net, runtime="torch").onnx is None
+    in_torch = FastDMD(net, runtime="torch")
+    assert in_torch.onnx is None and in_torch.onnx_batches is None
     with pytest.raises(ValueError, match="runtime"):
         FastDMD(net, runtime="tensorrt")
 
@@ -203,14 +208,15 @@ def test_cpu_batches_run_each_encoder_alone(arch):
         assert taken == ([9, 3] if batch >= fast.ALONE_FROM else [1, 1])
 
 
-def test_without_decoupling_and_classes():
+@pytest.mark.parametrize("batch", [3, 4])
+def test_without_decoupling_and_classes(batch):
     net = make_net(decouple=False, classes=())
-    assert_same(net, *make_batch(net.cfg, 4))
+    assert_same(net, *make_batch(net.cfg, batch))
 
 
 def test_fast_forward_is_sensitive():
-    """The comparison would catch a divergence: a changed weight in one stacked encoder
-    (the V <- A crossmodal one, second layer) changes the served outputs beyond TOLERANCE."""
+    """The comparison would catch a divergence: a changed weight in one encoder (the V <- A
+    crossmodal one, second layer) changes the served outputs beyond TOLERANCE."""
     net = make_net("dhmd")
     inputs, masks = make_batch(net.cfg, 4)
     quick = FastDMD(net, runtime="torch")
