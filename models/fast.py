@@ -233,8 +233,11 @@ class FastDMD:
         self.targets_d = [t for t, _ in self.cross_pairs] + list(MODALITIES)
         stacked = _padding_ratio([cfg.steps[m] for m in self.targets_d]) <= PAD_LIMIT
         self.stacked = self._plan(stacked, _padding_ratio(steps) <= PAD_LIMIT)
-        # each encoder alone: what CPU batches of ALONE_FROM windows or more run (below)
-        self.alone = self._plan(False, False)
+        # each encoder alone: what CPU batches of ALONE_FROM windows or more run (below); its
+        # packed weights are a second copy, not made for a network on a GPU (which stacks)
+        on_gpu = net.proj["L"].weight.device.type != "cpu"
+        already = len(self.stacked.groups_d) > 1 and len(self.stacked.groups_mem) > 1
+        self.alone = self.stacked if on_gpu or already else self._plan(False, False)
         self._positions: dict[tuple, torch.Tensor] = {}
         # who serves on the CPU in float32 (None: torch): one window, and batches of more
         self.onnx = self.onnx_batches = None  # models.onnx_forward.OnnxForward
