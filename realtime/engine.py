@@ -142,16 +142,29 @@ class InferenceEngine:
     def __call__(self, windows: list[Window]) -> list[Estimate]:
         if not windows:
             return []
-        text, text_mask = self.text.embed_many([win.text() for win in windows])
+        # windows with nothing to read (no face, voice or word: a capture gap, an empty room)
+        # all read the same, the model's reading of nothing: one of them is scored for all (a
+        # 10-hour gap's 72,000 windows had spent 1.7 ms each in the forward)
+        rows, scored, blank = [], [], None
+        for win in windows:
+            if not (win.words or win.face_mask.any() or win.audio_mask.any()):
+                if blank is None:
+                    blank = len(scored)
+                    scored.append(win)
+                rows.append(blank)
+            else:
+                rows.append(len(scored))
+                scored.append(win)
+        text, text_mask = self.text.embed_many([win.text() for win in scored])
         inputs = {
             "L": torch.from_numpy(text),
-            "A": torch.from_numpy(np.stack([w.audio for w in windows])),
-            "V": torch.from_numpy(np.stack([w.face for w in windows])),
+            "A": torch.from_numpy(np.stack([w.audio for w in scored])),
+            "V": torch.from_numpy(np.stack([w.face for w in scored])),
         }
         masks = {
             "L": torch.from_numpy(text_mask),
-            "A": torch.from_numpy(np.stack([w.audio_mask for w in windows])),
-            "V": torch.from_numpy(np.stack([w.face_mask for w in windows])),
+            "A": torch.from_numpy(np.stack([w.audio_mask for w in scored])),
+            "V": torch.from_numpy(np.stack([w.face_mask for w in scored])),
         }
         with computing_in(self.precision):
             out = self.forward(self._to_device(inputs), self._to_device(masks))
@@ -170,7 +183,7 @@ class InferenceEngine:
                      "hetero": {m: v.float().cpu().numpy() for m, v in out.atoms_hetero.items()}}
         names = self.class_names
         estimates = []
-        for i, win in enumerate(windows):
+        for i, win in zip(rows, windows):  # i: the row of the batch this window reads
             has = dict(zip(MODALITIES, present[i]))
             among = tuple(m for m in MODALITIES if has[m]) if sum(has.values()) >= 2 else ()
             channels = {

@@ -268,6 +268,46 @@ def test_engine_records_match_the_eager_forward(components):
         _assert_close_tree(a, b)
 
 
+def test_windows_with_nothing_to_read_are_scored_once(components):
+    """Windows with no face, voice or word (a capture gap) all read the model's reading of
+    nothing: one of them is scored for all, and each record is what scoring it alone gives."""
+    import numpy as np
+
+    from realtime.types import Window, Word
+
+    engine = components.engine
+    spec, rng = engine.spec, np.random.default_rng(1)
+
+    def window(i, content):
+        on = float(content)
+        return Window(index=i, t_start=float(i), t_end=float(i) + spec.window,
+                      face=rng.standard_normal((spec.face_steps, spec.dims["V"])).astype(np.float32),
+                      face_mask=np.full(spec.face_steps, on, np.float32),
+                      audio=rng.standard_normal((spec.audio_steps, spec.dims["A"])).astype(np.float32),
+                      audio_mask=np.full(spec.audio_steps, on, np.float32),
+                      words=[Word(i + 0.5, i + 0.9, "fine")] if content else [])
+
+    windows = [window(i, content) for i, content in enumerate([False, True, False, False, True, False])]
+    forward, sizes = engine.forward, []
+
+    def counted(inputs, masks):
+        sizes.append(inputs["L"].size(0))
+        return forward(inputs, masks)
+
+    try:
+        engine.forward = counted
+        together = [e.record() for e in engine(windows)]
+    finally:
+        engine.forward = forward
+    assert sizes == [3]  # the two with content and one with nothing
+    alone = [engine([w])[0].record() for w in windows]
+    for a, b in zip(together, alone):
+        _assert_close_tree(a, b)
+    blank = [r for r, w in zip(together, windows) if not w.words]
+    assert [r["t_start"] for r in blank] == [0.0, 2.0, 3.0, 5.0]
+    assert all({**r, "t_start": 0, "t_end": 0} == {**blank[0], "t_start": 0, "t_end": 0} for r in blank)
+
+
 def _assert_close_tree(a, b):
     if isinstance(a, dict):
         assert a.keys() == b.keys()
