@@ -337,12 +337,15 @@ class FastDMD:
     def __call__(self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> ServingOutput:
         """inputs[m]: (B, T_m, dims[m]); masks[m]: (B, T_m), 1 present, 0 missing."""
         cfg = self.cfg
+        batch = inputs["L"].size(0) if inputs["L"].dim() else 0
         for m in MODALITIES:
-            x = inputs[m]
-            if x.dim() != 3 or x.size(1) != cfg.steps[m] or x.size(2) != cfg.dims[m]:
+            x, mask = inputs[m], masks[m]
+            if x.dim() != 3 or x.size(0) != batch or x.size(1) != cfg.steps[m] or x.size(2) != cfg.dims[m]:
                 raise ValueError(
-                    f"modality {m}: expected (batch, {cfg.steps[m]}, {cfg.dims[m]}), got {tuple(x.shape)}"
+                    f"modality {m}: expected ({batch}, {cfg.steps[m]}, {cfg.dims[m]}), got {tuple(x.shape)}"
                 )
+            if tuple(mask.shape) != (batch, cfg.steps[m]):
+                raise ValueError(f"mask {m}: expected ({batch}, {cfg.steps[m]}), got {tuple(mask.shape)}")
         for session in (self.onnx, self.onnx_batches):
             if session is not None and session.serves(inputs, masks):
                 return session(inputs, masks)

@@ -89,10 +89,11 @@ class OnnxForward:
         self.batched = batched
 
     def serves(self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> bool:
-        """Whether this session takes these tensors: its batch size, float32, on the CPU."""
-        x = inputs["L"]
-        size = x.size(0) > 1 if self.batched else x.size(0) == 1  # (an empty batch: torch's)
-        return size and x.dtype == torch.float32 and x.device.type == "cpu"
+        """Whether this session takes these tensors: its batch size, every input float32 on
+        the CPU (masks of any dtype are given to it as float32)."""
+        n = inputs["L"].size(0)
+        size = n > 1 if self.batched else n == 1  # (an empty batch: torch's)
+        return size and all(x.dtype == torch.float32 and x.device.type == "cpu" for x in inputs.values())
 
     def __call__(self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]):
         feed = {f"x_{m}": inputs[m].contiguous().numpy() for m in MODALITIES}

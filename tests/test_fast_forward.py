@@ -162,6 +162,43 @@ def test_onnxruntime_serves_one_window_only():
         torch.testing.assert_close(one[name][0], batch[name][1], **TOLERANCE, msg=lambda m, n=name: f"{n}: {m}")
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+def test_inputs_of_other_dtypes_are_served_by_torch(bundled_onnx, batch):
+    """A modality in bfloat16 beside float32 ones: ONNX Runtime takes float32 only, so torch
+    serves it, as the eager forward would (it had reached ONNX Runtime and failed there)."""
+    net, forward = bundled_onnx
+    inputs, masks = make_batch(net.cfg, batch, seed=4)
+    inputs["A"] = inputs["A"].bfloat16()
+    assert not forward.onnx.serves(inputs, masks) and not forward.onnx_batches.serves(inputs, masks)
+    with torch.inference_mode():
+        eager, quick = served(net(inputs, masks)), served(forward(inputs, masks))
+    for name in eager:
+        torch.testing.assert_close(quick[name], eager[name], **TOLERANCE, msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("case,message", [
+    ("A", r"modality A: expected \(3, "),
+    ("masks", r"mask L: expected \(3, 24\), got \(1, 24\)"),
+    ("mask V", r"mask V: expected \(3, 32\), got \(3, 31\)"),
+])
+def test_inputs_that_disagree_get_one_clear_error(bundled_onnx, case, message):
+    """Modalities of different batch sizes, or masks of another shape, are refused with the
+    same one-line error whoever would serve them (torch and ONNX Runtime had each failed in
+    its own words, and a batch of 1 with masks of 3 went through in torch)."""
+    net, served_by_onnx = bundled_onnx
+    assert (net.cfg.steps["L"], net.cfg.steps["V"]) == (24, 32)
+    inputs, masks = make_batch(net.cfg, 3)
+    if case == "A":
+        inputs["A"] = inputs["A"][:2]
+    elif case == "masks":
+        masks = {m: v[:1] for m, v in masks.items()}
+    else:
+        masks["V"] = masks["V"][:, :-1]
+    for forward in (served_by_onnx, FastDMD(net, runtime="torch")):
+        with pytest.raises(ValueError, match=message):
+            forward(inputs, masks)
+
+
 def test_runtime_choice():
     net = make_net("dmd")
     in_torch = FastDMD(net, runtime="torch")
