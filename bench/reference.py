@@ -36,7 +36,22 @@ _ENCODER_DIR = Path("trains/subNets/transformers_encoder")
 
 
 def reference_problem(root: Path) -> str | None:
-    """Why ``root`` cannot serve as the authors' code, or None."""
+    """Why ``root`` cannot serve as the authors' code, or None: it is not there, lacks their
+    model's files, or their DMD cannot be built from it in the MOSI configuration (another
+    version or a fork, a broken file)."""
+    problem = _files_problem(root)
+    if problem:
+        return problem
+    try:
+        load_reference(root)(reference_args())
+    except Exception as e:  # their code, whatever it raises
+        return f"'{root}': the DMD in {_MODEL_FILE} cannot be built ({type(e).__name__}: {e})"
+    return None
+
+
+def _files_problem(root: Path) -> str | None:
+    if not root.exists():
+        return f"'{root}' does not exist"
     for need in (_MODEL_FILE, _ENCODER_DIR / "transformer.py"):
         if not (root / need).is_file():
             return f"'{root}' is not a copy of mdswyz/DMD (no {need})"
@@ -46,7 +61,7 @@ def reference_problem(root: Path) -> str | None:
 def load_reference(root: Path):
     """The authors' DMD class from a local copy of mdswyz/DMD, without their package's
     other imports (trainers, metrics, BERT): only the model and its encoder are loaded."""
-    problem = reference_problem(root)
+    problem = _files_problem(root)
     if problem:
         raise FileNotFoundError(problem)
     model_file, encoder_dir = root / _MODEL_FILE, root / _ENCODER_DIR

@@ -61,3 +61,25 @@ def test_the_bench_refuses_an_unwritable_json_before_measuring(where, tmp_path, 
     assert main(["--only", "file", "--json", str(target)]) == 2
     err = capsys.readouterr().err.strip().splitlines()  # one line, and no part begun ("bench: file ...")
     assert len(err) == 1 and err[0].startswith("error: cannot write --json"), err
+
+
+@pytest.mark.parametrize("copy", ["missing", "not_theirs", "broken", "another_class"])
+def test_the_bench_refuses_a_reference_that_is_not_the_authors_dmd(copy, tmp_path, capsys):
+    """--reference-dmd names a folder that is not there, lacks their files, or whose dmd.py
+    does not build their DMD (a fork, another version): one line, exit 2, before measuring
+    (the last two had ended in a traceback after the parts before it)."""
+    from bench.__main__ import main
+
+    root = tmp_path / "DMD"
+    if copy != "missing":
+        (root / "trains/subNets/transformers_encoder").mkdir(parents=True)
+        (root / "trains/subNets/transformers_encoder/transformer.py").write_text("")
+    if copy in ("broken", "another_class"):
+        (root / "trains/singleTask/model").mkdir(parents=True)
+        (root / "trains/singleTask/model/dmd.py").write_text(
+            "def broken(:\n" if copy == "broken" else "class DMD:\n    pass\n")
+    assert main(["--only", "reference", "--reference-dmd", str(root), "--json", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    expected = {"missing": "does not exist", "not_theirs": "is not a copy of mdswyz/DMD",
+                "broken": "cannot be built (SyntaxError", "another_class": "cannot be built (TypeError"}[copy]
+    assert len(err) == 1 and err[0].startswith("error: --reference-dmd: ") and expected in err[0], err
