@@ -8,8 +8,9 @@ flat list of kernels with constant-folded shapes: about half the time.
 A batch's time is in its matmuls, softmaxes and norms. Traced with each encoder alone
 (plain Gemm and LayerNormalization nodes, no stacking copies) and a batch axis of any size,
 ONNX Runtime runs the DMD authors' MOSI configuration at batch 64 in about 0.55-0.6 of
-torch's time (each encoder alone in both) on this project's 2-core machine (its softmax alone is several times faster
-than torch's over rows of 50). That graph serves batches of two windows or more.
+torch's time (each encoder alone in both) on this project's 2-core machine: its softmax
+alone is several times faster than torch's over rows of 50. That graph serves batches of
+two windows or more.
 
 Export needs ``onnx`` (torch's TorchScript exporter writes through it) and serving needs
 ``onnxruntime`` (MIT; faster-whisper already depends on it). Without either, or if the
@@ -102,16 +103,11 @@ class OnnxForward:
         return unflatten(self.output_cls, [torch.from_numpy(o) for o in outs], self.layout)
 
 
-def one_thread_session(graph: bytes | str):
-    """An ONNX Runtime CPU session over ``graph`` (the model's bytes or a file's path) that
-    runs on the calling thread alone: no pool to wake, every graph optimisation, quiet."""
-    return cpu_session(graph, threads=1)
-
-
-def cpu_session(graph: bytes | str, threads: int):
-    """An ONNX Runtime CPU session over ``graph`` with ``threads`` threads for an operator
-    (the caller's among them) whose helpers sleep rather than spin between operators (a
-    pipeline's other workers share the cores), every graph optimisation, quiet."""
+def cpu_session(graph: bytes | str, threads: int = 1):
+    """An ONNX Runtime CPU session over ``graph`` (the model's bytes or a file's path) with
+    ``threads`` threads for an operator, the caller's among them (1: the calling thread alone,
+    no pool to wake), whose helpers sleep rather than spin between operators (a pipeline's
+    other workers share the cores); every graph optimisation, quiet."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()

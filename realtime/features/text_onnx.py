@@ -112,7 +112,7 @@ def build(model, tokenizer, folder: Path, cache: Path) -> tuple[OnnxTextEncoder 
         import onnxruntime  # noqa: F401
         import torch
 
-        from models.onnx_forward import one_thread_session
+        from models.onnx_forward import cpu_session
     except ImportError as e:
         return None, f"{e.name} is not installed"
     path = None
@@ -122,7 +122,7 @@ def build(model, tokenizer, folder: Path, cache: Path) -> tuple[OnnxTextEncoder 
             _export(model, tokenizer, path)
             logger.info("text encoder exported to ONNX: %s", path)
         # one thread, the caller's: live, the other cores are MediaPipe's and Whisper's
-        encoder = OnnxTextEncoder(one_thread_session(str(path)), path)
+        encoder = OnnxTextEncoder(cpu_session(str(path)), path)
         probe = tokenizer(PROBE, padding=True, return_tensors="pt")
         with torch.inference_mode():
             expected = model(**probe).last_hidden_state.float().numpy()
