@@ -235,13 +235,12 @@ class FastDMD:
         self.stacked = self._plan(stacked, _padding_ratio(steps) <= PAD_LIMIT)
         # each encoder alone: what CPU batches of ALONE_FROM windows or more run (below); its
         # packed weights are a second copy, not made for a network on a GPU (which stacks)
-        on_gpu = net.proj["L"].weight.device.type != "cpu"
+        weight = net.proj["L"].weight
         already = len(self.stacked.groups_d) > 1 and len(self.stacked.groups_mem) > 1
-        self.alone = self.stacked if on_gpu or already else self._plan(False, False)
+        self.alone = self.stacked if weight.device.type != "cpu" or already else self._plan(False, False)
         self._positions: dict[tuple, torch.Tensor] = {}
         # who serves on the CPU in float32 (None: torch): one window, and batches of more
         self.onnx = self.onnx_batches = None  # models.onnx_forward.OnnxForward
-        weight = net.proj["L"].weight
         on_cpu = weight.device.type == "cpu" and weight.dtype == torch.float32
         if runtime == "onnxruntime" or (runtime == "auto" and on_cpu):
             self.onnx = self._export(self._forward, batched=False, required=runtime == "onnxruntime")
@@ -251,15 +250,6 @@ class FastDMD:
             # no stacking copies) than stacked: the batch graph is traced with that plan
             self.onnx_batches = self._export(lambda i, m: self._forward(i, m, self.alone), batched=True,
                                              required=True)
-
-    @property
-    def groups_d(self) -> list[list[int]]:
-        """How the width-d encoders are grouped into stacks in torch (indices into targets_d)."""
-        return self.stacked.groups_d
-
-    @property
-    def groups_mem(self) -> list[list[int]]:
-        return self.stacked.groups_mem
 
     def _plan(self, stack_d: bool, stack_mem: bool) -> _Plan:
         """The encoders' stacks: every encoder of a width in one stack, or each alone."""

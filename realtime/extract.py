@@ -378,7 +378,6 @@ POOL_CLOSE_SECONDS = 60.0
 
 
 def _pool_init(options: ExtractOptions) -> None:
-    import threading
     from multiprocessing import util
 
     import tqdm

@@ -212,7 +212,7 @@ def test_one_encoder_at_a_time(arch):
     """Step counts too unequal to pad into one stack: every encoder runs alone."""
     net = make_net(arch, steps=(4, 40, 6))
     forward = FastDMD(net, runtime="torch")
-    assert len(forward.groups_d) == 9 and len(forward.groups_mem) == 3
+    assert len(forward.stacked.groups_d) == 9 and len(forward.stacked.groups_mem) == 3
     assert_same(net, *make_batch(net.cfg, 3))
 
 
