@@ -36,6 +36,10 @@ window + index x hop lose their precision (or all coincide)."""
 UTTERANCE_PAUSE = 1.5
 """Seconds of silence between two words that end an utterance: words before such a pause
 are not a later window's context."""
+SHORT_TAIL = 0.05
+"""Seconds: media that ends less than this past the last window's end gets no window of its
+own (the last video frame's duration past the audio's end, 0.04 s at 25 fps, would
+otherwise add a window holding nothing new)."""
 MAX_FLUSH_WINDOWS = 20_000
 """At most this many windows close at the end of the media (at the smallest --hop, 0.05 s,
 1,000 s of media past the last step: far more than any real tail)."""
@@ -222,8 +226,9 @@ class WindowAssembler:
         """At the end of the media: the windows still needed to cover ``end_time``; at most
         ``most`` of them (call again for the rest: [] once they are all closed).
 
-        Media shorter than one window still gets one window (the rest masked). An end
-        that is not a finite number gives nothing (it would never be reached).
+        Media shorter than one window still gets one window (the rest masked); an end
+        less than SHORT_TAIL past the last window's gets none. An end that is not a finite
+        number gives nothing (it would never be reached).
         """
         out = []
         if not math.isfinite(end_time):
@@ -237,7 +242,7 @@ class WindowAssembler:
                     self._flushed += 1  # said once
                 break
             previous_end = self._end_of(self._next_index) - self.spec.hop
-            if self._next_index > 0 and previous_end >= end_time - 1e-9:
+            if self._next_index > 0 and previous_end >= end_time - SHORT_TAIL:
                 break
             out.append(self._emit())
             self._flushed += 1

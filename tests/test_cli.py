@@ -148,6 +148,22 @@ def test_face_fps_sets_how_many_frames_are_analysed(tmp_path, components, capsys
     assert all(0.4 <= r["modalities"]["face"] <= 0.6 for r in runs["4"][inner]), [r["modalities"] for r in runs["4"]]
 
 
+def test_a_low_frame_rate_video_is_read_to_its_last_frame_s_end(tmp_path, components, capsys, caplog):
+    """A real face at one frame a second for 5 s, no audio: its media lasts 5 s, not until its
+    last frame's start (4 s: that frame's second was in no window, its face never read)."""
+    from realtime.synth_media import astronaut_face, moving_face, write_av
+
+    clip, out, summary = tmp_path / "slow.mp4", tmp_path / "r.jsonl", tmp_path / "s.json"
+    write_av(clip, None, moving_face(*astronaut_face(), 5, 1, (320, 240)), fps=1, size=(320, 240))
+    ran = run_main(components, capsys, caplog, "--source", clip, "--out", out, "--summary", summary)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    records = read_records(out)
+    assert json.loads(summary.read_text())["media_seconds"] == 5.0
+    assert records[-1]["t_end"] >= 5.0
+    last_frame = [r for r in records if r["t_start"] <= 4.0 < r["t_end"]]
+    assert last_frame and all(r["modalities"]["face"] > 0 for r in last_frame)
+
+
 def test_a_file_cut_short_runs_as_far_as_it_goes_and_says_so(media, tmp_path, components, capsys, caplog):
     out, summary = tmp_path / "r.jsonl", tmp_path / "s.json"
     ran = run_main(components, capsys, caplog, "--source", media["truncated_mkv"], "--out", out, "--summary", summary)

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from realtime.types import AcousticFrame, FaceFrame, Word
-from realtime.windows import UTTERANCE_PAUSE, WindowAssembler, WindowSpec, resample, utterance_context
+from realtime.windows import SHORT_TAIL, UTTERANCE_PAUSE, WindowAssembler, WindowSpec, resample, utterance_context
 
 SPEC = WindowSpec(window=2.0, hop=0.5, face_steps=8, audio_steps=10, face_dim=3, audio_dim=2)
 
@@ -131,6 +131,17 @@ def test_short_media_gets_one_window_and_empty_media_none():
     out = asm.flush(end_time=0.7)
     assert len(out) == 1 and out[0].t_start == 0.0 and out[0].face_mask.sum() == 1
     assert WindowAssembler(SPEC).flush(end_time=0.0) == []
+
+
+def test_an_end_a_few_milliseconds_past_the_last_window_gets_no_window():
+    """The last video frame's duration past the audio's end (0.04 s at 25 fps) adds no window
+    holding nothing new; a longer tail (the last second of a 1 fps video) gets its window."""
+    for end, ends in ((4.0 + SHORT_TAIL - 0.01, [2.0, 2.5, 3.0, 3.5, 4.0]),
+                      (4.0 + SHORT_TAIL + 0.01, [2.0, 2.5, 3.0, 3.5, 4.0, 4.5])):
+        asm = WindowAssembler(SPEC)
+        for name in ("face", "audio", "text"):
+            asm.close(name)
+        assert [w.t_end for w in asm.flush(end_time=end)] == ends, end
 
 
 def test_resample_means_each_bin():

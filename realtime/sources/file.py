@@ -193,14 +193,14 @@ class FileSource:
             next_video_t = -math.inf
             size = _scaled_size(info.width, info.height, opts.max_side) if video is not None else None
             frame_step = 1.0 / float(video.average_rate) if video is not None and video.average_rate else 0.0
-            read_end = 0.0  # where what was read ends: a frame's end, the last audio sample
 
             for packet in self._packets(container, streams):
                 for frame in self._decode(packet):
                     t = (float(frame.time) if frame.time is not None else 0.0) - origin
                     if isinstance(frame, av.VideoFrame):
-                        self.end_time = max(self.end_time, t)
-                        read_end = max(read_end, t + frame_step)
+                        # the media lasts until the frame's end, not its start (at 1 frame a
+                        # second the last frame's second would be in no window)
+                        self.end_time = max(self.end_time, t + frame_step)
                         if frame.is_corrupt:  # concealed damage: its pixels are not the scene
                             self._damaged(t)
                             continue
@@ -227,7 +227,7 @@ class FileSource:
             if timeline is not None and not timeline.heard:
                 logger.warning("'%s': its audio stream holds no audio; running without audio and text", info.path)
             declared = _declared_end(container, [s for s in (video, audio) if s is not None], origin)
-            read_end = max(read_end, self.end_time)
+            read_end = self.end_time  # where what was read ends: a frame's end, the last audio sample
             if declared and declared - read_end > max(ENDED_EARLY, 0.05 * declared):
                 self.ended_early = (read_end, declared)
                 logger.warning("'%s': the media ends at %.1f s of the %.1f s its container declares (a file "
