@@ -134,6 +134,24 @@ def test_onnxruntime_batches_bundled_checkpoint(bundled_onnx, batch):
         torch.testing.assert_close(quick[name], eager[name], **TOLERANCE, msg=lambda m, n=name: f"{n}: {m}")
 
 
+def test_onnxruntime_threads():
+    """One window runs on the calling thread alone; a batch on torch's thread count, whose
+    helpers spin between operators (a batch is dense work: at batch 64 on 2 threads about 5 %
+    faster than helpers that sleep, docs/PERFORMANCE.md)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        forward = FastDMD(make_net("dmd"), runtime="onnxruntime")
+    finally:
+        torch.set_num_threads(before)
+    one = forward.onnx.session.get_session_options()
+    batches = forward.onnx_batches.session.get_session_options()
+    assert one.intra_op_num_threads == 1
+    assert batches.intra_op_num_threads == 2
+    assert batches.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    forward.close()
+
+
 @pytest.mark.parametrize("arch", ["dmd", "dhmd"])
 @pytest.mark.parametrize("steps", [(12, 20, 16), (4, 40, 6)], ids=["unaligned", "very-unequal"])
 def test_onnxruntime_batches_match_eager(arch, steps):
