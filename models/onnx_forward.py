@@ -81,12 +81,10 @@ class OnnxForward:
     """One ONNX Runtime session that serves a FastDMD forward (float32, CPU): one window, or
     (``batched``) batches of two or more."""
 
-    def __init__(self, session, layout: list[tuple[str, str | None]], output_cls, steps: dict[str, int],
-                 batched: bool = False):
+    def __init__(self, session, layout: list[tuple[str, str | None]], output_cls, batched: bool = False):
         self.session = session
         self.layout = layout
         self.output_cls = output_cls
-        self.steps = steps
         self.batched = batched
 
     def serves(self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> bool:
@@ -156,4 +154,4 @@ def build_session(forward: Callable, net: torch.nn.Module, output_cls,
         session = cpu_session(buffer.getvalue(), threads=torch.get_num_threads() if batched else 1, spin=batched)
     except Exception as e:  # an exporter or runtime that cannot take this graph: serve with torch
         return None, f"{type(e).__name__}: {e}"
-    return OnnxForward(session, layout, output_cls, dict(cfg.steps), batched=batched), ""
+    return OnnxForward(session, layout, output_cls, batched=batched), ""
