@@ -145,7 +145,9 @@ class DMD(nn.Module):
         proj = {}
         for m in MODALITIES:
             x = (inputs[m] - getattr(self, f"input_mean_{m}")) / getattr(self, f"input_std_{m}")
-            x = x * keep[m]
+            # a missing step's values are never read: NaN or inf there (features a camera or
+            # an extractor could not compute) must not reach the output through 0 * NaN
+            x = torch.where(keep[m] > 0, x, 0.0) * keep[m]
             if m == "L":
                 x = F.dropout(x, p=cfg.text_dropout, training=self.training)
             proj[m] = self.proj[m](x.transpose(1, 2)).transpose(1, 2) * keep[m]

@@ -358,7 +358,8 @@ class FastDMD:
         s, c = {}, {}
         for m in MODALITIES:
             keep = masks[m].unsqueeze(-1)
-            x = (inputs[m] - self.mean[m]) / self.std[m] * keep
+            # a missing step's values are never read (NaN there must not reach the output)
+            x = torch.where(keep > 0, (inputs[m] - self.mean[m]) / self.std[m], 0.0) * keep
             proj = F.conv1d(x.transpose(1, 2), net.proj[m].weight, padding=cfg.kernels[m] // 2)
             proj = proj.transpose(1, 2) * keep  # (B, T, d)
             if cfg.decouple:

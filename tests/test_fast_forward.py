@@ -217,6 +217,28 @@ def test_inputs_that_disagree_get_one_clear_error(bundled_onnx, case, message):
             forward(inputs, masks)
 
 
+@pytest.mark.parametrize("batch", [1, 5])
+def test_the_values_of_missing_steps_are_never_read(bundled_onnx, batch):
+    """NaN and inf in masked-out steps (features an extractor could not compute) change no
+    output, eager or served in any runtime: they read as the zeros they are replaced by."""
+    net, onnx = bundled_onnx
+    inputs, masks = make_batch(net.cfg, batch, seed=7)
+    poisoned = {m: x.clone() for m, x in inputs.items()}
+    for m in MODALITIES:
+        gone = masks[m] == 0
+        assert gone.any()
+        poisoned[m][gone] = float("nan")
+        poisoned[m][gone.nonzero()[:1].unbind(1)] = float("inf")
+        inputs[m][gone] = 0.0
+    with torch.inference_mode():
+        clean = served(net(inputs, masks))
+        for forward in (net, FastDMD(net, runtime="torch"), onnx):
+            got = served(forward(poisoned, masks))
+            for name in clean:
+                assert torch.isfinite(got[name]).all(), name
+                torch.testing.assert_close(got[name], clean[name], **TOLERANCE, msg=lambda m, n=name: f"{n}: {m}")
+
+
 def test_runtime_choice():
     net = make_net("dmd")
     in_torch = FastDMD(net, runtime="torch")
