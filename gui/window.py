@@ -37,6 +37,7 @@ from gui.widgets import (
     TranscriptView,
     VideoView,
 )
+from realtime.outputs import OutputError
 from realtime.service import HOP_RANGE, WINDOW_RANGE
 from realtime.sources.live import camera_index
 from realtime.types import Estimate
@@ -364,7 +365,7 @@ class MainWindow(QMainWindow):
         try:
             check_output(path, mode, label="the records file", advice=advice)
             lock.acquire(path, "records file")  # released with nothing written, it leaves nothing behind
-            self.recorder = make_sink(path, mode)
+            self.recorder = make_sink(path, mode, label="the records file")
         except OutputError as exc:
             lock.release()
             self.show_error(str(exc))
@@ -417,7 +418,7 @@ class MainWindow(QMainWindow):
             try:
                 self.recorder.write(est)
                 self._record_lock.keep(self.record_path)  # it holds records now: kept whatever follows
-            except OSError as exc:
+            except (OSError, OutputError) as exc:  # a full disk: the records so far are kept whole
                 self.show_error(f"recording stopped: {exc}")
                 self.record_button.setChecked(False)
         if self._screenshot is not None and est.t_end >= self._screenshot[0]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import errno
+import io
 import logging
 import os
 import threading
@@ -37,16 +39,41 @@ def output_mode(overwrite: bool, append: bool) -> str:
     return "overwrite" if overwrite else "append" if append else "refuse"
 
 
-def _open(path: Path, mode: str):
-    """mode: 'refuse' (never overwrite), 'overwrite' or 'append'."""
-    check_output(path, mode)
+def _open(path: Path, mode: str, label: str):
+    """mode: 'refuse' (never overwrite), 'overwrite' or 'append'. Unbuffered bytes: each
+    record is written whole by ``_write_whole``."""
+    check_output(path, mode, label)
     if mode == "append":
         end_torn_line(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return path.open("a" if mode == "append" else "w", encoding="utf-8", newline="")
+        return path.open("ab" if mode == "append" else "wb", buffering=0)
     except OSError as exc:
-        raise OutputError(f"cannot write --out '{path}': {exc.strerror}") from None
+        raise OutputError(f"cannot write {label} '{path}': {exc.strerror}") from None
+
+
+def _write_whole(fh, text: str, path: Path, label: str) -> None:
+    """Append ``text`` (a record, or a header and a row) to the file and fsync it, whole or not
+    at all: a write that fails (a full disk) is cut back off the file, so every line in it is
+    a whole record, and the run stops with one line naming the file."""
+    data = memoryview(text.encode("utf-8"))
+    fd = fh.fileno()
+    start = os.lseek(fd, 0, os.SEEK_END)
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:  # EINVAL: not a file that can be synced (a pipe, /dev/null)
+                raise
+    except OSError as exc:
+        try:
+            os.ftruncate(fd, start)
+        except OSError:  # not a regular file: nothing to cut back
+            pass
+        raise OutputError(f"cannot write {label} '{path}': {exc.strerror or exc}; the records before this "
+                          "one are kept") from None
 
 
 def _named(record: dict, source: str | None) -> dict:
@@ -59,17 +86,17 @@ def _named(record: dict, source: str | None) -> dict:
 class JsonlSink:
     """One JSON object per line, flushed to disk as each window is done."""
 
-    def __init__(self, path: str | Path, mode: str = "refuse", source: str | None = None):
+    def __init__(self, path: str | Path, mode: str = "refuse", source: str | None = None, label: str = "--out"):
         self.path = Path(path)
         self.source = source
         """The input every record names (its ``source`` field); None: no such field."""
-        self._fh = _open(self.path, mode)
+        self.label = label  # how errors name the file
+        self._fh = _open(self.path, mode, label)
 
     def write(self, estimate: Estimate) -> None:
         # never NaN or Infinity: they are not JSON (models.safejson)
-        self._fh.write(safejson.dumps(_named(estimate.record(), self.source), ensure_ascii=False) + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        _write_whole(self._fh, safejson.dumps(_named(estimate.record(), self.source), ensure_ascii=False) + "\n",
+                     self.path, self.label)
 
     def close(self) -> None:
         if not self._fh.closed:
@@ -94,17 +121,19 @@ class CsvSink:
     """One row per window; columns fixed by the first record, or, appending, by the file's
     header (rows of another checkpoint's or version's columns would not line up under it)."""
 
-    def __init__(self, path: str | Path, mode: str = "refuse", source: str | None = None):
+    def __init__(self, path: str | Path, mode: str = "refuse", source: str | None = None, label: str = "--out"):
         self.path = Path(path)
         self.source = source
         """The input every row names (its ``source`` column); None: no such column."""
-        self._fh = _open(self.path, mode)  # checks it (check_output), the header too when appending
+        self.label = label  # how errors name the file
+        self._fh = _open(self.path, mode, label)  # checks it (check_output), the header too when appending
         try:
             self._header = _csv_header(self.path) if mode == "append" else None
         except OutputError:  # changed since the check
             self._fh.close()
             raise
         self._writer: csv.DictWriter | None = None
+        self._text = io.StringIO(newline="")  # the csv module writes a row here, then it goes whole
 
     def write(self, estimate: Estimate) -> None:
         # the same columns whatever is present; non-finite numbers as empty cells, like JSON's null
@@ -116,12 +145,15 @@ class CsvSink:
                     logger.warning("'%s' has other columns than this run's records (another checkpoint or "
                                    "version): %d of them are left out (%s)", self.path, len(left_out),
                                    ", ".join(left_out[:5]) + (", ..." if len(left_out) > 5 else ""))
-            self._writer = csv.DictWriter(self._fh, fieldnames=self._header or list(row), extrasaction="ignore",
+            self._writer = csv.DictWriter(self._text, fieldnames=self._header or list(row), extrasaction="ignore",
                                           restval="")
             if self._header is None:
                 self._writer.writeheader()
         self._writer.writerow(row)
-        self._fh.flush()
+        text = self._text.getvalue()
+        self._text.seek(0)
+        self._text.truncate()
+        _write_whole(self._fh, text, self.path, self.label)  # the header with the first row: no file of a header alone
 
     def close(self) -> None:
         if not self._fh.closed:
@@ -165,10 +197,12 @@ def check_output(path: str | Path, mode: str = "refuse", label: str = "--out",
         _csv_header(path)  # a table that is not one of records is refused before any model loads
 
 
-def make_sink(path: str | Path, mode: str = "refuse", source: str | None = None) -> Sink:
-    """A records file (``check_output``'s names); ``source``: the input every record names."""
+def make_sink(path: str | Path, mode: str = "refuse", source: str | None = None, label: str = "--out") -> Sink:
+    """A records file (``check_output``'s names); ``source``: the input every record names;
+    ``label``: how errors name the file."""
     path = Path(path)  # each sink checks it (``check_output``) as it opens
-    return CsvSink(path, mode, source) if path.suffix.lower() == ".csv" else JsonlSink(path, mode, source)
+    kind = CsvSink if path.suffix.lower() == ".csv" else JsonlSink
+    return kind(path, mode, source, label)
 
 
 @dataclass

@@ -13,6 +13,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # fixture passed 600 s. The tests' models are small; what they assert does not depend on it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import pickle  # noqa: E402
 import shutil  # noqa: E402
@@ -129,13 +130,30 @@ class Finished:
         return None if self.done_at is None else self.exited_at - self.done_at
 
 
-def start(args, module: str | None = "realtime", env: dict | None = None, stdout=subprocess.PIPE):
+@contextlib.contextmanager
+def file_size_limit(size: int):
+    """Writes past ``size`` bytes of any file fail (EFBIG), as on a full disk: the kernel's
+    own limit (RLIMIT_FSIZE), with its signal ignored so that the write returns the error."""
+    import resource
+
+    before = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, before[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, before)
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+def start(args, module: str | None = "realtime", env: dict | None = None, stdout=subprocess.PIPE, **popen):
     """``python -m <module> args`` (or ``python args`` with module None) from the repository
-    root, unbuffered, with a stack dump on SIGABRT and the exit audit on its path."""
+    root, unbuffered, with a stack dump on SIGABRT and the exit audit on its path; ``popen``:
+    more of Popen's arguments."""
     env = dict(os.environ if env is None else env, PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1")
     env["PYTHONPATH"] = os.pathsep.join([str(AUDIT), str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
     command = [sys.executable, *(["-m", module] if module else []), *map(str, args)]
-    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=stdout, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=stdout, stderr=subprocess.PIPE, text=True, **popen)
 
 
 def finish(proc: subprocess.Popen, timeout: float = 300, done: str | None = None, interrupt_when=None,

@@ -85,6 +85,31 @@ def test_a_recording_names_the_input_each_estimate_came_from(qtbot, tmp_path):
     assert [r["source"] for r in read_records(tmp_path / "rec.jsonl")] == ["first.mp4", "second.mp4"]
 
 
+def test_a_recording_whose_disk_fills_up_stops_with_its_records_whole(qtbot, tmp_path):
+    """A records file that cannot grow (a full disk; here the kernel's file size limit): the
+    recording stops with a message naming the file, and every line in it is a whole record
+    (the sink's error is no OSError since records are written whole: it had escaped the
+    window's handler)."""
+    from realtime.types import Estimate
+    from tests.conftest import file_size_limit
+
+    window = open_window(qtbot, Session(), source=tmp_path / "clip.mp4")
+    record = tmp_path / "rec.jsonl"
+    window.record_to(record)
+    with file_size_limit(2000):
+        for i in range(40):
+            est = Estimate(t_start=i, t_end=i + 4.0, sentiment=0.1, emotions=None, channels={},
+                           edges={"homo": {"L->A": 0.1}}, branches={"L": None},
+                           modalities={"face": 1.0, "audio": 0.0, "text": 0.0}, words=[], checkpoint="test")
+            window.session.estimate.emit(est, "clip.mp4")
+        qtbot.wait(50)
+    assert window.recorder is None and not window.record_button.isChecked()
+    text = window.banner.text()
+    assert "recording stopped: cannot write the records file" in text and "--out" not in text
+    records = read_records(record)
+    assert 0 < len(records) < 40 and [r["t_end"] for r in records] == [i + 4.0 for i in range(len(records))]
+
+
 def test_window_plays_the_example_like_the_headless_run(qtbot, session, tmp_path, example_run):
     window = open_window(qtbot, session, pace="asap")
     record = tmp_path / "gui.jsonl"

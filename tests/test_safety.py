@@ -6,6 +6,7 @@ checkpoint of the live feature set on clips of a second or two: what is under te
 what the command does with its files and options, not what the model says.
 """
 
+import csv
 import fcntl
 import json
 import math
@@ -18,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import EXAMPLE, read_records, run_main
+from tests.conftest import EXAMPLE, file_size_limit, read_records, run_main
 
 
 class Payload:
@@ -202,6 +203,56 @@ def test_append_after_a_torn_line_starts_a_fresh_line(tmp_path, caplog):
     assert len(lines) == 3 and json.loads(lines[0]) == {"t_end": 1.0}
     assert json.loads(lines[2])["t_end"] == 4.0  # the new record parses
     assert "torn line" in caplog.text and "nothing else" in caplog.text
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_a_disk_that_fills_up_cuts_no_record_in_half(tmp_path, suffix):
+    """A record that cannot be written whole is not written at all: the file holds only whole
+    records and the error names it in one line (a full disk had left a torn last record,
+    then a traceback from the flush and another from closing the file)."""
+    from realtime.outputs import OutputError
+    from realtime.sinks import make_sink
+
+    out = tmp_path / f"r{suffix}"
+    sink = make_sink(out, "refuse")
+    written = 0
+    try:
+        with file_size_limit(2500), pytest.raises(OutputError) as caught:
+            for i in range(100):
+                sink.write(_estimate(t_end=4.0 + i))
+                written += 1
+    finally:
+        sink.close()
+    assert 0 < written < 100 and "cannot write --out" in str(caught.value) and "\n" not in str(caught.value)
+    text = out.read_text()
+    assert text.endswith("\n") and len(text) <= 2500
+    if suffix == ".jsonl":
+        assert [r["t_end"] for r in strict_lines(out)] == [4.0 + i for i in range(written)]
+    else:
+        rows = list(csv.DictReader(text.splitlines()))
+        assert [float(r["t_end"]) for r in rows] == [4.0 + i for i in range(written)]
+
+
+@pytest.mark.slow  # loads the models (about 10 s)
+def test_a_run_whose_disk_fills_up_stops_in_one_line_with_whole_records(untrained, tmp_path):
+    """A file run whose records file cannot grow (a full disk; here the kernel's file size
+    limit): one error line, exit 2, no traceback, and every line of the file a whole record
+    (it had ended in three chained tracebacks and a torn last record)."""
+    import resource
+
+    from tests.conftest import finish, start
+
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, resource.RLIM_INFINITY))
+
+    out = tmp_path / "r.jsonl"
+    proc = finish(start(["--source", EXAMPLE, "--checkpoint", untrained, "--out", out], preexec_fn=limited))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: cannot write --out '{out}'")
+    assert "Traceback" not in proc.stderr
+    records = strict_lines(out)
+    assert records and out.stat().st_size <= 20_000 and out.read_text().endswith("\n")
 
 
 def test_a_run_clears_only_the_temporaries_whose_writer_is_gone(tmp_path):
