@@ -16,6 +16,7 @@ import fcntl
 import logging
 import os
 import socket
+import stat
 import time
 from pathlib import Path
 
@@ -73,10 +74,30 @@ _WRITER = f"{_HOST}-{os.getpid()}"
 machine sharing the folder sees that the process is not one of its own."""
 
 
+def is_special(path: Path) -> bool:
+    """Whether ``path`` is, or links to, something other than a file or folder: a device
+    (/dev/null), a pipe (/dev/stdout under ``| head``), a socket. Written into, never
+    renamed over: a rename would put a file in its place (as root, /dev/null itself)."""
+    try:
+        mode = os.stat(path).st_mode  # through links
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
 def write_atomic(path: Path, text: str | bytes) -> None:
     """Write ``text`` (or bytes) to ``path`` whole: a temporary file in the same folder,
-    fsynced, then renamed over ``path`` (a crash leaves the old file or the new one, never half)."""
+    fsynced, then renamed over ``path`` (a crash leaves the old file or the new one, never half).
+    A device or a pipe at ``path`` (``is_special``) is written into instead."""
     path = Path(path)
+    if is_special(path):
+        try:
+            with path.open("wb" if isinstance(text, bytes) else "w", encoding=None if isinstance(text, bytes)
+                           else "utf-8") as fh:
+                fh.write(text)
+        except OSError as exc:
+            raise OutputError(f"cannot write '{path}': {exc.strerror or exc}") from None
+        return
     tmp = path.with_name(f".{path.name}.tmp-{_WRITER}")
     try:
         with (tmp.open("wb") if isinstance(text, bytes) else tmp.open("w", encoding="utf-8")) as fh:
@@ -271,7 +292,11 @@ class OutputLocks:
 
     def replace(self, path: Path, text: str) -> None:
         """``write_atomic`` for a held output, and hold the new file (the rename gave the
-        name a new inode, which the old lock does not cover)."""
+        name a new inode, which the old lock does not cover). A device or a pipe is written
+        into, by the name given (/dev/stdout resolves to a pipe no name opens again)."""
+        if is_special(path):
+            write_atomic(Path(path), text)
+            return
         key = Path(path).resolve()
         write_atomic(key, text)
         self._kept.add(key)

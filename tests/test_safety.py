@@ -147,6 +147,47 @@ def test_output_locks_are_exclusive_and_leave_no_empty_files(tmp_path):
     assert path.read_text() == "{}\n"
 
 
+def test_a_pipe_or_a_device_given_as_an_output_is_written_into_not_replaced(tmp_path):
+    """A summary goes into a pipe (``--summary /dev/stdout | head``) or a device, directly or
+    through a link: the rename that writes files whole had put a regular file in its place
+    (as root, /dev/null itself) or, through /dev/stdout's link, failed after the whole run."""
+    import stat
+
+    from realtime.outputs import OutputLocks, write_atomic
+
+    fifo, link = tmp_path / "pipe", tmp_path / "summary.json"
+    os.mkfifo(fifo)
+    link.symlink_to(fifo)
+    for target, how in ((fifo, "write_atomic"), (link, "write_atomic"), (link, "locks")):
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader, so that writing never waits
+        try:
+            if how == "locks":  # the command line's way: held from the start, replaced at the end
+                with OutputLocks() as locks:
+                    locks.acquire(target, "--summary")
+                    locks.replace(target, '{"windows": 3}\n')
+            else:
+                write_atomic(target, '{"windows": 3}\n')
+            got = os.read(reader, 1000)
+        finally:
+            os.close(reader)
+        assert got == b'{"windows": 3}\n', (target, how)
+        assert stat.S_ISFIFO(os.stat(fifo).st_mode) and link.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe", "summary.json"]  # no temporary left
+
+
+@pytest.mark.slow  # loads the models (about 10 s)
+def test_a_summary_piped_to_stdout_comes_whole(untrained, tmp_path):
+    """``--summary /dev/stdout`` with stdout a pipe: the summary on stdout, exit 0 (it had run
+    the whole file, then failed on '/proc/<pid>/fd/pipe:[...]': No such file)."""
+    from tests.conftest import finish, start
+
+    out = tmp_path / "r.jsonl"
+    proc = finish(start(["--source", EXAMPLE, "--checkpoint", untrained, "--out", out, "--summary", "/dev/stdout",
+                         "--quiet"]))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert strict_json(proc.stdout)["windows"] == len(strict_lines(out)) > 0
+
+
 # ---- 3. a folder's outputs never collide ----------------------------------------------------
 def test_output_names_keep_the_extension_where_two_inputs_share_a_name(tmp_path):
     from realtime.outputs import output_names
