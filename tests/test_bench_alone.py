@@ -63,6 +63,16 @@ def test_the_bench_refuses_an_unwritable_json_before_measuring(where, tmp_path, 
     assert len(err) == 1 and err[0].startswith("error: cannot write --json"), err
 
 
+def test_a_json_that_cannot_be_written_after_measuring_is_an_output_error(capsys):
+    """/proc takes no new file, though its folder looks writable (to root): the figures are
+    printed, then one line and exit 2 (it was 1, the code of a bug)."""
+    from bench.__main__ import main
+
+    assert main(["--only", "reference", "--json", "/proc/bench.json"]) == 2
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if line.startswith("error")]
+    assert len(err) == 1 and err[0].startswith("error: cannot write --json '/proc/bench.json'"), err
+
+
 @pytest.mark.parametrize("copy", ["missing", "not_theirs", "broken", "another_class"])
 def test_the_bench_refuses_a_reference_that_is_not_the_authors_dmd(copy, tmp_path, capsys):
     """--reference-dmd names a folder that is not there, lacks their files, or whose dmd.py
