@@ -58,7 +58,10 @@ def _write_whole(fh, text: str, path: Path, label: str) -> None:
     a whole record, and the run stops with one line naming the file."""
     data = memoryview(text.encode("utf-8"))
     fd = fh.fileno()
-    start = os.lseek(fd, 0, os.SEEK_END)
+    try:
+        start = os.lseek(fd, 0, os.SEEK_END)
+    except OSError:  # a pipe: nothing can be cut back off it
+        start = None
     try:
         while data:
             data = data[os.write(fd, data):]
@@ -68,10 +71,11 @@ def _write_whole(fh, text: str, path: Path, label: str) -> None:
             if exc.errno != errno.EINVAL:  # EINVAL: not a file that can be synced (a pipe, /dev/null)
                 raise
     except OSError as exc:
-        try:
-            os.ftruncate(fd, start)
-        except OSError:  # not a regular file: nothing to cut back
-            pass
+        if start is not None:
+            try:
+                os.ftruncate(fd, start)
+            except OSError:  # not a regular file (a device): nothing to cut back
+                pass
         raise OutputError(f"cannot write {label} '{path}': {exc.strerror or exc}; the records before this "
                           "one are kept") from None
 

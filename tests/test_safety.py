@@ -175,6 +175,27 @@ def test_a_pipe_or_a_device_given_as_an_output_is_written_into_not_replaced(tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe", "summary.json"]  # no temporary left
 
 
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_records_go_into_a_pipe(tmp_path, suffix):
+    """--out a named pipe (another program reading the records as they come): each record
+    goes into it (a pipe has no end to seek to: the whole-record write had failed there)."""
+    from realtime.sinks import make_sink
+
+    fifo = tmp_path / f"r{suffix}"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        sink = make_sink(fifo, "overwrite")
+        for i in range(3):
+            sink.write(_estimate(t_end=4.0 + i))
+        sink.close()
+        got = os.read(reader, 100_000).decode()
+    finally:
+        os.close(reader)
+    lines = got.splitlines()
+    assert len(lines) == (3 if suffix == ".jsonl" else 4) and "4.0" in lines[-3] and "6.0" in lines[-1]
+
+
 @pytest.mark.slow  # loads the models (about 10 s)
 def test_a_summary_piped_to_stdout_comes_whole(untrained, tmp_path):
     """``--summary /dev/stdout`` with stdout a pipe: the summary on stdout, exit 0 (it had run
