@@ -242,7 +242,10 @@ class WindowAssembler:
                     self._flushed += 1  # said once
                 break
             previous_end = self._end_of(self._next_index) - self.spec.hop
-            if self._next_index > 0 and previous_end >= end_time - SHORT_TAIL:
+            start = self._end_of(self._next_index) - self.spec.window
+            # the media is covered, or (a hop longer than the window) the next window starts
+            # at or past its end: it would read nothing of it
+            if self._next_index > 0 and max(previous_end, start) >= end_time - SHORT_TAIL:
                 break
             out.append(self._emit())
             self._flushed += 1

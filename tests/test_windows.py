@@ -144,6 +144,19 @@ def test_an_end_a_few_milliseconds_past_the_last_window_gets_no_window():
         assert [w.t_end for w in asm.flush(end_time=end)] == ends, end
 
 
+def test_a_hop_longer_than_the_window_gives_no_window_past_the_media():
+    """Windows [0, 2], [3, 5], [6, 8] ... over media ending at 4 s and at 6.02 s: none starts
+    at or past the end (a 22.5 s file with --hop 60 had a second window at 60-64 s, reading
+    nothing, counted in its summary)."""
+    import dataclasses
+
+    for end, ends in ((4.0, [2.0, 5.0]), (6.02, [2.0, 5.0]), (6.2, [2.0, 5.0, 8.0]), (1.0, [2.0])):
+        asm = WindowAssembler(dataclasses.replace(SPEC, hop=3.0))
+        for name in ("face", "audio", "text"):
+            asm.close(name)
+        assert [w.t_end for w in asm.flush(end_time=end)] == ends, end
+
+
 def test_resample_means_each_bin():
     values, mask = resample([0.1, 0.2, 0.9], [np.ones(1), 3 * np.ones(1), 5 * np.ones(1)], 0.0, 1.0, 2, 1)
     assert values[:, 0].tolist() == [2.0, 5.0] and mask.tolist() == [1, 1]
