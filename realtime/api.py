@@ -57,6 +57,7 @@ class Recognizer:
         """What the last ``analyse`` did (windows, coverage, warnings, real-time factor); None
         while one runs and after one that raised (other than by Ctrl-C)."""
         self._busy = threading.Lock()
+        self._analysing: int | None = None  # the thread in ``analyse`` (its on_record calls run on it)
         self._components = load_components(args)
         _close_at_exit(self)
 
@@ -83,6 +84,7 @@ class Recognizer:
         check_run_options(hop, face_fps)
         if not self._busy.acquire(blocking=False):
             raise RuntimeError("this Recognizer is analysing another file: give each thread a Recognizer of its own")
+        self._analysing = threading.get_ident()
         try:
             if self._components is None:
                 raise RuntimeError("this Recognizer is closed")
@@ -94,13 +96,19 @@ class Recognizer:
             self.summary = summary
             say_end_findings(summary)  # a face never found, decode errors, windows left unscored
         finally:
+            self._analysing = None
             self._busy.release()
         if summary.interrupted:
             raise KeyboardInterrupt
         return records
 
     def close(self) -> None:
-        """Release the models now (idempotent; waits for an analysis in another thread)."""
+        """Release the models now (idempotent; waits for an analysis in another thread). From
+        ``on_record`` it raises RuntimeError, which ends the analysis (it would wait for
+        itself); close after ``analyse`` returns or raises."""
+        if self._analysing == threading.get_ident():
+            raise RuntimeError("close() from on_record would wait for the analysis it is called from: close "
+                               "after analyse returns (an exception raised in on_record ends the analysis)")
         with self._busy:
             if self._components is not None:
                 self._components.close()

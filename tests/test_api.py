@@ -44,7 +44,8 @@ def test_records_as_they_come_one_run_at_a_time_and_what_a_run_warned_of(tmp_pat
     and those --out writes; the models serve a second analysis alike; a second thread's call
     during a run is refused (it had reset the models under the run: wrong records, in
     silence); Ctrl-C stops a run and is raised again (it had returned the records so far as
-    if whole); the summary keeps what the run warned of, and the end's findings are said."""
+    if whole); close() from on_record is refused, ending the analysis (it had waited for
+    itself for ever); the summary keeps what the run warned of, and the end's findings are said."""
     out, _ = example_run
     result = tmp_path / "result.json"
     proc = run_script(tmp_path / "use.py", textwrap.dedent(f"""
@@ -80,6 +81,11 @@ def test_records_as_they_come_one_run_at_a_time_and_what_a_run_warned_of(tmp_pat
             except KeyboardInterrupt:
                 interrupted = [recognizer.summary.interrupted, recognizer.summary.windows,
                                [t.name for t in threading.enumerate() if t.name.startswith("realtime-")]]
+            try:  # close() from on_record would wait for itself: refused, which ends the analysis
+                recognizer.analyse({str(EXAMPLE)!r}, on_record=lambda record: recognizer.close())
+                from_callback = None
+            except RuntimeError as error:
+                from_callback = str(error)
             without_audio = recognizer.analyse({str(media["video_no_audio"])!r})
             warned = list(recognizer.summary.warnings)
             recognizer.analyse({str(media["no_face"])!r})
@@ -95,7 +101,8 @@ def test_records_as_they_come_one_run_at_a_time_and_what_a_run_warned_of(tmp_pat
         left_open = Recognizer(device="cpu")  # closed by the exit hook, with a warning (not by a finalizer)
         json.dump({{"first": first, "seen": seen, "again": again,
                     "refused": refused, "interrupted": interrupted, "without_audio": len(without_audio),
-                    "warned": warned, "no_face": no_face, "missing": missing, "closed": closed}},
+                    "warned": warned, "no_face": no_face, "missing": missing, "closed": closed,
+                    "from_callback": from_callback}},
                   open({str(result)!r}, "w"))
     """))
     got = json.loads(result.read_text())
@@ -114,6 +121,7 @@ def test_records_as_they_come_one_run_at_a_time_and_what_a_run_warned_of(tmp_pat
     assert "has no audio stream" in proc.stderr and "no face found in its video" in proc.stderr, proc.stderr
     assert got["missing"] == [f"'{tmp_path / 'missing.mp4'}': no such file", None]
     assert got["closed"] == "this Recognizer is closed"
+    assert got["from_callback"].startswith("close() from on_record would wait for the analysis"), got
     assert "a Recognizer was left open: closed at exit" in proc.stderr  # run_script: no graph left to a finalizer
 
 
