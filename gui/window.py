@@ -73,6 +73,7 @@ class MainWindow(QMainWindow):
         self.last: Estimate | None = None
         self.estimates_seen = 0
         self.recorder = None
+        self._held: list[tuple[Estimate, str | None]] = []  # estimates that came while paused
         self.record_path: Path | None = None
         self._record_lock = None  # realtime.outputs.OutputLocks while recording
         self._dirty = False
@@ -335,6 +336,7 @@ class MainWindow(QMainWindow):
         else:
             self.session.resume()
             self.pause_button.setText("Pause")
+            self._release_held()
 
     def _on_landmarks(self, shown: bool) -> None:
         self.video.show_landmarks = shown
@@ -408,7 +410,21 @@ class MainWindow(QMainWindow):
 
     # ---- from the session (GUI thread, through signals) --------------------------------
     def _on_estimate(self, est: Estimate, source: str | None) -> None:
-        """One estimate of the run, and the name of the input it came from (its record's ``source``)."""
+        """One estimate of the run, and the name of the input it came from (its record's ``source``).
+        Paused, it is held until Resume: a file read as fast as it decodes has windows scored
+        ahead of the screen, which kept coming after Pause."""
+        if self.pause_button.isChecked():
+            self._held.append((est, source))
+            return
+        self._show_estimate(est, source)
+
+    def _release_held(self) -> None:
+        """Show (and record) the estimates that came while paused, in their order."""
+        held, self._held = self._held, []
+        for est, source in held:
+            self._show_estimate(est, source)
+
+    def _show_estimate(self, est: Estimate, source: str | None) -> None:
         self.history.add(est)
         self.last = est
         self.estimates_seen += 1
@@ -560,6 +576,7 @@ class MainWindow(QMainWindow):
         self.timer.stop()
         self.session.stop()
         QCoreApplication.sendPostedEvents()  # the estimates still queued reach the recording first
+        self._release_held()  # and those held by a pause
         self.stop_recording()
         super().closeEvent(event)
 

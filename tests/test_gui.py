@@ -197,6 +197,40 @@ def test_bad_file_shows_a_message_and_the_window_stays_usable(qtbot, session, tm
     qtbot.waitUntil(lambda: not running_threads(), timeout=10_000)
 
 
+def test_pause_holds_a_file_read_as_fast_as_it_decodes(qtbot, session, tmp_path):
+    """--pace asap: Pause holds what the window shows and records as it does at real-time
+    pace (21 more estimates had arrived in 4 s of pause, scored ahead of the screen, with the
+    button reading Resume), and Resume gives every window, in order."""
+    window = open_window(qtbot, session, pace="asap")
+    window.record_to(tmp_path / "rec.jsonl")
+    window.start()
+    qtbot.waitUntil(lambda: window.estimates_seen >= 3, timeout=180_000)
+    window.pause_button.setChecked(True)
+    qtbot.wait(500)  # a batch already in the model may still arrive
+    held = window.estimates_seen
+    qtbot.wait(2000)
+    assert window.estimates_seen == held, "estimates kept coming while paused"
+    assert held < 30, held  # the pause came in time to hold something back (38 windows in all)
+    window.pause_button.setChecked(False)
+    wait_finished(qtbot, window)
+    assert window.estimates_seen == 38
+    window.stop_recording()
+    ends = [r["t_end"] for r in read_records(tmp_path / "rec.jsonl")]
+    assert len(ends) == 38 and ends == sorted(ends)
+    # stopped while paused: what was held is shown and recorded, not lost
+    window.record_to(tmp_path / "again.jsonl")
+    window.start()
+    qtbot.waitUntil(lambda: window.estimates_seen >= 3, timeout=180_000)
+    window.pause_button.setChecked(True)
+    qtbot.wait(500)
+    window.stop()
+    wait_finished(qtbot, window)
+    assert not window.pause_button.isChecked() and window._held == []
+    window.stop_recording()
+    assert len(read_records(tmp_path / "again.jsonl")) == window.estimates_seen >= 3
+    window.close()
+
+
 def test_a_file_without_video_says_so_in_the_video_pane(qtbot, session, media):
     # the pane said "starting..." for the whole of an audio file's run
     window = open_window(qtbot, session, source=media["audio_only_wav"], pace="asap")
