@@ -12,6 +12,7 @@ writes anything leaves no empty file behind.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -258,10 +259,15 @@ class OutputLocks:
         problem = folder_problem(path)
         if problem:
             raise OutputError(f"cannot write {label} '{path}': {problem}")
+        # a named pipe opened for writing waits for a reader: never, if none was started
+        fifo = is_special(path) and stat.S_ISFIFO(os.stat(path).st_mode)
         try:
             self._folders.update(make_folders(path.parent))
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | (os.O_NONBLOCK if fifo else 0), 0o644)
         except OSError as exc:
+            if exc.errno == errno.ENXIO and fifo:
+                raise OutputError(f"cannot write {label} '{path}': a named pipe that no program reads (start "
+                                  "its reader first)") from None
             raise OutputError(f"cannot write {label} '{path}': {exc.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

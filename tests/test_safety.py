@@ -153,7 +153,7 @@ def test_a_pipe_or_a_device_given_as_an_output_is_written_into_not_replaced(tmp_
     (as root, /dev/null itself) or, through /dev/stdout's link, failed after the whole run."""
     import stat
 
-    from realtime.outputs import OutputLocks, write_atomic
+    from realtime.outputs import OutputError, OutputLocks, write_atomic
 
     fifo, link = tmp_path / "pipe", tmp_path / "summary.json"
     os.mkfifo(fifo)
@@ -173,6 +173,9 @@ def test_a_pipe_or_a_device_given_as_an_output_is_written_into_not_replaced(tmp_
         assert got == b'{"windows": 3}\n', (target, how)
         assert stat.S_ISFIFO(os.stat(fifo).st_mode) and link.is_symlink()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe", "summary.json"]  # no temporary left
+    # a pipe nobody reads: one line at once, before any model loads (it had waited for ever)
+    with OutputLocks() as locks, pytest.raises(OutputError, match="a named pipe that no program reads"):
+        locks.acquire(link, "--summary")
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
