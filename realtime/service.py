@@ -162,6 +162,11 @@ def check_model_options(args: argparse.Namespace) -> None:
     check_run_options(args.hop, args.face_fps)
     if args.window is not None:
         seconds_option("--window", args.window, *WINDOW_RANGE)
+    for option in ("checkpoint", "face_model", "whisper_model", "text_model"):
+        value = getattr(args, option, None)
+        if isinstance(value, str) and not value.strip():  # "$CKPT" unset in a script: not the default model
+            flag = "--" + option.replace("_", "-")
+            raise UsageError(f"{flag} is empty: give a path, or leave {flag} out for the default")
     if not isinstance(args.device, str) or args.device not in ("auto", "cpu") and not args.device.startswith("cuda"):
         raise UsageError(f"unknown --device {args.device!r}: use auto, cpu or cuda")
     for option, value, choices in (("--precision", getattr(args, "precision", None), PRECISIONS),

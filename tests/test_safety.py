@@ -362,6 +362,15 @@ def test_non_finite_and_absurd_numbers_are_refused_up_front(option, value, tmp_p
     assert not out.exists()
 
 
+@pytest.mark.parametrize("option", ["--checkpoint", "--face-model", "--whisper-model", "--text-model"])
+def test_an_empty_model_path_is_refused_not_read_as_the_default(option, tmp_path, capsys, caplog):
+    """--checkpoint "$CKPT" with CKPT unset ran the bundled model, exit 0, in silence."""
+    out = tmp_path / "r.jsonl"
+    ran = run(None, capsys, caplog, "--source", EXAMPLE, "--out", out, option, "")
+    one_error(ran, f"{option} is empty")
+    assert not out.exists()
+
+
 def test_the_assembler_refuses_infinite_geometry_and_never_loops_on_an_infinite_end():
     from realtime.windows import WindowAssembler, WindowSpec
 
