@@ -97,6 +97,11 @@ def main(argv: list[str] | None = None, ignore_unknown: bool = False) -> int:
             print(f"error: --screenshot saves {', '.join(IMAGE_SUFFIXES)} images; '{shot.name}' names none",
                   file=sys.stderr)
             return 2
+        from realtime.outputs import output_file_problem
+
+        if problem := output_file_problem("--screenshot", shot, replace=True):  # before the models load
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # no display needed to render
     if args.source:
         from realtime.sources.live import camera_index

@@ -568,7 +568,11 @@ class MainWindow(QMainWindow):
         _, path = self._screenshot
         self._screenshot = None
         self._redraw(force=True)
-        ok = self.grab().save(path, image_format(path))
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)  # as --record makes its folders
+            ok = self.grab().save(path, image_format(path))
+        except OSError:
+            ok = False
         self.screenshot_saved.emit(path if ok else "")
 
     def closeEvent(self, event) -> None:

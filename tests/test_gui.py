@@ -423,6 +423,24 @@ def test_a_bad_face_rate_is_a_one_line_error():
     assert proc.stderr.strip() == "error: --face-fps must be a number of frames per second from 1 to 60, got 0"
 
 
+def test_a_screenshot_path_is_checked_before_the_models_load_and_its_folders_made(tmp_path):
+    """A folder, or a path under a file, as --screenshot: one line before anything loads (it
+    had loaded the models and played the clip, then said 'could not write' with no reason);
+    a missing folder is made, as --record's are (it had failed the same way)."""
+    (tmp_path / "notes").write_text("a file")
+    for shot, message in ((tmp_path, "is a folder; give a file name"),
+                          (tmp_path / "notes" / "x.png", "is a file, not a folder")):
+        started = time.monotonic()
+        proc = cli("--source", EXAMPLE, "--screenshot", shot, module="gui", timeout=60)
+        assert proc.returncode == 2 and proc.stderr.strip().startswith("error: ") and message in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and time.monotonic() - started < 15, proc.stderr
+    shot = tmp_path / "made" / "for" / "it.png"
+    proc = cli("--source", EXAMPLE, "--screenshot", shot, "--after", "2", module="gui", timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with Image.open(shot) as image:
+        assert image.format == "PNG"
+
+
 def test_a_recording_is_locked_as_the_commands_outputs_are(qtbot, tmp_path):
     """python -m realtime --append onto the window's recording exited 0 while the window
     wrote over its lines (it took no lock); the refusal of a file holding records named
