@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from models.errors import UserError
-from realtime.outputs import output_file_problem
+from realtime.outputs import is_special, output_file_problem, write_atomic
 
 EMOTION_COLOURS: dict[str, str] = {
     "neutral": "#9e9e9e", "happy": "#f2b701", "sad": "#3969ac", "angry": "#e73f74",
@@ -206,5 +206,11 @@ def _save(image, painter, path: Path) -> Path:
     tmp = path.with_name(path.name + ".tmp" + path.suffix)
     if not image.save(str(tmp)):
         raise PlotError(f"cannot write --plot '{path}'")
-    tmp.replace(path)
+    if is_special(path):  # a device or a pipe: written into, never renamed over (realtime.outputs)
+        try:
+            write_atomic(path, tmp.read_bytes())
+        finally:
+            tmp.unlink(missing_ok=True)
+    else:
+        tmp.replace(path)
     return path

@@ -422,6 +422,26 @@ def test_plot_draws_the_run(example_run, tmp_path):
     assert draw_run([], tmp_path / "empty.png").is_file(), "a run without windows still gets a picture"
 
 
+def test_a_plot_into_a_pipe_leaves_the_pipe(example_run, tmp_path):
+    """--plot naming a pipe (or a device, or a link to one): the picture goes into it, and it
+    stays a pipe (the rename that writes a picture whole had put a file in its place)."""
+    import os
+    import stat
+    import threading
+
+    from realtime.plot import draw_run
+
+    fifo = tmp_path / "plot.png"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)  # as a viewer would
+    reader.start()
+    draw_run(read_records(example_run[0]), fifo, title="example")
+    reader.join(timeout=30)
+    assert got and got[0].startswith(b"\x89PNG") and stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plot.png"]
+
+
 def test_time_ticks_are_round():
     from realtime.plot import tick_step
 
