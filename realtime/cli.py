@@ -244,14 +244,19 @@ def _report(summary, args, done: list, locks=None, plot: Path | None = None) -> 
     _write_summary(args, done, locks)
 
 
-def _write_summary(args, done: list, locks=None) -> None:
+def _write_summary(args, done: list, locks=None, end: bool = False) -> None:
+    """--summary: ``done`` so far (``end``: the run's last call). A folder run rewrites its
+    list after each file, unless --summary is a pipe or a device (/dev/stdout | jq), where
+    each rewrite would be another document: there it is written once, at the end."""
     if not args.summary:
         return
     from models import safejson
-    from realtime.outputs import write_atomic
+    from realtime.outputs import is_special, write_atomic
 
     folder = camera_index(args.source) is None and Path(args.source).is_dir()
-    if not folder and not done:
+    if not folder and (end or not done):  # one input's summary: written by its report, once
+        return
+    if folder and not end and is_special(Path(args.summary)):
         return
     text = safejson.dumps(done if folder else done[-1], indent=1) + "\n"
     if locks is not None:
@@ -383,7 +388,7 @@ def run_folder_on_ray(args: argparse.Namespace, files: list[Path], out_dir: Path
         write_atomic(outs[path], result["records"])
         say_worker_warnings(path, result["warnings"])
         done.append(result["summary"])
-    _write_summary(args, done, locks)
+    _write_summary(args, done, locks, end=True)
     if not args.quiet:
         print(f"{out_dir}: {len(todo) - len(failed)} files analysed on Ray, {len(files) - len(todo)} done before, "
               f"{len(failed)} failed", file=sys.stderr)
@@ -536,11 +541,12 @@ def _run(args: argparse.Namespace, components: Components | None) -> int:
                 summary.load_seconds, loaded = loaded, None  # the first file's summary says it
                 _report(summary, args, done, locks, plots[path])
                 if summary.interrupted:
+                    _write_summary(args, done, locks, end=True)
                     return EXIT_INTERRUPTED
                 if args.out is None and not args.quiet:
                     print(safejson.dumps(summary.as_dict()))
+        _write_summary(args, done, locks, end=True)  # with every failure, also after the last file
         if failed:
-            _write_summary(args, done, locks)  # with every failure, also after the last file
             print(f"error: {len(failed)} of {len(files)} files failed: "
                   + "; ".join(f"{p.name} ({why})" for p, why in failed), file=sys.stderr)
             return EXIT_BAD_INPUT if len(failed) == len(files) else EXIT_SOME_FAILED

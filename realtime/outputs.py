@@ -86,16 +86,31 @@ def is_special(path: Path) -> bool:
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
+def _open_special(path: Path) -> int:
+    """A device or a pipe opened for writing, without waiting for a pipe's reader (none:
+    OutputError at once, not a wait for ever); then blocking, so that a write goes whole."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            raise OutputError(f"cannot write '{path}': a named pipe that no program reads (start its reader "
+                              "first)") from None
+        raise
+    os.set_blocking(fd, True)
+    return fd
+
+
 def write_atomic(path: Path, text: str | bytes) -> None:
     """Write ``text`` (or bytes) to ``path`` whole: a temporary file in the same folder,
     fsynced, then renamed over ``path`` (a crash leaves the old file or the new one, never half).
     A device or a pipe at ``path`` (``is_special``) is written into instead."""
     path = Path(path)
     if is_special(path):
+        data = text if isinstance(text, bytes) else text.encode("utf-8")
         try:
-            with path.open("wb" if isinstance(text, bytes) else "w", encoding=None if isinstance(text, bytes)
-                           else "utf-8") as fh:
-                fh.write(text)
+            fd = _open_special(path)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
         except OSError as exc:
             raise OutputError(f"cannot write '{path}': {exc.strerror or exc}") from None
         return
@@ -140,6 +155,8 @@ def writable_problem(path: Path) -> str | None:
     path = Path(path)
     if path.is_dir():
         return "it is a folder; give a file name"
+    if is_special(path):  # a device or a pipe (/dev/null, /dev/stdout): its own permission, not its folder's
+        return None if os.access(path, os.W_OK) else "permission denied"
     problem = folder_problem(path)
     if problem is None and path.exists() and not os.access(path, os.W_OK):
         problem = "permission denied"
@@ -255,19 +272,17 @@ class OutputLocks:
         key = path.resolve()
         if key in self._held:
             return
+        if is_special(path):
+            self._acquire_special(path, key, label)
+            return
         existed = path.exists()
         problem = folder_problem(path)
         if problem:
             raise OutputError(f"cannot write {label} '{path}': {problem}")
-        # a named pipe opened for writing waits for a reader: never, if none was started
-        fifo = is_special(path) and stat.S_ISFIFO(os.stat(path).st_mode)
         try:
             self._folders.update(make_folders(path.parent))
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | (os.O_NONBLOCK if fifo else 0), 0o644)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
         except OSError as exc:
-            if exc.errno == errno.ENXIO and fifo:
-                raise OutputError(f"cannot write {label} '{path}': a named pipe that no program reads (start "
-                                  "its reader first)") from None
             raise OutputError(f"cannot write {label} '{path}': {exc.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -278,6 +293,23 @@ class OutputLocks:
         self._held[key] = fd
         if not existed:
             self._created.add(key)
+
+    def _acquire_special(self, path: Path, key: Path, label: str) -> None:
+        """A device (/dev/null, a terminal) is shared by every process: not locked. A named
+        pipe (/dev/stdout under ``| head``) is held open from now on, so that its reader stays
+        connected until the run writes into it; no reader: refused at once (opening a pipe
+        for writing would wait for one for ever)."""
+        if not os.access(path, os.W_OK):
+            raise OutputError(f"cannot write {label} '{path}': permission denied")
+        if not stat.S_ISFIFO(os.stat(path).st_mode):
+            return
+        try:
+            self._held[key] = _open_special(path)
+        except OutputError:
+            raise OutputError(f"cannot write {label} '{path}': a named pipe that no program reads (start its "
+                              "reader first)") from None
+        except OSError as exc:
+            raise OutputError(f"cannot write {label} '{path}': {exc.strerror}") from None
 
     def keep(self, path: Path) -> None:
         """``path`` is a finished output: kept even when empty."""

@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from models import safejson
-from realtime.outputs import OutputError, end_torn_line, output_file_problem
+from realtime.outputs import OutputError, end_torn_line, is_special, output_file_problem
 from realtime.types import Estimate
 
 logger = logging.getLogger(__name__)
@@ -58,24 +58,19 @@ def _write_whole(fh, text: str, path: Path, label: str) -> None:
     a whole record, and the run stops with one line naming the file."""
     data = memoryview(text.encode("utf-8"))
     fd = fh.fileno()
-    try:
-        start = os.lseek(fd, 0, os.SEEK_END)
-    except OSError:  # a pipe: nothing can be cut back off it
-        start = None
+    start = os.lseek(fd, 0, os.SEEK_END)  # a regular file (check_output refuses pipes and devices)
     try:
         while data:
-            data = data[os.write(fd, data):]
-        try:
-            os.fsync(fd)
-        except OSError as exc:
-            if exc.errno != errno.EINVAL:  # EINVAL: not a file that can be synced (a pipe, /dev/null)
-                raise
+            written = os.write(fd, data)
+            if written == 0:
+                raise OSError(errno.EIO, "the write made no progress")
+            data = data[written:]
+        os.fsync(fd)
     except OSError as exc:
-        if start is not None:
-            try:
-                os.ftruncate(fd, start)
-            except OSError:  # not a regular file (a device): nothing to cut back
-                pass
+        try:
+            os.ftruncate(fd, start)
+        except OSError:
+            pass
         raise OutputError(f"cannot write {label} '{path}': {exc.strerror or exc}; the records before this "
                           "one are kept") from None
 
@@ -189,6 +184,9 @@ def check_output(path: str | Path, mode: str = "refuse", label: str = "--out",
     names the file in the error, ``advice`` says how a file holding records may be replaced
     (the command line's words by default)."""
     path = Path(path)
+    if is_special(path):  # a record being written would hold up a stop while its reader does not read
+        raise OutputError(f"{label} '{path}' is a pipe or a device: records go to a file (follow one as it grows "
+                          "with tail -f)")
     if not path.is_dir():
         if path.suffix.lower() == ".json":
             raise OutputError(f"{label} '{path}': records are JSON Lines (one object per line, not one JSON "

@@ -13,6 +13,7 @@ import math
 import os
 import pickle
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -176,27 +177,46 @@ def test_a_pipe_or_a_device_given_as_an_output_is_written_into_not_replaced(tmp_
     # a pipe nobody reads: one line at once, before any model loads (it had waited for ever)
     with OutputLocks() as locks, pytest.raises(OutputError, match="a named pipe that no program reads"):
         locks.acquire(link, "--summary")
+    # a device is every process's: two runs' --summary /dev/null do not refuse each other
+    with OutputLocks() as one, OutputLocks() as other:
+        one.acquire(Path(os.devnull), "--summary")
+        other.acquire(Path(os.devnull), "--summary")
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
-def test_records_go_into_a_pipe(tmp_path, suffix):
-    """--out a named pipe (another program reading the records as they come): each record
-    goes into it (a pipe has no end to seek to: the whole-record write had failed there)."""
+@pytest.mark.parametrize("append", [False, True])
+def test_records_into_a_pipe_are_refused_at_once(tmp_path, suffix, append):
+    """--out a named pipe: one line before anything runs. A record written into a pipe whose
+    reader stopped reading would wait for ever, and Ctrl-C with it (held until the record is
+    written); --append onto a pipe .csv waited for ever reading its header."""
+    from realtime.outputs import OutputError
     from realtime.sinks import make_sink
 
     fifo = tmp_path / f"r{suffix}"
     os.mkfifo(fifo)
-    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        sink = make_sink(fifo, "overwrite")
-        for i in range(3):
-            sink.write(_estimate(t_end=4.0 + i))
-        sink.close()
-        got = os.read(reader, 100_000).decode()
-    finally:
-        os.close(reader)
-    lines = got.splitlines()
-    assert len(lines) == (3 if suffix == ".jsonl" else 4) and "4.0" in lines[-3] and "6.0" in lines[-1]
+    with pytest.raises(OutputError, match="is a pipe or a device: records go to a file"):
+        make_sink(fifo, "append" if append else "overwrite")
+
+
+@pytest.mark.slow  # loads the live models (about 15 s)
+def test_a_folder_run_s_summary_goes_into_a_pipe_once(clips, tmp_path, small, capsys, caplog):
+    """A folder run rewrites its summary list after each file; into a pipe (--summary
+    /dev/stdout | jq) each rewrite was another document: it is written there once, whole."""
+    import threading
+    import time
+
+    fifo = tmp_path / "summary"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()), daemon=True)
+    reader.start()
+    time.sleep(0.3)  # the reader waits in its open before the run looks for one
+    ran = run(small, capsys, caplog, "--source", clips, "--out", tmp_path / "out", "--summary", fifo, "--quiet")
+    reader.join(timeout=30)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    listed = strict_json(got[0])
+    assert [Path(entry["source"]).name for entry in listed] == ["clip.mp4", "clip.wav"]
 
 
 @pytest.mark.slow  # loads the models (about 10 s)
