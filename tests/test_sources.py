@@ -343,6 +343,30 @@ def test_the_codecs_padding_past_the_audio_s_end_is_left_out(tmp_path):
     assert 3.95 < ends[-1] <= 4.0 + 1e-6 and source.end_time <= 4.0 + 1e-6
 
 
+@pytest.mark.parametrize("container", ["mkv", "mov"])
+def test_the_media_ends_at_the_last_frame_s_own_end(tmp_path, container):
+    """Variable frame rate: a second of frames at 25 fps, then one more at 10 s. The media ends
+    at that frame's end, 10.04 s, by its own duration; a declared stream length shorter than
+    the frames (this .mov says 1.04 s) is no limit on it."""
+    import av
+
+    path = tmp_path / f"vfr.{container}"
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        for pts in [*range(25), 250]:
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), pts % 200, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = pts, Fraction(1, 25)
+            for packet in video.encode(frame):
+                out.mux(packet)
+        for packet in video.encode():
+            out.mux(packet)
+    source = FileSource(path)
+    frames = [item for item in source if isinstance(item, VideoFrame)]
+    assert frames[-1].t == pytest.approx(10.0, abs=1e-3)
+    assert source.end_time == pytest.approx(10.04, abs=1e-3)
+
+
 def test_a_second_audio_track_is_said(tmp_path, caplog):
     two = tmp_path / "two.mp4"  # as recorders write them: the desktop's sound on one track, the voice on another
     write_tracks(two, [[(np.zeros(32000, np.float32), 0.0)], [(example_audio(2.0), 0.0)]])

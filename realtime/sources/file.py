@@ -193,14 +193,19 @@ class FileSource:
             next_video_t = -math.inf
             size = _scaled_size(info.width, info.height, opts.max_side) if video is not None else None
             frame_step = 1.0 / float(video.average_rate) if video is not None and video.average_rate else 0.0
+            video_end = _declared_end(container, [video], origin) if video is not None else None
 
             for packet in self._packets(container, streams):
                 for frame in self._decode(packet):
                     t = (float(frame.time) if frame.time is not None else 0.0) - origin
                     if isinstance(frame, av.VideoFrame):
                         # the media lasts until the frame's end, not its start (at 1 frame a
-                        # second the last frame's second would be in no window)
-                        self.end_time = max(self.end_time, t + frame_step)
+                        # second the last frame's second would be in no window): its own
+                        # duration, else the average's; never past the stream's declared end
+                        step = float(frame.duration * frame.time_base) if frame.duration and frame.time_base \
+                            else frame_step
+                        end = t + step if video_end is None or video_end <= t else min(t + step, video_end)
+                        self.end_time = max(self.end_time, end)
                         if frame.is_corrupt:  # concealed damage: its pixels are not the scene
                             self._damaged(t)
                             continue
