@@ -127,7 +127,7 @@ class CsvSink:
         self.label = label  # how errors name the file
         self._fh = _open(self.path, mode, label)  # checks it (check_output), the header too when appending
         try:
-            self._header = _csv_header(self.path) if mode == "append" else None
+            self._header = _csv_header(self.path, label) if mode == "append" else None
         except OutputError:  # changed since the check
             self._fh.close()
             raise
@@ -159,7 +159,7 @@ class CsvSink:
             self._fh.close()
 
 
-def _csv_header(path: Path) -> list[str] | None:
+def _csv_header(path: Path, label: str = "--out") -> list[str] | None:
     """The columns of a records table being appended to (None: it is empty or absent, so the
     run writes its own header); OutputError if its first line is not such a header."""
     try:
@@ -168,12 +168,12 @@ def _csv_header(path: Path) -> list[str] | None:
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as exc:
-        raise OutputError(f"cannot append to --out '{path}': {exc}") from None
+        raise OutputError(f"cannot append to {label} '{path}': {exc}") from None
     if not first:
         return None
     header = next(csv.reader([first]))
     if header[:2] != ["t_start", "t_end"] or "checkpoint" not in header:
-        raise OutputError(f"cannot append to --out '{path}': its first line is not a records header "
+        raise OutputError(f"cannot append to {label} '{path}': its first line is not a records header "
                           "(t_start,t_end,...,checkpoint)")
     return header
 
@@ -196,7 +196,7 @@ def check_output(path: str | Path, mode: str = "refuse", label: str = "--out",
     if problem := output_file_problem(label, path, mode != "refuse", advice):
         raise OutputError(problem)
     if mode == "append" and path.suffix.lower() == ".csv":
-        _csv_header(path)  # a table that is not one of records is refused before any model loads
+        _csv_header(path, label)  # a table that is not one of records is refused before any model loads
 
 
 def make_sink(path: str | Path, mode: str = "refuse", source: str | None = None, label: str = "--out") -> Sink:
