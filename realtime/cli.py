@@ -244,6 +244,18 @@ def _report(summary, args, done: list, locks=None, plot: Path | None = None) -> 
     _write_summary(args, done, locks)
 
 
+def _summary_of_what_was_done(args, done: list, locks) -> None:
+    """A folder run that stops early still writes its summary's last word (into a pipe, its
+    only one); a failure to write it is said, and the error that stopped the run stays the one
+    raised."""
+    from realtime.outputs import OutputError
+
+    try:
+        _write_summary(args, done, locks, end=True)
+    except (OutputError, OSError) as exc:
+        logger.warning("%s", exc)
+
+
 def _write_summary(args, done: list, locks=None, end: bool = False) -> None:
     """--summary: ``done`` so far (``end``: the run's last call). A folder run rewrites its
     list after each file, unless --summary is a pipe or a device (/dev/stdout | jq), where
@@ -520,31 +532,36 @@ def _run(args: argparse.Namespace, components: Components | None) -> int:
         failed: list[tuple[Path, str]] = []
         done: list[dict] = []
         with logs.said_once():  # a warning true of every file is said once; each summary keeps it
-            for path in files:
-                _stop_if_asked()
-                out = outs[path]
-                try:
-                    summary = run_file(path, out, args, comps)
-                except MediaError as exc:
-                    _stop_if_asked()  # an interrupted decoder's error is the interrupt, not a bad file
-                    if out_dir is None:
-                        raise
-                    failed.append((path, str(exc)))
-                    logger.error("%s; skipped", exc)
-                    for left in (out, plots[path]):
-                        if left is not None:
-                            locks.discard(left)  # an input that failed leaves no empty file
-                    done.append({"source": str(path), "failed": str(exc)})
-                    continue
-                if out is not None and not summary.interrupted:
-                    locks.keep(out)  # a finished input keeps its file, even empty; an interrupted one only its records
-                summary.load_seconds, loaded = loaded, None  # the first file's summary says it
-                _report(summary, args, done, locks, plots[path])
-                if summary.interrupted:
-                    _write_summary(args, done, locks, end=True)
-                    return EXIT_INTERRUPTED
-                if args.out is None and not args.quiet:
-                    print(safejson.dumps(summary.as_dict()))
+            try:
+                for path in files:
+                    _stop_if_asked()
+                    out = outs[path]
+                    try:
+                        summary = run_file(path, out, args, comps)
+                    except MediaError as exc:
+                        _stop_if_asked()  # an interrupted decoder's error is the interrupt, not a bad file
+                        if out_dir is None:
+                            raise
+                        failed.append((path, str(exc)))
+                        logger.error("%s; skipped", exc)
+                        for left in (out, plots[path]):
+                            if left is not None:
+                                locks.discard(left)  # an input that failed leaves no empty file
+                        done.append({"source": str(path), "failed": str(exc)})
+                        continue
+                    if out is not None and not summary.interrupted:
+                        # a finished input keeps its file, even empty; an interrupted one only its records
+                        locks.keep(out)
+                    summary.load_seconds, loaded = loaded, None  # the first file's summary says it
+                    _report(summary, args, done, locks, plots[path])
+                    if summary.interrupted:
+                        _write_summary(args, done, locks, end=True)
+                        return EXIT_INTERRUPTED
+                    if args.out is None and not args.quiet:
+                        print(safejson.dumps(summary.as_dict()))
+            except (KeyboardInterrupt, UserError):  # a stop or an error between files, or in one
+                _summary_of_what_was_done(args, done, locks)
+                raise
         _write_summary(args, done, locks, end=True)  # with every failure, also after the last file
         if failed:
             print(f"error: {len(failed)} of {len(files)} files failed: "

@@ -13,6 +13,7 @@ import math
 import os
 import pickle
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -217,6 +218,40 @@ def test_a_folder_run_s_summary_goes_into_a_pipe_once(clips, tmp_path, small, ca
     assert ran.returncode == 0, ran.stderr[-2000:]
     listed = strict_json(got[0])
     assert [Path(entry["source"]).name for entry in listed] == ["clip.mp4", "clip.wav"]
+
+
+@pytest.mark.slow  # loads the models (about 10 s)
+def test_a_folder_run_stopped_by_an_error_still_says_what_it_did_into_a_pipe(untrained, clips, tmp_path):
+    """A folder run whose second file's records cannot be written (a full disk; the kernel's
+    file size limit) stops with that error; its summary into a pipe, written once at the end,
+    still lists the file it finished (nothing had reached the pipe)."""
+    import resource
+    import shutil
+    import threading
+
+    from tests.conftest import finish, start
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(clips / "clip.wav", folder / "a.wav")  # one window: a small records file
+    shutil.copy(EXAMPLE, folder / "b.mp4")  # 38 windows: past the limit
+
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8_000, resource.RLIM_INFINITY))
+
+    fifo = tmp_path / "summary"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()), daemon=True)
+    reader.start()
+    time.sleep(0.3)  # the reader waits in its open before the run looks for one
+    proc = finish(start(["--source", folder, "--checkpoint", untrained, "--out", tmp_path / "out", "--summary",
+                         fifo, "--quiet"], preexec_fn=limited))
+    reader.join(timeout=30)
+    assert proc.returncode == 2 and "cannot write --out" in proc.stderr, proc.stderr[-2000:]
+    listed = strict_json(got[0])
+    assert [Path(entry["source"]).name for entry in listed] == ["a.wav"] and listed[0]["windows"] > 0
 
 
 @pytest.mark.slow  # loads the models (about 10 s)
