@@ -367,6 +367,39 @@ def test_the_media_ends_at_the_last_frame_s_own_end(tmp_path, container):
     assert source.end_time == pytest.approx(10.04, abs=1e-3)
 
 
+def test_a_frame_whose_duration_is_written_wrong_does_not_stretch_the_media(tmp_path):
+    """Two seconds of video and audio, one video packet's duration written as 400,000 s (a
+    broken muxer): the media still ends at 2 s, not 400,000 s on (hours of empty windows)."""
+    import av
+
+    path = tmp_path / "bogus.mkv"
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        audio = out.add_stream("aac", rate=16000, layout="mono")
+        packets = []
+        for pts in range(50):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), pts, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = pts, Fraction(1, 25)
+            packets += video.encode(frame)
+        packets += video.encode()
+        packets[-1].duration = 400_000_000  # milliseconds, Matroska's time base
+        for packet in packets:
+            out.mux(packet)
+        samples = example_audio(2.0)
+        for k in range(0, len(samples), 1024):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[None, k:k + 1024]), format="flt",
+                                               layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = 16000, k, Fraction(1, 16000)
+            for packet in audio.encode(frame):
+                out.mux(packet)
+        for packet in audio.encode(None):
+            out.mux(packet)
+    source = FileSource(path)
+    list(source)
+    assert 2.0 <= source.end_time < 2.1  # (the AAC encoder's last frame reaches 2.048 s)
+
+
 def test_a_second_audio_track_is_said(tmp_path, caplog):
     two = tmp_path / "two.mp4"  # as recorders write them: the desktop's sound on one track, the voice on another
     write_tracks(two, [[(np.zeros(32000, np.float32), 0.0)], [(example_audio(2.0), 0.0)]])

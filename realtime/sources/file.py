@@ -202,8 +202,11 @@ class FileSource:
                         # the media lasts until the frame's end, not its start (at 1 frame a
                         # second the last frame's second would be in no window): its own
                         # duration, else the average's; never past the stream's declared end
-                        step = float(frame.duration * frame.time_base) if frame.duration and frame.time_base \
-                            else frame_step
+                        # (Frame.duration is PyAV 14.4's: a packet's, which a muxer may have
+                        # written wrong, so no longer than the average step either)
+                        ticks, base = getattr(frame, "duration", None), frame.time_base
+                        steps = [x for x in (float(ticks * base) if ticks and base else 0.0, frame_step) if x > 0]
+                        step = min(steps) if steps else 0.0
                         end = t + step if video_end is None or video_end <= t else min(t + step, video_end)
                         self.end_time = max(self.end_time, end)
                         if frame.is_corrupt:  # concealed damage: its pixels are not the scene
