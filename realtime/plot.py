@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 from pathlib import Path
 
 from models.errors import UserError
@@ -202,15 +203,20 @@ def _polyline(painter, points, pen, polygon_type) -> None:
 
 def _save(image, painter, path: Path) -> Path:
     painter.end()
+    if is_special(path):  # a device or a pipe: written into, never renamed over (realtime.outputs)
+        handle, name = tempfile.mkstemp(suffix=path.suffix)  # its folder (/dev) may not be ours to write
+        os.close(handle)
+        tmp = Path(name)
+        try:
+            if not image.save(str(tmp)):
+                raise PlotError(f"cannot write --plot '{path}'")
+            write_atomic(path, tmp.read_bytes())
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp" + path.suffix)
     if not image.save(str(tmp)):
         raise PlotError(f"cannot write --plot '{path}'")
-    if is_special(path):  # a device or a pipe: written into, never renamed over (realtime.outputs)
-        try:
-            write_atomic(path, tmp.read_bytes())
-        finally:
-            tmp.unlink(missing_ok=True)
-    else:
-        tmp.replace(path)
+    tmp.replace(path)
     return path
