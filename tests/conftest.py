@@ -146,6 +146,18 @@ def file_size_limit(size: int):
         signal.signal(signal.SIGXFSZ, handler)
 
 
+def limited_file_size(size: int):
+    """For a subprocess (Popen's ``preexec_fn``): writes past ``size`` bytes of any file fail
+    (EFBIG), as on a full disk, the limit's signal ignored."""
+    def limit() -> None:
+        import resource
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, resource.RLIM_INFINITY))
+
+    return limit
+
+
 def start(args, module: str | None = "realtime", env: dict | None = None, stdout=subprocess.PIPE, **popen):
     """``python -m <module> args`` (or ``python args`` with module None) from the repository
     root, unbuffered, with a stack dump on SIGABRT and the exit audit on its path; ``popen``:

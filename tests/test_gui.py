@@ -66,6 +66,17 @@ def wait_finished(qtbot, window, timeout_s=240):
     qtbot.wait(100)  # queued signals from the run's last moments
 
 
+def pause_and_hold(qtbot, window, watch_ms: int) -> int:
+    """Pause, let a batch already in the model arrive, then watch: no estimate may come.
+    Returns how many were seen."""
+    window.pause_button.setChecked(True)
+    qtbot.wait(500)  # a batch already in the model may still arrive
+    held = window.estimates_seen
+    qtbot.wait(watch_ms)
+    assert window.estimates_seen == held, "estimates kept coming while paused"
+    return held
+
+
 def test_a_recording_names_the_input_each_estimate_came_from(qtbot, tmp_path):
     """Estimates still queued when a run is stopped and another started are recorded under
     the input they came from, which the session sends with each, not under the one now
@@ -184,11 +195,7 @@ def test_bad_file_shows_a_message_and_the_window_stays_usable(qtbot, session, tm
     window.start()
     assert not window.banner.isVisible()
     qtbot.waitUntil(lambda: window.estimates_seen >= 2, timeout=180_000)
-    window.pause_button.setChecked(True)
-    qtbot.wait(500)  # a batch already in the model may still arrive
-    held = window.estimates_seen
-    qtbot.wait(1500)
-    assert window.estimates_seen == held, "estimates kept coming while paused"
+    held = pause_and_hold(qtbot, window, 1500)
     window.pause_button.setChecked(False)
     qtbot.waitUntil(lambda: window.estimates_seen > held, timeout=60_000)
     window.stop()  # asks; the controls come back once the run has ended
@@ -205,11 +212,7 @@ def test_pause_holds_a_file_read_as_fast_as_it_decodes(qtbot, session, tmp_path)
     window.record_to(tmp_path / "rec.jsonl")
     window.start()
     qtbot.waitUntil(lambda: window.estimates_seen >= 3, timeout=180_000)
-    window.pause_button.setChecked(True)
-    qtbot.wait(500)  # a batch already in the model may still arrive
-    held = window.estimates_seen
-    qtbot.wait(2000)
-    assert window.estimates_seen == held, "estimates kept coming while paused"
+    held = pause_and_hold(qtbot, window, 2000)
     assert held < 30, held  # the pause came in time to hold something back (38 windows in all)
     window.pause_button.setChecked(False)
     wait_finished(qtbot, window)

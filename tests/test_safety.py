@@ -6,6 +6,7 @@ checkpoint of the live feature set on clips of a second or two: what is under te
 what the command does with its files and options, not what the model says.
 """
 
+import contextlib
 import csv
 import fcntl
 import json
@@ -21,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import EXAMPLE, file_size_limit, read_records, run_main
+from tests.conftest import EXAMPLE, file_size_limit, limited_file_size, read_records, run_main
 
 
 class Payload:
@@ -200,21 +201,28 @@ def test_records_into_a_pipe_are_refused_at_once(tmp_path, suffix, append):
         make_sink(fifo, "append" if append else "overwrite")
 
 
-@pytest.mark.slow  # loads the live models (about 15 s)
-def test_a_folder_run_s_summary_goes_into_a_pipe_once(clips, tmp_path, small, capsys, caplog):
-    """A folder run rewrites its summary list after each file; into a pipe (--summary
-    /dev/stdout | jq) each rewrite was another document: it is written there once, whole."""
+@contextlib.contextmanager
+def read_from_a_pipe(fifo):
+    """A named pipe at ``fifo`` and a reader waiting on it, as ``| jq`` would; yields the list
+    that gets all it read once every writer has closed it."""
     import threading
-    import time
 
-    fifo = tmp_path / "summary"
     os.mkfifo(fifo)
     got = []
     reader = threading.Thread(target=lambda: got.append(fifo.read_text()), daemon=True)
     reader.start()
     time.sleep(0.3)  # the reader waits in its open before the run looks for one
-    ran = run(small, capsys, caplog, "--source", clips, "--out", tmp_path / "out", "--summary", fifo, "--quiet")
+    yield got
     reader.join(timeout=30)
+
+
+@pytest.mark.slow  # loads the live models (about 15 s)
+def test_a_folder_run_s_summary_goes_into_a_pipe_once(clips, tmp_path, small, capsys, caplog):
+    """A folder run rewrites its summary list after each file; into a pipe (--summary
+    /dev/stdout | jq) each rewrite was another document: it is written there once, whole."""
+    fifo = tmp_path / "summary"
+    with read_from_a_pipe(fifo) as got:
+        ran = run(small, capsys, caplog, "--source", clips, "--out", tmp_path / "out", "--summary", fifo, "--quiet")
     assert ran.returncode == 0, ran.stderr[-2000:]
     listed = strict_json(got[0])
     assert [Path(entry["source"]).name for entry in listed] == ["clip.mp4", "clip.wav"]
@@ -225,9 +233,7 @@ def test_a_folder_run_stopped_by_an_error_still_says_what_it_did_into_a_pipe(unt
     """A folder run whose second file's records cannot be written (a full disk; the kernel's
     file size limit) stops with that error; its summary into a pipe, written once at the end,
     still lists the file it finished (nothing had reached the pipe)."""
-    import resource
     import shutil
-    import threading
 
     from tests.conftest import finish, start
 
@@ -235,20 +241,10 @@ def test_a_folder_run_stopped_by_an_error_still_says_what_it_did_into_a_pipe(unt
     folder.mkdir()
     shutil.copy(clips / "clip.wav", folder / "a.wav")  # one window: a small records file
     shutil.copy(EXAMPLE, folder / "b.mp4")  # 38 windows: past the limit
-
-    def limited():
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (8_000, resource.RLIM_INFINITY))
-
     fifo = tmp_path / "summary"
-    os.mkfifo(fifo)
-    got = []
-    reader = threading.Thread(target=lambda: got.append(fifo.read_text()), daemon=True)
-    reader.start()
-    time.sleep(0.3)  # the reader waits in its open before the run looks for one
-    proc = finish(start(["--source", folder, "--checkpoint", untrained, "--out", tmp_path / "out", "--summary",
-                         fifo, "--quiet"], preexec_fn=limited))
-    reader.join(timeout=30)
+    with read_from_a_pipe(fifo) as got:
+        proc = finish(start(["--source", folder, "--checkpoint", untrained, "--out", tmp_path / "out", "--summary",
+                             fifo, "--quiet"], preexec_fn=limited_file_size(8_000)))
     assert proc.returncode == 2 and "cannot write --out" in proc.stderr, proc.stderr[-2000:]
     listed = strict_json(got[0])
     assert [Path(entry["source"]).name for entry in listed] == ["a.wav"] and listed[0]["windows"] > 0
@@ -358,16 +354,11 @@ def test_a_run_whose_disk_fills_up_stops_in_one_line_with_whole_records(untraine
     """A file run whose records file cannot grow (a full disk; here the kernel's file size
     limit): one error line, exit 2, no traceback, and every line of the file a whole record
     (it had ended in three chained tracebacks and a torn last record)."""
-    import resource
-
     from tests.conftest import finish, start
 
-    def limited():
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, resource.RLIM_INFINITY))
-
     out = tmp_path / "r.jsonl"
-    proc = finish(start(["--source", EXAMPLE, "--checkpoint", untrained, "--out", out], preexec_fn=limited))
+    proc = finish(start(["--source", EXAMPLE, "--checkpoint", untrained, "--out", out],
+                        preexec_fn=limited_file_size(20_000)))
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: cannot write --out '{out}'")
     assert "Traceback" not in proc.stderr
