@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a media file, a folder of media files, 'webcam' or a camera index")
     p.add_argument("--out", help="records: .jsonl or .csv (a folder when --source is a folder: one <name>.jsonl "
                                  "per file, <name>.<ext>.jsonl where two files share a name). Without it the "
-                                 "records are not kept (a warning says so; the summary goes to stdout)")
+                                 "records are not kept (a warning says so; the summary goes to stdout, or to "
+                                 "--summary)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--overwrite", action="store_true",
                       help="replace existing output files (--out, --summary, --plot)")
@@ -557,7 +558,7 @@ def _run(args: argparse.Namespace, components: Components | None) -> int:
                     if summary.interrupted:
                         _write_summary(args, done, locks, end=True)
                         return EXIT_INTERRUPTED
-                    if args.out is None and not args.quiet:
+                    if args.out is None and not args.quiet and not args.summary:  # else it goes there
                         print(safejson.dumps(summary.as_dict()))
             except (KeyboardInterrupt, UserError):  # a stop or an error between files, or in one
                 _summary_of_what_was_done(args, done, locks)

@@ -253,7 +253,8 @@ def test_a_folder_run_stopped_by_an_error_still_says_what_it_did_into_a_pipe(unt
 @pytest.mark.slow  # loads the models (about 10 s)
 def test_a_summary_piped_to_stdout_comes_whole(untrained, tmp_path):
     """``--summary /dev/stdout`` with stdout a pipe: the summary on stdout, exit 0 (it had run
-    the whole file, then failed on '/proc/<pid>/fd/pipe:[...]': No such file)."""
+    the whole file, then failed on '/proc/<pid>/fd/pipe:[...]': No such file). Without --out
+    it comes once (a run without --out also printed it there: two documents)."""
     from tests.conftest import finish, start
 
     out = tmp_path / "r.jsonl"
@@ -261,6 +262,9 @@ def test_a_summary_piped_to_stdout_comes_whole(untrained, tmp_path):
                          "--quiet"]))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert strict_json(proc.stdout)["windows"] == len(strict_lines(out)) > 0
+    proc = finish(start(["--source", EXAMPLE, "--checkpoint", untrained, "--summary", "/dev/stdout"]))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert strict_json(proc.stdout)["windows"] == len(strict_lines(out))
 
 
 # ---- 3. a folder's outputs never collide ----------------------------------------------------
