@@ -193,12 +193,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(args.json, safejson.dumps(results, indent=1) + "\n")
+        write_atomic(args.json, safejson.dumps(results, indent=1) + "\n", label="--json")
     except OSError as exc:  # the table above keeps the figures; an output, not a bug: 2
         print(f"error: cannot write --json '{args.json}': {exc.strerror}", file=sys.stderr)
         return 2
     except OutputError as exc:
-        print(f"error: {str(exc).replace('cannot write ', 'cannot write --json ', 1)}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"\nwritten to {args.json}", file=sys.stderr)
     return 0

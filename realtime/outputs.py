@@ -86,33 +86,38 @@ def is_special(path: Path) -> bool:
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
-def _open_special(path: Path) -> int:
+def _cannot_write(label: str, path: Path, why) -> OutputError:
+    """The one line for an output that cannot be written (``label``: its option, or "")."""
+    return OutputError(f"cannot write {label + ' ' if label else ''}'{path}': {why}")
+
+
+def _open_special(path: Path, label: str = "") -> int:
     """A device or a pipe opened for writing, without waiting for a pipe's reader (none:
     OutputError at once, not a wait for ever); then blocking, so that a write goes whole."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
     except OSError as exc:
         if exc.errno == errno.ENXIO:
-            raise OutputError(f"cannot write '{path}': a named pipe that no program reads (start its reader "
-                              "first)") from None
-        raise
+            raise _cannot_write(label, path, "a named pipe that no program reads (start its reader first)") from None
+        raise _cannot_write(label, path, exc.strerror or exc) from None
     os.set_blocking(fd, True)
     return fd
 
 
-def write_atomic(path: Path, text: str | bytes) -> None:
+def write_atomic(path: Path, text: str | bytes, label: str = "") -> None:
     """Write ``text`` (or bytes) to ``path`` whole: a temporary file in the same folder,
     fsynced, then renamed over ``path`` (a crash leaves the old file or the new one, never half).
-    A device or a pipe at ``path`` (``is_special``) is written into instead."""
+    A device or a pipe at ``path`` (``is_special``) is written into instead. ``label``: how
+    an error names the output (its option)."""
     path = Path(path)
     if is_special(path):
         data = text if isinstance(text, bytes) else text.encode("utf-8")
+        fd = _open_special(path, label)
         try:
-            fd = _open_special(path)
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
         except OSError as exc:
-            raise OutputError(f"cannot write '{path}': {exc.strerror or exc}") from None
+            raise _cannot_write(label, path, exc.strerror or exc) from None
         return
     tmp = path.with_name(f".{path.name}.tmp-{_WRITER}")
     try:
@@ -123,7 +128,7 @@ def write_atomic(path: Path, text: str | bytes) -> None:
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write '{path}': {exc.strerror}") from None
+        raise _cannot_write(label, path, exc.strerror) from None
     except BaseException:  # Ctrl-C or SIGTERM mid-write: no temporary left for the next run to find
         tmp.unlink(missing_ok=True)
         raise
@@ -301,15 +306,8 @@ class OutputLocks:
         for writing would wait for one for ever)."""
         if not os.access(path, os.W_OK):
             raise OutputError(f"cannot write {label} '{path}': permission denied")
-        if not stat.S_ISFIFO(os.stat(path).st_mode):
-            return
-        try:
-            self._held[key] = _open_special(path)
-        except OutputError:
-            raise OutputError(f"cannot write {label} '{path}': a named pipe that no program reads (start its "
-                              "reader first)") from None
-        except OSError as exc:
-            raise OutputError(f"cannot write {label} '{path}': {exc.strerror}") from None
+        if stat.S_ISFIFO(os.stat(path).st_mode):
+            self._held[key] = _open_special(path, label)
 
     def keep(self, path: Path) -> None:
         """``path`` is a finished output: kept even when empty."""
