@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 
 from models.errors import UserError
-from realtime.outputs import is_special, output_file_problem, write_atomic
+from realtime.outputs import OutputError, output_file_problem, write_atomic
 
 EMOTION_COLOURS: dict[str, str] = {
     "neutral": "#9e9e9e", "happy": "#f2b701", "sad": "#3969ac", "angry": "#e73f74",
@@ -202,21 +201,20 @@ def _polyline(painter, points, pen, polygon_type) -> None:
 
 
 def _save(image, painter, path: Path) -> Path:
+    """The picture into ``path`` whole, as every output is written (realtime.outputs.write_atomic:
+    a file renamed into place, a device or a pipe written into)."""
+    from PyQt6.QtCore import QBuffer, QByteArray, QIODevice
+
     painter.end()
-    if is_special(path):  # a device or a pipe: written into, never renamed over (realtime.outputs)
-        handle, name = tempfile.mkstemp(suffix=path.suffix)  # its folder (/dev) may not be ours to write
-        os.close(handle)
-        tmp = Path(name)
-        try:
-            if not image.save(str(tmp)):
-                raise PlotError(f"cannot write --plot '{path}'")
-            write_atomic(path, tmp.read_bytes())
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp" + path.suffix)
-    if not image.save(str(tmp)):
+    data = QByteArray()
+    buffer = QBuffer(data)
+    buffer.open(QIODevice.OpenModeFlag.WriteOnly)
+    if not image.save(buffer, path.suffix.lstrip(".").upper()):
         raise PlotError(f"cannot write --plot '{path}'")
-    tmp.replace(path)
+    buffer.close()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        write_atomic(path, bytes(data), label="--plot")
+    except OutputError as exc:
+        raise PlotError(str(exc)) from None
     return path
