@@ -201,9 +201,9 @@ class FileSource:
                     if isinstance(frame, av.VideoFrame):
                         # the media lasts until the frame's end, not its start (at 1 frame a
                         # second the last frame's second would be in no window): its own
-                        # duration, else the average's; never past the stream's declared end
-                        # (Frame.duration is PyAV 14.4's: a packet's, which a muxer may have
-                        # written wrong, so no longer than the average step either)
+                        # duration (PyAV 14.4's Frame.duration: a packet's, which a muxer may
+                        # have written wrong) up to the average step, and never past the
+                        # stream's declared end where that lies beyond the frame
                         ticks, base = getattr(frame, "duration", None), frame.time_base
                         steps = [x for x in (float(ticks * base) if ticks and base else 0.0, frame_step) if x > 0]
                         step = min(steps) if steps else 0.0
